@@ -1,0 +1,253 @@
+"""Prompt and response records, JSONL IO, and the student's view of a response.
+
+The student sees ``template.format(prompt=...) + response + eos_token`` tokenized with its own
+tokenizer and no added special tokens (no BOS). Labels are ``-100`` on the prompt part and the input
+ids on the response part, EOS included, so the loss of an example is the mean cross-entropy over
+its response tokens exactly as Hugging Face computes it with ``labels``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grace_engine.errors import InvalidInput
+
+IGNORE_INDEX = -100
+DEFAULT_STUDENT_TEMPLATE = "### Problem:\n{prompt}\n\n### Solution:\n"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One problem. ``answer`` is optional; when present it enables teacher accuracy."""
+
+    id: str
+    prompt: str
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """The ``index``-th response of ``candidate`` to prompt ``prompt_id``."""
+
+    prompt_id: str
+    candidate: str
+    index: int
+    text: str
+
+
+def _prompt_from_record(record: Any, line_no: int) -> Prompt:
+    field = f"prompts[{line_no}]"
+    if not isinstance(record, dict):
+        raise InvalidInput("each line must be a JSON object", field=field)
+    text = record.get("prompt", record.get("question"))
+    if not isinstance(text, str):
+        raise InvalidInput("needs a string 'prompt' (or GSM8K's 'question')", field=field)
+    raw_id = record.get("id", record.get("idx", line_no))
+    answer = record.get("answer")
+    if answer is not None and not isinstance(answer, str | int | float):
+        raise InvalidInput("'answer' must be a string or a number", field=f"{field}.answer")
+    return Prompt(id=str(raw_id), prompt=text, answer=None if answer is None else str(answer))
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """Read prompts from JSONL: ``{id?, prompt | question, answer?}`` per line (GSM8K lines work as is)."""
+    prompts: list[Prompt] = []
+    for line_no, record in enumerate(_read_jsonl(path, field="prompts")):
+        prompts.append(_prompt_from_record(record, line_no))
+    return validate_prompts(prompts)
+
+
+def _read_jsonl(path: str | Path, *, field: str) -> Iterator[Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput(f"no such file: {p}", field=field)
+    with p.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"line {line_no + 1} is not JSON: {exc.msg}", field=field) from exc
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def validate_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """GRACE cross-validates over prompts, so it needs at least two, with unique ids and text."""
+    if len(prompts) == 0:
+        raise InvalidInput("the prompt list is empty", field="prompts")
+    if len(prompts) < 2:
+        raise InvalidInput(
+            "GRACE holds out prompts for cross-validation and needs at least 2 prompts", field="prompts"
+        )
+    seen: set[str] = set()
+    for i, p in enumerate(prompts):
+        if not p.prompt.strip():
+            raise InvalidInput("prompt text is empty", field=f"prompts[{i}].prompt")
+        if p.id in seen:
+            raise InvalidInput(f"duplicate prompt id {p.id!r}", field=f"prompts[{i}].id")
+        seen.add(p.id)
+    return list(prompts)
+
+
+def reference_answer(answer: str) -> str:
+    """The final answer of a reference solution: the text after GSM8K's ``####``, else the whole string."""
+    _, sep, tail = answer.rpartition("####")
+    return tail.strip() if sep else answer.strip()
+
+
+# --- student formatting -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudentFormat:
+    """How responses are shown to the student.
+
+    ``max_length`` bounds the token count of prompt part + response + EOS; a longer example is an
+    error unless ``truncate`` is set, in which case its tail is cut (the EOS is then lost) and the
+    example is counted as truncated.
+    """
+
+    template: str = DEFAULT_STUDENT_TEMPLATE
+    max_length: int | None = None
+    truncate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.template.count("{prompt}") != 1:
+            raise InvalidInput("must contain '{prompt}' exactly once", field="student_template")
+        try:
+            self.template.format(prompt="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise InvalidInput(
+                f"only the '{{prompt}}' placeholder is allowed ({exc})", field="student_template"
+            ) from exc
+        if self.max_length is not None and self.max_length < 2:
+            raise InvalidInput("must be at least 2 tokens", field="max_length")
+
+
+@dataclass(frozen=True)
+class StudentExample:
+    """One tokenized example. ``labels[t]`` is the target of position ``t`` before HF's shift."""
+
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+
+    @property
+    def n_response_tokens(self) -> int:
+        """Tokens that carry loss: all labels except the first position, which nothing predicts."""
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
+
+def encode_for_student(
+    tokenizer: Any,
+    prompt: str,
+    response: str,
+    fmt: StudentFormat,
+    *,
+    field: str = "response",
+) -> StudentExample:
+    """Tokenize one (prompt, response) pair for the student, masking the prompt part.
+
+    The full text is tokenized in one piece (so merges are those the student sees in training) and
+    a token belongs to the response when it starts at or after the end of the prompt part; a token
+    straddling the boundary is masked.
+    """
+    eos_token = getattr(tokenizer, "eos_token", None)
+    eos_id = getattr(tokenizer, "eos_token_id", None)
+    if not eos_token or eos_id is None:
+        raise InvalidInput("the student tokenizer has no EOS token", field="student")
+    if not getattr(tokenizer, "is_fast", False):
+        raise InvalidInput("a fast (Rust) tokenizer is required for the student", field="student")
+    head = fmt.template.format(prompt=prompt)
+    enc = tokenizer(head + response + eos_token, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    offsets: list[tuple[int, int]] = list(enc["offset_mapping"])
+    if not ids or ids[-1] != eos_id:
+        raise InvalidInput(
+            f"the student tokenizer does not turn {eos_token!r} into its EOS id {eos_id}", field="student"
+        )
+    boundary = len(head)
+    labels = [tok if start >= boundary else IGNORE_INDEX for tok, (start, _end) in zip(ids, offsets, strict=True)]
+    truncated = False
+    if fmt.max_length is not None and len(ids) > fmt.max_length:
+        if not fmt.truncate:
+            raise InvalidInput(
+                f"{len(ids)} tokens (prompt part + response + EOS) exceed max_length={fmt.max_length}; "
+                "shorten it, raise max_length or enable truncation",
+                field=field,
+            )
+        ids, labels, truncated = ids[: fmt.max_length], labels[: fmt.max_length], True
+    example = StudentExample(input_ids=ids, labels=labels, truncated=truncated)
+    if example.n_response_tokens == 0:
+        raise InvalidInput(
+            f"no response token is left after the prompt part (max_length={fmt.max_length})", field=field
+        )
+    return example
+
+
+@dataclass(frozen=True)
+class StudentBatch:
+    """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels`` all ``(batch, seq_len)`` int64."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(batch,)`` number of real (non-pad) tokens per row."""
+        return self.attention_mask.sum(dim=1)
+
+    def to(self, device: torch.device | str) -> StudentBatch:
+        return StudentBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device)
+        )
+
+
+def collate(examples: Sequence[StudentExample], pad_id: int) -> StudentBatch:
+    """Right-pad examples to the longest one; pads get attention 0 and label -100."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(e.labels)
+    return StudentBatch(ids, mask, labels)
+
+
+def length_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -> list[list[int]]:
+    """Group example indices into batches of similar length to limit padding.
+
+    Indices are sorted by length (longest first, so an out-of-memory shows on the first batch) and
+    cut whenever ``batch_size * longest`` would exceed ``max_tokens`` or the batch reaches
+    ``max_batch``. Every index appears in exactly one batch; an example longer than ``max_tokens``
+    gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1 > max_batch or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+

@@ -1,0 +1,139 @@
+"""Loading student and teacher models from allowed places, with a small cache.
+
+A model reference is either a directory under one of the configured roots (symlinks resolved
+before the check) or a Hugging Face hub id on the allow-list. ``trust_remote_code`` is never
+enabled, hub ids load from the local cache unless the policy allows downloads, and anything else
+is refused before a single file is read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grace_engine.errors import ModelNotAllowed, ModelNotFound
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """Where models may come from. ``offline`` keeps hub ids to the local cache."""
+
+    roots: tuple[Path, ...]
+    allowed_hub_ids: tuple[str, ...] = ()
+    offline: bool = True
+
+    @classmethod
+    def from_paths(cls, roots: Sequence[str | Path], allowed_hub_ids: Sequence[str] = (), offline: bool = True) -> ModelPolicy:
+        return cls(tuple(Path(r).expanduser().resolve() for r in roots), tuple(allowed_hub_ids), offline)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved, allowed model: ``location`` is an absolute directory or an allowed hub id."""
+
+    location: str
+    is_hub: bool
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def resolve_model(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path | None = None) -> ModelSource:
+    """Check ``ref`` against the policy; relative paths are taken from ``base_dir`` (default: cwd)."""
+    if not ref or not ref.strip():
+        raise ModelNotFound("no model given", field=field)
+    if ref in policy.allowed_hub_ids:
+        return ModelSource(ref, is_hub=True)
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    path = path.resolve()
+    if not any(path.is_relative_to(root) for root in policy.roots):
+        roots = ", ".join(str(r) for r in policy.roots) or "none configured"
+        raise ModelNotAllowed(
+            f"{ref!r} is neither under an allowed model root ({roots}) nor an allowed hub id", field=field
+        )
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"no model at {str(path)!r} (expected a directory with config.json)", field=field)
+    return ModelSource(str(path), is_hub=False)
+
+
+def _load_kwargs(source: ModelSource, policy: ModelPolicy) -> dict[str, Any]:
+    return {"trust_remote_code": False, "local_files_only": not source.is_hub or policy.offline}
+
+
+def load_tokenizer(source: ModelSource, policy: ModelPolicy, *, field: str = "model") -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.location, **_load_kwargs(source, policy))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"cannot load a tokenizer from {source}: {exc}", field=field) from exc
+
+
+def load_causal_lm(
+    source: ModelSource,
+    policy: ModelPolicy,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    field: str = "model",
+) -> torch.nn.Module:
+    """Load a causal LM in eval mode (no dropout), parameters frozen; callers opt parameters in."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **_load_kwargs(source, policy))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotFound(f"cannot load a causal LM from {source}: {exc}", field=field) from exc
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model  # type: ignore[no-any-return]
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    model: torch.nn.Module
+    tokenizer: Any
+
+
+class ModelCache:
+    """Keeps the ``capacity`` most recently used models loaded (long-lived workers reuse them).
+
+    Thread-safe; a model is loaded at most once per key even when requested concurrently.
+    """
+
+    def __init__(self, policy: ModelPolicy, *, capacity: int = 2, device: str | torch.device = "cpu") -> None:
+        self.policy = policy
+        self.capacity = capacity
+        self.device = device
+        self._entries: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: ModelSource, *, dtype: torch.dtype = torch.float32, field: str = "model") -> LoadedModel:
+        key = (source.location, str(dtype))
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            loaded = LoadedModel(
+                source,
+                load_causal_lm(source, self.policy, dtype=dtype, device=self.device, field=field),
+                load_tokenizer(source, self.policy, field=field),
+            )
+            self._entries[key] = loaded
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+            return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

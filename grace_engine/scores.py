@@ -1,0 +1,269 @@
+"""GRACE and the baseline teacher scores, on a matrix of projected per-example gradients.
+
+Throughout, ``G`` is the ``(n_prompts * n_per_prompt, d)`` matrix of projected student gradients,
+prompt-major: the ``n_per_prompt`` responses of a prompt occupy adjacent rows. Lower GRACE means a
+better teacher for this student.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from grace_engine.data import reference_answer
+from grace_engine.errors import InvalidInput
+
+# Released-code constants: norms and eigenvalues are clipped here so that zero gradients and a
+# rank-deficient training spectrum stay finite; the smoothing then sets the real floor.
+NORM_EPS = 1e-12
+EIG_EPS = 1e-12
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class GraceResult:
+    """GRACE of one candidate.
+
+    ``score`` is the mean of ``split_scores``; ``bias`` is the part explained by the held-out mean
+    gradient whitened by the training spectrum, ``variance`` the rest, so ``variance + bias == score``
+    up to rounding. ``split_bias``/``split_variance`` give the same split by split.
+    """
+
+    score: float
+    split_scores: list[float]
+    variance: float
+    bias: float
+    split_variance: list[float]
+    split_bias: list[float]
+    n_prompts: int
+    n_per_prompt: int
+    n_test_prompts: int
+
+    @property
+    def split_std(self) -> float:
+        """Sample standard deviation of the split scores (0 with a single split)."""
+        return float(np.std(self.split_scores, ddof=1)) if len(self.split_scores) > 1 else 0.0
+
+
+def _as_gradient_matrix(gradients: npt.ArrayLike, n_per_prompt: int) -> tuple[FloatArray, int]:
+    g = np.asarray(gradients, dtype=np.float64)
+    if g.ndim != 2 or g.shape[0] == 0 or g.shape[1] == 0:
+        raise InvalidInput(f"expected a non-empty 2-D (rows, dim) matrix, got shape {g.shape}", field="gradients")
+    if not np.isfinite(g).all():
+        raise InvalidInput("contains NaN or infinite values", field="gradients")
+    if n_per_prompt < 1:
+        raise InvalidInput("must be at least 1", field="n_per_prompt")
+    if g.shape[0] % n_per_prompt:
+        raise InvalidInput(
+            f"{g.shape[0]} rows is not a multiple of n_per_prompt={n_per_prompt} "
+            "(rows must be prompt-major, n_per_prompt responses per prompt)",
+            field="gradients",
+        )
+    return g, g.shape[0] // n_per_prompt
+
+
+def _unit_rows(x: FloatArray) -> FloatArray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), NORM_EPS)
+
+
+def _prompt_rows(prompts: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64]:
+    return (prompts[:, None] * m + np.arange(m)[None, :]).reshape(-1)
+
+
+def _smoothed_train_spectrum(x_train: FloatArray, smoothing: float) -> tuple[FloatArray, FloatArray, float]:
+    """Eigen-decomposition of ``K_tr = X^T X / rows`` for unit rows ``X``, smoothed as released.
+
+    Returns ``(w, V, w_null)``: ``V`` is ``(d, q)`` with orthonormal columns, ``w`` the ``q`` smoothed
+    eigenvalues, and ``w_null`` the smoothed eigenvalue of the ``d - q`` directions ``K_tr`` does not
+    span (0 before clipping). With more rows than dimensions ``q = d``; otherwise ``q = rows`` and the
+    thin SVD of ``X`` replaces the ``d x d`` eigen-solve, which is cheaper and exact on the null space.
+    """
+    rows, d = x_train.shape
+    if d <= rows:
+        eigvals, vecs = np.linalg.eigh(x_train.T @ x_train / rows)
+    else:
+        _, sing, vt = np.linalg.svd(x_train / math.sqrt(rows), full_matrices=False)
+        eigvals, vecs = sing**2, vt.T
+    null_dim = d - eigvals.shape[0]
+    w = np.maximum(eigvals, EIG_EPS)
+    mean = (w.sum() + null_dim * EIG_EPS) / d
+    w = np.maximum((1.0 - smoothing) * w + smoothing * mean, EIG_EPS)
+    w_null = max((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
+    return w, vecs, w_null
+
+
+def _whitened_energy(x: FloatArray, w: FloatArray, vecs: FloatArray, w_null: float) -> float:
+    """``trace(K_tr^-1 X^T X)`` with the smoothed spectrum; ``x`` is ``(rows, d)``."""
+    coords = x @ vecs
+    energy = float(np.sum(coords**2 / w))
+    if vecs.shape[1] < vecs.shape[0]:
+        residual = x - coords @ vecs.T
+        energy += float(np.sum(residual**2)) / w_null
+    return energy
+
+
+def grace(
+    gradients: npt.ArrayLike,
+    n_per_prompt: int,
+    *,
+    n_splits: int = 10,
+    test_fraction: float = 0.1,
+    smoothing: float = 1e-3,
+) -> GraceResult:
+    """GRACE of one candidate, exactly as the released implementation computes it, in float64.
+
+    For split ``s`` the prompts are permuted with ``numpy.random.default_rng(s).permutation(n)``;
+    the last ``max(1, int(n * test_fraction))`` are held out with all their responses. Training rows
+    are L2-normalized (norms clipped at 1e-12), held-out rows stay raw. ``K_tr`` and ``K_te`` are
+    the second moments ``X^T X / rows`` of each side; ``K_tr``'s eigenvalues are clipped at 1e-12,
+    smoothed towards their mean with weight ``smoothing`` and clipped again. The split score is
+    ``trace(K_tr^-1 K_te)`` and GRACE their mean. Writing ``K_te = mu mu^T + Sigma`` (held-out mean
+    and covariance) splits the trace into ``bias = mu^T K_tr^-1 mu`` and ``variance = trace(K_tr^-1 Sigma)``.
+
+    Args:
+        gradients: ``(n * n_per_prompt, d)`` projected gradients, prompt-major.
+        n_per_prompt: responses per prompt ``m``.
+    """
+    g, n = _as_gradient_matrix(gradients, n_per_prompt)
+    if n < 2:
+        raise InvalidInput("GRACE needs at least 2 prompts (one held out, one to train on)", field="gradients")
+    if n_splits < 1:
+        raise InvalidInput("must be at least 1", field="n_splits")
+    if not 0.0 < test_fraction < 1.0:
+        raise InvalidInput("must be strictly between 0 and 1", field="test_fraction")
+    if not 0.0 <= smoothing <= 1.0:
+        raise InvalidInput("must be between 0 and 1", field="smoothing")
+    n_test = max(1, int(n * test_fraction))
+    scores, biases, variances = [], [], []
+    for split in range(n_splits):
+        perm = np.random.default_rng(split).permutation(n)
+        x_train = _unit_rows(g[_prompt_rows(perm[:-n_test], n_per_prompt)])
+        x_test = g[_prompt_rows(perm[-n_test:], n_per_prompt)]
+        w, vecs, w_null = _smoothed_train_spectrum(x_train, smoothing)
+        rows = x_test.shape[0]
+        mean = x_test.mean(axis=0, keepdims=True)
+        scores.append(_whitened_energy(x_test, w, vecs, w_null) / rows)
+        biases.append(_whitened_energy(mean, w, vecs, w_null))
+        variances.append(_whitened_energy(x_test - mean, w, vecs, w_null) / rows)
+    return GraceResult(
+        score=float(np.mean(scores)),
+        split_scores=scores,
+        variance=float(np.mean(variances)),
+        bias=float(np.mean(biases)),
+        split_variance=variances,
+        split_bias=biases,
+        n_prompts=n,
+        n_per_prompt=n_per_prompt,
+        n_test_prompts=n_test,
+    )
+
+
+def g_norm(gradients: npt.ArrayLike) -> float:
+    """Mean squared L2 norm of the raw gradient rows."""
+    g = np.asarray(gradients, dtype=np.float64)
+    return float(np.mean(np.sum(g**2, axis=1)))
+
+
+def g_vendi(gradients: npt.ArrayLike) -> float:
+    """Vendi score of the gradients: ``exp`` of the entropy of the trace-normalized eigenvalues of
+    the second moment of the L2-normalized rows. Ranges from 1 (all rows parallel) to
+    ``min(rows, d)`` (orthogonal rows); 0 when every row is zero.
+    """
+    x = _unit_rows(np.asarray(gradients, dtype=np.float64))
+    # Same non-zero spectrum either way; use the smaller Gram matrix.
+    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+    eig = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    total = eig.sum()
+    if total <= 0.0:
+        return 0.0
+    p = eig[eig > 0] / total
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def student_nll(losses: Sequence[float], n_tokens: Sequence[int]) -> float:
+    """Token-weighted mean NLL (nats/token) of all responses under the student, from each response's
+    mean loss and token count."""
+    tokens = np.asarray(n_tokens, dtype=np.float64)
+    return float(np.sum(np.asarray(losses, dtype=np.float64) * tokens) / np.sum(tokens))
+
+
+def log_length_factor(n_tokens: Sequence[int]) -> FloatArray:
+    """Per-row factor ``ln(max(len, 2))`` (the paper's text scales gradients by the log of the
+    response length; the released code does not). ``max(., 2)`` keeps one-token rows from vanishing."""
+    return np.log(np.maximum(np.asarray(n_tokens, dtype=np.float64), 2.0))
+
+
+# --- teacher accuracy -----------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_ANSWER_IS = re.compile(r"the (?:final )?answer is[:\s]*(.+)", re.IGNORECASE)
+
+
+def _last_boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer a response commits to: the last ``\\boxed{...}``, else what follows
+    "the answer is", else the last number in the text; ``None`` when there is none."""
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed.strip()
+    matches = list(_ANSWER_IS.finditer(text))
+    if matches:
+        tail = matches[-1].group(1).split("\n", 1)[0].strip()
+        number = _NUMBER.search(tail)
+        return number.group(0) if number else tail.rstrip(".").strip() or None
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def _as_number(answer: str) -> float | None:
+    cleaned = answer.replace("\\$", "").replace("$", "").replace("\\!", "").replace(",", "").strip()
+    cleaned = cleaned.rstrip(".").strip()
+    try:
+        return float(cleaned)
+    except ValueError:
+        numbers = _NUMBER.findall(cleaned)
+        return float(numbers[0].replace(",", "")) if len(numbers) == 1 else None
+
+
+def answers_match(predicted: str | None, reference: str) -> bool:
+    """Numeric comparison when both sides are numbers (``"1,000.0" == "1000"``), else
+    case- and whitespace-insensitive text comparison."""
+    if predicted is None:
+        return False
+    a, b = _as_number(predicted), _as_number(reference)
+    if a is not None and b is not None:
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return "".join(predicted.split()).lower() == "".join(reference.split()).lower()
+
+
+def teacher_accuracy(responses: Sequence[Sequence[str]], answers: Sequence[str | None]) -> float | None:
+    """Share of responses whose extracted answer matches the prompt's reference answer, over the
+    prompts that carry one (GSM8K's ``#### n`` is understood); ``None`` when none does."""
+    correct = total = 0
+    for texts, answer in zip(responses, answers, strict=True):
+        if answer is None:
+            continue
+        ref = reference_answer(answer)
+        correct += sum(answers_match(extract_answer(t), ref) for t in texts)
+        total += len(texts)
+    return correct / total if total else None
