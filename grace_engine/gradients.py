@@ -257,6 +257,7 @@ class GradientComputer(Protocol):
     """``batch -> (projected (B, d) float32, losses (B,), n_tokens (B,))``, all on the model's device."""
 
     d: int
+    grad_dim: int
 
     def __call__(self, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
@@ -340,7 +341,7 @@ class ExactGradients:
     """Reference path: exact per-example gradients times a dense seeded Rademacher map / sqrt(D)."""
 
     def __init__(self, model: nn.Module, layout: SpaceLayout, *, d: int, seed: int) -> None:
-        self.model, self.layout, self.d = model, layout, d
+        self.model, self.layout, self.d, self.grad_dim = model, layout, d, layout.grad_dim
         self.projector = DenseProjector(layout.grad_dim, d, seed)
 
     def __call__(self, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -373,7 +374,8 @@ class FastGradients:
                 + "; use path='exact' or gradient_space='lora'/'output_layer'",
                 field="student",
             )
-        self.model, self.layout, self.projector, self.d = model, layout, projector, projector.d
+        self.model, self.layout, self.projector = model, layout, projector
+        self.d, self.grad_dim = projector.d, layout.grad_dim
         self._acc: dict[str, torch.Tensor] = {}
         self._roots: list[torch.Tensor] = []
         self._mask = torch.ones(0)

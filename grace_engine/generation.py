@@ -1,0 +1,232 @@
+"""Teacher responses: generated with transformers (CPU and tests) or supplied by the client.
+
+A candidate is a (model, sampling settings) pair or a set of supplied responses. Teachers see their
+own chat template with one user turn, ``instruction + prompt``, and the generation prompt added
+(design.md §2.2). Responses are stripped; results are ``n_prompts`` lists of ``m`` strings, in
+prompt order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grace_engine.data import Prompt
+from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.projection import stream_seed
+
+DEFAULT_INSTRUCTION = "Please reason step by step and put your final answer within \\boxed{}.\n\n"
+
+Responses = list[list[str]]  # [prompt][response index]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A teacher to score: ``model`` + sampling settings, or supplied ``responses``.
+
+    ``responses`` maps prompt id to that prompt's responses (the same count for every prompt).
+    ``responses_per_prompt`` of ``None`` takes the job's default ``m``.
+    """
+
+    name: str
+    model: str | None = None
+    temperature: float = 0.6
+    top_p: float = 1.0
+    max_tokens: int = 256
+    responses_per_prompt: int | None = None
+    responses: Mapping[str, Sequence[str]] | None = None
+
+    def validate(self, index: int) -> None:
+        field = f"candidates[{index}]"
+        if not self.name or not self.name.strip():
+            raise InvalidInput("needs a non-empty name", field=f"{field}.name")
+        if (self.model is None) == (self.responses is None):
+            raise InvalidInput("give exactly one of 'model' or 'responses'", field=field)
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise InvalidInput("must be a finite number >= 0", field=f"{field}.temperature")
+        if not 0 < self.top_p <= 1:
+            raise InvalidInput("must be in (0, 1]", field=f"{field}.top_p")
+        if self.max_tokens < 1:
+            raise InvalidInput("must be at least 1", field=f"{field}.max_tokens")
+        if self.responses_per_prompt is not None and self.responses_per_prompt < 1:
+            raise InvalidInput("must be at least 1", field=f"{field}.responses_per_prompt")
+
+
+def candidate_from_dict(record: Any, index: int) -> Candidate:
+    """Build a candidate from its JSON form, naming the offending field on error."""
+    field = f"candidates[{index}]"
+    if not isinstance(record, dict):
+        raise InvalidInput("must be a JSON object", field=field)
+    known = {"name", "model", "temperature", "top_p", "max_tokens", "responses_per_prompt", "responses"}
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise InvalidInput(f"unknown key(s) {', '.join(unknown)}", field=field)
+    responses = record.get("responses")
+    if responses is not None and not (
+        isinstance(responses, dict)
+        and all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in responses.values())
+    ):
+        raise InvalidInput("must map prompt id to a list of strings", field=f"{field}.responses")
+    numbers: dict[str, Any] = {}
+    for key, kind in (("temperature", float), ("top_p", float), ("max_tokens", int), ("responses_per_prompt", int)):
+        if record.get(key) is None:
+            continue
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
+            raise InvalidInput(f"must be {'an integer' if kind is int else 'a number'}", field=f"{field}.{key}")
+        numbers[key] = kind(value)
+    name = record.get("name", record.get("model"))
+    model = record.get("model")
+    if not isinstance(name, str) or (model is not None and not isinstance(model, str)):
+        raise InvalidInput("'name' and 'model' must be strings", field=field)
+    candidate = Candidate(name=name, model=model, responses=responses, **numbers)
+    candidate.validate(index)
+    return candidate
+
+
+def read_candidates(path: str | Path) -> list[Candidate]:
+    """Candidates from a JSON file holding a list or ``{"candidates": [...]}``. A relative ``model``
+    path that exists next to the file is taken from there (so a candidate file travels with its
+    models); anything else is left for the model policy to judge."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput(f"no such file: {p}", field="candidates")
+    try:
+        data = json.loads(p.read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"not valid JSON: {exc.msg} (line {exc.lineno})", field="candidates") from exc
+    records = data.get("candidates") if isinstance(data, dict) else data
+    if not isinstance(records, list):
+        raise InvalidInput("expected a list of candidates or {\"candidates\": [...]}", field="candidates")
+    out = []
+    for i, record in enumerate(records):
+        c = candidate_from_dict(record, i)
+        if c.model is not None and not Path(c.model).is_absolute() and (p.parent / c.model).exists():
+            c = replace(c, model=str((p.parent / c.model).resolve()))
+        out.append(c)
+    validate_candidates(out)
+    return out
+
+
+def validate_candidates(candidates: Sequence[Candidate]) -> None:
+    if not candidates:
+        raise InvalidInput("no candidate teachers given", field="candidates")
+    names: set[str] = set()
+    for i, c in enumerate(candidates):
+        c.validate(i)
+        if c.name in names:
+            raise InvalidInput(f"duplicate candidate name {c.name!r}", field=f"candidates[{i}].name")
+        names.add(c.name)
+
+
+def provided_responses(candidate: Candidate, prompts: Sequence[Prompt], m: int, *, index: int) -> Responses:
+    """The supplied responses in prompt order, checked to hold ``m`` strings for every prompt."""
+    assert candidate.responses is not None
+    field = f"candidates[{index}].responses"
+    known = {p.id for p in prompts}
+    stray = sorted(set(candidate.responses) - known)
+    if stray:
+        raise InvalidInput(f"responses for unknown prompt id(s) {', '.join(stray[:5])}", field=field)
+    out: Responses = []
+    for p in prompts:
+        texts = candidate.responses.get(p.id)
+        if texts is None:
+            raise InvalidInput(f"no responses for prompt {p.id!r}", field=field)
+        if len(texts) != m:
+            raise InvalidInput(f"prompt {p.id!r} has {len(texts)} responses, expected {m}", field=f"{field}[{p.id}]")
+        out.append([t.strip() for t in texts])
+    return out
+
+
+def teacher_input(tokenizer: Any, prompt: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
+    """The text a teacher is conditioned on: its chat template with one user turn and the
+    generation prompt; a tokenizer without a template gets the bare ``instruction + prompt``."""
+    content = instruction + prompt
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+    return content
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What determines a teacher's responses besides the model and the prompts."""
+
+    m: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    instruction: str = DEFAULT_INSTRUCTION
+
+
+def response_key(model_id: str, settings: GenerationSettings, prompts: Sequence[Prompt], backend: str) -> str:
+    """Content hash identifying a set of generated responses, so a re-score can reuse them."""
+    payload = {
+        "model": model_id,
+        "backend": backend,
+        "settings": asdict(settings),
+        "prompts": [[p.id, p.prompt] for p in prompts],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class TransformersBackend:
+    """Batched ``generate`` with left padding; sampling when ``temperature > 0``, else greedy (the
+    greedy response is then repeated ``m`` times). Each batch draws from its own seeded stream, so a
+    run is reproducible for a given batch size."""
+
+    name = "transformers"
+
+    def __init__(self, batch_size: int = 16) -> None:
+        self.batch_size = batch_size
+
+    def generate(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        prompts: Sequence[Prompt],
+        settings: GenerationSettings,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Responses:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        device = next(model.parameters()).device
+        sample = settings.temperature > 0
+        out: Responses = []
+        for start in range(0, len(prompts), self.batch_size):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()
+            chunk = prompts[start : start + self.batch_size]
+            texts = [teacher_input(tokenizer, p.prompt, settings.instruction) for p in chunk]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            kwargs: dict[str, Any] = {"max_new_tokens": settings.max_tokens, "pad_token_id": pad_id}
+            if sample:
+                kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
+                              top_k=0, num_return_sequences=settings.m)
+            else:
+                kwargs.update(do_sample=False)
+            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+                torch.manual_seed(stream_seed(settings.seed, f"generate/{start}"))
+                with torch.inference_mode():
+                    generated = model.generate(**enc, **kwargs)  # type: ignore[operator]
+            new_tokens = generated[:, enc["input_ids"].shape[1] :]
+            decoded = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            per_prompt = settings.m if sample else 1
+            for i in range(len(chunk)):
+                group = decoded[i * per_prompt : (i + 1) * per_prompt]
+                out.append(group if sample else group * settings.m)
+            if progress is not None:
+                progress(len(out), len(prompts))
+        return out

@@ -1,0 +1,306 @@
+"""One scoring job: prompts + candidate teachers -> responses -> student gradients -> scores -> ranking.
+
+Stages, reported through ``progress(ProgressEvent)``: ``generate`` (per candidate, prompts done),
+``gradients`` (per candidate, responses done), ``score``. ``should_cancel()`` is polled between
+batches and stages; when it returns true the job stops with :class:`~grace_engine.errors.Cancelled`.
+Every model reference is checked against the policy before anything is loaded, and one projection
+is built for the whole call so that candidates' scores are comparable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from grace_engine.data import Prompt, StudentExample, StudentFormat, encode_for_student, validate_prompts
+from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.generation import (
+    DEFAULT_INSTRUCTION,
+    Candidate,
+    GenerationSettings,
+    Responses,
+    TransformersBackend,
+    provided_responses,
+    response_key,
+    validate_candidates,
+)
+from grace_engine.gradients import GradientSpace, PathKind, compute_gradients, make_gradient_computer
+from grace_engine.models import ModelCache, ModelPolicy, ModelSource, resolve_model
+from grace_engine.ranking import RankedCandidate, rank_by_grace
+from grace_engine.scores import (
+    GraceResult,
+    g_norm,
+    g_vendi,
+    grace,
+    log_length_factor,
+    student_nll,
+    teacher_accuracy,
+)
+
+Stage = Literal["generate", "gradients", "score"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """``done`` of ``total`` units of ``stage`` finished for ``candidate`` (None: the whole job)."""
+
+    stage: Stage
+    done: int
+    total: int
+    candidate: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Settings of a scoring job; defaults follow the paper (m = 4, d = 512, 10 splits)."""
+
+    responses_per_prompt: int = 4
+    proj_dim: int = 512
+    n_splits: int = 10
+    test_fraction: float = 0.1
+    smoothing: float = 1e-3
+    gradient_space: GradientSpace = field(default_factory=GradientSpace)
+    path: PathKind = "fast"
+    seed: int = 0
+    factor_dim: int = 64
+    length_factor: bool = False
+    student_format: StudentFormat = field(default_factory=StudentFormat)
+    instruction: str = DEFAULT_INSTRUCTION
+    max_tokens_per_batch: int = 16384
+    max_batch: int = 64
+    generation_batch: int = 16
+
+    def validate(self) -> None:
+        for name in ("responses_per_prompt", "proj_dim", "n_splits", "factor_dim", "max_batch", "generation_batch"):
+            if getattr(self, name) < 1:
+                raise InvalidInput("must be at least 1", field=name)
+        if self.max_tokens_per_batch < 2:
+            raise InvalidInput("must be at least 2", field="max_tokens_per_batch")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise InvalidInput("must be strictly between 0 and 1", field="test_fraction")
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise InvalidInput("must be between 0 and 1", field="smoothing")
+
+
+class ResponseStore(Protocol):
+    """Where generated responses are kept so a re-score never regenerates them."""
+
+    def get(self, key: str) -> Responses | None: ...
+
+    def put(self, key: str, responses: Responses) -> None: ...
+
+
+class DirectoryResponseStore:
+    """One JSON file per response key under ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def get(self, key: str) -> Responses | None:
+        path = self.root / f"{key}.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text("utf-8"))
+        return [list(map(str, group)) for group in data]
+
+    def put(self, key: str, responses: Responses) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{key}.json.tmp"
+        tmp.write_text(json.dumps(responses, ensure_ascii=False), "utf-8")
+        tmp.replace(self.root / f"{key}.json")
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """Every score of one candidate and the responses they were computed from."""
+
+    name: str
+    grace: GraceResult
+    g_norm: float
+    g_vendi: float
+    student_nll: float
+    accuracy: float | None
+    responses_per_prompt: int
+    n_responses: int
+    n_truncated: int
+    mean_response_tokens: float
+    response_source: Literal["provided", "generated", "stored"]
+    responses: Responses = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RankingResult:
+    """The outcome of :func:`rank_teachers`: ranking best-first plus each candidate's details."""
+
+    student: str
+    ranking: list[RankedCandidate]
+    candidates: dict[str, CandidateResult]
+    config: ScoringConfig
+    grad_dim: int
+    n_prompts: int
+
+    def to_dict(self, *, include_responses: bool = True) -> dict[str, Any]:
+        """JSON-ready form (the CLI's ``--out`` and later the API's result body)."""
+        details = {}
+        for name, c in self.candidates.items():
+            item = asdict(c)
+            if not include_responses:
+                item.pop("responses")
+            item["grace"]["split_std"] = c.grace.split_std
+            details[name] = item
+        return {
+            "student": self.student,
+            "n_prompts": self.n_prompts,
+            "grad_dim": self.grad_dim,
+            "config": asdict(self.config),
+            "ranking": [asdict(r) for r in self.ranking],
+            "candidates": details,
+        }
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
+    if should_cancel is not None and should_cancel():
+        raise Cancelled()
+
+
+def _student_examples(
+    tokenizer: Any, prompts: Sequence[Prompt], responses: Responses, fmt: StudentFormat, index: int
+) -> list[StudentExample]:
+    examples = []
+    for p, group in zip(prompts, responses, strict=True):
+        for j, text in enumerate(group):
+            field_name = f"candidates[{index}].responses[{p.id}][{j}]"
+            examples.append(encode_for_student(tokenizer, p.prompt, text, fmt, field=field_name))
+    return examples
+
+
+def rank_teachers(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None = None,
+    base_dir: Path | None = None,
+    models: ModelCache | None = None,
+    responses: ResponseStore | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> RankingResult:
+    """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
+
+    Args:
+        prompts: at least 2, unique ids.
+        candidates: unique names; each a model reference with sampling settings or supplied responses.
+        student: model reference (directory under a policy root, or an allowed hub id).
+        policy: where models may be loaded from; relative paths resolve against ``base_dir``.
+        models: a cache shared across calls by long-lived workers (default: a fresh one).
+        responses: store for generated responses, looked up before generating.
+    """
+    cfg = config or ScoringConfig()
+    cfg.validate()
+    prompts = validate_prompts(prompts)
+    validate_candidates(candidates)
+    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
+    sources: dict[int, ModelSource] = {
+        i: resolve_model(c.model, policy, field=f"candidates[{i}].model", base_dir=base_dir)
+        for i, c in enumerate(candidates)
+        if c.model is not None
+    }
+    cache = models or ModelCache(policy)
+    report: ProgressFn = progress or (lambda _event: None)
+
+    # Generate everything first: on a GPU the teachers can then be released before the student runs.
+    all_responses: list[Responses] = []
+    origins: list[Literal["provided", "generated", "stored"]] = []
+    backend = TransformersBackend(batch_size=cfg.generation_batch)
+    for i, cand in enumerate(candidates):
+        _check_cancel(should_cancel)
+        m = cand.responses_per_prompt or cfg.responses_per_prompt
+        if cand.responses is not None:
+            all_responses.append(provided_responses(cand, prompts, m, index=i))
+            origins.append("provided")
+            report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
+            continue
+        settings = GenerationSettings(m, cand.temperature, cand.top_p, cand.max_tokens, cfg.seed, cfg.instruction)
+        key = response_key(sources[i].location, settings, prompts, backend.name)
+        stored = responses.get(key) if responses is not None else None
+        if stored is not None and len(stored) == len(prompts) and all(len(g) == m for g in stored):
+            all_responses.append(stored)
+            origins.append("stored")
+            report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
+            continue
+        teacher = cache.get(sources[i], field=f"candidates[{i}].model")
+        report(ProgressEvent("generate", 0, len(prompts), cand.name))
+        generated = backend.generate(
+            teacher.model,
+            teacher.tokenizer,
+            prompts,
+            settings,
+            progress=lambda done, total, name=cand.name: report(ProgressEvent("generate", done, total, name)),
+            should_cancel=should_cancel,
+        )
+        if responses is not None:
+            responses.put(key, generated)
+        all_responses.append(generated)
+        origins.append("generated")
+
+    student_model = cache.get(student_source, field="student")
+    tokenizer = student_model.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    computer = make_gradient_computer(
+        student_model.model,
+        space=cfg.gradient_space,
+        d=cfg.proj_dim,
+        seed=cfg.seed,
+        path=cfg.path,
+        factor_dim=cfg.factor_dim,
+    )
+    encoded = [
+        _student_examples(tokenizer, prompts, resp, cfg.student_format, i) for i, resp in enumerate(all_responses)
+    ]
+    results: dict[str, CandidateResult] = {}
+    answers = [p.answer for p in prompts]
+    for i, cand in enumerate(candidates):
+        examples = encoded[i]
+        report(ProgressEvent("gradients", 0, len(examples), cand.name))
+        grads = compute_gradients(
+            student_model.model,
+            computer,
+            examples,
+            pad_id=pad_id,
+            max_tokens=cfg.max_tokens_per_batch,
+            max_batch=cfg.max_batch,
+            progress=lambda done, total, name=cand.name: report(ProgressEvent("gradients", done, total, name)),
+            should_cancel=should_cancel,
+        )
+        g = grads.gradients.astype(np.float64)
+        if cfg.length_factor:
+            g *= log_length_factor(grads.n_tokens)[:, None]
+        m = len(all_responses[i][0])
+        results[cand.name] = CandidateResult(
+            name=cand.name,
+            grace=grace(g, m, n_splits=cfg.n_splits, test_fraction=cfg.test_fraction, smoothing=cfg.smoothing),
+            g_norm=g_norm(g),
+            g_vendi=g_vendi(g),
+            student_nll=student_nll(grads.losses, grads.n_tokens),
+            accuracy=teacher_accuracy(all_responses[i], answers),
+            responses_per_prompt=m,
+            n_responses=len(examples),
+            n_truncated=sum(e.truncated for e in examples),
+            mean_response_tokens=float(np.mean(grads.n_tokens)),
+            response_source=origins[i],
+            responses=all_responses[i],
+        )
+    _check_cancel(should_cancel)
+    ranking = rank_by_grace({name: r.grace for name, r in results.items()})
+    report(ProgressEvent("score", len(candidates), len(candidates)))
+    return RankingResult(student_source.location, ranking, results, cfg, computer.grad_dim, len(prompts))
