@@ -33,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny-models", help="build the offline tiny student and teachers into DIR")
     tiny.add_argument("dir", type=Path, metavar="DIR")
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--steps", type=_positive_int, default=300, help="training steps per teacher (default 300)")
+    tiny.add_argument(
+        "--steps", type=_positive_int, default=300, help="training steps per teacher (default 300)"
+    )
 
     rank = sub.add_parser("rank", help="score candidate teachers for a student and print the ranking")
     rank.add_argument("--student", required=True, help="student model directory (or an allowed hub id)")
     rank.add_argument("--candidates", required=True, type=Path, help="JSON file: list of candidates")
-    rank.add_argument("--prompts", required=True, type=Path, help="JSONL file: {id, prompt|question, answer?}")
+    rank.add_argument(
+        "--prompts", required=True, type=Path, help="JSONL file: {id, prompt|question, answer?}"
+    )
     rank.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4, help="default 4")
     rank.add_argument("--proj-dim", "-d", type=_positive_int, default=512, help="projection dimension (512)")
     rank.add_argument("--splits", type=_positive_int, default=10, help="cross-validation splits (10)")
@@ -46,17 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
     rank.add_argument("--path", choices=["fast", "exact"], default="fast", help="gradient path (fast)")
     rank.add_argument("--seed", type=int, default=0, help="projection and sampling seed (0)")
-    rank.add_argument("--factor-dim", type=_positive_int, default=64, help="fast path per-layer factor size (64)")
-    rank.add_argument("--length-factor", action="store_true", help="scale gradient rows by ln(response length)")
+    rank.add_argument(
+        "--factor-dim", type=_positive_int, default=64, help="fast path per-layer factor size (64)"
+    )
+    rank.add_argument(
+        "--length-factor", action="store_true", help="scale gradient rows by ln(response length)"
+    )
     rank.add_argument("--max-length", type=_positive_int, help="max student tokens per example")
-    rank.add_argument("--truncate", action="store_true", help="cut examples above --max-length instead of failing")
+    rank.add_argument(
+        "--truncate", action="store_true", help="cut examples above --max-length instead of failing"
+    )
     rank.add_argument("--student-template", help="student text before the response; must contain {prompt}")
     rank.add_argument("--response-cache", type=Path, help="directory keeping generated responses for re-use")
-    rank.add_argument("--model-root", type=Path, action="append", default=[],
-                      help="directory models may load from (repeatable; default: GRACE_MODEL_ROOTS, else the "
-                      "current directory, the candidate file's directory and the student's parent)")
-    rank.add_argument("--allow-hub-id", action="append", default=[], help="hub id allowed to load (local cache)")
-    rank.add_argument("--threads", type=_positive_int, help="torch threads (default: the CPUs this process may use)")
+    rank.add_argument(
+        "--model-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="directory models may load from (repeatable; default: GRACE_MODEL_ROOTS, else the "
+        "current directory, the candidate file's directory and the student's parent)",
+    )
+    rank.add_argument(
+        "--allow-hub-id", action="append", default=[], help="hub id allowed to load (local cache)"
+    )
+    rank.add_argument(
+        "--threads", type=_positive_int, help="torch threads (default: the CPUs this process may use)"
+    )
     rank.add_argument("--out", type=Path, help="write the full result as JSON here")
     rank.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     return parser
@@ -80,7 +99,9 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
 
     _quiet_transformers()
     _set_threads(None)
-    built = build_tiny_models(args.dir, seed=args.seed, steps=args.steps, log=lambda m: print(m, file=sys.stderr))
+    built = build_tiny_models(
+        args.dir, seed=args.seed, steps=args.steps, log=lambda m: print(m, file=sys.stderr)
+    )
     print(f"built in {built.seconds:.1f} s: {built.root}")
     print(f"  student     {built.student}")
     for name, path in built.teachers.items():

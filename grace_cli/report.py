@@ -26,8 +26,14 @@ class ProgressBars:
         bar = self._bars.get(key)
         if bar is None:
             label = f"{event.stage:<9} {event.candidate or '':<14}"
-            bar = tqdm(total=event.total, desc=label, unit=_UNITS[event.stage], file=sys.stderr, leave=True,
-                       dynamic_ncols=True)
+            bar = tqdm(
+                total=event.total,
+                desc=label,
+                unit=_UNITS[event.stage],
+                file=sys.stderr,
+                leave=True,
+                dynamic_ncols=True,
+            )
             self._bars[key] = bar
         bar.n = event.done
         bar.refresh()
@@ -45,30 +51,51 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_table(result: RankingResult) -> str:
     """The ranking, best teacher first, with every baseline next to GRACE."""
-    header = ("rank", "candidate", "GRACE", "± split std", "beats next", "G-Norm", "G-Vendi", "student NLL", "accuracy")
+    header = (
+        "rank",
+        "candidate",
+        "GRACE",
+        "± split std",
+        "beats next",
+        "G-Norm",
+        "G-Vendi",
+        "student NLL",
+        "accuracy",
+    )
     rows = [header]
     for r in result.ranking:
         c = result.candidates[r.name]
-        rows.append((
-            str(r.rank),
-            r.name,
-            _fmt(r.grace, ".4g"),
-            _fmt(r.grace_std, ".3g"),
-            "-" if r.agreement_with_next is None else f"{r.agreement_with_next:.0%}",
-            _fmt(c.g_norm, ".4g"),
-            _fmt(c.g_vendi, ".4g"),
-            _fmt(c.student_nll, ".3f"),
-            "-" if c.accuracy is None else f"{c.accuracy:.1%}",
-        ))
+        rows.append(
+            (
+                str(r.rank),
+                r.name,
+                _fmt(r.grace, ".4g"),
+                _fmt(r.grace_std, ".3g"),
+                "-" if r.agreement_with_next is None else f"{r.agreement_with_next:.0%}",
+                _fmt(c.g_norm, ".4g"),
+                _fmt(c.g_vendi, ".4g"),
+                _fmt(c.student_nll, ".3f"),
+                "-" if c.accuracy is None else f"{c.accuracy:.1%}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
-             for row in rows]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 1 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
     cfg = result.config
     lines.insert(1, "-" * len(lines[0]))
     lines.append("")
     lines.append(
         f"student {result.student} | {result.n_prompts} prompts | gradient space {cfg.gradient_space.kind} "
-        f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim} | {cfg.n_splits} splits | seed {cfg.seed}"
+        f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim} | {cfg.n_splits} splits "
+        f"| seed {cfg.seed}"
     )
-    lines.append("Lower GRACE = better teacher for this student. 'beats next': share of splits where it scores below the next.")
+    lines.append(
+        "Lower GRACE = better teacher for this student. "
+        "'beats next': share of splits where it scores below the next."
+    )
     return "\n".join(lines)

@@ -179,7 +179,9 @@ def encode_for_student(
             f"the student tokenizer does not turn {eos_token!r} into its EOS id {eos_id}", field="student"
         )
     boundary = len(head)
-    labels = [tok if start >= boundary else IGNORE_INDEX for tok, (start, _end) in zip(ids, offsets, strict=True)]
+    labels = [
+        tok if start >= boundary else IGNORE_INDEX for tok, (start, _end) in zip(ids, offsets, strict=True)
+    ]
     truncated = False
     if fmt.max_length is not None and len(ids) > fmt.max_length:
         if not fmt.truncate:
@@ -211,9 +213,7 @@ class StudentBatch:
         return self.attention_mask.sum(dim=1)
 
     def to(self, device: torch.device | str) -> StudentBatch:
-        return StudentBatch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device)
-        )
+        return StudentBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
 
 
 def collate(examples: Sequence[StudentExample], pad_id: int) -> StudentBatch:
@@ -250,4 +250,3 @@ def length_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -
     if current:
         batches.append(current)
     return batches
-

@@ -75,12 +75,23 @@ def candidate_from_dict(record: Any, index: int) -> Candidate:
     ):
         raise InvalidInput("must map prompt id to a list of strings", field=f"{field}.responses")
     numbers: dict[str, Any] = {}
-    for key, kind in (("temperature", float), ("top_p", float), ("max_tokens", int), ("responses_per_prompt", int)):
+    for key, kind in (
+        ("temperature", float),
+        ("top_p", float),
+        ("max_tokens", int),
+        ("responses_per_prompt", int),
+    ):
         if record.get(key) is None:
             continue
         value = record[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
-            raise InvalidInput(f"must be {'an integer' if kind is int else 'a number'}", field=f"{field}.{key}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (kind is int and not isinstance(value, int))
+        ):
+            raise InvalidInput(
+                f"must be {'an integer' if kind is int else 'a number'}", field=f"{field}.{key}"
+            )
         numbers[key] = kind(value)
     name = record.get("name", record.get("model"))
     model = record.get("model")
@@ -104,7 +115,7 @@ def read_candidates(path: str | Path) -> list[Candidate]:
         raise InvalidInput(f"not valid JSON: {exc.msg} (line {exc.lineno})", field="candidates") from exc
     records = data.get("candidates") if isinstance(data, dict) else data
     if not isinstance(records, list):
-        raise InvalidInput("expected a list of candidates or {\"candidates\": [...]}", field="candidates")
+        raise InvalidInput('expected a list of candidates or {"candidates": [...]}', field="candidates")
     out = []
     for i, record in enumerate(records):
         c = candidate_from_dict(record, i)
@@ -140,7 +151,9 @@ def provided_responses(candidate: Candidate, prompts: Sequence[Prompt], m: int, 
         if texts is None:
             raise InvalidInput(f"no responses for prompt {p.id!r}", field=field)
         if len(texts) != m:
-            raise InvalidInput(f"prompt {p.id!r} has {len(texts)} responses, expected {m}", field=f"{field}[{p.id}]")
+            raise InvalidInput(
+                f"prompt {p.id!r} has {len(texts)} responses, expected {m}", field=f"{field}[{p.id}]"
+            )
         out.append([t.strip() for t in texts])
     return out
 
@@ -209,12 +222,19 @@ class TransformersBackend:
                 raise Cancelled()
             chunk = prompts[start : start + self.batch_size]
             texts = [teacher_input(tokenizer, p.prompt, settings.instruction) for p in chunk]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            enc = tokenizer(
+                texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+            )
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
             kwargs: dict[str, Any] = {"max_new_tokens": settings.max_tokens, "pad_token_id": pad_id}
             if sample:
-                kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
-                              top_k=0, num_return_sequences=settings.m)
+                kwargs.update(
+                    do_sample=True,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    top_k=0,
+                    num_return_sequences=settings.m,
+                )
             else:
                 kwargs.update(do_sample=False)
             with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):

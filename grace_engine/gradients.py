@@ -163,28 +163,41 @@ class SpaceLayout:
         return sum(b.numel for b in self.blocks)
 
 
-def _decoder_linears(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+def _output_layer(model: nn.Module) -> nn.Module | None:
+    head: nn.Module | None = model.get_output_embeddings()  # type: ignore[operator]
+    return head
+
+
+def _is_conv1d(module: nn.Module) -> bool:
     conv1d = _conv1d_type()
-    head = model.get_output_embeddings()  # type: ignore[operator]
+    return conv1d is not None and type(module) is conv1d
+
+
+def _decoder_linears(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    head = _output_layer(model)
     for name, module in model.named_modules():
-        if module is head:
-            continue
-        if type(module) is nn.Linear or (conv1d is not None and type(module) is conv1d):
+        if module is not head and (type(module) is nn.Linear or _is_conv1d(module)):
             yield name, module
 
 
 def _io_dims(module: nn.Module) -> tuple[int, int]:
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
-    return (weight.shape[1], weight.shape[0]) if type(module) is nn.Linear else (weight.shape[0], weight.shape[1])
+    return (
+        (weight.shape[1], weight.shape[0])
+        if type(module) is nn.Linear
+        else (weight.shape[0], weight.shape[1])
+    )
 
 
 def describe_space(model: nn.Module, space: GradientSpace, *, seed: int = 0) -> SpaceLayout:
     """Lay out ``space`` on ``model``: deterministic block order, fast-path taps, LoRA adapters."""
     if space.kind == "output_layer":
-        head = model.get_output_embeddings()  # type: ignore[operator]
+        head = _output_layer(model)
         if type(head) is not nn.Linear:
-            raise UnsupportedModel(f"the output layer is {type(head).__name__}, not nn.Linear", field="student")
+            raise UnsupportedModel(
+                f"the output layer is {type(head).__name__}, not nn.Linear", field="student"
+            )
         blocks = [Block("output.weight", tuple(head.weight.shape))]
         bias = "output.bias" if head.bias is not None else None
         if bias:
@@ -220,8 +233,7 @@ def _full_layout(model: nn.Module, space: GradientSpace) -> SpaceLayout:
     names = {id(p): n for n, p in model.named_parameters()}  # first name of a tied parameter
     parameters = [p for _, p in model.named_parameters()]
     blocks = [Block(n, tuple(p.shape)) for n, p in model.named_parameters()]
-    conv1d = _conv1d_type()
-    head = model.get_output_embeddings()  # type: ignore[operator]
+    head = _output_layer(model)
     taps: list[Tap] = []
     covered: set[str] = set()
     unsupported: list[str] = []
@@ -234,7 +246,7 @@ def _full_layout(model: nn.Module, space: GradientSpace) -> SpaceLayout:
         kind: Any = None
         if type(module) is nn.Linear:
             kind = "output" if module is head else "linear"
-        elif conv1d is not None and type(module) is conv1d:
+        elif _is_conv1d(module):
             kind = "conv1d"
         elif type(module) is nn.Embedding:
             kind = "embedding"
@@ -278,6 +290,7 @@ def _exact_parameters(model: nn.Module, layout: SpaceLayout) -> Iterator[list[to
             yield list(layout.parameters)
         elif kind == "output_layer":
             head = layout.taps[0].module
+            assert isinstance(head, nn.Linear)
             w = head.weight.detach().clone().requires_grad_(True)
             b = None if head.bias is None else head.bias.detach().clone().requires_grad_(True)
 
@@ -330,7 +343,12 @@ def exact_flat_gradients(
                 loss, n_tok = per_example_losses(logits, labels)
                 parts = torch.autograd.grad(loss.sum(), tensors, allow_unused=True)
             grads.append(
-                torch.cat([(torch.zeros_like(t) if g is None else g).reshape(-1) for g, t in zip(parts, tensors, strict=True)])
+                torch.cat(
+                    [
+                        (torch.zeros_like(t) if g is None else g).reshape(-1)
+                        for g, t in zip(parts, tensors, strict=True)
+                    ]
+                )
             )
             losses.append(loss.detach())
             counts.append(n_tok)
@@ -361,6 +379,14 @@ def _token_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _apply(factor: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     return x if factor is None else x @ factor.T
+
+
+ForwardHook = Callable[[nn.Module, tuple[Any, ...], torch.Tensor], torch.Tensor]
+
+
+def _when_grad(tensor: torch.Tensor, fn: Callable[[torch.Tensor], None]) -> None:
+    """Call ``fn`` with the gradient w.r.t. ``tensor`` when the backward pass reaches it."""
+    tensor.register_hook(fn)  # type: ignore[no-untyped-call]
 
 
 class FastGradients:
@@ -397,88 +423,104 @@ class FastGradients:
             self._roots.append(out)
         return out
 
-    def _hook(self, tap: Tap) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], Any]:
-        proj, mask = self.projector, lambda: self._mask
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        return _token_rows(x, self._mask)
 
-        def linear(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> Any:
-            x = _token_rows(args[0].detach(), mask())
+    def _linear_hook(self, tap: Tap) -> ForwardHook:
+        """Linear, Conv1D, output layer and LoRA taps: contract (row side, column side) over tokens."""
+        proj = self.projector
+
+        def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            x = self._rows(args[0].detach())
             if tap.kind == "output" and self.layout.space.kind == "output_layer":
-                out = out.detach().requires_grad_(True)
+                out = out.detach().requires_grad_(True)  # the trunk needs no graph for this space
                 self._roots.append(out)
-            if tap.kind == "lora":
-                assert tap.adapter is not None
+            if tap.adapter is not None:
                 ad = tap.adapter
-                name = ad.b_name
-                ax = _apply(proj.col_factor(name), x @ ad.a.T)
+                ax = _apply(proj.col_factor(ad.b_name), x @ ad.a.T)
 
                 def on_grad(g: torch.Tensor) -> None:
-                    self._outer(name, _apply(proj.row_factor(name), _token_rows(g, mask())) * ad.scaling, ax)
-
-            elif tap.kind == "conv1d":
-                w = tap.weight
-                assert w is not None
-                px = _apply(proj.row_factor(w), x)
-
-                def on_grad(g: torch.Tensor) -> None:
-                    gd = _token_rows(g, mask())
-                    self._outer(w, px, _apply(proj.col_factor(w), gd))
-                    if tap.bias:
-                        self._add(tap.bias, _apply(proj.row_factor(tap.bias), gd.sum(1)))
+                    rows = _apply(proj.row_factor(ad.b_name), self._rows(g)) * ad.scaling
+                    self._outer(ad.b_name, rows, ax)
 
             else:
-                w = tap.weight
+                w, bias = tap.weight, tap.bias
                 assert w is not None
-                px = _apply(proj.col_factor(w), x)
+                # Conv1D stores its weight (in, out): the input indexes rows, Linear's indexes columns.
+                x_side = _apply(proj.row_factor(w) if tap.kind == "conv1d" else proj.col_factor(w), x)
 
                 def on_grad(g: torch.Tensor) -> None:
-                    gd = _token_rows(g, mask())
-                    self._outer(w, _apply(proj.row_factor(w), gd), px)
-                    if tap.bias:
-                        self._add(tap.bias, _apply(proj.row_factor(tap.bias), gd.sum(1)))
+                    gd = self._rows(g)
+                    if tap.kind == "conv1d":
+                        self._outer(w, x_side, _apply(proj.col_factor(w), gd))
+                    else:
+                        self._outer(w, _apply(proj.row_factor(w), gd), x_side)
+                    if bias:
+                        self._add(bias, _apply(proj.row_factor(bias), gd.sum(1)))
 
-            out.register_hook(on_grad)
+            _when_grad(out, on_grad)
             return out
 
-        def embedding(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> Any:
-            w = tap.weight
-            assert w is not None and isinstance(module, nn.Embedding)
+        return hook
+
+    def _embedding_hook(self, tap: Tap) -> ForwardHook:
+        """Row ``i`` of an embedding gradient sums the output-gradients at positions holding ``i``."""
+        w = tap.weight
+        assert w is not None
+        proj = self.projector
+
+        def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            assert isinstance(module, nn.Embedding)
             ids = args[0]
-            if ids.shape != mask().shape:
+            if ids.shape != self._mask.shape:
                 raise UnsupportedModel(f"embedding {w} is called with indices of shape {tuple(ids.shape)}")
             if w not in self._lookup:
                 factor = proj.row_factor(w)
                 self._lookup[w] = (
-                    torch.eye(module.num_embeddings, device=ids.device) if factor is None else factor.T.contiguous()
+                    torch.eye(module.num_embeddings, device=ids.device)
+                    if factor is None
+                    else factor.T.contiguous()
                 )
-            rows = _token_rows(self._lookup[w][ids], mask())
+            rows = self._rows(self._lookup[w][ids])
             out = self._start_graph(out)
-            out.register_hook(lambda g: self._outer(w, rows, _apply(proj.col_factor(w), _token_rows(g, mask()))))
+            _when_grad(out, lambda g: self._outer(w, rows, _apply(proj.col_factor(w), self._rows(g))))
             return out
 
-        def norm(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> Any:
+        return hook
+
+    def _norm_hook(self, tap: Tap) -> ForwardHook:
+        """LayerNorm / RMSNorm: weight gradient ``sum_t delta_t * xhat_t``, bias ``sum_t delta_t``."""
+        proj = self.projector
+
+        def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
             x = args[0].detach().float()
             eps = float(getattr(module, "variance_epsilon", getattr(module, "eps", 0.0)))
             if tap.kind == "layernorm":
-                xhat = (x - x.mean(-1, keepdim=True)) * torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
+                xhat = (x - x.mean(-1, keepdim=True)) * torch.rsqrt(
+                    x.var(-1, unbiased=False, keepdim=True) + eps
+                )
             else:
                 xhat = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-            xhat = _token_rows(xhat, mask())
+            xhat = self._rows(xhat)
 
             def on_grad(g: torch.Tensor) -> None:
-                gd = _token_rows(g, mask())
+                gd = self._rows(g)
                 if tap.weight:
                     self._add(tap.weight, _apply(proj.row_factor(tap.weight), (gd * xhat).sum(1)))
                 if tap.bias:
                     self._add(tap.bias, _apply(proj.row_factor(tap.bias), gd.sum(1)))
 
-            out.register_hook(on_grad)
+            _when_grad(out, on_grad)
             return out
 
+        return hook
+
+    def _hook(self, tap: Tap) -> ForwardHook:
         if tap.kind == "embedding":
-            return embedding
+            return self._embedding_hook(tap)
         if tap.kind in ("layernorm", "rmsnorm"):
-            return norm
-        return linear
+            return self._norm_hook(tap)
+        return self._linear_hook(tap)
 
     @contextmanager
     def _hooks(self) -> Iterator[None]:
@@ -489,7 +531,7 @@ class FastGradients:
         handles = [tap.module.register_forward_hook(self._hook(tap)) for tap in self.layout.taps]
         if self.layout.space.kind == "lora":
             embed = self.model.get_input_embeddings()  # type: ignore[operator]
-            handles.append(embed.register_forward_hook(lambda m, a, out: self._start_graph(out)))
+            handles.append(embed.register_forward_hook(lambda _m, _a, out: self._start_graph(out)))
         try:
             yield
         finally:
@@ -505,7 +547,10 @@ class FastGradients:
         positions = torch.arange(width, device=batch.input_ids.device).expand(size, width)
         with self._hooks(), torch.enable_grad():
             logits = self.model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions, use_cache=False
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=positions,
+                use_cache=False,
             ).logits
             losses, n_tokens = per_example_losses(logits, batch.labels)
             # Summing per-example means keeps every example's output-gradient its own.
@@ -545,7 +590,9 @@ def make_gradient_computer(
     layout = describe_space(model, space, seed=seed)
     if path == "exact":
         return ExactGradients(model, layout, d=d, seed=seed)
-    projector = FactorizedProjector(layout.blocks, d, seed, factor_dim=factor_dim, device=_model_device(model))
+    projector = FactorizedProjector(
+        layout.blocks, d, seed, factor_dim=factor_dim, device=_model_device(model)
+    )
     return FastGradients(model, layout, projector)
 
 
@@ -571,7 +618,9 @@ def compute_gradients(
     n_tokens = np.zeros(total, dtype=np.int64)
     device = _model_device(model)
     done = 0
-    for indices in length_batches([len(e.input_ids) for e in examples], max_tokens=max_tokens, max_batch=max_batch):
+    for indices in length_batches(
+        [len(e.input_ids) for e in examples], max_tokens=max_tokens, max_batch=max_batch
+    ):
         if should_cancel is not None and should_cancel():
             raise Cancelled()
         batch = collate([examples[i] for i in indices], pad_id).to(device)

@@ -8,6 +8,7 @@ is refused before a single file is read.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import torch
 
 from grace_engine.errors import ModelNotAllowed, ModelNotFound
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
 
 @dataclass(frozen=True)
 class ModelPolicy:
@@ -29,7 +32,9 @@ class ModelPolicy:
     offline: bool = True
 
     @classmethod
-    def from_paths(cls, roots: Sequence[str | Path], allowed_hub_ids: Sequence[str] = (), offline: bool = True) -> ModelPolicy:
+    def from_paths(
+        cls, roots: Sequence[str | Path], allowed_hub_ids: Sequence[str] = (), offline: bool = True
+    ) -> ModelPolicy:
         return cls(tuple(Path(r).expanduser().resolve() for r in roots), tuple(allowed_hub_ids), offline)
 
 
@@ -58,6 +63,12 @@ def resolve_model(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path |
         roots = ", ".join(str(r) for r in policy.roots) or "none configured"
         raise ModelNotAllowed(
             f"{ref!r} is neither under an allowed model root ({roots}) nor an allowed hub id", field=field
+        )
+    if not path.exists() and _HUB_ID.fullmatch(ref):
+        allowed = ", ".join(policy.allowed_hub_ids) or "none"
+        raise ModelNotAllowed(
+            f"{ref!r} is not an allowed hub id (allowed: {allowed}) and no model directory has that name",
+            field=field,
         )
     if not (path / "config.json").is_file():
         raise ModelNotFound(f"no model at {str(path)!r} (expected a directory with config.json)", field=field)
@@ -89,7 +100,9 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **_load_kwargs(source, policy))
+        model = AutoModelForCausalLM.from_pretrained(
+            source.location, dtype=dtype, **_load_kwargs(source, policy)
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelNotFound(f"cannot load a causal LM from {source}: {exc}", field=field) from exc
     model.to(device)
@@ -118,7 +131,9 @@ class ModelCache:
         self._entries: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, source: ModelSource, *, dtype: torch.dtype = torch.float32, field: str = "model") -> LoadedModel:
+    def get(
+        self, source: ModelSource, *, dtype: torch.dtype = torch.float32, field: str = "model"
+    ) -> LoadedModel:
         key = (source.location, str(dtype))
         with self._lock:
             if key in self._entries:

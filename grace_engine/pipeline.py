@@ -76,7 +76,14 @@ class ScoringConfig:
     generation_batch: int = 16
 
     def validate(self) -> None:
-        for name in ("responses_per_prompt", "proj_dim", "n_splits", "factor_dim", "max_batch", "generation_batch"):
+        for name in (
+            "responses_per_prompt",
+            "proj_dim",
+            "n_splits",
+            "factor_dim",
+            "max_batch",
+            "generation_batch",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidInput("must be at least 1", field=name)
         if self.max_tokens_per_batch < 2:
@@ -166,6 +173,13 @@ class RankingResult:
 ProgressFn = Callable[[ProgressEvent], None]
 
 
+def _stage_progress(report: ProgressFn, stage: Stage, candidate: str) -> Callable[[int, int], None]:
+    def update(done: int, total: int) -> None:
+        report(ProgressEvent(stage, done, total, candidate))
+
+    return update
+
+
 def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
     if should_cancel is not None and should_cancel():
         raise Cancelled()
@@ -230,7 +244,9 @@ def rank_teachers(
             origins.append("provided")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
             continue
-        settings = GenerationSettings(m, cand.temperature, cand.top_p, cand.max_tokens, cfg.seed, cfg.instruction)
+        settings = GenerationSettings(
+            m, cand.temperature, cand.top_p, cand.max_tokens, cfg.seed, cfg.instruction
+        )
         key = response_key(sources[i].location, settings, prompts, backend.name)
         stored = responses.get(key) if responses is not None else None
         if stored is not None and len(stored) == len(prompts) and all(len(g) == m for g in stored):
@@ -245,7 +261,7 @@ def rank_teachers(
             teacher.tokenizer,
             prompts,
             settings,
-            progress=lambda done, total, name=cand.name: report(ProgressEvent("generate", done, total, name)),
+            progress=_stage_progress(report, "generate", cand.name),
             should_cancel=should_cancel,
         )
         if responses is not None:
@@ -265,7 +281,8 @@ def rank_teachers(
         factor_dim=cfg.factor_dim,
     )
     encoded = [
-        _student_examples(tokenizer, prompts, resp, cfg.student_format, i) for i, resp in enumerate(all_responses)
+        _student_examples(tokenizer, prompts, resp, cfg.student_format, i)
+        for i, resp in enumerate(all_responses)
     ]
     results: dict[str, CandidateResult] = {}
     answers = [p.answer for p in prompts]
@@ -279,7 +296,7 @@ def rank_teachers(
             pad_id=pad_id,
             max_tokens=cfg.max_tokens_per_batch,
             max_batch=cfg.max_batch,
-            progress=lambda done, total, name=cand.name: report(ProgressEvent("gradients", done, total, name)),
+            progress=_stage_progress(report, "gradients", cand.name),
             should_cancel=should_cancel,
         )
         g = grads.gradients.astype(np.float64)
@@ -288,7 +305,9 @@ def rank_teachers(
         m = len(all_responses[i][0])
         results[cand.name] = CandidateResult(
             name=cand.name,
-            grace=grace(g, m, n_splits=cfg.n_splits, test_fraction=cfg.test_fraction, smoothing=cfg.smoothing),
+            grace=grace(
+                g, m, n_splits=cfg.n_splits, test_fraction=cfg.test_fraction, smoothing=cfg.smoothing
+            ),
             g_norm=g_norm(g),
             g_vendi=g_vendi(g),
             student_nll=student_nll(grads.losses, grads.n_tokens),

@@ -123,7 +123,9 @@ class FactorizedProjector:
         if len(block.shape) == 2:
             row = self._factor(block.shape[0], self.factor_dim, f"{block.name}/row")
             col = self._factor(block.shape[1], self.factor_dim, f"{block.name}/col")
-            size = (block.shape[0] if row is None else row.shape[0]) * (block.shape[1] if col is None else col.shape[0])
+            size = (block.shape[0] if row is None else row.shape[0]) * (
+                block.shape[1] if col is None else col.shape[0]
+            )
         elif len(block.shape) == 1:
             row, col = self._factor(block.shape[0], self.factor_dim**2, f"{block.name}/row"), None
             size = block.shape[0] if row is None else row.shape[0]

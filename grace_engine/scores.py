@@ -54,7 +54,9 @@ class GraceResult:
 def _as_gradient_matrix(gradients: npt.ArrayLike, n_per_prompt: int) -> tuple[FloatArray, int]:
     g = np.asarray(gradients, dtype=np.float64)
     if g.ndim != 2 or g.shape[0] == 0 or g.shape[1] == 0:
-        raise InvalidInput(f"expected a non-empty 2-D (rows, dim) matrix, got shape {g.shape}", field="gradients")
+        raise InvalidInput(
+            f"expected a non-empty 2-D (rows, dim) matrix, got shape {g.shape}", field="gradients"
+        )
     if not np.isfinite(g).all():
         raise InvalidInput("contains NaN or infinite values", field="gradients")
     if n_per_prompt < 1:
@@ -69,7 +71,8 @@ def _as_gradient_matrix(gradients: npt.ArrayLike, n_per_prompt: int) -> tuple[Fl
 
 
 def _unit_rows(x: FloatArray) -> FloatArray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), NORM_EPS)
+    unit: FloatArray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), NORM_EPS)
+    return unit
 
 
 def _prompt_rows(prompts: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64]:
@@ -132,7 +135,9 @@ def grace(
     """
     g, n = _as_gradient_matrix(gradients, n_per_prompt)
     if n < 2:
-        raise InvalidInput("GRACE needs at least 2 prompts (one held out, one to train on)", field="gradients")
+        raise InvalidInput(
+            "GRACE needs at least 2 prompts (one held out, one to train on)", field="gradients"
+        )
     if n_splits < 1:
         raise InvalidInput("must be at least 1", field="n_splits")
     if not 0.0 < test_fraction < 1.0:
@@ -186,14 +191,14 @@ def g_vendi(gradients: npt.ArrayLike) -> float:
     return float(np.exp(-np.sum(p * np.log(p))))
 
 
-def student_nll(losses: Sequence[float], n_tokens: Sequence[int]) -> float:
+def student_nll(losses: npt.ArrayLike, n_tokens: npt.ArrayLike) -> float:
     """Token-weighted mean NLL (nats/token) of all responses under the student, from each response's
     mean loss and token count."""
     tokens = np.asarray(n_tokens, dtype=np.float64)
     return float(np.sum(np.asarray(losses, dtype=np.float64) * tokens) / np.sum(tokens))
 
 
-def log_length_factor(n_tokens: Sequence[int]) -> FloatArray:
+def log_length_factor(n_tokens: npt.ArrayLike) -> FloatArray:
     """Per-row factor ``ln(max(len, 2))`` (the paper's text scales gradients by the log of the
     response length; the released code does not). ``max(., 2)`` keeps one-token rows from vanishing."""
     return np.log(np.maximum(np.asarray(n_tokens, dtype=np.float64), 2.0))

@@ -83,7 +83,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *, chat: bool) -> Any
 def _llama(vocab: int, tok: Any, hidden: int = 64) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM(
+    model: torch.nn.Module = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=vocab,
             hidden_size=hidden,
@@ -98,12 +98,13 @@ def _llama(vocab: int, tok: Any, hidden: int = 64) -> torch.nn.Module:
             pad_token_id=tok.pad_token_id,
         )
     )
+    return model
 
 
 def _gpt2(vocab: int, tok: Any, hidden: int = 64, layers: int = 2) -> torch.nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(
+    model: torch.nn.Module = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=vocab,
             n_embd=hidden,
@@ -115,6 +116,7 @@ def _gpt2(vocab: int, tok: Any, hidden: int = 64, layers: int = 2) -> torch.nn.M
             pad_token_id=tok.pad_token_id,
         )
     )
+    return model
 
 
 def train_lm(
@@ -190,40 +192,37 @@ def build_tiny_models(
     solutions = [clean_solution(r["answer"]) for r in train]
     losses: dict[str, float] = {}
 
-    def save(name: str, model: torch.nn.Module, tok: Any) -> Path:
+    def keep(name: str, model: torch.nn.Module, tok: Any, loss: float | None) -> Path:
         path = root / name
         model.save_pretrained(path)  # type: ignore[operator]
         tok.save_pretrained(path)
+        n_params = sum(p.numel() for p in model.parameters())
+        trained = "untrained" if loss is None else f"loss {loss:.2f}"
+        say(f"{name:<8} {type(model).__name__:<17} {n_params:>8,d} params  {trained}")
+        if loss is not None:
+            losses[name] = loss
         return path
 
     # Student: plain text only, so it has seen the domain but not the solution format.
     plain = questions + solutions
     tok = train_tokenizer(plain, 512, chat=False)
     student = _llama(len(tok), tok)
-    losses["student"] = train_lm(student, tok, plain, steps=steps // 2, seed=seed)
-    student_path = save("student", student, tok)
-    say(f"student  llama  {sum(p.numel() for p in student.parameters()):>7,d} params  loss {losses['student']:.2f}")
+    student_path = keep("student", student, tok, train_lm(student, tok, plain, steps=steps // 2, seed=seed))
 
     teachers: dict[str, Path] = {}
-    chat_solutions = [(q, s) for q, s in zip(questions, solutions, strict=True)]
-    tok = train_tokenizer([q + "\n" + s for q, s in chat_solutions] + [DEFAULT_INSTRUCTION], 640, chat=True)
+    pairs = list(zip(questions, solutions, strict=True))
+    tok = train_tokenizer([q + "\n" + s for q, s in pairs] + [DEFAULT_INSTRUCTION], 640, chat=True)
     tutor = _gpt2(len(tok), tok, hidden=96)
-    texts = [_chat_text(tok, q, s) for q, s in chat_solutions]
-    losses["tutor"] = train_lm(tutor, tok, texts, steps=steps, seed=seed + 1)
-    teachers["tutor"] = save("tutor", tutor, tok)
-    say(f"tutor    gpt2   {sum(p.numel() for p in tutor.parameters()):>7,d} params  loss {losses['tutor']:.2f}")
+    texts = [_chat_text(tok, q, s) for q, s in pairs]
+    teachers["tutor"] = keep("tutor", tutor, tok, train_lm(tutor, tok, texts, steps=steps, seed=seed + 1))
 
-    tok = train_tokenizer(questions + [DEFAULT_INSTRUCTION], 448, chat=True)
+    tok = train_tokenizer([*questions, DEFAULT_INSTRUCTION], 448, chat=True)
     parrot = _llama(len(tok), tok, hidden=48)
     texts = [_chat_text(tok, q, rng.choice(questions)) for q in questions]
-    losses["parrot"] = train_lm(parrot, tok, texts, steps=steps, seed=seed + 2)
-    teachers["parrot"] = save("parrot", parrot, tok)
-    say(f"parrot   llama  {sum(p.numel() for p in parrot.parameters()):>7,d} params  loss {losses['parrot']:.2f}")
+    teachers["parrot"] = keep("parrot", parrot, tok, train_lm(parrot, tok, texts, steps=steps, seed=seed + 2))
 
-    tok = train_tokenizer(questions[:200] + [DEFAULT_INSTRUCTION], 384, chat=True)
-    noise = _gpt2(len(tok), tok, hidden=32, layers=1)
-    teachers["noise"] = save("noise", noise, tok)
-    say(f"noise    gpt2   {sum(p.numel() for p in noise.parameters()):>7,d} params  untrained")
+    tok = train_tokenizer([*questions[:200], DEFAULT_INSTRUCTION], 384, chat=True)
+    teachers["noise"] = keep("noise", _gpt2(len(tok), tok, hidden=32, layers=1), tok, None)
 
     candidates = [
         {"name": "tutor-cold", "model": "tutor", "temperature": 0.3, "max_tokens": 96},

@@ -1,0 +1,274 @@
+"""rank_teachers end to end on the offline tiny models."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from grace_engine.data import Prompt, StudentFormat, read_prompts
+from grace_engine.errors import Cancelled, GraceError, InvalidInput, ModelNotAllowed, ModelNotFound
+from grace_engine.generation import Candidate, read_candidates
+from grace_engine.models import ModelCache, ModelPolicy
+from grace_engine.pipeline import (
+    DirectoryResponseStore,
+    ProgressEvent,
+    RankingResult,
+    ScoringConfig,
+    rank_teachers,
+)
+from grace_engine.ranking import spearman
+from grace_engine.tiny_models import TinyModels
+
+
+@pytest.fixture(scope="module")
+def policy(tiny: TinyModels) -> ModelPolicy:
+    return ModelPolicy.from_paths([tiny.root])
+
+
+@pytest.fixture(scope="module")
+def cache(policy: ModelPolicy) -> ModelCache:
+    return ModelCache(policy, capacity=4)
+
+
+@pytest.fixture(scope="module")
+def store(shared_tmp: Path) -> DirectoryResponseStore:
+    return DirectoryResponseStore(shared_tmp / "responses")
+
+
+@pytest.fixture(scope="module")
+def demo(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, store: DirectoryResponseStore
+) -> tuple[RankingResult, list[ProgressEvent]]:
+    events: list[ProgressEvent] = []
+    result = rank_teachers(
+        read_prompts(tiny.prompts_file),
+        read_candidates(tiny.candidates_file),
+        str(tiny.student),
+        policy=policy,
+        models=cache,
+        responses=store,
+        progress=events.append,
+    )
+    return result, events
+
+
+def test_ranking_is_sorted_complete_and_sane(
+    demo: tuple[RankingResult, list[ProgressEvent]], tiny: TinyModels
+) -> None:
+    result, _ = demo
+    names = [c["name"] for c in __import__("json").loads(tiny.candidates_file.read_text())["candidates"]]
+    assert sorted(r.name for r in result.ranking) == sorted(names)
+    scores = [r.grace for r in result.ranking]
+    assert scores == sorted(scores)
+    assert [r.rank for r in result.ranking] == list(range(1, len(names) + 1))
+    for r in result.ranking[:-1]:
+        assert r.agreement_with_next is not None
+        assert 0.0 <= r.agreement_with_next <= 1.0
+    for c in result.candidates.values():
+        assert c.n_responses == result.n_prompts * 4 == len(c.responses) * len(c.responses[0])
+        assert c.accuracy is not None  # the GSM8K prompts carry answers
+        assert c.grace.variance + c.grace.bias == pytest.approx(c.grace.score, rel=1e-9)
+        assert c.g_norm > 0
+        assert c.g_vendi >= 1
+        assert c.student_nll > 0
+    # Random-token responses are the worst thing to distil from: last by GRACE, highest student NLL.
+    assert result.ranking[-1].name == "noise"
+    assert max(result.candidates.values(), key=lambda c: c.student_nll).name == "noise"
+
+
+def test_progress_reports_every_stage_in_order(demo: tuple[RankingResult, list[ProgressEvent]]) -> None:
+    result, events = demo
+    stages = [e.stage for e in events]
+    assert stages.index("gradients") > max(i for i, s in enumerate(stages) if s == "generate")
+    assert stages[-1] == "score"
+    assert events[-1].done == events[-1].total == len(result.candidates)
+    for name in result.candidates:
+        for stage in ("generate", "gradients"):
+            mine = [e for e in events if e.stage == stage and e.candidate == name]
+            assert mine, (stage, name)
+            assert [e.done for e in mine] == sorted(e.done for e in mine)
+            assert mine[-1].done == mine[-1].total
+
+
+def test_fast_and_exact_paths_rank_alike(
+    demo: tuple[RankingResult, list[ProgressEvent]],
+    tiny: TinyModels,
+    policy: ModelPolicy,
+    cache: ModelCache,
+    store: DirectoryResponseStore,
+) -> None:
+    fast, _ = demo
+    exact = rank_teachers(
+        read_prompts(tiny.prompts_file),
+        read_candidates(tiny.candidates_file),
+        str(tiny.student),
+        policy=policy,
+        models=cache,
+        responses=store,
+        config=ScoringConfig(path="exact"),
+    )
+    assert all(c.response_source == "stored" for c in exact.candidates.values())
+    names = list(fast.candidates)
+    a = [fast.candidates[n].grace.score for n in names]
+    b = [exact.candidates[n].grace.score for n in names]
+    rho = spearman(a, b)
+    rel = {n: abs(x - y) / y for n, x, y in zip(names, a, b, strict=True)}
+    top = f"{fast.ranking[0].name}/{exact.ranking[0].name}"
+    print(f"fast vs exact: spearman {rho:.3f}, top-1 {top}, relative GRACE difference {rel}")
+    assert fast.ranking[0].name == exact.ranking[0].name
+    assert rho >= 0.9
+
+
+def test_supplied_responses_score_like_generated_ones_under_one_projection(
+    demo: tuple[RankingResult, list[ProgressEvent]], tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
+) -> None:
+    result, _ = demo
+    prompts = read_prompts(tiny.prompts_file)
+    tutor = result.candidates["tutor"].responses
+    supplied = {p.id: group for p, group in zip(prompts, tutor, strict=True)}
+    again = rank_teachers(
+        prompts,
+        [Candidate("copy-a", responses=supplied), Candidate("copy-b", responses=supplied)],
+        str(tiny.student),
+        policy=policy,
+        models=cache,
+    )
+    a, b = again.candidates["copy-a"], again.candidates["copy-b"]
+    assert a.response_source == "provided"
+    assert a.grace.split_scores == b.grace.split_scores  # one projection for every candidate
+    assert a.grace.score == pytest.approx(result.candidates["tutor"].grace.score, rel=1e-6)
+
+
+def test_length_factor_changes_scores(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, demo: tuple[RankingResult, list[ProgressEvent]]
+) -> None:
+    result, _ = demo
+    prompts = read_prompts(tiny.prompts_file)
+    supplied = {p.id: g for p, g in zip(prompts, result.candidates["parrot"].responses, strict=True)}
+    scaled = rank_teachers(
+        prompts,
+        [Candidate("p", responses=supplied)],
+        str(tiny.student),
+        policy=policy,
+        models=cache,
+        config=ScoringConfig(length_factor=True),
+    )
+    assert scaled.candidates["p"].grace.score != pytest.approx(
+        result.candidates["parrot"].grace.score, rel=1e-3
+    )
+
+
+def test_cancellation_stops_at_a_batch_boundary(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
+) -> None:
+    polls = 0
+
+    def should_cancel() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls > 3
+
+    with pytest.raises(Cancelled):
+        rank_teachers(
+            read_prompts(tiny.prompts_file),
+            read_candidates(tiny.candidates_file),
+            str(tiny.student),
+            policy=policy,
+            models=cache,
+            should_cancel=should_cancel,
+            config=ScoringConfig(generation_batch=4),
+        )
+    assert polls == 4
+
+
+def _two_prompts() -> list[Prompt]:
+    return [Prompt("a", "What is 1 + 1?", "2"), Prompt("b", "What is 2 + 2?", "4")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"prompts": []}, InvalidInput, "prompts"),
+        ({"prompts": [Prompt("a", "only one")]}, InvalidInput, "prompts"),
+        ({"candidates": []}, InvalidInput, "candidates"),
+        ({"candidates": [Candidate("x", model="does-not-exist")]}, ModelNotFound, "candidates[0].model"),
+        ({"candidates": [Candidate("x", model="/etc")]}, ModelNotAllowed, "candidates[0].model"),
+        ({"student": "/usr/lib"}, ModelNotAllowed, "student"),
+        ({"student": "org/some-hub-model"}, ModelNotAllowed, "student"),
+        (
+            {"candidates": [Candidate("x", model="tutor"), Candidate("x", model="tutor")]},
+            InvalidInput,
+            "candidates[1].name",
+        ),
+        (
+            {"candidates": [Candidate("x", model="tutor", responses={"a": ["r"]})]},
+            InvalidInput,
+            "candidates[0]",
+        ),
+        (
+            {"candidates": [Candidate("x", responses={"a": ["r"] * 4})]},
+            InvalidInput,
+            "candidates[0].responses",
+        ),
+        (
+            {"candidates": [Candidate("x", responses={"a": ["r"] * 4, "b": ["r"] * 3})]},
+            InvalidInput,
+            "candidates[0].responses[b]",
+        ),
+        (
+            {"candidates": [Candidate("x", model="tutor", temperature=-1)]},
+            InvalidInput,
+            "candidates[0].temperature",
+        ),
+        ({"config": ScoringConfig(proj_dim=0)}, InvalidInput, "proj_dim"),
+    ],
+)
+def test_bad_input_is_a_clear_error_naming_the_field(
+    tiny: TinyModels, policy: ModelPolicy, kwargs: dict[str, object], error: type[GraceError], field: str
+) -> None:
+    args: dict[str, object] = {
+        "prompts": _two_prompts(),
+        "candidates": [Candidate("t", model="tutor")],
+        "student": "student",
+        "config": ScoringConfig(),
+    }
+    args.update(kwargs)
+    with pytest.raises(error) as err:
+        rank_teachers(
+            args["prompts"],
+            args["candidates"],
+            args["student"],  # type: ignore[arg-type]
+            policy=policy,
+            base_dir=tiny.root,
+            config=args["config"],  # type: ignore[arg-type]
+        )
+    assert err.value.field == field
+    assert err.value.message
+
+
+def test_response_longer_than_max_length_names_the_response(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
+) -> None:
+    supplied = {"a": ["short", "ok"], "b": ["fine", "word " * 300]}
+    config = ScoringConfig(responses_per_prompt=2, student_format=StudentFormat(max_length=128))
+    with pytest.raises(InvalidInput) as err:
+        rank_teachers(
+            _two_prompts(),
+            [Candidate("long", responses=supplied)],
+            str(tiny.student),
+            policy=policy,
+            models=cache,
+            config=config,
+        )
+    assert err.value.field == "candidates[0].responses[b][1]"
+    ok = rank_teachers(
+        _two_prompts(),
+        [Candidate("long", responses=supplied)],
+        str(tiny.student),
+        policy=policy,
+        models=cache,
+        config=replace(config, student_format=StudentFormat(max_length=128, truncate=True)),
+    )
+    assert ok.candidates["long"].n_truncated == 1
