@@ -80,40 +80,60 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *, chat: bool) -> Any
     )
 
 
-def _llama(vocab: int, tok: Any, hidden: int = 64) -> torch.nn.Module:
+def tiny_llama(
+    vocab_size: int,
+    *,
+    eos_id: int,
+    pad_id: int,
+    hidden: int = 64,
+    tied: bool = False,
+    max_positions: int = 512,
+) -> torch.nn.Module:
+    """A 2-layer Llama with grouped-query attention (4 heads, 2 KV heads), randomly initialised."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     model: torch.nn.Module = LlamaForCausalLM(
         LlamaConfig(
-            vocab_size=vocab,
+            vocab_size=vocab_size,
             hidden_size=hidden,
             intermediate_size=2 * hidden,
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=512,
-            tie_word_embeddings=False,
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=tied,
             bos_token_id=None,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
         )
     )
     return model
 
 
-def _gpt2(vocab: int, tok: Any, hidden: int = 64, layers: int = 2) -> torch.nn.Module:
+def tiny_gpt2(
+    vocab_size: int,
+    *,
+    eos_id: int,
+    pad_id: int,
+    hidden: int = 64,
+    layers: int = 2,
+    tied: bool = True,
+    max_positions: int = 512,
+) -> torch.nn.Module:
+    """A GPT-2 (Conv1D layers, LayerNorm, learned positions), randomly initialised."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model: torch.nn.Module = GPT2LMHeadModel(
         GPT2Config(
-            vocab_size=vocab,
+            vocab_size=vocab_size,
             n_embd=hidden,
             n_layer=layers,
             n_head=4,
-            n_positions=512,
-            bos_token_id=tok.eos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
+            n_positions=max_positions,
+            tie_word_embeddings=tied,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
         )
     )
     return model
@@ -206,23 +226,24 @@ def build_tiny_models(
     # Student: plain text only, so it has seen the domain but not the solution format.
     plain = questions + solutions
     tok = train_tokenizer(plain, 512, chat=False)
-    student = _llama(len(tok), tok)
+    student = tiny_llama(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
     student_path = keep("student", student, tok, train_lm(student, tok, plain, steps=steps // 2, seed=seed))
 
     teachers: dict[str, Path] = {}
     pairs = list(zip(questions, solutions, strict=True))
     tok = train_tokenizer([q + "\n" + s for q, s in pairs] + [DEFAULT_INSTRUCTION], 640, chat=True)
-    tutor = _gpt2(len(tok), tok, hidden=96)
+    tutor = tiny_gpt2(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, hidden=96)
     texts = [_chat_text(tok, q, s) for q, s in pairs]
     teachers["tutor"] = keep("tutor", tutor, tok, train_lm(tutor, tok, texts, steps=steps, seed=seed + 1))
 
     tok = train_tokenizer([*questions, DEFAULT_INSTRUCTION], 448, chat=True)
-    parrot = _llama(len(tok), tok, hidden=48)
+    parrot = tiny_llama(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, hidden=48)
     texts = [_chat_text(tok, q, rng.choice(questions)) for q in questions]
     teachers["parrot"] = keep("parrot", parrot, tok, train_lm(parrot, tok, texts, steps=steps, seed=seed + 2))
 
     tok = train_tokenizer([*questions[:200], DEFAULT_INSTRUCTION], 384, chat=True)
-    teachers["noise"] = keep("noise", _gpt2(len(tok), tok, hidden=32, layers=1), tok, None)
+    noise = tiny_gpt2(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, hidden=32, layers=1)
+    teachers["noise"] = keep("noise", noise, tok, None)
 
     candidates = [
         {"name": "tutor-cold", "model": "tutor", "temperature": 0.3, "max_tokens": 96},

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
 from grace_engine.data import StudentBatch, StudentExample, collate
-from grace_engine.tiny_models import TinyModels, build_tiny_models
+from grace_engine.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, tiny_llama
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -31,37 +30,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 def make_random_lm(arch: str, *, tied: bool, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised ~20k-parameter Llama or GPT-2, eval mode, parameters frozen."""
     torch.manual_seed(seed)
-    model: torch.nn.Module
-    if arch == "llama":
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=VOCAB,
-                hidden_size=32,
-                intermediate_size=48,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=64,
-                tie_word_embeddings=tied,
-                bos_token_id=None,
-                eos_token_id=1,
-                pad_token_id=0,
-            )
-        )
-    else:
-        model = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=VOCAB,
-                n_embd=32,
-                n_layer=2,
-                n_head=4,
-                n_positions=64,
-                tie_word_embeddings=tied,
-                bos_token_id=1,
-                eos_token_id=1,
-                pad_token_id=0,
-            )
-        )
+    build = tiny_llama if arch == "llama" else tiny_gpt2
+    model = build(VOCAB, eos_id=1, pad_id=0, hidden=32, tied=tied, max_positions=64)
     model.eval()
     model.requires_grad_(False)
     return model

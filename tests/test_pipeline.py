@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,20 +39,24 @@ def store(shared_tmp: Path) -> DirectoryResponseStore:
     return DirectoryResponseStore(shared_tmp / "responses")
 
 
-@pytest.fixture(scope="module")
-def demo(
-    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, store: DirectoryResponseStore
-) -> tuple[RankingResult, list[ProgressEvent]]:
-    events: list[ProgressEvent] = []
-    result = rank_teachers(
+def _rank_demo(tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, **kwargs: Any) -> RankingResult:
+    """rank_teachers on the tiny models' own prompt and candidate files."""
+    return rank_teachers(
         read_prompts(tiny.prompts_file),
         read_candidates(tiny.candidates_file),
         str(tiny.student),
         policy=policy,
         models=cache,
-        responses=store,
-        progress=events.append,
+        **kwargs,
     )
+
+
+@pytest.fixture(scope="module")
+def demo(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, store: DirectoryResponseStore
+) -> tuple[RankingResult, list[ProgressEvent]]:
+    events: list[ProgressEvent] = []
+    result = _rank_demo(tiny, policy, cache, responses=store, progress=events.append)
     return result, events
 
 
@@ -58,7 +64,7 @@ def test_ranking_is_sorted_complete_and_sane(
     demo: tuple[RankingResult, list[ProgressEvent]], tiny: TinyModels
 ) -> None:
     result, _ = demo
-    names = [c["name"] for c in __import__("json").loads(tiny.candidates_file.read_text())["candidates"]]
+    names = [c["name"] for c in json.loads(tiny.candidates_file.read_text())["candidates"]]
     assert sorted(r.name for r in result.ranking) == sorted(names)
     scores = [r.grace for r in result.ranking]
     assert scores == sorted(scores)
@@ -100,15 +106,7 @@ def test_fast_and_exact_paths_rank_alike(
     store: DirectoryResponseStore,
 ) -> None:
     fast, _ = demo
-    exact = rank_teachers(
-        read_prompts(tiny.prompts_file),
-        read_candidates(tiny.candidates_file),
-        str(tiny.student),
-        policy=policy,
-        models=cache,
-        responses=store,
-        config=ScoringConfig(path="exact"),
-    )
+    exact = _rank_demo(tiny, policy, cache, responses=store, config=ScoringConfig(path="exact"))
     assert all(c.response_source == "stored" for c in exact.candidates.values())
     names = list(fast.candidates)
     a = [fast.candidates[n].grace.score for n in names]
@@ -171,15 +169,7 @@ def test_cancellation_stops_at_a_batch_boundary(
         return polls > 3
 
     with pytest.raises(Cancelled):
-        rank_teachers(
-            read_prompts(tiny.prompts_file),
-            read_candidates(tiny.candidates_file),
-            str(tiny.student),
-            policy=policy,
-            models=cache,
-            should_cancel=should_cancel,
-            config=ScoringConfig(generation_batch=4),
-        )
+        _rank_demo(tiny, policy, cache, should_cancel=should_cancel, config=ScoringConfig(generation_batch=4))
     assert polls == 4
 
 
