@@ -91,7 +91,10 @@ def _quiet_transformers() -> None:
 def _set_threads(threads: int | None) -> None:
     import torch
 
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    if threads is None:
+        # sched_getaffinity respects cgroup/taskset limits but exists on Linux only.
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:

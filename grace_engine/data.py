@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,12 @@ class StudentFormat:
         if self.max_length is not None and self.max_length < 2:
             raise InvalidInput("must be at least 2 tokens", field="max_length")
 
+    def within(self, context: int | None) -> StudentFormat:
+        """This format with ``max_length`` lowered to a model's context length where needed."""
+        if context is None or (self.max_length is not None and self.max_length <= context):
+            return self
+        return replace(self, max_length=context)
+
 
 @dataclass(frozen=True)
 class StudentExample:
@@ -186,8 +192,8 @@ def encode_for_student(
     if fmt.max_length is not None and len(ids) > fmt.max_length:
         if not fmt.truncate:
             raise InvalidInput(
-                f"{len(ids)} tokens (prompt part + response + EOS) exceed max_length={fmt.max_length}; "
-                "shorten it, raise max_length or enable truncation",
+                f"{len(ids)} tokens (prompt part + response + EOS) exceed the limit of {fmt.max_length} "
+                "(max_length, or the student's context if smaller); shorten it or enable truncation",
                 field=field,
             )
         ids, labels, truncated = ids[: fmt.max_length], labels[: fmt.max_length], True

@@ -20,6 +20,7 @@ import torch
 
 from grace_engine.data import Prompt
 from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.models import context_length
 from grace_engine.projection import stream_seed
 
 DEFAULT_INSTRUCTION = "Please reason step by step and put your final answer within \\boxed{}.\n\n"
@@ -212,7 +213,26 @@ class TransformersBackend:
         *,
         progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        field: str = "max_tokens",
     ) -> Responses:
+        """Responses to every prompt; ``field`` names ``max_tokens`` in the error raised when the
+        longest prompt plus ``max_tokens`` does not fit the teacher's context (checked up front)."""
+        limit = context_length(model)
+        if limit is not None:
+            longest = max(
+                len(
+                    tokenizer(
+                        teacher_input(tokenizer, p.prompt, settings.instruction), add_special_tokens=False
+                    )["input_ids"]
+                )
+                for p in prompts
+            )
+            if longest + settings.max_tokens > limit:
+                raise InvalidInput(
+                    f"the longest prompt ({longest} tokens with the chat template) plus max_tokens="
+                    f"{settings.max_tokens} exceeds the teacher's context of {limit} tokens",
+                    field=field,
+                )
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         device = next(model.parameters()).device
         sample = settings.temperature > 0

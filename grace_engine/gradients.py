@@ -235,7 +235,6 @@ def _full_layout(model: nn.Module, space: GradientSpace) -> SpaceLayout:
     blocks = [Block(n, tuple(p.shape)) for n, p in model.named_parameters()]
     head = _output_layer(model)
     taps: list[Tap] = []
-    covered: set[str] = set()
     unsupported: list[str] = []
     for mod_name, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
@@ -258,7 +257,6 @@ def _full_layout(model: nn.Module, space: GradientSpace) -> SpaceLayout:
             unsupported.append(f"{mod_name} ({type(module).__name__})")
             continue
         taps.append(Tap(module, kind, weight, bias))
-        covered.update(n for n in (weight, bias) if n)
     return SpaceLayout(space, blocks, taps, parameters=parameters, unsupported=unsupported)
 
 
@@ -283,6 +281,7 @@ def _exact_parameters(model: nn.Module, layout: SpaceLayout) -> Iterator[list[to
     """Tensors to differentiate, in block order, for the duration of the context."""
     kind = layout.space.kind
     handles: list[Any] = []
+    was_trainable = [p.requires_grad for p in layout.parameters]
     try:
         if kind == "full":
             for p in layout.parameters:
@@ -320,9 +319,8 @@ def _exact_parameters(model: nn.Module, layout: SpaceLayout) -> Iterator[list[to
     finally:
         for h in handles:
             h.remove()
-        if kind == "full":
-            for p in layout.parameters:
-                p.requires_grad_(False)
+        for p, trainable in zip(layout.parameters, was_trainable, strict=True):
+            p.requires_grad_(trainable)
 
 
 def exact_flat_gradients(

@@ -111,6 +111,12 @@ def load_causal_lm(
     return model  # type: ignore[no-any-return]
 
 
+def context_length(model: torch.nn.Module) -> int | None:
+    """Positions the model can attend over (``max_position_embeddings``; GPT-2 maps ``n_positions``)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
 @dataclass
 class LoadedModel:
     source: ModelSource

@@ -30,7 +30,7 @@ from grace_engine.generation import (
     validate_candidates,
 )
 from grace_engine.gradients import GradientSpace, PathKind, compute_gradients, make_gradient_computer
-from grace_engine.models import ModelCache, ModelPolicy, ModelSource, resolve_model
+from grace_engine.models import ModelCache, ModelPolicy, ModelSource, context_length, resolve_model
 from grace_engine.ranking import RankedCandidate, rank_by_grace
 from grace_engine.scores import (
     GraceResult,
@@ -110,10 +110,13 @@ class DirectoryResponseStore:
 
     def get(self, key: str) -> Responses | None:
         path = self.root / f"{key}.json"
-        if not path.is_file():
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return None  # missing or unreadable (e.g. a crash mid-write elsewhere): regenerate
+        if not isinstance(data, list) or not all(isinstance(g, list) for g in data):
             return None
-        data = json.loads(path.read_text("utf-8"))
-        return [list(map(str, group)) for group in data]
+        return [[str(t) for t in group] for group in data]
 
     def put(self, key: str, responses: Responses) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -263,6 +266,7 @@ def rank_teachers(
             settings,
             progress=_stage_progress(report, "generate", cand.name),
             should_cancel=should_cancel,
+            field=f"candidates[{i}].max_tokens",
         )
         if responses is not None:
             responses.put(key, generated)
@@ -280,10 +284,8 @@ def rank_teachers(
         path=cfg.path,
         factor_dim=cfg.factor_dim,
     )
-    encoded = [
-        _student_examples(tokenizer, prompts, resp, cfg.student_format, i)
-        for i, resp in enumerate(all_responses)
-    ]
+    fmt = cfg.student_format.within(context_length(student_model.model))
+    encoded = [_student_examples(tokenizer, prompts, resp, fmt, i) for i, resp in enumerate(all_responses)]
     results: dict[str, CandidateResult] = {}
     answers = [p.answer for p in prompts]
     for i, cand in enumerate(candidates):

@@ -213,6 +213,11 @@ def _two_prompts() -> list[Prompt]:
             "candidates[0].temperature",
         ),
         ({"config": ScoringConfig(proj_dim=0)}, InvalidInput, "proj_dim"),
+        (
+            {"candidates": [Candidate("x", model="tutor", max_tokens=1000)]},
+            InvalidInput,
+            "candidates[0].max_tokens",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error_naming_the_field(
@@ -262,3 +267,41 @@ def test_response_longer_than_max_length_names_the_response(
         config=replace(config, student_format=StudentFormat(max_length=128, truncate=True)),
     )
     assert ok.candidates["long"].n_truncated == 1
+
+
+def test_examples_beyond_the_student_context_are_refused_or_truncated(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
+) -> None:
+    supplied = {"a": ["fine", "ok"], "b": ["fine", "word " * 700]}  # > 512 positions of the tiny student
+    config = ScoringConfig(responses_per_prompt=2)
+    with pytest.raises(InvalidInput, match="student's context") as err:
+        rank_teachers(
+            _two_prompts(),
+            [Candidate("long", responses=supplied)],
+            str(tiny.student),
+            policy=policy,
+            models=cache,
+            config=config,
+        )
+    assert err.value.field == "candidates[0].responses[b][1]"
+    truncating = replace(config, student_format=StudentFormat(truncate=True))
+    ok = rank_teachers(
+        _two_prompts(),
+        [Candidate("long", responses=supplied)],
+        str(tiny.student),
+        policy=policy,
+        models=cache,
+        config=truncating,
+    )
+    assert ok.candidates["long"].n_truncated == 1
+
+
+def test_response_store_round_trips_and_ignores_unreadable_entries(tmp_path: Path) -> None:
+    store = DirectoryResponseStore(tmp_path / "store")
+    assert store.get("k") is None
+    store.put("k", [["a", "b"], ["c", "d"]])
+    assert store.get("k") == [["a", "b"], ["c", "d"]]
+    (tmp_path / "store" / "bad.json").write_text('[["half written"')
+    (tmp_path / "store" / "odd.json").write_text('{"not": "a list"}')
+    assert store.get("bad") is None
+    assert store.get("odd") is None
