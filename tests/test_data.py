@@ -116,7 +116,7 @@ def test_max_length_errors_or_truncates(tokenizer: Any) -> None:
             field="candidates[0].responses[p1][2]",
         )
     assert err.value.field == "candidates[0].responses[p1][2]"
-    assert "exceed max_length" in err.value.message
+    assert f"exceed the limit of {limit}" in err.value.message
     cut = encode_for_student(tokenizer, PROMPT, RESPONSE, StudentFormat(max_length=limit, truncate=True))
     assert cut.truncated
     assert len(cut.input_ids) == limit
