@@ -50,20 +50,26 @@ class ModelSource:
 
 
 def resolve_model(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path | None = None) -> ModelSource:
-    """Check ``ref`` against the policy; relative paths are taken from ``base_dir`` (default: cwd)."""
+    """Check ``ref`` against the policy and return where it loads from.
+
+    A relative path is looked up in ``base_dir`` (default: the working directory) and then in each
+    root, in order; the first existing directory inside a root wins.
+    """
     if not ref or not ref.strip():
         raise ModelNotFound("no model given", field=field)
     if ref in policy.allowed_hub_ids:
         return ModelSource(ref, is_hub=True)
-    path = Path(ref).expanduser()
-    if not path.is_absolute():
-        path = (base_dir or Path.cwd()) / path
-    path = path.resolve()
-    if not any(path.is_relative_to(root) for root in policy.roots):
+    given = Path(ref).expanduser()
+    bases = [Path("/")] if given.is_absolute() else [base_dir or Path.cwd(), *policy.roots]
+    inside = [
+        p for p in ((b / given).resolve() for b in bases) if any(p.is_relative_to(r) for r in policy.roots)
+    ]
+    if not inside:
         roots = ", ".join(str(r) for r in policy.roots) or "none configured"
         raise ModelNotAllowed(
             f"{ref!r} is neither under an allowed model root ({roots}) nor an allowed hub id", field=field
         )
+    path = next((p for p in inside if p.exists()), inside[0])
     if not path.exists() and _HUB_ID.fullmatch(ref):
         allowed = ", ".join(policy.allowed_hub_ids) or "none"
         raise ModelNotAllowed(

@@ -1,0 +1,52 @@
+"""API keys: ``Authorization: Bearer <key>``; only the key's SHA-256 is stored.
+
+Keys are 32 random bytes (URL-safe base64) behind a ``gk_`` prefix, so a fast hash is enough:
+there is nothing to brute-force. Every key belongs to a tenant; with auth off (the embedded
+default) every request acts as the ``default`` tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import ApiKey, Tenant
+
+KEY_PREFIX = "gk_"
+DEFAULT_TENANT = "default"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def get_or_create_tenant(*, session: Session, name: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is not None:
+        return tenant
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    try:
+        session.commit()
+    except IntegrityError:  # created concurrently
+        session.rollback()
+        tenant = session.scalars(select(Tenant).where(Tenant.name == name)).one()
+    return tenant
+
+
+def create_key(*, session: Session, tenant_name: str) -> str:
+    """A new key for ``tenant_name`` (created if needed). The plain key exists only in the return value."""
+    tenant = get_or_create_tenant(session=session, name=tenant_name)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:10]))
+    session.commit()
+    return key
+
+
+def tenant_for_key(*, session: Session, key: str) -> Tenant | None:
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)))
+    return row.tenant if row is not None else None

@@ -1,0 +1,96 @@
+"""All settings of the service, from ``GRACE_*`` environment variables or a ``.env`` file.
+
+With neither ``GRACE_DATABASE_URL`` nor ``GRACE_REDIS_URL`` set the service runs as the *embedded
+default*: a SQLite file under ``GRACE_DATA_DIR``, an in-process worker thread, and (unless
+``GRACE_AUTH=on``) no API keys. With ``GRACE_REDIS_URL`` set, jobs go to separate ``grace worker``
+processes through Redis and ``GRACE_DATABASE_URL`` (PostgreSQL) is required.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("grace.config")
+
+
+class Settings(BaseSettings):
+    """Service settings. Field names map to ``GRACE_<NAME>`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="GRACE_", env_file=".env", extra="ignore")
+
+    # Where state lives.
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset = embedded SQLite")
+    redis_url: str | None = Field(None, description="Redis URL for the job queue; unset = in-process")
+    data_dir: Path = Field(Path(".grace"), description="embedded database and local files")
+
+    # Who may call, and which models may load.
+    auth: Literal["on", "off", "auto"] = Field("auto", description="'auto': off only in the embedded default")
+    model_roots: list[Path] = Field(default_factory=lambda: [Path(".grace/tiny-models")])
+    allowed_hub_ids: list[str] = Field(default_factory=list)
+    hub_download: bool = Field(False, description="let allowed hub ids download (else local cache only)")
+
+    # Limits (413 / 422 beyond them).
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_prompts_per_job: int = Field(4096, ge=2)
+    max_candidates_per_job: int = Field(32, ge=1)
+    max_responses_per_prompt: int = Field(16, ge=1)
+    max_prompt_chars: int = Field(20_000, ge=1)
+    max_response_chars: int = Field(50_000, ge=1)
+    max_new_tokens: int = Field(4096, ge=1)
+    page_size_max: int = Field(100, ge=1)
+
+    # Workers and queue.
+    queue_name: str = "grace-jobs"
+    max_attempts: int = Field(3, ge=1, description="claims before a job fails with worker_lost")
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    stale_after_seconds: float = Field(
+        60.0, gt=0, description="a running job's heartbeat older than this is lost"
+    )
+    requeue_queued_after_seconds: float = Field(30.0, gt=0)
+    reconcile_every_seconds: float = Field(10.0, gt=0)
+    job_time_limit_seconds: int = Field(7 * 24 * 3600, ge=60)
+    broker_heartbeat_ms: int = Field(15_000, ge=1000, description="Dramatiq worker heartbeat timeout")
+    model_cache_size: int = Field(2, ge=1)
+    device: str = "cpu"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_driver(cls, value: str | None) -> str | None:
+        """Plain ``postgres://``/``postgresql://`` URLs get the psycopg 3 driver."""
+        if value is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @model_validator(mode="after")
+    def _queue_needs_shared_database(self) -> Settings:
+        if self.redis_url and not self.database_url:
+            raise ValueError("GRACE_REDIS_URL needs GRACE_DATABASE_URL: queued workers share the database")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: the in-process worker runs jobs."""
+        return self.redis_url is None
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'grace.db').resolve()}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth == "on" or (self.auth == "auto" and not self.embedded)
+
+
+def get_settings() -> Settings:
+    return Settings()

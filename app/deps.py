@@ -1,0 +1,64 @@
+"""Dependencies injected into routes: settings, a DB session, the queue, the caller's tenant,
+and the job the path names (404 for another tenant's job, in one place)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from app.auth import DEFAULT_TENANT, get_or_create_tenant, tenant_for_key
+from app.config import Settings
+from app.db.models import Job, Tenant
+from app.errors import ApiError
+from app.queue import JobQueue
+from app.services import jobs as job_service
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_queue(request: Request) -> JobQueue:
+    queue: JobQueue = request.app.state.queue
+    return queue
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+def current_tenant(
+    session: SessionDep,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Tenant:
+    if not settings.auth_enabled:
+        return get_or_create_tenant(session=session, name=DEFAULT_TENANT)
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not authorization:
+        raise ApiError(401, "Unauthorized", "send 'Authorization: Bearer <API key>'", headers=challenge)
+    scheme, _, key = authorization.partition(" ")
+    tenant = tenant_for_key(session=session, key=key.strip()) if scheme.lower() == "bearer" else None
+    if tenant is None:
+        raise ApiError(401, "Unauthorized", "invalid or revoked API key", headers=challenge)
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+
+
+def current_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Job:
+    return job_service.get_job(session=session, tenant=tenant, job_id=job_id)
+
+
+CurrentJob = Annotated[Job, Depends(current_job)]

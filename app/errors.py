@@ -1,0 +1,124 @@
+"""Every error the API returns is RFC 9457 ``application/problem+json``, built here.
+
+Body: ``{type, title, status, detail, instance}`` plus ``errors: [{field, message}]`` for
+validation problems, so a client always learns which field to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from grace_engine.errors import GraceError
+
+log = logging.getLogger("grace.api")
+PROBLEM = "application/problem+json"
+
+
+class ApiError(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.field, self.headers, self.extra = field, headers, extra or {}
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "Not Found", f"no {what} with this id for your API key")
+
+
+def problem(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://grace-service.dev/problems/{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``('body', 'candidates', 0, 'temperature')`` -> ``candidates[0].temperature``."""
+    path = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+GRACE_STATUS = {
+    "invalid_input": 422,
+    "model_not_allowed": 422,
+    "model_not_found": 422,
+    "unsupported_model": 422,
+}
+
+
+def install(app: FastAPI) -> None:
+    """Register every exception handler of the API."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+        return problem(
+            request, exc.status, exc.title, exc.detail, errors=errors, headers=exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": field_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return problem(
+            request, 422, "Validation Error", f"{first['field']}: {first['message']}", errors=errors
+        )
+
+    @app.exception_handler(GraceError)
+    async def _engine_error(request: Request, exc: GraceError) -> JSONResponse:
+        errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
+        status = GRACE_STATUS.get(exc.code, 422)
+        return problem(request, status, "Validation Error", str(exc), errors=errors, code=exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}.get(
+            exc.status_code, "HTTP Error"
+        )
+        return problem(
+            request, exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(
+            request, 500, "Internal Server Error", "an unexpected error occurred; it has been logged"
+        )

@@ -1,0 +1,85 @@
+"""``create_app()``: the FastAPI application. Heavy objects (DB engine, queue client, in-process
+worker, reconciler, metrics registry) are built once in the lifespan, never at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
+
+from app import errors
+from app.config import Settings
+from app.db.migrate import upgrade
+from app.db.session import make_engine, make_session_factory
+from app.metrics import JobMetrics
+from app.queue import JobQueue, RedisJobQueue
+from app.routers import datasets, health, jobs, rankings
+
+log = logging.getLogger("grace.api")
+VERSION = "0.2.0"
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable operation ids (the function names), so generated clients get readable methods."""
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        session_factory = make_session_factory(engine)
+        if settings.sqlalchemy_url.startswith("sqlite"):
+            upgrade(
+                settings.sqlalchemy_url
+            )  # the embedded default migrates itself; production runs `grace migrate`
+        reconciler = None
+        queue: JobQueue
+        if settings.embedded:
+            from workers.inprocess import InProcessQueue
+            from workers.reconciler import Reconciler
+            from workers.runner import JobRunner
+
+            queue = InProcessQueue(JobRunner(settings, session_factory))
+            reconciler = Reconciler(session_factory=session_factory, queue=queue, settings=settings)
+            reconciler.start()
+            log.info("embedded mode: %s, in-process worker", settings.sqlalchemy_url)
+        else:
+            queue = RedisJobQueue(settings)
+        if not settings.auth_enabled:
+            log.warning(
+                "AUTH IS OFF: every request acts as tenant 'default'. Set GRACE_AUTH=on for shared use."
+            )
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(JobMetrics(session_factory, queue.depth))
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = session_factory
+        app.state.queue = queue
+        app.state.metrics_registry = registry
+        try:
+            yield
+        finally:
+            if reconciler is not None:
+                reconciler.stop()
+            queue.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="grace-service",
+        version=VERSION,
+        summary="Rank candidate teacher LLMs for distilling a student, by the GRACE score.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        max_body_size=settings.max_body_bytes,
+    )
+    errors.install(app)
+    for module in (jobs, datasets, rankings, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,84 @@
+"""The job queue as the API and the workers see it: job ids only; Postgres holds the state.
+
+Production: Dramatiq on Redis. The API sends messages by actor name, so it never imports worker
+code. Dramatiq's defaults are tuned for short tasks; for hours-long GPU jobs the broker here
+heartbeats workers every ``broker_heartbeat_ms`` and runs its maintenance (which requeues a dead
+worker's unacknowledged messages) on ``MAINTENANCE_CHANCE`` of commands instead of 0.1%.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from app.config import Settings
+
+ACTOR_NAME = "run_job"
+MAINTENANCE_CHANCE = 100_000  # per million broker commands: 10%, so an idle queue recovers in seconds
+
+
+class JobQueue(Protocol):
+    """Where job ids wait for a worker. ``is_pending`` says whether a sent id is still waiting in
+    this queue (not yet taken by a worker); the reconciler resends queued jobs that are not."""
+
+    def enqueue(self, job_id: str) -> None: ...
+
+    def is_pending(self, job_id: str) -> bool: ...
+
+    def taken(self, job_id: str) -> None: ...
+
+    def depth(self) -> int | None: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def make_broker(settings: Settings) -> RedisBroker:
+    assert settings.redis_url is not None
+    broker = RedisBroker(
+        url=settings.redis_url,
+        heartbeat_timeout=settings.broker_heartbeat_ms,
+        maintenance_chance=MAINTENANCE_CHANCE,
+    )
+    broker.declare_queue(settings.queue_name)
+    return broker
+
+
+class RedisJobQueue:
+    """Enqueues ``run_job(job_id)`` messages for ``grace worker`` processes."""
+
+    def __init__(self, settings: Settings, broker: RedisBroker | None = None) -> None:
+        self.broker = broker or make_broker(settings)
+        self.queue_name = settings.queue_name
+
+    def _marker(self, job_id: str) -> str:
+        # In the same Redis as the messages: if Redis loses the message, it loses the marker too.
+        return f"{self.broker.namespace}:grace-pending:{job_id}"
+
+    def enqueue(self, job_id: str) -> None:
+        message: dramatiq.Message[None] = dramatiq.Message(
+            queue_name=self.queue_name, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
+        )
+        self.broker.client.set(self._marker(job_id), "1")
+        self.broker.enqueue(message)
+
+    def is_pending(self, job_id: str) -> bool:
+        return bool(self.broker.client.exists(self._marker(job_id)))
+
+    def taken(self, job_id: str) -> None:
+        self.broker.client.delete(self._marker(job_id))
+
+    def depth(self) -> int | None:
+        return int(self.broker.client.llen(f"{self.broker.namespace}:{self.queue_name}"))
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.broker.client.ping())
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.broker.close()

@@ -1,0 +1,154 @@
+"""/v1/jobs: submit, poll, list, cancel, and read results."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from app.db.models import Job, JobStatus
+from app.deps import CurrentJob, CurrentTenant, QueueDep, SessionDep, SettingsDep
+from app.errors import ApiError
+from app.schemas import (
+    CandidateScores,
+    ErrorInfo,
+    JobAccepted,
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+    Links,
+    Progress,
+    RankingEntry,
+    RankingPublic,
+    ScoresPublic,
+)
+from app.services import jobs as job_service
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def links(request: Request, job_id: str) -> Links:
+    base = str(request.url_for("get_job", job_id=job_id).path)
+    return Links(self=base, cancel=f"{base}/cancel", ranking=f"{base}/ranking", scores=f"{base}/scores")
+
+
+def job_public(request: Request, job: Job) -> JobPublic:
+    error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
+    return JobPublic(
+        id=job.id,
+        status=job.status,
+        stage=job.stage,
+        student=job.student,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        progress=Progress.model_validate(job.progress or {}),
+        examples_scored=job.examples_scored,
+        error=ErrorInfo.model_validate(error) if error else None,
+        ranking=[RankingEntry.model_validate(r) for r in job.ranking] if job.ranking else None,
+        links=links(request, job.id),
+    )
+
+
+@router.post("", status_code=202, response_model=JobAccepted)
+def create_job(
+    job_in: JobCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    queue: QueueDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobAccepted:
+    """Accept a scoring job. Same ``Idempotency-Key`` and body: the same job again; same key with
+    another body: 422; while the first request with that key is still in flight: 409."""
+    job, _created = job_service.create_job(
+        session=session,
+        tenant=tenant,
+        job_in=job_in,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        settings=settings,
+    )
+    job_links = links(request, job.id)
+    response.headers["Location"] = job_links.self
+    return JobAccepted(id=job.id, status=job.status, links=job_links)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    status: Annotated[JobStatus | None, Query()] = None,
+    student: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobsPublic:
+    """Your jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    if limit > settings.page_size_max:
+        raise ApiError(422, "Validation Error", f"at most {settings.page_size_max}", field="limit")
+    jobs, next_cursor = job_service.list_jobs(
+        session=session, tenant=tenant, limit=limit, cursor=cursor, status=status, student=student
+    )
+    return JobsPublic(data=[job_public(request, j) for j in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses={304: {"description": "not modified"}})
+def get_job(
+    request: Request,
+    job: CurrentJob,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Status, stage, per-candidate progress, timestamps, error, and the ranking once done.
+    Poll with ``If-None-Match: <ETag>`` to get a bodiless 304 while nothing changed."""
+    body = job_public(request, job).model_dump_json().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(content=body, media_type="application/json", headers=headers)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
+def cancel_job(request: Request, job: CurrentJob, session: SessionDep) -> JobPublic:
+    """queued: cancelled at once; running: ``cancelling`` until the worker stops at its next batch
+    boundary; already finished: 409."""
+    return job_public(request, job_service.cancel_job(session=session, job=job))
+
+
+def _finished(job: Job) -> None:
+    if job.status != JobStatus.SUCCEEDED:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"the job is {job.status}; results exist once it has succeeded",
+            extra={"job_status": job.status},
+        )
+
+
+@router.get("/{job_id}/ranking", response_model=RankingPublic)
+def get_ranking(job: CurrentJob) -> RankingPublic:
+    """Candidates best first (lower GRACE = better teacher for this student)."""
+    _finished(job)
+    return RankingPublic(
+        job_id=job.id,
+        student=job.student,
+        finished_at=job.finished_at,
+        ranking=[RankingEntry.model_validate(r) for r in job.ranking or []],
+    )
+
+
+@router.get("/{job_id}/scores", response_model=ScoresPublic)
+def get_scores(job: CurrentJob) -> ScoresPublic:
+    """Every score of every candidate: GRACE split values, its variance and bias parts, baselines."""
+    _finished(job)
+    return ScoresPublic(
+        job_id=job.id,
+        candidates=[CandidateScores(name=r.candidate, rank=r.rank, details=r.details) for r in job.results],
+    )

@@ -1,0 +1,222 @@
+"""Request and response bodies of the HTTP API (pydantic; no FastAPI, no ORM).
+
+Request models forbid unknown keys and convert themselves to engine objects
+(:meth:`JobCreate.to_engine`), so the worker runs exactly what the API accepted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat
+from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
+from grace_engine.gradients import GradientSpace
+from grace_engine.pipeline import ScoringConfig
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PromptIn(_Request):
+    id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    prompt: Annotated[str, Field(min_length=1)]
+    answer: str | float | int | None = Field(None, description="reference answer; enables teacher accuracy")
+
+
+class CandidateIn(_Request):
+    """A teacher to score: a model with sampling settings, or responses you supply."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    model: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=10)] = 0.6
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_tokens: Annotated[int, Field(ge=1)] = 512
+    responses_per_prompt: Annotated[int, Field(ge=1)] | None = None
+    responses: dict[str, list[str]] | None = Field(None, description="prompt id -> that prompt's responses")
+
+    @model_validator(mode="after")
+    def _model_xor_responses(self) -> CandidateIn:
+        if (self.model is None) == (self.responses is None):
+            raise ValueError("give exactly one of 'model' or 'responses'")
+        return self
+
+    def to_engine(self) -> Candidate:
+        return Candidate(
+            name=self.name,
+            model=self.model,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            responses_per_prompt=self.responses_per_prompt,
+            responses=self.responses,
+        )
+
+
+class ScoringIn(_Request):
+    """Scoring settings; the defaults follow the paper."""
+
+    responses_per_prompt: Annotated[int, Field(ge=1)] = 4
+    proj_dim: Annotated[int, Field(ge=1, le=16384)] = 512
+    n_splits: Annotated[int, Field(ge=1, le=1000)] = 10
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    smoothing: Annotated[float, Field(ge=0, le=1)] = 1e-3
+    gradient_space: Literal["full", "output_layer", "lora"] = "full"
+    lora_rank: Annotated[int, Field(ge=1, le=1024)] = 8
+    path: Literal["fast", "exact"] = "fast"
+    seed: int = 0
+    length_factor: bool = False
+    max_length: Annotated[int, Field(ge=2)] | None = None
+    truncate: bool = False
+    student_template: str = DEFAULT_STUDENT_TEMPLATE
+    instruction: str = DEFAULT_INSTRUCTION
+
+    def to_engine(self) -> ScoringConfig:
+        return ScoringConfig(
+            responses_per_prompt=self.responses_per_prompt,
+            proj_dim=self.proj_dim,
+            n_splits=self.n_splits,
+            test_fraction=self.test_fraction,
+            smoothing=self.smoothing,
+            gradient_space=GradientSpace(self.gradient_space, lora_rank=self.lora_rank),
+            path=self.path,
+            seed=self.seed,
+            length_factor=self.length_factor,
+            student_format=StudentFormat(self.student_template, self.max_length, self.truncate),
+            instruction=self.instruction,
+        )
+
+
+class JobCreate(_Request):
+    """``POST /v1/jobs``: rank ``candidates`` as teachers for ``student`` on ``prompts`` (inline)
+    or on an uploaded dataset (``dataset_id``)."""
+
+    student: Annotated[str, Field(min_length=1, max_length=1024)]
+    candidates: Annotated[list[CandidateIn], Field(min_length=1)]
+    prompts: list[PromptIn] | None = None
+    dataset_id: str | None = None
+    scoring: ScoringIn = Field(default_factory=ScoringIn)
+
+    @model_validator(mode="after")
+    def _prompts_xor_dataset(self) -> JobCreate:
+        if (self.prompts is None) == (self.dataset_id is None):
+            raise ValueError("give exactly one of 'prompts' or 'dataset_id'")
+        return self
+
+
+def engine_prompts(prompts: list[PromptIn] | list[dict[str, Any]]) -> list[Prompt]:
+    """Prompts as the engine wants them; a missing id becomes the prompt's position."""
+    out = []
+    for i, raw in enumerate(prompts):
+        p = raw if isinstance(raw, PromptIn) else PromptIn.model_validate(raw)
+        out.append(
+            Prompt(id=p.id or str(i), prompt=p.prompt, answer=None if p.answer is None else str(p.answer))
+        )
+    return out
+
+
+class DatasetCreate(_Request):
+    name: Annotated[str, Field(max_length=200)] | None = None
+    prompts: Annotated[list[PromptIn], Field(min_length=2)]
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str | None
+    n_prompts: int
+    created_at: datetime
+
+
+class Links(BaseModel):
+    self: str
+    cancel: str
+    ranking: str
+    scores: str
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: str
+    links: Links
+
+
+class StageProgress(BaseModel):
+    done: int
+    total: int
+
+
+class CandidateProgress(BaseModel):
+    generate: StageProgress | None = None
+    gradients: StageProgress | None = None
+
+
+class Progress(BaseModel):
+    stage: str | None = None
+    candidates: dict[str, CandidateProgress] = Field(default_factory=dict)
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class RankingEntry(BaseModel):
+    rank: int
+    name: str
+    grace: float
+    grace_std: float
+    agreement_with_next: float | None
+    g_norm: float
+    g_vendi: float
+    student_nll: float
+    accuracy: float | None
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: str
+    stage: str | None
+    student: str
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    examples_scored: int
+    error: ErrorInfo | None
+    ranking: list[RankingEntry] | None
+    links: Links
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    next_cursor: str | None
+
+
+class RankingPublic(BaseModel):
+    job_id: str
+    student: str
+    finished_at: datetime | None
+    ranking: list[RankingEntry]
+
+
+class CandidateScores(BaseModel):
+    """Everything computed for one candidate (GRACE splits, variance/bias parts, baselines)."""
+
+    name: str
+    rank: int
+    details: dict[str, Any]
+
+
+class ScoresPublic(BaseModel):
+    job_id: str
+    candidates: list[CandidateScores]
+
+
+class RankingHistory(BaseModel):
+    student: str
+    data: list[RankingPublic]

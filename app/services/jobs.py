@@ -1,0 +1,278 @@
+"""Job service functions: keyword-only, session first, testable without HTTP.
+
+State changes are conditional UPDATEs (``... WHERE status = <expected>``), so an API cancel and a
+worker claim racing on the same row cannot both win.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db.base import utcnow
+from app.db.models import TERMINAL, Dataset, Job, JobStatus, Tenant
+from app.errors import ApiError, not_found
+from app.queue import JobQueue
+from app.schemas import JobCreate, engine_prompts
+from grace_engine.data import validate_prompts
+from grace_engine.errors import InvalidInput
+from grace_engine.generation import validate_candidates
+from grace_engine.models import ModelPolicy, resolve_model
+
+log = logging.getLogger("grace.jobs")
+
+
+def policy_from(settings: Settings) -> ModelPolicy:
+    return ModelPolicy.from_paths(
+        settings.model_roots, settings.allowed_hub_ids, offline=not settings.hub_download
+    )
+
+
+def request_hash(job_in: JobCreate) -> str:
+    canonical = json.dumps(job_in.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _limit(condition: bool, field: str, detail: str) -> None:
+    if condition:
+        raise ApiError(422, "Limit Exceeded", detail, field=field)
+
+
+def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
+    """Configured limits, each a 422 naming the field."""
+    _limit(
+        len(job_in.candidates) > settings.max_candidates_per_job,
+        "candidates",
+        f"{len(job_in.candidates)} candidates; at most {settings.max_candidates_per_job} per job",
+    )
+    _limit(
+        n_prompts > settings.max_prompts_per_job,
+        "prompts",
+        f"{n_prompts} prompts; at most {settings.max_prompts_per_job} per job",
+    )
+    _limit(
+        job_in.scoring.responses_per_prompt > settings.max_responses_per_prompt,
+        "scoring.responses_per_prompt",
+        f"at most {settings.max_responses_per_prompt} responses per prompt",
+    )
+    for i, p in enumerate(job_in.prompts or []):
+        _limit(
+            len(p.prompt) > settings.max_prompt_chars,
+            f"prompts[{i}].prompt",
+            f"{len(p.prompt)} characters; at most {settings.max_prompt_chars}",
+        )
+    for i, c in enumerate(job_in.candidates):
+        field = f"candidates[{i}]"
+        _limit(
+            c.max_tokens > settings.max_new_tokens,
+            f"{field}.max_tokens",
+            f"at most {settings.max_new_tokens} new tokens per response",
+        )
+        m = c.responses_per_prompt or job_in.scoring.responses_per_prompt
+        _limit(
+            m > settings.max_responses_per_prompt,
+            f"{field}.responses_per_prompt",
+            f"at most {settings.max_responses_per_prompt} responses per prompt",
+        )
+        for pid, texts in (c.responses or {}).items():
+            _limit(
+                len(texts) > settings.max_responses_per_prompt,
+                f"{field}.responses[{pid}]",
+                f"{len(texts)} responses; at most {settings.max_responses_per_prompt} per prompt",
+            )
+            for j, text in enumerate(texts):
+                _limit(
+                    len(text) > settings.max_response_chars,
+                    f"{field}.responses[{pid}][{j}]",
+                    f"{len(text)} characters; at most {settings.max_response_chars}",
+                )
+
+
+def check_engine_inputs(job_in: JobCreate) -> None:
+    """The engine's own checks (duplicate ids and names, template), run before anything is stored."""
+    try:
+        job_in.scoring.to_engine().validate()
+    except InvalidInput as exc:
+        raise ApiError(422, "Validation Error", exc.message, field=f"scoring.{exc.field}") from exc
+    if job_in.prompts is not None:
+        validate_prompts(engine_prompts(job_in.prompts))
+    validate_candidates([c.to_engine() for c in job_in.candidates])
+
+
+def check_models(job_in: JobCreate, settings: Settings) -> None:
+    """Refuse at submission, not in the worker, a model the policy would not load."""
+    policy = policy_from(settings)
+    resolve_model(job_in.student, policy, field="student")
+    for i, c in enumerate(job_in.candidates):
+        if c.model is not None:
+            resolve_model(c.model, policy, field=f"candidates[{i}].model")
+
+
+def _replay(existing: Job, digest: str, settings: Settings) -> Job:
+    if existing.request_hash != digest:
+        raise ApiError(
+            422,
+            "Idempotency Key Reused",
+            "this Idempotency-Key was used with a different request body",
+            field="Idempotency-Key",
+            extra={"job_id": existing.id},
+        )
+    if existing.enqueued_at is None and existing.status == JobStatus.QUEUED:
+        raise ApiError(
+            409,
+            "Request In Progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    return existing
+
+
+def create_job(
+    *,
+    session: Session,
+    tenant: Tenant,
+    job_in: JobCreate,
+    idempotency_key: str | None,
+    queue: JobQueue,
+    settings: Settings,
+) -> tuple[Job, bool]:
+    """Store a queued job and enqueue its id. Returns ``(job, created)``; a replay of an
+    idempotent request returns the original job with ``created=False``."""
+    digest = request_hash(job_in)
+    if idempotency_key is not None:
+        existing = session.scalar(
+            select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            return _replay(existing, digest, settings), False
+    n_prompts = len(job_in.prompts or [])
+    if job_in.dataset_id is not None:
+        dataset = session.get(Dataset, job_in.dataset_id)
+        if dataset is None or dataset.tenant_id != tenant.id:
+            raise ApiError(
+                422, "Validation Error", "no dataset with this id for your API key", field="dataset_id"
+            )
+        n_prompts = dataset.n_prompts
+    elif n_prompts < 2:
+        raise ApiError(422, "Validation Error", "GRACE needs at least 2 prompts", field="prompts")
+    check_limits(job_in, n_prompts, settings)
+    check_engine_inputs(job_in)
+    check_models(job_in, settings)
+    now = utcnow()
+    job = Job(
+        tenant_id=tenant.id,
+        student=job_in.student,
+        request=job_in.model_dump(mode="json"),
+        request_hash=digest,
+        idempotency_key=idempotency_key,
+        status=JobStatus.QUEUED,
+        max_attempts=settings.max_attempts,
+        progress={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = session.scalar(
+            select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is None:
+            raise
+        return _replay(existing, digest, settings), False
+    enqueue(session=session, job=job, queue=queue)
+    return job, True
+
+
+def enqueue(*, session: Session, job: Job, queue: JobQueue) -> None:
+    """Send the job id; on failure the job stays queued for the reconciler to send again."""
+    try:
+        queue.enqueue(job.id)
+    except Exception:
+        log.warning("could not enqueue job %s now; the reconciler will retry", job.id, exc_info=True)
+        return
+    session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
+    session.commit()
+    session.refresh(job)
+
+
+def get_job(*, session: Session, tenant: Tenant, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant.id:
+        raise not_found("job")
+    return job
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ApiError(422, "Validation Error", "malformed cursor", field="cursor") from exc
+
+
+def list_jobs(
+    *,
+    session: Session,
+    tenant: Tenant,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    student: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """Newest first by (created_at, id); the cursor is the last row seen, so pages stay stable
+    while new jobs arrive."""
+    query = select(Job).where(Job.tenant_id == tenant.id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if student is not None:
+        query = query.where(Job.student == student)
+    if cursor is not None:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def cancel_job(*, session: Session, job: Job) -> Job:
+    """queued -> cancelled now; running -> cancelling (the worker stops at its next batch);
+    cancelling stays; a finished job is a 409."""
+    now = utcnow()
+    for _ in range(3):  # the row may move under us (a worker claiming it); re-read and retry
+        session.refresh(job)
+        if job.status in TERMINAL:
+            raise ApiError(409, "Conflict", f"job already {job.status}", extra={"job_status": job.status})
+        if job.status == JobStatus.CANCELLING:
+            return job
+        target = JobStatus.CANCELLED if job.status == JobStatus.QUEUED else JobStatus.CANCELLING
+        values: dict[str, Any] = {"status": target, "cancel_requested_at": now, "updated_at": now}
+        if target == JobStatus.CANCELLED:
+            values.update(finished_at=now, stage=None)
+        done = session.execute(update(Job).where(Job.id == job.id, Job.status == job.status).values(**values))
+        session.commit()
+        if done.rowcount:  # type: ignore[attr-defined]
+            session.refresh(job)
+            return job
+    raise ApiError(409, "Conflict", "the job changed state while cancelling; retry")
+
+
+def stale_before(settings: Settings) -> datetime:
+    return utcnow() - timedelta(seconds=settings.stale_after_seconds)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL and Redis servers on loopback for the test suite.
+#   eval "$(bash scripts/services.sh start DIR)"   starts both under DIR, prints the export lines
+#   bash scripts/services.sh stop DIR              stops both and removes DIR
+# Installs the servers with apt-get when they are missing. Ports are free ones picked at start;
+# durability is switched off (fsync, snapshots): these servers hold test data only.
+set -euo pipefail
+cmd=${1:?start|stop}
+dir=${2:?directory}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+install_missing() {
+  local need=()
+  [ -n "$(pg_bin)" ] || need+=(postgresql)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  [ ${#need[@]} -eq 0 ] && return 0
+  echo "installing ${need[*]} with apt-get" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+}
+
+case "$cmd" in
+start)
+  install_missing
+  bin=$(pg_bin)
+  mkdir -p "$dir/pg" "$dir/redis"
+  chmod 755 "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir/pg"
+  pg_port=$(free_port)
+  as_postgres "$bin/initdb" -D "$dir/pg/data" -A trust -U grace --no-sync >/dev/null
+  as_postgres "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/log" -w -s start \
+    -o "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >&2
+  as_postgres "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U grace grace_test
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir/redis" --daemonize yes \
+    --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/log" --save "" --appendonly no >&2
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "$pg_port" > "$dir/pg/port"
+  echo "export GRACE_TEST_DATABASE_URL=postgresql+psycopg://grace@127.0.0.1:$pg_port/grace_test"
+  echo "export GRACE_TEST_REDIS_URL=redis://127.0.0.1:$redis_port/0"
+  echo "export GRACE_TEST_PG_ADMIN=postgresql+psycopg://grace@127.0.0.1:$pg_port/postgres"
+  ;;
+stop)
+  bin=$(pg_bin)
+  if [ -n "$bin" ] && [ -d "$dir/pg/data" ]; then
+    as_postgres "$bin/pg_ctl" -D "$dir/pg/data" -m immediate -s stop >/dev/null 2>&1 || true
+  fi
+  if [ -f "$dir/redis/redis.pid" ]; then kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true; fi
+  rm -rf "$dir"
+  ;;
+*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac

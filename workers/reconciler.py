@@ -1,0 +1,91 @@
+"""The reconciler: Postgres is the truth, the queue only a delivery mechanism.
+
+* A ``queued`` job older than ``requeue_queued_after_seconds`` whose id is not pending in the queue
+  (never sent, or lost with a Redis restart) is sent again.
+* A ``running`` job whose heartbeat is older than ``stale_after_seconds`` lost its worker: it is
+  sent again (a worker re-claims it, counting an attempt), or failed with ``worker_lost`` when
+  attempts are used up.
+* A ``cancelling`` job whose worker died is ``cancelled``.
+
+Sending twice is harmless: claims are conditional, so one worker wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.base import utcnow
+from app.db.models import Job, JobStatus
+from app.queue import JobQueue
+from workers.runner import gave_up
+
+log = logging.getLogger("grace.reconciler")
+
+
+def reconcile(*, session_factory: sessionmaker[Session], queue: JobQueue, settings: Settings) -> list[str]:
+    """One pass; returns the ids sent again."""
+    now = utcnow()
+    queued_before = now - timedelta(seconds=settings.requeue_queued_after_seconds)
+    stale = now - timedelta(seconds=settings.stale_after_seconds)
+    dead = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
+    with session_factory() as session:
+        session.execute(
+            update(Job)
+            .where(Job.status == JobStatus.CANCELLING, dead)
+            .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now, stage=None)
+        )
+        session.execute(
+            update(Job)
+            .where(Job.status == JobStatus.RUNNING, dead, Job.attempts >= Job.max_attempts)
+            .values(**gave_up(settings, now))
+        )
+        session.commit()
+        waiting = session.scalars(
+            select(Job.id).where(
+                Job.status == JobStatus.QUEUED,
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < queued_before),
+            )
+        ).all()
+        orphaned = session.scalars(
+            select(Job.id).where(and_(Job.status == JobStatus.RUNNING, dead, Job.attempts < Job.max_attempts))
+        ).all()
+    resend = [j for j in waiting if not queue.is_pending(j)] + list(orphaned)
+    for job_id in resend:
+        try:
+            queue.enqueue(job_id)
+        except Exception:
+            log.warning("could not re-enqueue job %s; next pass retries", job_id, exc_info=True)
+            continue
+        with session_factory() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+            session.commit()
+        log.info("re-enqueued job %s", job_id)
+    return resend
+
+
+class Reconciler(threading.Thread):
+    """Runs :func:`reconcile` every ``reconcile_every_seconds`` until stopped."""
+
+    def __init__(
+        self, *, session_factory: sessionmaker[Session], queue: JobQueue, settings: Settings
+    ) -> None:
+        super().__init__(name="grace-reconciler", daemon=True)
+        self.session_factory, self.queue, self.settings = session_factory, queue, settings
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.settings.reconcile_every_seconds):
+            try:
+                reconcile(session_factory=self.session_factory, queue=self.queue, settings=self.settings)
+            except Exception:
+                log.warning("reconcile pass failed; retrying next interval", exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()

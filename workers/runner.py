@@ -1,0 +1,311 @@
+"""Running one job: claim it, run ``grace_engine.pipeline.rank_teachers``, write the outcome.
+
+Every write is conditional on this worker still owning the job (``worker_id``) and the job still
+being live, so a worker that lost its job (declared dead, then came back) can never overwrite what
+another worker did. Results are replaced inside one transaction, never appended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.base import utcnow
+from app.db.models import Dataset, Job, JobResult, JobStatus, ResponseSet
+from app.schemas import JobCreate, engine_prompts
+from app.services.jobs import policy_from
+from grace_engine.errors import Cancelled, GraceError
+from grace_engine.generation import Responses
+from grace_engine.models import ModelCache
+from grace_engine.pipeline import ProgressEvent, RankingResult, rank_teachers
+
+log = logging.getLogger("grace.worker")
+LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
+
+
+def gave_up(settings: Settings, now: datetime) -> dict[str, Any]:
+    """Column values of a job failed because the workers running it kept dying."""
+    return {
+        "status": JobStatus.FAILED,
+        "error_code": "worker_lost",
+        "error_message": (
+            f"the workers running this job were lost; gave up after {settings.max_attempts} attempts"
+        ),
+        "finished_at": now,
+        "updated_at": now,
+        "stage": None,
+    }
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class DbResponseStore:
+    """Generated responses kept in ``response_sets``, scoped to the tenant."""
+
+    def __init__(self, session_factory: sessionmaker[Session], tenant_id: str) -> None:
+        self.session_factory, self.tenant_id = session_factory, tenant_id
+
+    def _key(self, key: str) -> str:
+        return hashlib.sha256(f"{self.tenant_id}/{key}".encode()).hexdigest()
+
+    def get(self, key: str) -> Responses | None:
+        with self.session_factory() as session:
+            row = session.get(ResponseSet, self._key(key))
+            return row.responses if row is not None else None
+
+    def put(self, key: str, responses: Responses) -> None:
+        with self.session_factory() as session:
+            session.add(ResponseSet(key=self._key(key), tenant_id=self.tenant_id, responses=responses))
+            try:
+                session.commit()
+            except IntegrityError:  # the same responses stored by a concurrent run
+                session.rollback()
+
+
+class JobSession:
+    """Progress, heartbeat and cancellation polling for one claimed job."""
+
+    def __init__(self, runner: JobRunner, job_id: str) -> None:
+        self.runner, self.job_id = runner, job_id
+        self.progress: dict[str, Any] = {"stage": None, "candidates": {}}
+        self._last_write = 0.0
+        self._last_poll = 0.0
+        self._stop_requested = False
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"heartbeat-{job_id[:8]}", daemon=True)
+
+    def _owned(self) -> Any:
+        return and_(Job.id == self.job_id, Job.worker_id == self.runner.worker_id, Job.status.in_(LIVE))
+
+    def __enter__(self) -> JobSession:
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._beat.join()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.runner.settings.heartbeat_seconds):
+            try:
+                with self.runner.session_factory() as session:
+                    session.execute(update(Job).where(self._owned()).values(heartbeat_at=utcnow()))
+                    session.commit()
+            except Exception:  # a missed beat is survivable; the next one retries
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    def update(self, event: ProgressEvent) -> None:
+        if event.candidate is not None:
+            self.progress["candidates"].setdefault(event.candidate, {})[event.stage] = {
+                "done": event.done,
+                "total": event.total,
+            }
+        changed = event.stage != self.progress["stage"]
+        self.progress["stage"] = event.stage
+        now = time.monotonic()
+        if changed or event.done >= event.total or now - self._last_write >= self.runner.progress_interval:
+            self._last_write = now
+            with self.runner.session_factory() as session:
+                session.execute(
+                    update(Job)
+                    .where(self._owned())
+                    .values(progress=dict(self.progress), stage=event.stage, updated_at=utcnow())
+                )
+                session.commit()
+
+    def should_cancel(self) -> bool:
+        """True once the job is being cancelled or no longer ours; polled between batches."""
+        now = time.monotonic()
+        if not self._stop_requested and now - self._last_poll >= self.runner.progress_interval:
+            self._last_poll = now
+            with self.runner.session_factory() as session:
+                row = session.execute(select(Job.status, Job.worker_id).where(Job.id == self.job_id)).one()
+            self._stop_requested = row.status != JobStatus.RUNNING or row.worker_id != self.runner.worker_id
+        return self._stop_requested
+
+
+class JobRunner:
+    """Runs jobs one at a time in this process; loaded models stay cached between jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        *,
+        worker_id: str | None = None,
+        models: ModelCache | None = None,
+        progress_interval: float = 0.5,
+    ) -> None:
+        self.settings, self.session_factory = settings, session_factory
+        self.worker_id = worker_id or default_worker_id()
+        self.policy = policy_from(settings)
+        self.models = models or ModelCache(
+            self.policy, capacity=settings.model_cache_size, device=settings.device
+        )
+        self.progress_interval = progress_interval
+
+    def claim(self, job_id: str) -> bool:
+        """Take the job if it is queued, or running with a stale heartbeat, and attempts remain."""
+        now = utcnow()
+        stale = now - timedelta(seconds=self.settings.stale_after_seconds)
+        claimable = or_(
+            Job.status == JobStatus.QUEUED,
+            and_(Job.status == JobStatus.RUNNING, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)),
+        )
+        with self.session_factory() as session:
+            done = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.attempts < Job.max_attempts, claimable)
+                .values(
+                    status=JobStatus.RUNNING,
+                    attempts=Job.attempts + 1,
+                    worker_id=self.worker_id,
+                    heartbeat_at=now,
+                    started_at=func.coalesce(Job.started_at, now),
+                    updated_at=now,
+                    stage="starting",
+                )
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                # Out of attempts: the earlier workers died with it. Give up loudly.
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.attempts >= Job.max_attempts, claimable)
+                    .values(**gave_up(self.settings, now))
+                )
+            session.commit()
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def run(self, job_id: str) -> str:
+        """Claim and run ``job_id``; returns the outcome (``skipped`` when not claimable)."""
+        if not self.claim(job_id):
+            log.info("job %s not claimable (finished, cancelled, or owned by a live worker); skipped", job_id)
+            return "skipped"
+        log.info("job %s claimed by %s", job_id, self.worker_id)
+        with JobSession(self, job_id) as js:
+            try:
+                result = self._execute(job_id, js)
+            except Cancelled:
+                return self._finish(job_id, JobStatus.CANCELLED)
+            except GraceError as exc:
+                return self._finish(job_id, JobStatus.FAILED, exc.code, str(exc))
+            except Exception as exc:
+                log.exception("job %s failed", job_id)
+                return self._finish(
+                    job_id, JobStatus.FAILED, "internal_error", f"{type(exc).__name__}: {exc}"
+                )
+            return self._store(job_id, result)
+
+    def _execute(self, job_id: str, js: JobSession) -> RankingResult:
+        with self.session_factory() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            request = JobCreate.model_validate(job.request)
+            tenant_id = job.tenant_id
+            if request.prompts is not None:
+                prompts = engine_prompts(request.prompts)
+            else:
+                dataset = session.get(Dataset, request.dataset_id)
+                assert dataset is not None
+                prompts = engine_prompts(dataset.prompts)
+        return rank_teachers(
+            prompts,
+            [c.to_engine() for c in request.candidates],
+            request.student,
+            policy=self.policy,
+            config=request.scoring.to_engine(),
+            models=self.models,
+            responses=DbResponseStore(self.session_factory, tenant_id),
+            progress=js.update,
+            should_cancel=js.should_cancel,
+        )
+
+    def _finish(
+        self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None
+    ) -> str:
+        now = utcnow()
+        with self.session_factory() as session:
+            done = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == self.worker_id, Job.status.in_(LIVE))
+                .values(
+                    status=status,
+                    error_code=code,
+                    error_message=message,
+                    finished_at=now,
+                    updated_at=now,
+                    stage=None,
+                )
+            )
+            session.commit()
+        outcome = str(status) if done.rowcount else "lost"  # type: ignore[attr-defined]
+        log.info("job %s %s", job_id, outcome)
+        return outcome
+
+    def _store(self, job_id: str, result: RankingResult) -> str:
+        """Replace the job's results and mark it succeeded, in one transaction."""
+        now = utcnow()
+        with self.session_factory() as session:
+            job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+            if job.worker_id != self.worker_id or job.status not in LIVE:
+                log.warning(
+                    "job %s is no longer ours (%s, %s); results dropped", job_id, job.status, job.worker_id
+                )
+                return "lost"
+            if job.status == JobStatus.CANCELLING:
+                job.status, job.finished_at, job.updated_at, job.stage = JobStatus.CANCELLED, now, now, None
+                session.commit()
+                return str(JobStatus.CANCELLED)
+            session.execute(delete(JobResult).where(JobResult.job_id == job_id))
+            details = result.to_dict(include_responses=False)["candidates"]
+            ranking = []
+            for r in result.ranking:
+                c = result.candidates[r.name]
+                entry = {
+                    "rank": r.rank,
+                    "name": r.name,
+                    "grace": r.grace,
+                    "grace_std": r.grace_std,
+                    "agreement_with_next": r.agreement_with_next,
+                    "g_norm": c.g_norm,
+                    "g_vendi": c.g_vendi,
+                    "student_nll": c.student_nll,
+                    "accuracy": c.accuracy,
+                }
+                ranking.append(entry)
+                session.add(
+                    JobResult(
+                        job_id=job_id,
+                        candidate=r.name,
+                        rank=r.rank,
+                        grace=r.grace,
+                        grace_std=r.grace_std,
+                        g_norm=c.g_norm,
+                        g_vendi=c.g_vendi,
+                        student_nll=c.student_nll,
+                        accuracy=c.accuracy,
+                        details=details[r.name],
+                    )
+                )
+            job.ranking = ranking
+            job.status = JobStatus.SUCCEEDED
+            job.stage = "done"
+            job.examples_scored = sum(c.n_responses for c in result.candidates.values())
+            job.finished_at = job.updated_at = now
+            session.commit()
+        log.info("job %s succeeded", job_id)
+        return str(JobStatus.SUCCEEDED)
