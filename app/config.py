@@ -8,15 +8,26 @@ processes through Redis and ``GRACE_DATABASE_URL`` (PostgreSQL) is required.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("grace.config")
+
+
+def split_list(value: str) -> list[str]:
+    """Parse a list setting: a JSON list, or items separated by os.pathsep or commas."""
+    value = value.strip()
+    if value.startswith("["):
+        return [str(v) for v in json.loads(value)]
+    return [v for v in re.split(rf"[{re.escape(os.pathsep)},]", value) if v.strip()]
 
 
 class Settings(BaseSettings):
@@ -31,8 +42,8 @@ class Settings(BaseSettings):
 
     # Who may call, and which models may load.
     auth: Literal["on", "off", "auto"] = Field("auto", description="'auto': off only in the embedded default")
-    model_roots: list[Path] = Field(default_factory=lambda: [Path(".grace/tiny-models")])
-    allowed_hub_ids: list[str] = Field(default_factory=list)
+    model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path(".grace/tiny-models")])
+    allowed_hub_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     hub_download: bool = Field(False, description="let allowed hub ids download (else local cache only)")
 
     # Limits (413 / 422 beyond them).
@@ -58,6 +69,12 @@ class Settings(BaseSettings):
     broker_heartbeat_ms: int = Field(15_000, ge=1000, description="Dramatiq worker heartbeat timeout")
     model_cache_size: int = Field(2, ge=1)
     device: str = "cpu"
+
+    @field_validator("model_roots", "allowed_hub_ids", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """``a:b`` (os.pathsep), ``a,b`` or a JSON list, as people write them in env files."""
+        return split_list(value) if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

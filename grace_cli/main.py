@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -78,6 +79,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rank.add_argument("--out", type=Path, help="write the full result as JSON here")
     rank.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+    serve = sub.add_parser(
+        "serve", help="run the HTTP API (embedded default when no database/Redis is configured)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+
+    sub.add_parser("worker", help="run a queue worker (needs GRACE_DATABASE_URL and GRACE_REDIS_URL)")
+
+    migrate = sub.add_parser("migrate", help="bring the database schema to the latest revision (Alembic)")
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate.add_argument("--downgrade", action="store_true", help="move down to --revision (e.g. base)")
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create a key for a tenant and print it once")
+    create.add_argument("--tenant", required=True)
+
+    submit = sub.add_parser("submit", help="submit a scoring job to a running service and print the ranking")
+    submit.add_argument("--url", default="http://127.0.0.1:8000")
+    submit.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
+    submit.add_argument("--student", required=True, help="student model, as the service's model roots see it")
+    submit.add_argument("--candidates", required=True, type=Path)
+    submit.add_argument("--prompts", required=True, type=Path)
+    submit.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4)
+    submit.add_argument("--proj-dim", "-d", type=_positive_int, default=512)
+    submit.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--quiet", "-q", action="store_true")
     return parser
 
 
@@ -143,7 +174,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
     )
     roots = list(args.model_root)
     if not roots and os.environ.get("GRACE_MODEL_ROOTS"):
-        roots = [Path(r) for r in os.environ["GRACE_MODEL_ROOTS"].split(os.pathsep) if r]
+        from app.config import split_list
+
+        roots = [Path(r) for r in split_list(os.environ["GRACE_MODEL_ROOTS"])]
     if not roots:
         roots = [Path.cwd(), args.candidates.parent, Path(args.student).expanduser().parent]
     policy = ModelPolicy.from_paths(roots, args.allow_hub_id)
@@ -167,9 +200,108 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.config import Settings
+    from app.main import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_transformers()
+    _set_threads(None)
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.config import Settings
+    from workers.main import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_transformers()
+    _set_threads(None)
+    run_worker(Settings())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.config import Settings
+    from app.db.migrate import downgrade, upgrade
+
+    settings = Settings()
+    if settings.sqlalchemy_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (downgrade if args.downgrade else upgrade)(settings.sqlalchemy_url, args.revision)
+    print(f"database at {'revision ' + args.revision if args.downgrade else 'head'}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from app.auth import create_key
+    from app.config import Settings
+    from app.db.session import make_engine, make_session_factory
+
+    settings = Settings()
+    engine = make_engine(settings)
+    with make_session_factory(engine)() as session:
+        key = create_key(session=session, tenant_name=args.tenant)
+    engine.dispose()
+    print(key)
+    print(f"API key for tenant {args.tenant!r}; it is shown once and stored only as a hash.", file=sys.stderr)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from grace_cli.client import Client
+    from grace_cli.report import ProgressBars, format_ranking
+    from grace_engine.data import read_prompts
+
+    prompts = [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)]
+    try:
+        loaded = json.loads(args.candidates.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GraceError(f"cannot read {args.candidates}: {exc}", field="candidates") from exc
+    candidates = loaded["candidates"] if isinstance(loaded, dict) else loaded
+    job = {
+        "student": args.student,
+        "candidates": candidates,
+        "prompts": prompts,
+        "scoring": {
+            "responses_per_prompt": args.responses_per_prompt,
+            "proj_dim": args.proj_dim,
+            "gradient_space": args.gradient_space,
+        },
+    }
+    client = Client(args.url, args.api_key)
+    job_id = client.submit(job, args.idempotency_key)
+    print(f"job {job_id} accepted; following {args.url}/v1/jobs/{job_id}", file=sys.stderr)
+    bars = ProgressBars(enabled=not args.quiet)
+    try:
+        final = client.wait(job_id, on_progress=bars.update)
+    finally:
+        bars.close()
+    if final["status"] != "succeeded":
+        error = final.get("error") or {}
+        raise GraceError(
+            f"job {job_id} {final['status']}: {error.get('code', '')} {error.get('message', '')}".strip()
+        )
+    footer = [f"job {job_id} | student {final['student']} | {final['examples_scored']} responses scored"]
+    print(format_ranking(final["ranking"], footer))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"tiny-models": cmd_tiny_models, "rank": cmd_rank}[args.command]
+    handler = {
+        "tiny-models": cmd_tiny_models,
+        "rank": cmd_rank,
+        "serve": cmd_serve,
+        "worker": cmd_worker,
+        "migrate": cmd_migrate,
+        "keys": cmd_keys,
+        "submit": cmd_submit,
+    }[args.command]
     try:
         return handler(args)
     except GraceError as err:

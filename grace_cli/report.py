@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grace_engine.pipeline import ProgressEvent, RankingResult
@@ -49,53 +50,62 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_table(result: RankingResult) -> str:
-    """The ranking, best teacher first, with every baseline next to GRACE."""
-    header = (
-        "rank",
-        "candidate",
-        "GRACE",
-        "± split std",
-        "beats next",
-        "G-Norm",
-        "G-Vendi",
-        "student NLL",
-        "accuracy",
-    )
-    rows = [header]
-    for r in result.ranking:
-        c = result.candidates[r.name]
-        rows.append(
+HEADER = (
+    "rank",
+    "candidate",
+    "GRACE",
+    "± split std",
+    "beats next",
+    "G-Norm",
+    "G-Vendi",
+    "student NLL",
+    "accuracy",
+)
+
+
+def format_ranking(rows: Sequence[Mapping[str, Any]], footer: Sequence[str] = ()) -> str:
+    """The ranking table, best teacher first; ``rows`` as :meth:`RankingResult.ranking_rows` (or
+    the API's ranking entries) give them."""
+    table = [HEADER]
+    for r in rows:
+        agreement = r["agreement_with_next"]
+        table.append(
             (
-                str(r.rank),
-                r.name,
-                _fmt(r.grace, ".4g"),
-                _fmt(r.grace_std, ".3g"),
-                "-" if r.agreement_with_next is None else f"{r.agreement_with_next:.0%}",
-                _fmt(c.g_norm, ".4g"),
-                _fmt(c.g_vendi, ".4g"),
-                _fmt(c.student_nll, ".3f"),
-                "-" if c.accuracy is None else f"{c.accuracy:.1%}",
+                str(r["rank"]),
+                str(r["name"]),
+                _fmt(r["grace"], ".4g"),
+                _fmt(r["grace_std"], ".3g"),
+                "-" if agreement is None else f"{agreement:.0%}",
+                _fmt(r["g_norm"], ".4g"),
+                _fmt(r["g_vendi"], ".4g"),
+                _fmt(r["student_nll"], ".3f"),
+                "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
     lines = [
         "  ".join(
             cell.ljust(w) if i == 1 else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
-        for row in rows
+        for row in table
     ]
-    cfg = result.config
     lines.insert(1, "-" * len(lines[0]))
-    lines.append("")
-    lines.append(
+    lines += [
+        "",
+        *footer,
+        "Lower GRACE = better teacher for this student. "
+        "'beats next': share of splits where it scores below the next.",
+    ]
+    return "\n".join(lines)
+
+
+def format_table(result: RankingResult) -> str:
+    """``grace rank``'s table: the ranking plus the settings it was computed with."""
+    cfg = result.config
+    footer = (
         f"student {result.student} | {result.n_prompts} prompts | gradient space {cfg.gradient_space.kind} "
         f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim} | {cfg.n_splits} splits "
         f"| seed {cfg.seed}"
     )
-    lines.append(
-        "Lower GRACE = better teacher for this student. "
-        "'beats next': share of splits where it scores below the next."
-    )
-    return "\n".join(lines)
+    return format_ranking(result.ranking_rows(), [footer])

@@ -154,6 +154,22 @@ class RankingResult:
     grad_dim: int
     n_prompts: int
 
+    def ranking_rows(self) -> list[dict[str, Any]]:
+        """The ranking best-first, one flat row per candidate with its baselines."""
+        rows = []
+        for r in self.ranking:
+            c = self.candidates[r.name]
+            rows.append(
+                {
+                    **asdict(r),
+                    "g_norm": c.g_norm,
+                    "g_vendi": c.g_vendi,
+                    "student_nll": c.student_nll,
+                    "accuracy": c.accuracy,
+                }
+            )
+        return rows
+
     def to_dict(self, *, include_responses: bool = True) -> dict[str, Any]:
         """JSON-ready form (the CLI's ``--out`` and later the API's result body)."""
         details = {}

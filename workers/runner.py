@@ -272,33 +272,20 @@ class JobRunner:
                 return str(JobStatus.CANCELLED)
             session.execute(delete(JobResult).where(JobResult.job_id == job_id))
             details = result.to_dict(include_responses=False)["candidates"]
-            ranking = []
-            for r in result.ranking:
-                c = result.candidates[r.name]
-                entry = {
-                    "rank": r.rank,
-                    "name": r.name,
-                    "grace": r.grace,
-                    "grace_std": r.grace_std,
-                    "agreement_with_next": r.agreement_with_next,
-                    "g_norm": c.g_norm,
-                    "g_vendi": c.g_vendi,
-                    "student_nll": c.student_nll,
-                    "accuracy": c.accuracy,
-                }
-                ranking.append(entry)
+            ranking = result.ranking_rows()
+            for row in ranking:
                 session.add(
                     JobResult(
                         job_id=job_id,
-                        candidate=r.name,
-                        rank=r.rank,
-                        grace=r.grace,
-                        grace_std=r.grace_std,
-                        g_norm=c.g_norm,
-                        g_vendi=c.g_vendi,
-                        student_nll=c.student_nll,
-                        accuracy=c.accuracy,
-                        details=details[r.name],
+                        candidate=row["name"],
+                        rank=row["rank"],
+                        grace=row["grace"],
+                        grace_std=row["grace_std"],
+                        g_norm=row["g_norm"],
+                        g_vendi=row["g_vendi"],
+                        student_nll=row["student_nll"],
+                        accuracy=row["accuracy"],
+                        details=details[row["name"]],
                     )
                 )
             job.ranking = ranking

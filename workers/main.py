@@ -1,0 +1,75 @@
+"""``grace worker``: a long-lived Dramatiq worker process for Redis-queued jobs.
+
+One process, one worker thread (one job at a time; on a GPU machine, one process per GPU), a
+prefetch of one message so an idle worker can take the next job, no Dramatiq retries (attempts are
+counted in Postgres), a time limit sized for hours-long jobs, and a reconciler thread. Loaded models
+stay cached in the process between jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import dramatiq
+from dramatiq import Worker
+
+from app.config import Settings
+from app.db.session import make_engine, make_session_factory
+from app.queue import ACTOR_NAME, RedisJobQueue, make_broker
+from workers.reconciler import Reconciler
+from workers.runner import JobRunner
+
+log = logging.getLogger("grace.worker")
+
+
+def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """Consume jobs until SIGTERM/SIGINT (or ``stop`` is set)."""
+    if settings.redis_url is None:
+        raise SystemExit(
+            "grace worker needs GRACE_REDIS_URL and GRACE_DATABASE_URL "
+            "(the embedded default runs jobs inside `grace serve`)"
+        )
+    engine = make_engine(settings)
+    session_factory = make_session_factory(engine)
+    broker = make_broker(settings)
+    dramatiq.set_broker(broker)
+    queue = RedisJobQueue(settings, broker)
+    runner = JobRunner(settings, session_factory)
+
+    def run_job(job_id: str) -> None:
+        queue.taken(job_id)
+        runner.run(job_id)
+
+    dramatiq.actor(
+        run_job,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=settings.queue_name,
+        max_retries=0,
+        time_limit=settings.job_time_limit_seconds * 1000,
+    )
+    worker = Worker(broker, worker_threads=1, worker_timeout=1000)
+    worker.queue_prefetch = 1  # Dramatiq's default (2 x threads) would hoard a job an idle worker could run
+    reconciler = Reconciler(session_factory=session_factory, queue=queue, settings=settings)
+    stop = stop or threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current batch boundary and stopping", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    worker.start()
+    reconciler.start()
+    log.info("worker %s consuming %r", runner.worker_id, settings.queue_name)
+    try:
+        stop.wait()
+    finally:
+        reconciler.stop()
+        worker.stop()
+        broker.close()
+        engine.dispose()
