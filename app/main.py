@@ -15,6 +15,7 @@ from app import errors
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory
+from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
 from app.queue import JobQueue, RedisJobQueue
 from app.routers import datasets, health, jobs, rankings
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning(
                 "AUTH IS OFF: every request acts as tenant 'default'. Set GRACE_AUTH=on for shared use."
             )
-        registry = CollectorRegistry(auto_describe=True)
+        registry = CollectorRegistry()  # no auto_describe: collecting queries the database
         registry.register(JobMetrics(session_factory, queue.depth))
         app.state.settings = settings
         app.state.engine = engine
@@ -77,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Rank candidate teacher LLMs for distilling a student, by the GRACE score.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        max_body_size=settings.max_body_bytes,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     for module in (jobs, datasets, rankings, health):
         app.include_router(module.router)

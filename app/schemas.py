@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat
 from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
@@ -17,26 +17,36 @@ from grace_engine.gradients import GradientSpace
 from grace_engine.pipeline import ScoringConfig
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+# Text stored in PostgreSQL (jsonb/text cannot hold U+0000).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class PromptIn(_Request):
-    id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    prompt: Annotated[str, Field(min_length=1)]
-    answer: str | float | int | None = Field(None, description="reference answer; enables teacher accuracy")
+    id: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    prompt: Annotated[Text, Field(min_length=1)]
+    answer: Text | float | int | None = Field(None, description="reference answer; enables teacher accuracy")
 
 
 class CandidateIn(_Request):
     """A teacher to score: a model with sampling settings, or responses you supply."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    model: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    model: Annotated[Text, Field(min_length=1, max_length=1024)] | None = None
     temperature: Annotated[float, Field(ge=0, le=10)] = 0.6
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_tokens: Annotated[int, Field(ge=1)] = 512
     responses_per_prompt: Annotated[int, Field(ge=1)] | None = None
-    responses: dict[str, list[str]] | None = Field(None, description="prompt id -> that prompt's responses")
+    responses: dict[Text, list[Text]] | None = Field(None, description="prompt id -> that prompt's responses")
 
     @model_validator(mode="after")
     def _model_xor_responses(self) -> CandidateIn:
@@ -71,8 +81,8 @@ class ScoringIn(_Request):
     length_factor: bool = False
     max_length: Annotated[int, Field(ge=2)] | None = None
     truncate: bool = False
-    student_template: str = DEFAULT_STUDENT_TEMPLATE
-    instruction: str = DEFAULT_INSTRUCTION
+    student_template: Text = DEFAULT_STUDENT_TEMPLATE
+    instruction: Text = DEFAULT_INSTRUCTION
 
     def to_engine(self) -> ScoringConfig:
         return ScoringConfig(
@@ -94,7 +104,7 @@ class JobCreate(_Request):
     """``POST /v1/jobs``: rank ``candidates`` as teachers for ``student`` on ``prompts`` (inline)
     or on an uploaded dataset (``dataset_id``)."""
 
-    student: Annotated[str, Field(min_length=1, max_length=1024)]
+    student: Annotated[Text, Field(min_length=1, max_length=1024)]
     candidates: Annotated[list[CandidateIn], Field(min_length=1)]
     prompts: list[PromptIn] | None = None
     dataset_id: str | None = None
@@ -119,7 +129,7 @@ def engine_prompts(prompts: list[PromptIn] | list[dict[str, Any]]) -> list[Promp
 
 
 class DatasetCreate(_Request):
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[Text, Field(max_length=200)] | None = None
     prompts: Annotated[list[PromptIn], Field(min_length=2)]
 
 

@@ -14,7 +14,8 @@ server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 echo "service starting on http://127.0.0.1:$port (log: .grace/serve.log)" >&2
 for _ in $(seq 120); do
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  .venv/bin/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=2)" \
+    >/dev/null 2>&1 && break
   kill -0 "$server" 2>/dev/null || { cat .grace/serve.log >&2; exit 1; }
   sleep 0.5
 done

@@ -8,6 +8,7 @@ another worker did. Results are replaced inside one transaction, never appended.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -65,11 +66,15 @@ class DbResponseStore:
     def get(self, key: str) -> Responses | None:
         with self.session_factory() as session:
             row = session.get(ResponseSet, self._key(key))
-            return row.responses if row is not None else None
+            return json.loads(row.responses_json) if row is not None else None
 
     def put(self, key: str, responses: Responses) -> None:
         with self.session_factory() as session:
-            session.add(ResponseSet(key=self._key(key), tenant_id=self.tenant_id, responses=responses))
+            session.add(
+                ResponseSet(
+                    key=self._key(key), tenant_id=self.tenant_id, responses_json=json.dumps(responses)
+                )
+            )
             try:
                 session.commit()
             except IntegrityError:  # the same responses stored by a concurrent run
@@ -202,7 +207,7 @@ class JobRunner:
             except Cancelled:
                 return self._finish(job_id, JobStatus.CANCELLED)
             except GraceError as exc:
-                return self._finish(job_id, JobStatus.FAILED, exc.code, str(exc))
+                return self._finish(job_id, JobStatus.FAILED, exc.code, str(exc).replace("\x00", ""))
             except Exception as exc:
                 log.exception("job %s failed", job_id)
                 return self._finish(

@@ -146,5 +146,7 @@ class ResponseSet(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    responses: Mapped[list[list[str]]] = mapped_column(JSONType)
+    # JSON as text, not jsonb: generated text may hold U+0000, which jsonb and text reject but an
+    # escaped "\u0000" inside a JSON string keeps exactly.
+    responses_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -74,7 +74,7 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
     for i, c in enumerate(job_in.candidates):
         field = f"candidates[{i}]"
         _limit(
-            c.max_tokens > settings.max_new_tokens,
+            c.model is not None and c.max_tokens > settings.max_new_tokens,
             f"{field}.max_tokens",
             f"at most {settings.max_new_tokens} new tokens per response",
         )

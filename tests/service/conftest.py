@@ -1,0 +1,157 @@
+"""Service fixtures on real PostgreSQL and Redis (started by scripts/test.sh).
+
+Each test session migrates a fresh database with Alembic; tests isolate themselves by tenant, so
+nothing needs truncating between them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.auth import create_key
+from app.config import Settings
+from app.db.migrate import upgrade
+from app.db.session import make_engine, make_session_factory
+from app.main import create_app
+from grace_engine.tiny_models import TinyModels
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"{name} is not set: run the suite with `bash scripts/test.sh`, which starts the servers"
+            )
+        pytest.skip(f"{name} not set (use `bash scripts/test.sh` to start PostgreSQL and Redis)")
+    return value
+
+
+def fresh_database(prefix: str = "grace") -> str:
+    """Create an empty database next to the test one and return its URL."""
+    admin_url = _env("GRACE_TEST_PG_ADMIN")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = fresh_database()
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _env("GRACE_TEST_REDIS_URL")
+
+
+def service_settings(database_url: str, redis_url: str, models: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "auth": "on",
+        "model_roots": [models],
+        "queue_name": f"grace-test-{uuid.uuid4().hex[:8]}",
+        "heartbeat_seconds": 0.5,
+        "stale_after_seconds": 3.0,
+        "requeue_queued_after_seconds": 2.0,
+        "reconcile_every_seconds": 0.5,
+        "broker_heartbeat_ms": 2000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tiny: TinyModels) -> Settings:
+    return service_settings(database_url, redis_url, tiny.root)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def session_factory(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(Settings(database_url=database_url))
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@dataclass
+class Caller:
+    """An API key of a fresh tenant, and the headers that send it."""
+
+    tenant: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def new_caller(session_factory: sessionmaker[Session]) -> Callable[[], Caller]:
+    def make() -> Caller:
+        tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+        with session_factory() as session:
+            return Caller(tenant, create_key(session=session, tenant_name=tenant))
+
+    return make
+
+
+@pytest.fixture
+def caller(new_caller: Callable[[], Caller]) -> Caller:
+    return new_caller()
+
+
+def job_body(**overrides: Any) -> dict[str, Any]:
+    """A small valid job on the tiny models: 6 prompts, two model candidates, m = 2, d = 64."""
+    body: dict[str, Any] = {
+        "student": "student",
+        "candidates": [
+            {"name": "tutor", "model": "tutor", "temperature": 0.6, "max_tokens": 32},
+            {"name": "noise", "model": "noise", "temperature": 1.0, "max_tokens": 32},
+        ],
+        "prompts": [
+            {
+                "id": f"p{i}",
+                "prompt": f"Tom has {i} apples and buys {i + 2} more. How many?",
+                "answer": str(2 * i + 2),
+            }
+            for i in range(6)
+        ],
+        "scoring": {"responses_per_prompt": 2, "proj_dim": 64},
+    }
+    body.update(overrides)
+    return body
+
+
+def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    """RFC 9457 shape on every error path, and the offending field when there is one."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    doc: dict[str, Any] = response.json()
+    for key in ("type", "title", "status", "detail", "instance"):
+        assert key in doc, doc
+    assert doc["status"] == status
+    if field is not None:
+        assert field in [e["field"] for e in doc.get("errors", [])], doc
+    return doc

@@ -1,0 +1,265 @@
+"""The HTTP contract on real PostgreSQL + Redis (no worker runs here, so jobs stay queued unless a
+test runs one with the real JobRunner)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.models import Job, JobResult, JobStatus, Tenant
+from app.main import create_app
+from tests.service.conftest import Caller, assert_problem, job_body, service_settings
+from workers.runner import JobRunner
+
+
+def _submit(client: TestClient, caller: Caller, body: dict[str, Any] | None = None, **headers: str) -> Any:
+    return client.post("/v1/jobs", json=body or job_body(), headers={**caller.headers, **headers})
+
+
+def test_create_get_list_cancel(client: TestClient, caller: Caller) -> None:
+    r = _submit(client, caller)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert r.headers["location"] == f"/v1/jobs/{job_id}" == r.json()["links"]["self"]
+    got = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    assert got["status"] == "queued"
+    assert got["attempts"] == 0
+    assert got["ranking"] is None
+    assert got["created_at"].endswith("Z") or "+00:00" in got["created_at"]
+    listed = client.get("/v1/jobs", headers=caller.headers).json()
+    assert [j["id"] for j in listed["data"]] == [job_id]
+    cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers)
+    assert cancelled.status_code == 202
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["finished_at"] is not None
+    again = assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers), 409)
+    assert again["job_status"] == "cancelled"
+    assert_problem(client.get(f"/v1/jobs/{job_id}/ranking", headers=caller.headers), 409)
+    filtered = client.get("/v1/jobs", params={"status": "queued"}, headers=caller.headers).json()
+    assert filtered["data"] == []
+
+
+def test_idempotency_key(client: TestClient, caller: Caller, session_factory: sessionmaker[Session]) -> None:
+    first = _submit(client, caller, **{"Idempotency-Key": "abc-1"})
+    replay = _submit(client, caller, **{"Idempotency-Key": "abc-1"})
+    assert first.status_code == replay.status_code == 202
+    assert first.json()["id"] == replay.json()["id"]
+    other = _submit(
+        client, caller, job_body(scoring={"responses_per_prompt": 3}), **{"Idempotency-Key": "abc-1"}
+    )
+    doc = assert_problem(other, 422, "Idempotency-Key")
+    assert doc["job_id"] == first.json()["id"]
+    # A request with this key that is still in flight (stored, not yet enqueued): 409.
+    with session_factory() as session:
+        tenant = session.scalars(select(Tenant).where(Tenant.name == caller.tenant)).one()
+        stuck = Job(
+            tenant_id=tenant.id,
+            student="student",
+            request={},
+            request_hash="x",
+            idempotency_key="in-flight",
+            status=JobStatus.QUEUED,
+            progress={},
+        )
+        session.add(stuck)
+        session.commit()
+        stuck.request_hash = __import__("app.services.jobs", fromlist=["request_hash"]).request_hash(
+            __import__("app.schemas", fromlist=["JobCreate"]).JobCreate.model_validate(job_body())
+        )
+        session.commit()
+    conflict = assert_problem(_submit(client, caller, **{"Idempotency-Key": "in-flight"}), 409)
+    assert conflict["title"] == "Request In Progress"
+    jobs = client.get("/v1/jobs", params={"limit": 100}, headers=caller.headers).json()["data"]
+    assert len(jobs) == 2  # abc-1 once, plus the in-flight row
+
+
+def test_pagination_is_newest_first_and_stable_while_jobs_arrive(client: TestClient, caller: Caller) -> None:
+    original = [_submit(client, caller).json()["id"] for _ in range(7)]
+    seen: list[str] = []
+    page = client.get("/v1/jobs", params={"limit": 3}, headers=caller.headers).json()
+    seen += [j["id"] for j in page["data"]]
+    newer = [_submit(client, caller).json()["id"] for _ in range(2)]  # arrive between pages
+    while page["next_cursor"]:
+        page = client.get(
+            "/v1/jobs", params={"limit": 3, "cursor": page["next_cursor"]}, headers=caller.headers
+        ).json()
+        seen += [j["id"] for j in page["data"]]
+    assert seen == list(reversed(original))
+    first = client.get("/v1/jobs", params={"limit": 2}, headers=caller.headers).json()
+    assert [j["id"] for j in first["data"]] == list(reversed(newer))
+    assert_problem(
+        client.get("/v1/jobs", params={"cursor": "not-a-cursor"}, headers=caller.headers), 422, "cursor"
+    )
+    assert_problem(client.get("/v1/jobs", params={"limit": 1000}, headers=caller.headers), 422, "limit")
+
+
+def test_etag_gives_304_until_the_job_changes(client: TestClient, caller: Caller) -> None:
+    job_id = _submit(client, caller).json()["id"]
+    first = client.get(f"/v1/jobs/{job_id}", headers=caller.headers)
+    etag = first.headers["etag"]
+    same = client.get(f"/v1/jobs/{job_id}", headers={**caller.headers, "If-None-Match": etag})
+    assert same.status_code == 304
+    assert same.content == b""
+    assert same.headers["etag"] == etag
+    client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers)
+    changed = client.get(f"/v1/jobs/{job_id}", headers={**caller.headers, "If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
+
+
+def test_results_ranking_scores_and_history(
+    client: TestClient, caller: Caller, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    job_id = _submit(client, caller).json()["id"]
+    assert_problem(client.get(f"/v1/jobs/{job_id}/scores", headers=caller.headers), 409)
+    runner = JobRunner(settings, session_factory)
+    assert runner.run(job_id) == "succeeded"
+    assert runner.run(job_id) == "skipped"  # a duplicate delivery of a finished job does nothing
+    job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    assert job["status"] == "succeeded"
+    assert job["examples_scored"] == 24
+    assert job["progress"]["candidates"]["tutor"]["gradients"] == {"done": 12, "total": 12}
+    ranking = client.get(f"/v1/jobs/{job_id}/ranking", headers=caller.headers).json()
+    assert [r["name"] for r in ranking["ranking"]] == [r["name"] for r in job["ranking"]]
+    assert ranking["ranking"][-1]["name"] == "noise"
+    scores = client.get(f"/v1/jobs/{job_id}/scores", headers=caller.headers).json()["candidates"]
+    assert {c["name"] for c in scores} == {"tutor", "noise"}
+    for c in scores:
+        grace = c["details"]["grace"]
+        assert len(grace["split_scores"]) == 10
+        assert grace["variance"] + grace["bias"] == pytest.approx(grace["score"], rel=1e-9)
+    history = client.get("/v1/rankings", params={"student": "student"}, headers=caller.headers).json()
+    assert [h["job_id"] for h in history["data"]] == [job_id]
+    with session_factory() as session:
+        rows = session.scalars(select(JobResult).where(JobResult.job_id == job_id)).all()
+        assert len(rows) == 2
+
+
+def test_datasets_are_uploaded_once_and_referenced(
+    client: TestClient, caller: Caller, new_caller: Callable[[], Caller]
+) -> None:
+    prompts = job_body()["prompts"]
+    created = client.post(
+        "/v1/datasets", json={"name": "gsm8k-6", "prompts": prompts}, headers=caller.headers
+    )
+    assert created.status_code == 201
+    ds = created.json()
+    assert ds["n_prompts"] == 6
+    assert created.headers["location"] == f"/v1/datasets/{ds['id']}"
+    body = job_body()
+    del body["prompts"]
+    assert _submit(client, caller, {**body, "dataset_id": ds["id"]}).status_code == 202
+    stranger = new_caller()
+    assert_problem(client.get(f"/v1/datasets/{ds['id']}", headers=stranger.headers), 404)
+    assert_problem(_submit(client, stranger, {**body, "dataset_id": ds["id"]}), 422, "dataset_id")
+    assert_problem(_submit(client, caller, {**body, "dataset_id": ds["id"], "prompts": prompts}), 422, "body")
+    dup = [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}]
+    assert_problem(
+        client.post("/v1/datasets", json={"prompts": dup}, headers=caller.headers), 422, "prompts[1].id"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b["candidates"][0].update(temperature=-1), "candidates[0].temperature"),
+        (lambda b: b["candidates"][1].update(tempreature=1), "candidates[1].tempreature"),
+        (lambda b: b.update(extra_field=1), "extra_field"),
+        (lambda b: b["candidates"][0].update(model="/etc"), "candidates[0].model"),
+        (lambda b: b["candidates"][0].update(model="nope"), "candidates[0].model"),
+        (lambda b: b.update(student="org/private-model"), "student"),
+        (lambda b: b.update(prompts=b["prompts"][:1]), "prompts"),
+        (lambda b: b.update(candidates=[]), "candidates"),
+        (lambda b: b["candidates"].append(dict(b["candidates"][0])), "candidates[2].name"),
+        (lambda b: b["candidates"][0].update(responses={"p0": ["x"]}), "candidates[0]"),
+        (lambda b: b["scoring"].update(student_template="no placeholder"), "scoring.student_template"),
+        (lambda b: b["scoring"].update(gradient_space="everything"), "scoring.gradient_space"),
+        (lambda b: b["prompts"][2].update(prompt="nul\x00byte"), "prompts[2].prompt"),
+    ],
+)
+def test_validation_errors_name_the_field(
+    client: TestClient, caller: Caller, mutate: Any, field: str
+) -> None:
+    body = job_body()
+    mutate(body)
+    assert_problem(_submit(client, caller, body), 422, field)
+
+
+def test_limits_are_413_or_422_never_500(
+    database_url: str, redis_url: str, tiny: Any, caller: Caller
+) -> None:
+    settings = service_settings(
+        database_url,
+        redis_url,
+        tiny.root,
+        max_body_bytes=20_000,
+        max_candidates_per_job=2,
+        max_prompts_per_job=5,
+        max_responses_per_prompt=3,
+        max_response_chars=100,
+        max_new_tokens=64,
+    )
+    with TestClient(create_app(settings)) as client:
+        big = job_body(prompts=[{"prompt": "x" * 30_000}, {"prompt": "y"}])
+        assert_problem(_submit(client, caller, big), 413)
+        three = job_body()
+        three["candidates"].append({"name": "parrot", "model": "parrot"})
+        assert_problem(_submit(client, caller, three), 422, "candidates")
+        assert_problem(_submit(client, caller, job_body()), 422, "prompts")  # 6 > 5
+        small = job_body(prompts=job_body()["prompts"][:4])
+        assert_problem(
+            _submit(client, caller, {**small, "scoring": {"responses_per_prompt": 4}}),
+            422,
+            "scoring.responses_per_prompt",
+        )
+        long_reply = {p["id"]: ["z" * 101, "ok"] for p in small["prompts"]}
+        supplied = {**small, "candidates": [{"name": "mine", "responses": long_reply}]}
+        assert_problem(_submit(client, caller, supplied), 422, "candidates[0].responses[p0][0]")
+        greedy = {**small, "candidates": [{"name": "t", "model": "tutor", "max_tokens": 65}]}
+        assert_problem(_submit(client, caller, greedy), 422, "candidates[0].max_tokens")
+        assert _submit(client, caller, small).status_code == 202
+
+
+def test_other_error_paths_are_problems(client: TestClient, caller: Caller) -> None:
+    assert_problem(client.get("/v1/jobs/00000000-0000-0000-0000-000000000000", headers=caller.headers), 404)
+    assert_problem(client.get("/v1/nothing-here", headers=caller.headers), 404)
+    assert_problem(client.delete("/v1/jobs", headers=caller.headers), 405)
+    bad_json = client.post(
+        "/v1/jobs", content=b"{not json", headers={**caller.headers, "Content-Type": "application/json"}
+    )
+    assert_problem(bad_json, 422)
+
+
+def test_health_ready_metrics(client: TestClient, caller: Caller) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "migrations": "ok",
+        "queue": "ok",
+    }
+    _submit(client, caller)
+    text = client.get("/metrics").text
+    for name in (
+        'grace_jobs{state="queued"}',
+        "grace_queue_depth",
+        "grace_job_duration_seconds_bucket",
+        "grace_examples_scored",
+    ):
+        assert name in text
+    assert "openapi" in client.get("/openapi.json").json()
+
+
+def test_readyz_reports_unmigrated_database(redis_url: str, tiny: Any) -> None:
+    from tests.service.conftest import fresh_database
+
+    with TestClient(create_app(service_settings(fresh_database(), redis_url, tiny.root))) as client:
+        doc = assert_problem(client.get("/readyz"), 503)
+        assert doc["checks"]["migrations"].startswith("behind")
