@@ -1,0 +1,256 @@
+"""Workers as separate processes on real Redis and PostgreSQL: the happy path, cancellation, a
+worker killed mid-job, and a Redis restart that loses the queued message."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.models import Job, JobResult
+from app.main import create_app
+from app.schemas import JobCreate, engine_prompts
+from app.services.jobs import policy_from
+from grace_engine.pipeline import rank_teachers
+from grace_engine.tiny_models import TinyModels
+from tests.service.conftest import Caller, job_body, service_settings
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
+    env.update(
+        GRACE_DATABASE_URL=str(settings.database_url),
+        GRACE_REDIS_URL=str(settings.redis_url),
+        GRACE_MODEL_ROOTS=os.pathsep.join(str(p) for p in settings.model_roots),
+        GRACE_QUEUE_NAME=settings.queue_name,
+        GRACE_HEARTBEAT_SECONDS=str(settings.heartbeat_seconds),
+        GRACE_STALE_AFTER_SECONDS=str(settings.stale_after_seconds),
+        GRACE_REQUEUE_QUEUED_AFTER_SECONDS=str(settings.requeue_queued_after_seconds),
+        GRACE_RECONCILE_EVERY_SECONDS=str(settings.reconcile_every_seconds),
+        GRACE_BROKER_HEARTBEAT_MS=str(settings.broker_heartbeat_ms),
+    )
+    return env
+
+
+@contextmanager
+def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "grace_cli.main", "worker"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for(
+    client: TestClient,
+    caller: Caller,
+    job_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float = 90,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+        if until(job):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; last state {job['status']} {job['stage']} attempts={job['attempts']}")
+
+
+def slow_job(tiny: TinyModels) -> dict[str, Any]:
+    """The demo job (5 candidates, 24 prompts, m = 4): several seconds of work on 2 cores."""
+    import json
+
+    candidates = json.loads(tiny.candidates_file.read_text())["candidates"]
+    prompts = [json.loads(line) for line in tiny.prompts_file.read_text().splitlines()]
+    return {"student": "student", "candidates": candidates, "prompts": prompts}
+
+
+def test_job_runs_to_the_same_ranking_as_the_engine(
+    client: TestClient, caller: Caller, settings: Settings, tmp_path: Path
+) -> None:
+    body = job_body()
+    with worker_process(settings, tmp_path / "worker.log"):
+        created = client.post("/v1/jobs", json=body, headers=caller.headers).json()
+        assert created["status"] == "queued"
+        seen: list[str] = []
+
+        def record(job: dict[str, Any]) -> bool:
+            if not seen or seen[-1] != job["status"]:
+                seen.append(job["status"])
+            return job["status"] in TERMINAL
+
+        job = wait_for(client, caller, created["id"], record)
+    assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
+    assert seen[-1] == "succeeded"
+    assert set(seen) <= {"queued", "running", "succeeded"}
+    request = JobCreate.model_validate(body)
+    expected = rank_teachers(
+        engine_prompts(request.prompts or []),
+        [c.to_engine() for c in request.candidates],
+        request.student,
+        policy=policy_from(settings),
+        config=request.scoring.to_engine(),
+    )
+    assert [r["name"] for r in job["ranking"]] == [r.name for r in expected.ranking]
+    for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
+        assert got["grace"] == pytest.approx(want["grace"], rel=1e-6)
+        assert got["g_vendi"] == pytest.approx(want["g_vendi"], rel=1e-6)
+
+
+def test_cancel_while_running_stops_at_a_batch_boundary(
+    client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
+) -> None:
+    with worker_process(settings, tmp_path / "worker.log"):
+        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+        wait_for(
+            client,
+            caller,
+            job_id,
+            lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients"),
+        )
+        asked = time.monotonic()
+        r = client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers)
+        assert r.status_code == 202
+        assert r.json()["status"] == "cancelling"
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL, timeout=30)
+        took = time.monotonic() - asked
+    print(f"cancel took {took:.2f} s")
+    assert job["status"] == "cancelled"
+    assert job["ranking"] is None
+    assert took < 10
+
+
+def test_killed_worker_job_completes_once_on_another_worker(
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    tiny: TinyModels,
+    tmp_path: Path,
+    session_factory: sessionmaker[Session],
+) -> None:
+    log = tmp_path / "workers.log"
+    with worker_process(settings, log) as first:
+        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+        wait_for(
+            client,
+            caller,
+            job_id,
+            lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients"),
+        )
+        first.kill()  # SIGKILL: no cleanup, no ack, the heartbeat just stops
+        first.wait()
+        killed = time.monotonic()
+    with worker_process(settings, log):
+        reclaimed = wait_for(
+            client, caller, job_id, lambda j: j["attempts"] == 2 and j["status"] == "running"
+        )
+        reclaim_s = time.monotonic() - killed
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+        done_s = time.monotonic() - killed
+    print(f"kill -9: re-claimed after {reclaim_s:.1f} s, succeeded {done_s:.1f} s after the kill")
+    assert reclaimed["attempts"] == 2
+    assert job["status"] == "succeeded", log.read_text()[-3000:]
+    with session_factory() as session:
+        rows = session.scalar(select(func.count()).select_from(JobResult).where(JobResult.job_id == job_id))
+        stored = session.get(Job, job_id)
+        assert stored is not None
+        assert stored.attempts == 2
+    assert rows == len(job["ranking"]) == 5
+
+
+@contextmanager
+def own_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """A private redis-server (no persistence) and a function that kills and restarts it empty."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (scripts/services.sh installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
+    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL)]
+
+    def ready() -> None:
+        import redis
+
+        for _ in range(100):
+            try:
+                redis.Redis(port=port).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis did not start")
+
+    def restart() -> None:
+        procs[-1].kill()
+        procs[-1].wait()
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        ready()
+
+    ready()
+    restart.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
+    try:
+        yield restart
+    finally:
+        procs[-1].kill()
+        procs[-1].wait()
+
+
+def test_redis_restart_while_queued_loses_no_job(
+    database_url: str, tiny: TinyModels, caller: Caller, tmp_path: Path
+) -> None:
+    with own_redis(tmp_path) as restart_redis:
+        settings = service_settings(database_url, restart_redis.url, tiny.root)  # type: ignore[attr-defined]
+        with TestClient(create_app(settings)) as client:
+            job_id = client.post("/v1/jobs", json=job_body(), headers=caller.headers).json()["id"]
+            queued = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+            assert queued["status"] == "queued"
+            restart_redis()  # the message and everything else in Redis is gone
+            started = time.monotonic()
+            with worker_process(settings, tmp_path / "worker.log"):
+                job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+                recovered = time.monotonic() - started
+    print(f"redis restart: job re-enqueued and succeeded {recovered:.1f} s after a worker started")
+    assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
+    assert job["attempts"] == 1
