@@ -276,7 +276,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     client = Client(args.url, args.api_key)
     job_id = client.submit(job, args.idempotency_key)
     print(f"job {job_id} accepted; following {args.url}/v1/jobs/{job_id}", file=sys.stderr)
-    bars = ProgressBars(enabled=not args.quiet)
+    bars = ProgressBars(enabled=not args.quiet, rates=False)
     try:
         final = client.wait(job_id, on_progress=bars.update)
     finally:

@@ -14,8 +14,9 @@ _UNITS = {"generate": "prompt", "gradients": "resp", "score": "cand"}
 class ProgressBars:
     """tqdm bars on stderr, opened on a stage's first event and closed when it completes."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
-        self.enabled = enabled
+    def __init__(self, *, enabled: bool = True, rates: bool = True) -> None:
+        """``rates=False`` hides items/s, which mean nothing when progress arrives by polling."""
+        self.enabled, self.rates = enabled, rates
         self._bars: dict[tuple[str, str | None], Any] = {}
 
     def update(self, event: ProgressEvent) -> None:
@@ -28,6 +29,7 @@ class ProgressBars:
         if bar is None:
             label = f"{event.stage:<9} {event.candidate or '':<14}"
             bar = tqdm(
+                bar_format=None if self.rates else "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}",
                 total=event.total,
                 desc=label,
                 unit=_UNITS[event.stage],

@@ -16,7 +16,7 @@ import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -46,10 +46,12 @@ def reconcile(*, session_factory: sessionmaker[Session], queue: JobQueue, settin
             .values(**gave_up(settings, now))
         )
         session.commit()
+        # Judged by when the job was last sent (or created, if never): a job just created may still
+        # be on its way into the queue.
         waiting = session.scalars(
             select(Job.id).where(
                 Job.status == JobStatus.QUEUED,
-                or_(Job.enqueued_at.is_(None), Job.enqueued_at < queued_before),
+                func.coalesce(Job.enqueued_at, Job.created_at) < queued_before,
             )
         ).all()
         orphaned = session.scalars(

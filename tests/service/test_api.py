@@ -139,6 +139,13 @@ def test_results_ranking_scores_and_history(
     with session_factory() as session:
         rows = session.scalars(select(JobResult).where(JobResult.job_id == job_id)).all()
         assert len(rows) == 2
+    # The same teachers, settings and prompts again: responses come from the store, not generated.
+    again = _submit(client, caller).json()["id"]
+    assert runner.run(again) == "succeeded"
+    reused = client.get(f"/v1/jobs/{again}/scores", headers=caller.headers).json()["candidates"]
+    assert {c["details"]["response_source"] for c in reused} == {"stored"}
+    first = {c["name"]: c["details"]["grace"]["score"] for c in scores}
+    assert {c["name"]: c["details"]["grace"]["score"] for c in reused} == pytest.approx(first, rel=1e-9)
 
 
 def test_datasets_are_uploaded_once_and_referenced(
