@@ -243,57 +243,37 @@ def test_bad_input_is_a_clear_error_naming_the_field(
     assert err.value.message
 
 
-def test_response_longer_than_max_length_names_the_response(
-    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
+@pytest.mark.parametrize(
+    ("long_reply", "fmt", "message"),
+    [
+        ("word " * 300, StudentFormat(max_length=128), "exceed the limit of 128"),
+        ("word " * 700, StudentFormat(), "student's context"),  # > 512 positions of the tiny student
+    ],
+)
+def test_overlong_responses_are_refused_naming_the_response_or_truncated(
+    tiny: TinyModels,
+    policy: ModelPolicy,
+    cache: ModelCache,
+    long_reply: str,
+    fmt: StudentFormat,
+    message: str,
 ) -> None:
-    supplied = {"a": ["short", "ok"], "b": ["fine", "word " * 300]}
-    config = ScoringConfig(responses_per_prompt=2, student_format=StudentFormat(max_length=128))
-    with pytest.raises(InvalidInput) as err:
-        rank_teachers(
+    supplied = {"a": ["short", "ok"], "b": ["fine", long_reply]}
+
+    def run(student_format: StudentFormat) -> RankingResult:
+        return rank_teachers(
             _two_prompts(),
             [Candidate("long", responses=supplied)],
             str(tiny.student),
             policy=policy,
             models=cache,
-            config=config,
+            config=ScoringConfig(responses_per_prompt=2, student_format=student_format),
         )
-    assert err.value.field == "candidates[0].responses[b][1]"
-    ok = rank_teachers(
-        _two_prompts(),
-        [Candidate("long", responses=supplied)],
-        str(tiny.student),
-        policy=policy,
-        models=cache,
-        config=replace(config, student_format=StudentFormat(max_length=128, truncate=True)),
-    )
-    assert ok.candidates["long"].n_truncated == 1
 
-
-def test_examples_beyond_the_student_context_are_refused_or_truncated(
-    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
-) -> None:
-    supplied = {"a": ["fine", "ok"], "b": ["fine", "word " * 700]}  # > 512 positions of the tiny student
-    config = ScoringConfig(responses_per_prompt=2)
-    with pytest.raises(InvalidInput, match="student's context") as err:
-        rank_teachers(
-            _two_prompts(),
-            [Candidate("long", responses=supplied)],
-            str(tiny.student),
-            policy=policy,
-            models=cache,
-            config=config,
-        )
+    with pytest.raises(InvalidInput, match=message) as err:
+        run(fmt)
     assert err.value.field == "candidates[0].responses[b][1]"
-    truncating = replace(config, student_format=StudentFormat(truncate=True))
-    ok = rank_teachers(
-        _two_prompts(),
-        [Candidate("long", responses=supplied)],
-        str(tiny.student),
-        policy=policy,
-        models=cache,
-        config=truncating,
-    )
-    assert ok.candidates["long"].n_truncated == 1
+    assert run(replace(fmt, truncate=True)).candidates["long"].n_truncated == 1
 
 
 def test_response_store_round_trips_and_ignores_unreadable_entries(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -118,7 +118,7 @@ def check_models(job_in: JobCreate, settings: Settings) -> None:
             resolve_model(c.model, policy, field=f"candidates[{i}].model")
 
 
-def _replay(existing: Job, digest: str, settings: Settings) -> Job:
+def _replay(existing: Job, digest: str) -> Job:
     if existing.request_hash != digest:
         raise ApiError(
             422,
@@ -154,7 +154,7 @@ def create_job(
             select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
         )
         if existing is not None:
-            return _replay(existing, digest, settings), False
+            return _replay(existing, digest), False
     n_prompts = len(job_in.prompts or [])
     if job_in.dataset_id is not None:
         dataset = session.get(Dataset, job_in.dataset_id)
@@ -191,7 +191,7 @@ def create_job(
         )
         if existing is None:
             raise
-        return _replay(existing, digest, settings), False
+        return _replay(existing, digest), False
     enqueue(session=session, job=job, queue=queue)
     return job, True
 
@@ -272,7 +272,3 @@ def cancel_job(*, session: Session, job: Job) -> Job:
             session.refresh(job)
             return job
     raise ApiError(409, "Conflict", "the job changed state while cancelling; retry")
-
-
-def stale_before(settings: Settings) -> datetime:
-    return utcnow() - timedelta(seconds=settings.stale_after_seconds)

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.models import Job, JobResult, JobStatus, Tenant
 from app.main import create_app
+from app.schemas import JobCreate
+from app.services.jobs import request_hash
 from tests.service.conftest import Caller, assert_problem, job_body, service_settings
 from workers.runner import JobRunner
 
@@ -58,19 +60,16 @@ def test_idempotency_key(client: TestClient, caller: Caller, session_factory: se
     # A request with this key that is still in flight (stored, not yet enqueued): 409.
     with session_factory() as session:
         tenant = session.scalars(select(Tenant).where(Tenant.name == caller.tenant)).one()
-        stuck = Job(
-            tenant_id=tenant.id,
-            student="student",
-            request={},
-            request_hash="x",
-            idempotency_key="in-flight",
-            status=JobStatus.QUEUED,
-            progress={},
-        )
-        session.add(stuck)
-        session.commit()
-        stuck.request_hash = __import__("app.services.jobs", fromlist=["request_hash"]).request_hash(
-            __import__("app.schemas", fromlist=["JobCreate"]).JobCreate.model_validate(job_body())
+        session.add(
+            Job(
+                tenant_id=tenant.id,
+                student="student",
+                request=job_body(),
+                request_hash=request_hash(JobCreate.model_validate(job_body())),
+                idempotency_key="in-flight",
+                status=JobStatus.QUEUED,
+                progress={},
+            )
         )
         session.commit()
     conflict = assert_problem(_submit(client, caller, **{"Idempotency-Key": "in-flight"}), 409)

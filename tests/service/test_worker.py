@@ -94,6 +94,15 @@ def slow_job(tiny: TinyModels) -> dict[str, Any]:
     return {"student": "student", "candidates": candidates, "prompts": prompts}
 
 
+def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels) -> str:
+    """Submit the slow job and return once a worker is in the middle of it."""
+    job_id: str = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+    wait_for(
+        client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients")
+    )
+    return job_id
+
+
 def test_job_runs_to_the_same_ranking_as_the_engine(
     client: TestClient, caller: Caller, settings: Settings, tmp_path: Path
 ) -> None:
@@ -130,13 +139,7 @@ def test_cancel_while_running_stops_at_a_batch_boundary(
     client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
 ) -> None:
     with worker_process(settings, tmp_path / "worker.log"):
-        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
-        wait_for(
-            client,
-            caller,
-            job_id,
-            lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients"),
-        )
+        job_id = start_slow_job(client, caller, tiny)
         asked = time.monotonic()
         r = client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers)
         assert r.status_code == 202
@@ -159,13 +162,7 @@ def test_killed_worker_job_completes_once_on_another_worker(
 ) -> None:
     log = tmp_path / "workers.log"
     with worker_process(settings, log) as first:
-        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
-        wait_for(
-            client,
-            caller,
-            job_id,
-            lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients"),
-        )
+        job_id = start_slow_job(client, caller, tiny)
         first.kill()  # SIGKILL: no cleanup, no ack, the heartbeat just stops
         first.wait()
         killed = time.monotonic()
