@@ -80,17 +80,22 @@ class GradientSpace:
             raise InvalidInput("must be at least 1", field="lora_rank")
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits are upcast for the loss; float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean response-token cross-entropy of each row, HF's shifted-label convention.
 
     Args:
         logits: ``(B, T, V)``; labels: ``(B, T)`` with -100 where no loss is taken.
     Returns:
-        ``(losses (B,) float32 nats/token, n_tokens (B,) int64)``.
+        ``(losses (B,) nats/token in float32, or float64 for a float64 model; n_tokens (B,) int64)``.
     """
     targets = labels[:, 1:]
     token_nll = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        _at_least_fp32(logits[:, :-1]).transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )
     n_tokens = (targets != IGNORE_INDEX).sum(dim=1)
     return token_nll.sum(dim=1) / n_tokens.clamp(min=1), n_tokens
@@ -350,7 +355,7 @@ def exact_flat_gradients(
             )
             losses.append(loss.detach())
             counts.append(n_tok)
-    return torch.stack(grads).float(), torch.cat(losses), torch.cat(counts)
+    return _at_least_fp32(torch.stack(grads)), torch.cat(losses), torch.cat(counts)
 
 
 class ExactGradients:
@@ -422,7 +427,8 @@ class FastGradients:
         return out
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        return _token_rows(x, self._mask)
+        """Token rows in the projector's precision (at least float32, whatever the model's)."""
+        return _token_rows(x, self._mask).to(self.projector.dtype)
 
     def _linear_hook(self, tap: Tap) -> ForwardHook:
         """Linear, Conv1D, output layer and LoRA taps: contract (row side, column side) over tokens."""
@@ -435,7 +441,7 @@ class FastGradients:
                 self._roots.append(out)
             if tap.adapter is not None:
                 ad = tap.adapter
-                ax = _apply(proj.col_factor(ad.b_name), x @ ad.a.T)
+                ax = _apply(proj.col_factor(ad.b_name), x @ ad.a.T.to(x.dtype))
 
                 def on_grad(g: torch.Tensor) -> None:
                     rows = _apply(proj.row_factor(ad.b_name), self._rows(g)) * ad.scaling
@@ -479,7 +485,7 @@ class FastGradients:
                     if factor is None
                     else factor.T.contiguous()
                 )
-            rows = self._rows(self._lookup[w][ids])
+            rows = _token_rows(self._lookup[w][ids], self._mask)
             out = self._start_graph(out)
             _when_grad(out, lambda g: self._outer(w, rows, _apply(proj.col_factor(w), self._rows(g))))
             return out
@@ -491,7 +497,7 @@ class FastGradients:
         proj = self.projector
 
         def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
-            x = args[0].detach().float()
+            x = args[0].detach().to(proj.dtype)
             eps = float(getattr(module, "variance_epsilon", getattr(module, "eps", 0.0)))
             if tap.kind == "layernorm":
                 xhat = (x - x.mean(-1, keepdim=True)) * torch.rsqrt(
@@ -588,8 +594,15 @@ def make_gradient_computer(
     layout = describe_space(model, space, seed=seed)
     if path == "exact":
         return ExactGradients(model, layout, d=d, seed=seed)
+    # Projections run in at least float32 (a bf16 student still gets float32 sketches).
+    weights_dtype = next(model.parameters()).dtype
     projector = FactorizedProjector(
-        layout.blocks, d, seed, factor_dim=factor_dim, device=_model_device(model)
+        layout.blocks,
+        d,
+        seed,
+        factor_dim=factor_dim,
+        device=_model_device(model),
+        dtype=torch.float64 if weights_dtype == torch.float64 else torch.float32,
     )
     return FastGradients(model, layout, projector)
 

@@ -103,6 +103,7 @@ class FactorizedProjector:
         *,
         factor_dim: int = 64,
         device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         if d < 1 or factor_dim < 1:
             raise ValueError("d and factor_dim must be positive")
@@ -110,14 +111,15 @@ class FactorizedProjector:
         self.d, self.seed, self.factor_dim = d, seed, factor_dim
         self.grad_dim = sum(b.numel for b in self.blocks)
         self.scale = math.sqrt(d / self.grad_dim)
-        self.device = torch.device(device)
+        self.device, self.dtype = torch.device(device), dtype
         self._maps = {b.name: self._block_map(b) for b in self.blocks}
 
     def _factor(self, length: int, limit: int, stream: str) -> torch.Tensor | None:
         if length <= limit:
             return None
         k = limit
-        return (rademacher((k, length), seed=self.seed, stream=stream) / math.sqrt(k)).to(self.device)
+        factor = rademacher((k, length), seed=self.seed, stream=stream) / math.sqrt(k)
+        return factor.to(device=self.device, dtype=self.dtype)
 
     def _block_map(self, block: Block) -> _BlockMap:
         if len(block.shape) == 2:
@@ -133,7 +135,7 @@ class FactorizedProjector:
             raise ValueError(f"block {block.name} has unsupported shape {block.shape}")
         gen = _generator(self.seed, f"{block.name}/sketch")
         bucket = torch.randint(0, self.d, (size,), generator=gen)
-        sign = torch.randint(0, 2, (size,), generator=gen).to(torch.float32).mul_(2.0).sub_(1.0)
+        sign = torch.randint(0, 2, (size,), generator=gen).to(self.dtype).mul_(2.0).sub_(1.0)
         return _BlockMap(row, col, bucket.to(self.device), sign.to(self.device))
 
     def row_factor(self, name: str) -> torch.Tensor | None:
@@ -145,12 +147,12 @@ class FactorizedProjector:
         return self._maps[name].col
 
     def combine(self, compressed: Mapping[str, torch.Tensor], batch: int) -> torch.Tensor:
-        """Sketch and sum compressed blocks: ``{name: (B, k_r, k_c) or (B, k)}`` -> ``(B, d)`` float32.
+        """Sketch and sum compressed blocks: ``{name: (B, k_r, k_c) or (B, k)}`` -> ``(B, d)``.
 
         Blocks missing from ``compressed`` contribute zero (e.g. LoRA ``A`` blocks, whose gradient
         vanishes while ``B = 0``).
         """
-        out = torch.zeros(batch, self.d, dtype=torch.float32, device=self.device)
+        out = torch.zeros(batch, self.d, dtype=self.dtype, device=self.device)
         for name, z in compressed.items():
             m = self._maps[name]
             out.index_add_(1, m.bucket, z.reshape(batch, -1) * m.sign)
@@ -159,7 +161,7 @@ class FactorizedProjector:
     def compress(self, name: str, grads: torch.Tensor) -> torch.Tensor:
         """Compress explicit per-example gradients of one block: ``(B, *shape) -> (B, k_r, k_c)``."""
         m = self._maps[name]
-        z = grads.float()
+        z = grads.to(self.dtype)
         if m.row is not None:
             z = torch.einsum("kr,br...->bk...", m.row, z)
         if m.col is not None:

@@ -1,0 +1,285 @@
+"""Per-response distillation influence (the idea of LGTM, Ren et al. ACL 2023, for generated text).
+
+``influence_i = <grad L_val(theta), grad l_i(theta)>``: the first-order change of the validation
+loss when the student takes a gradient step on response ``i`` alone (a step of size ``eta`` changes
+``L_val`` by about ``-eta * influence_i``). Positive = training on it helps. ``L_val`` is the mean,
+over validation examples (prompt + reference solution), of each example's mean response-token loss.
+
+Methods (one function, :func:`influence`):
+
+* ``exact`` -- full per-response gradients (batch-1 backward) dotted with the exact validation
+  gradient. Small models.
+* ``projected`` -- the engine's fast projected gradients, one projection for responses and
+  validation; rescaled by ``D / d`` so the values are in the same units as ``exact``.
+* ``finite_difference`` -- ``[l_i(theta + eps v) - l_i(theta - eps v)] / (2 eps)`` with
+  ``v = grad L_val`` and ``eps = 1e-2 / |v|``: one backward for ``v``, then two batched forward
+  passes over all responses. Full gradient space only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from grace_engine.data import (
+    Prompt,
+    StudentExample,
+    StudentFormat,
+    collate,
+    encode_for_student,
+    length_batches,
+)
+from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.generation import Responses
+from grace_engine.gradients import (
+    GradientSpace,
+    compute_gradients,
+    describe_space,
+    exact_flat_gradients,
+    make_gradient_computer,
+    per_example_losses,
+)
+
+Method = Literal["exact", "projected", "finite_difference"]
+METHODS: tuple[Method, ...] = ("exact", "projected", "finite_difference")
+FD_STEP = 1e-2  # eps * |v|: the length of the finite-difference step along the validation gradient
+
+
+@dataclass(frozen=True)
+class ValidationExample:
+    """A held-out problem and its reference solution."""
+
+    prompt: str
+    solution: str
+
+
+@dataclass(frozen=True)
+class ResponseInfluence:
+    candidate: str
+    prompt_id: str
+    index: int
+    influence: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class CandidateInfluence:
+    """Mean influence of a candidate's responses and the share that help."""
+
+    candidate: str
+    mean: float
+    share_positive: float
+    n_responses: int
+
+
+@dataclass(frozen=True)
+class InfluenceResult:
+    method: str
+    validation_loss: float
+    responses: list[ResponseInfluence]
+
+    def per_candidate(self) -> list[CandidateInfluence]:
+        """Candidates by mean influence, most helpful first."""
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in self.responses:
+            groups[r.candidate].append(r.influence)
+        out = [
+            CandidateInfluence(name, float(np.mean(v)), float(np.mean(np.asarray(v) > 0)), len(v))
+            for name, v in groups.items()
+        ]
+        return sorted(out, key=lambda c: -c.mean)
+
+    def best_per_prompt(self) -> dict[str, dict[str, int]]:
+        """``{candidate: {prompt_id: index of its most helpful response}}`` (best of n)."""
+        best: dict[str, dict[str, ResponseInfluence]] = defaultdict(dict)
+        for r in self.responses:
+            current = best[r.candidate].get(r.prompt_id)
+            if current is None or r.influence > current.influence:
+                best[r.candidate][r.prompt_id] = r
+        return {c: {p: r.index for p, r in by_prompt.items()} for c, by_prompt in best.items()}
+
+    def select(
+        self, *, keep_fraction: float | None = None, drop_negative: bool = True
+    ) -> list[ResponseInfluence]:
+        """The responses to keep for distillation: without harmful ones (``drop_negative``) and/or
+        the most helpful ``keep_fraction`` of all, most helpful first."""
+        if keep_fraction is not None and not 0 < keep_fraction <= 1:
+            raise InvalidInput("must be in (0, 1]", field="keep_fraction")
+        ranked = sorted(self.responses, key=lambda r: -r.influence)
+        if keep_fraction is not None:
+            ranked = ranked[: max(1, round(keep_fraction * len(ranked)))]
+        return [r for r in ranked if r.influence > 0] if drop_negative else ranked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "validation_loss": self.validation_loss,
+            "per_candidate": [asdict(c) for c in self.per_candidate()],
+            "best_per_prompt": self.best_per_prompt(),
+            "responses": [asdict(r) for r in self.responses],
+        }
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _batched_losses(
+    model: nn.Module, examples: Sequence[StudentExample], pad_id: int, max_tokens: int
+) -> torch.Tensor:
+    """Per-example mean losses ``(N,)`` in input order, batched by length, no graph."""
+    out = torch.zeros(len(examples), dtype=torch.float64)
+    lengths = [len(e.input_ids) for e in examples]
+    with torch.no_grad():
+        for idx in length_batches(lengths, max_tokens=max_tokens, max_batch=64):
+            batch = collate([examples[i] for i in idx], pad_id).to(_device(model))
+            logits = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            ).logits
+            losses, _ = per_example_losses(logits, batch.labels)
+            out[idx] = losses.double().cpu()
+    return out
+
+
+def influence(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    responses: dict[str, Responses],
+    validation: Sequence[ValidationExample],
+    *,
+    method: Method = "projected",
+    space: GradientSpace | None = None,
+    proj_dim: int = 2048,
+    seed: int = 0,
+    fmt: StudentFormat | None = None,
+    max_tokens: int = 16384,
+    progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> InfluenceResult:
+    """Influence of every response on the student's validation loss.
+
+    Args:
+        responses: ``{candidate: [prompt][index] -> text}``, aligned with ``prompts``.
+        validation: reference solutions defining ``L_val``.
+    """
+    if method not in METHODS:
+        raise InvalidInput(f"must be one of {', '.join(METHODS)}", field="method")
+    if not validation:
+        raise InvalidInput("needs at least one validation example", field="validation")
+    space = space or GradientSpace()
+    fmt = fmt or StudentFormat()
+    if method == "finite_difference" and space.kind != "full":
+        raise InvalidInput(
+            "finite_difference perturbs all parameters; use gradient_space 'full'", field="method"
+        )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    val_examples = [
+        encode_for_student(tokenizer, v.prompt, v.solution, fmt, field=f"validation[{i}].solution")
+        for i, v in enumerate(validation)
+    ]
+    keys: list[tuple[str, str, int]] = []
+    examples: list[StudentExample] = []
+    for name, groups in responses.items():
+        if len(groups) != len(prompts):
+            raise InvalidInput(
+                f"{len(groups)} response groups for {len(prompts)} prompts", field=f"responses[{name}]"
+            )
+        for p, group in zip(prompts, groups, strict=True):
+            for j, text in enumerate(group):
+                keys.append((name, p.id, j))
+                examples.append(
+                    encode_for_student(
+                        tokenizer, p.prompt, text, fmt, field=f"responses[{name}][{p.id}][{j}]"
+                    )
+                )
+    if not examples:
+        raise InvalidInput("no responses to score", field="responses")
+    if should_cancel is not None and should_cancel():
+        raise Cancelled()
+
+    if method == "projected":
+        computer = make_gradient_computer(model, space=space, d=proj_dim, seed=seed, path="fast")
+        val = compute_gradients(model, computer, val_examples, pad_id=pad_id, max_tokens=max_tokens)
+        resp = compute_gradients(
+            model,
+            computer,
+            examples,
+            pad_id=pad_id,
+            max_tokens=max_tokens,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
+        v = val.gradients.astype(np.float64).mean(axis=0)
+        scores = resp.gradients.astype(np.float64) @ v * (computer.grad_dim / proj_dim)
+        losses, val_loss = resp.losses, float(np.mean(val.losses))
+    else:
+        layout = describe_space(model, space, seed=seed)
+        v_flat = torch.stack(
+            [
+                exact_flat_gradients(model, layout, collate([e], pad_id).to(_device(model)))[0][0]
+                for e in val_examples
+            ]
+        ).mean(dim=0)
+        val_loss = float(_batched_losses(model, val_examples, pad_id, max_tokens).mean())
+        if method == "exact":
+            out, loss_list = [], []
+            for start in range(0, len(examples), 16):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled()
+                batch = collate(examples[start : start + 16], pad_id).to(_device(model))
+                flat, batch_losses, _ = exact_flat_gradients(model, layout, batch)
+                out.append((flat.double() @ v_flat.double()).cpu())
+                loss_list.append(batch_losses.double().cpu())
+                if progress is not None:
+                    progress(min(start + 16, len(examples)), len(examples))
+            scores = torch.cat(out).numpy()
+            losses = torch.cat(loss_list).numpy()
+        else:
+            scores, losses = _finite_difference(
+                model, layout.parameters, v_flat, examples, pad_id, max_tokens
+            )
+            if progress is not None:
+                progress(len(examples), len(examples))
+    return InfluenceResult(
+        method=method,
+        validation_loss=val_loss,
+        responses=[
+            ResponseInfluence(c, p, j, float(s), float(loss))
+            for (c, p, j), s, loss in zip(keys, scores, losses, strict=True)
+        ],
+    )
+
+
+def _finite_difference(
+    model: nn.Module,
+    params: Sequence[nn.Parameter],
+    v_flat: torch.Tensor,
+    examples: Sequence[StudentExample],
+    pad_id: int,
+    max_tokens: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    eps = FD_STEP / float(v_flat.norm())
+    original = [p.detach().clone() for p in params]
+    pieces = torch.split(v_flat.to(original[0].dtype), [p.numel() for p in params])
+    try:
+        with torch.no_grad():
+            for p, d in zip(params, pieces, strict=True):
+                p.add_(eps * d.view_as(p))
+        plus = _batched_losses(model, examples, pad_id, max_tokens)
+        with torch.no_grad():
+            for p, p0, d in zip(params, original, pieces, strict=True):
+                p.copy_(p0 - eps * d.view_as(p))
+        minus = _batched_losses(model, examples, pad_id, max_tokens)
+    finally:
+        with torch.no_grad():
+            for p, p0 in zip(params, original, strict=True):
+                p.copy_(p0)
+    base = _batched_losses(model, examples, pad_id, max_tokens)
+    return ((plus - minus) / (2 * eps)).numpy(), base.numpy()
