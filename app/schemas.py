@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat
 from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
 from grace_engine.gradients import GradientSpace
+from grace_engine.influence import ValidationExample
 from grace_engine.pipeline import ScoringConfig
 
 
@@ -187,6 +188,7 @@ class RankingEntry(BaseModel):
 
 class JobPublic(BaseModel):
     id: str
+    kind: str
     status: str
     stage: str | None
     student: str
@@ -230,3 +232,98 @@ class ScoresPublic(BaseModel):
 class RankingHistory(BaseModel):
     student: str
     data: list[RankingPublic]
+
+
+# --- influence jobs ------------------------------------------------------------------------------
+
+
+class ValidationIn(_Request):
+    prompt: Annotated[Text, Field(min_length=1)]
+    solution: Annotated[Text, Field(min_length=1)]
+
+
+class InfluenceCreate(JobCreate):
+    """``POST /v1/influence``: the influence of each candidate response on the student's loss on
+    ``validation`` (reference solutions). ``scoring`` supplies m, proj_dim, gradient_space, seed and
+    the student format; its GRACE-only settings are ignored."""
+
+    validation: Annotated[list[ValidationIn], Field(min_length=1)]
+    method: Literal["exact", "projected", "finite_difference"] = "projected"
+    keep_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    drop_negative: bool = True
+
+    def validation_examples(self) -> list[ValidationExample]:
+        return [ValidationExample(v.prompt, v.solution) for v in self.validation]
+
+
+class InfluencePublic(BaseModel):
+    job_id: str
+    method: str
+    validation_loss: float
+    per_candidate: list[dict[str, Any]]
+    best_per_prompt: dict[str, dict[str, int]]
+    selected: list[dict[str, Any]]
+    responses: list[dict[str, Any]]
+
+
+# --- scaling law -----------------------------------------------------------------------------------
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class ScalingPredictIn(_Request):
+    """The student's loss after distillation on ``student_tokens`` from a teacher given by its loss
+    or by its size and pretraining tokens."""
+
+    n_student: Positive
+    student_tokens: Positive
+    teacher_loss: Positive | None = None
+    teacher_params: Positive | None = None
+    teacher_tokens: Positive | None = None
+    coefficients: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> ScalingPredictIn:
+        by_size = self.teacher_params is not None and self.teacher_tokens is not None
+        if (self.teacher_loss is None) == (not by_size) or (
+            self.teacher_loss is not None and (self.teacher_params or self.teacher_tokens)
+        ):
+            raise ValueError("give either teacher_loss, or teacher_params and teacher_tokens")
+        return self
+
+
+class ScalingPrediction(BaseModel):
+    student_loss: float
+    supervised_loss: float = Field(
+        description="the same student trained on the same tokens without a teacher"
+    )
+    teacher_loss: float
+    distillation_helps: bool
+    coefficients: dict[str, float]
+    coefficients_source: str
+
+
+ScenarioName = Literal[
+    "best_case", "teacher_inference", "teacher_pretraining", "teacher_pretraining_and_inference"
+]
+ALL_SCENARIOS: list[ScenarioName] = [
+    "best_case",
+    "teacher_inference",
+    "teacher_pretraining",
+    "teacher_pretraining_and_inference",
+]
+
+
+class ScalingPlanIn(_Request):
+    n_student: Positive
+    compute_flops: Positive
+    scenarios: Annotated[list[ScenarioName], Field(min_length=1)] = Field(
+        default_factory=lambda: list(ALL_SCENARIOS)
+    )
+    coefficients: dict[str, float] | None = None
+
+
+class ScalingPlans(BaseModel):
+    plans: list[dict[str, Any]]
+    coefficients: dict[str, float]
+    coefficients_source: str

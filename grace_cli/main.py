@@ -98,6 +98,51 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key for a tenant and print it once")
     create.add_argument("--tenant", required=True)
 
+    scaling = sub.add_parser("scaling", help="the distillation scaling law (Busbridge et al. 2025)")
+    scaling_sub = scaling.add_subparsers(dest="scaling_command", required=True, metavar="ACTION")
+    predict = scaling_sub.add_parser("predict", help="student loss after distillation from a given teacher")
+    predict.add_argument("--n-student", type=float, required=True, help="student non-embedding parameters")
+    predict.add_argument("--student-tokens", type=float, required=True)
+    predict.add_argument("--teacher-loss", type=float, help="teacher loss (nats/token)")
+    predict.add_argument("--teacher-params", type=float, help="or: teacher size ...")
+    predict.add_argument("--teacher-tokens", type=float, help="... and its pretraining tokens")
+    predict.add_argument(
+        "--coefficients", type=json.loads, help="JSON object replacing defaults, e.g. '{\"E\": 1.3}'"
+    )
+    plan = scaling_sub.add_parser("plan", help="compute-optimal distillation vs supervised training")
+    plan.add_argument("--n-student", type=float, required=True)
+    plan.add_argument("--compute", type=float, required=True, help="total FLOPs")
+    plan.add_argument(
+        "--scenario",
+        action="append",
+        choices=[
+            "best_case",
+            "teacher_inference",
+            "teacher_pretraining",
+            "teacher_pretraining_and_inference",
+        ],
+        help="repeatable; default all four",
+    )
+    plan.add_argument("--coefficients", type=json.loads)
+
+    infl = sub.add_parser("influence", help="per-response distillation influence on a validation set")
+    infl.add_argument("--student", required=True)
+    infl.add_argument("--candidates", required=True, type=Path)
+    infl.add_argument("--prompts", required=True, type=Path)
+    infl.add_argument(
+        "--validation",
+        required=True,
+        type=Path,
+        help="JSONL of {prompt|question, solution|answer} reference solutions",
+    )
+    infl.add_argument("--method", choices=["exact", "projected", "finite_difference"], default="projected")
+    infl.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4)
+    infl.add_argument("--proj-dim", "-d", type=_positive_int, default=2048)
+    infl.add_argument("--keep-fraction", type=float, help="keep the most helpful share of responses")
+    infl.add_argument("--seed", type=int, default=0)
+    infl.add_argument("--model-root", type=Path, action="append", default=[])
+    infl.add_argument("--out", type=Path, help="write the full result as JSON here")
+
     submit = sub.add_parser("submit", help="submit a scoring job to a running service and print the ranking")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
@@ -291,6 +336,100 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from grace_engine import scaling
+
+    k = scaling.Coefficients.resolve(args.coefficients)
+    if args.scaling_command == "predict":
+        if args.teacher_loss is None and (args.teacher_params is None or args.teacher_tokens is None):
+            raise GraceError("give --teacher-loss, or --teacher-params and --teacher-tokens", field="teacher")
+        lt = args.teacher_loss or scaling.supervised_loss(args.teacher_params, args.teacher_tokens, k)
+        student = scaling.student_loss(args.n_student, args.student_tokens, lt, k)
+        alone = scaling.supervised_loss(args.n_student, args.student_tokens, k)
+        print(f"teacher loss              {lt:.4f}")
+        print(f"distilled student loss    {student:.4f}")
+        verdict = "helps" if student < alone else "does not help"
+        print(f"supervised (same tokens)  {alone:.4f}  -> distillation {verdict}")
+    else:
+        print(
+            f"{'scenario':<34}{'student L':>10}{'tokens':>11}{'teacher L':>10}{'N_T':>10}{'D_T':>10}"
+            f"{'supervised':>11}  wins"
+        )
+        for name in args.scenario or list(scaling.SCENARIOS):
+            p = scaling.plan(args.n_student, args.compute, name, k)
+            n_t = "free" if p.teacher_params is None else f"{p.teacher_params:.3g}"
+            d_t = "free" if p.teacher_tokens is None else f"{p.teacher_tokens:.3g}"
+            print(
+                f"{name:<34}{p.student_loss:>10.4f}{p.student_tokens:>11.3g}{p.teacher_loss:>10.4f}"
+                f"{n_t:>10}{d_t:>10}{p.supervised_loss:>11.4f}  {p.distillation_wins}"
+            )
+    print(f"coefficients: {scaling.COEFFICIENT_SOURCE}", file=sys.stderr)
+    return 0
+
+
+def _read_validation(path: Path) -> list[object]:
+    from grace_engine.data import reference_answer
+    from grace_engine.influence import ValidationExample
+
+    out: list[object] = []
+    for i, line in enumerate(path.read_text("utf-8").splitlines()):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        prompt = record.get("prompt", record.get("question"))
+        solution = record.get("solution", record.get("answer"))
+        if not isinstance(prompt, str) or not isinstance(solution, str):
+            raise GraceError(
+                "needs 'prompt' (or 'question') and 'solution' (or 'answer')", field=f"validation[{i}]"
+            )
+        if "####" in solution and "solution" not in record:  # GSM8K: keep the worked solution, box the answer
+            body = solution.rpartition("####")[0].strip()
+            solution = f"{body}\nThe answer is \\boxed{{{reference_answer(solution)}}}."
+        out.append(ValidationExample(prompt, solution))
+    return out
+
+
+def cmd_influence(args: argparse.Namespace) -> int:
+    from grace_engine.data import read_prompts
+    from grace_engine.generation import read_candidates
+    from grace_engine.models import ModelPolicy
+    from grace_engine.pipeline import ScoringConfig, run_influence
+
+    _quiet_transformers()
+    _set_threads(None)
+    roots = list(args.model_root) or [
+        Path.cwd(),
+        args.candidates.parent,
+        Path(args.student).expanduser().parent,
+    ]
+    result = run_influence(
+        read_prompts(args.prompts),
+        read_candidates(args.candidates),
+        args.student,
+        _read_validation(args.validation),  # type: ignore[arg-type]
+        policy=ModelPolicy.from_paths(roots),
+        method=args.method,
+        config=ScoringConfig(
+            responses_per_prompt=args.responses_per_prompt, proj_dim=args.proj_dim, seed=args.seed
+        ),
+    )
+    print(f"validation loss {result.validation_loss:.4f} ({result.method})")
+    print(f"{'candidate':<16}{'mean influence':>16}{'helpful':>10}{'responses':>11}")
+    for c in result.per_candidate():
+        print(f"{c.candidate:<16}{c.mean:>16.4g}{c.share_positive:>10.0%}{c.n_responses:>11}")
+    kept = result.select(keep_fraction=args.keep_fraction)
+    print(
+        f"kept {len(kept)} of {len(result.responses)} responses (positive influence"
+        + (f", top {args.keep_fraction:.0%})" if args.keep_fraction else ")")
+    )
+    if args.out is not None:
+        data = result.to_dict()
+        data["selected"] = [vars(r) for r in kept]
+        args.out.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
@@ -301,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "keys": cmd_keys,
         "submit": cmd_submit,
+        "scaling": cmd_scaling,
+        "influence": cmd_influence,
     }[args.command]
     try:
         return handler(args)

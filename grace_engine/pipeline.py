@@ -30,6 +30,8 @@ from grace_engine.generation import (
     validate_candidates,
 )
 from grace_engine.gradients import GradientSpace, PathKind, compute_gradients, make_gradient_computer
+from grace_engine.influence import InfluenceResult, ValidationExample, influence
+from grace_engine.influence import Method as InfluenceMethod
 from grace_engine.models import ModelCache, ModelPolicy, ModelSource, context_length, resolve_model
 from grace_engine.ranking import RankedCandidate, rank_by_grace
 from grace_engine.scores import (
@@ -139,7 +141,7 @@ class CandidateResult:
     n_responses: int
     n_truncated: int
     mean_response_tokens: float
-    response_source: Literal["provided", "generated", "stored"]
+    response_source: Origin
     responses: Responses = field(repr=False)
 
 
@@ -215,45 +217,36 @@ def _student_examples(
     return examples
 
 
-def rank_teachers(
-    prompts: Sequence[Prompt],
-    candidates: Sequence[Candidate],
-    student: str,
-    *,
-    policy: ModelPolicy,
-    config: ScoringConfig | None = None,
-    base_dir: Path | None = None,
-    models: ModelCache | None = None,
-    responses: ResponseStore | None = None,
-    progress: ProgressFn | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> RankingResult:
-    """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
+Origin = Literal["provided", "generated", "stored"]
 
-    Args:
-        prompts: at least 2, unique ids.
-        candidates: unique names; each a model reference with sampling settings or supplied responses.
-        student: model reference (directory under a policy root, or an allowed hub id).
-        policy: where models may be loaded from; relative paths resolve against ``base_dir``.
-        models: a cache shared across calls by long-lived workers (default: a fresh one).
-        responses: store for generated responses, looked up before generating.
-    """
-    cfg = config or ScoringConfig()
-    cfg.validate()
-    prompts = validate_prompts(prompts)
+
+def resolve_candidates(
+    candidates: Sequence[Candidate], policy: ModelPolicy, base_dir: Path | None = None
+) -> dict[int, ModelSource]:
+    """Check every candidate model against the policy (before anything is loaded)."""
     validate_candidates(candidates)
-    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
-    sources: dict[int, ModelSource] = {
+    return {
         i: resolve_model(c.model, policy, field=f"candidates[{i}].model", base_dir=base_dir)
         for i, c in enumerate(candidates)
         if c.model is not None
     }
-    cache = models or ModelCache(policy)
-    report: ProgressFn = progress or (lambda _event: None)
 
-    # Generate everything first: on a GPU the teachers can then be released before the student runs.
+
+def collect_responses(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    sources: dict[int, ModelSource],
+    cfg: ScoringConfig,
+    *,
+    cache: ModelCache,
+    responses: ResponseStore | None,
+    report: ProgressFn,
+    should_cancel: Callable[[], bool] | None,
+) -> tuple[list[Responses], list[Origin]]:
+    """Every candidate's responses in prompt order: supplied, stored from an earlier run, or
+    generated now (and stored)."""
     all_responses: list[Responses] = []
-    origins: list[Literal["provided", "generated", "stored"]] = []
+    origins: list[Origin] = []
     backend = TransformersBackend(batch_size=cfg.generation_batch)
     for i, cand in enumerate(candidates):
         _check_cancel(should_cancel)
@@ -288,6 +281,51 @@ def rank_teachers(
             responses.put(key, generated)
         all_responses.append(generated)
         origins.append("generated")
+    return all_responses, origins
+
+
+def rank_teachers(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None = None,
+    base_dir: Path | None = None,
+    models: ModelCache | None = None,
+    responses: ResponseStore | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> RankingResult:
+    """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
+
+    Args:
+        prompts: at least 2, unique ids.
+        candidates: unique names; each a model reference with sampling settings or supplied responses.
+        student: model reference (directory under a policy root, or an allowed hub id).
+        policy: where models may be loaded from; relative paths resolve against ``base_dir``.
+        models: a cache shared across calls by long-lived workers (default: a fresh one).
+        responses: store for generated responses, looked up before generating.
+    """
+    cfg = config or ScoringConfig()
+    cfg.validate()
+    prompts = validate_prompts(prompts)
+    sources = resolve_candidates(candidates, policy, base_dir)
+    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
+    cache = models or ModelCache(policy)
+    report: ProgressFn = progress or (lambda _event: None)
+
+    # Generate everything first: on a GPU the teachers can then be released before the student runs.
+    all_responses, origins = collect_responses(
+        prompts,
+        candidates,
+        sources,
+        cfg,
+        cache=cache,
+        responses=responses,
+        report=report,
+        should_cancel=should_cancel,
+    )
 
     student_model = cache.get(student_source, field="student")
     tokenizer = student_model.tokenizer
@@ -341,3 +379,58 @@ def rank_teachers(
     ranking = rank_by_grace({name: r.grace for name, r in results.items()})
     report(ProgressEvent("score", len(candidates), len(candidates)))
     return RankingResult(student_source.location, ranking, results, cfg, computer.grad_dim, len(prompts))
+
+
+def run_influence(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    validation: Sequence[ValidationExample],
+    *,
+    policy: ModelPolicy,
+    method: InfluenceMethod = "projected",
+    config: ScoringConfig | None = None,
+    base_dir: Path | None = None,
+    models: ModelCache | None = None,
+    responses: ResponseStore | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> InfluenceResult:
+    """An influence job: candidates' responses (supplied, stored or generated), then the influence of
+    each on the student's loss on ``validation``. ``config`` supplies m, d, the gradient space, the
+    seed and the student format; GRACE-only settings are ignored."""
+    cfg = config or ScoringConfig()
+    cfg.validate()
+    prompts = validate_prompts(prompts)
+    sources = resolve_candidates(candidates, policy, base_dir)
+    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
+    cache = models or ModelCache(policy)
+    report: ProgressFn = progress or (lambda _event: None)
+    all_responses, _ = collect_responses(
+        prompts,
+        candidates,
+        sources,
+        cfg,
+        cache=cache,
+        responses=responses,
+        report=report,
+        should_cancel=should_cancel,
+    )
+    student_model = cache.get(student_source, field="student")
+    result = influence(
+        student_model.model,
+        student_model.tokenizer,
+        prompts,
+        {c.name: r for c, r in zip(candidates, all_responses, strict=True)},
+        validation,
+        method=method,
+        space=cfg.gradient_space,
+        proj_dim=cfg.proj_dim,
+        seed=cfg.seed,
+        fmt=cfg.student_format.within(context_length(student_model.model)),
+        max_tokens=cfg.max_tokens_per_batch,
+        progress=lambda done, total: report(ProgressEvent("gradients", done, total)),
+        should_cancel=should_cancel,
+    )
+    report(ProgressEvent("score", 1, 1))
+    return result

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,12 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.models import Dataset, Job, JobResult, JobStatus, ResponseSet
-from app.schemas import JobCreate, engine_prompts
+from app.schemas import InfluenceCreate, JobCreate, engine_prompts
 from app.services.jobs import policy_from
 from grace_engine.errors import Cancelled, GraceError
 from grace_engine.generation import Responses
+from grace_engine.influence import InfluenceResult
 from grace_engine.models import ModelCache
-from grace_engine.pipeline import ProgressEvent, RankingResult, rank_teachers
+from grace_engine.pipeline import ProgressEvent, RankingResult, rank_teachers, run_influence
 
 log = logging.getLogger("grace.worker")
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
@@ -203,7 +205,7 @@ class JobRunner:
         log.info("job %s claimed by %s", job_id, self.worker_id)
         with JobSession(self, job_id) as js:
             try:
-                result = self._execute(job_id, js)
+                request, result = self._execute(job_id, js)
             except Cancelled:
                 return self._finish(job_id, JobStatus.CANCELLED)
             except GraceError as exc:
@@ -213,13 +215,14 @@ class JobRunner:
                 return self._finish(
                     job_id, JobStatus.FAILED, "internal_error", f"{type(exc).__name__}: {exc}"
                 )
-            return self._store(job_id, result)
+            return self._store(job_id, request, result)
 
-    def _execute(self, job_id: str, js: JobSession) -> RankingResult:
+    def _execute(self, job_id: str, js: JobSession) -> tuple[JobCreate, RankingResult | InfluenceResult]:
         with self.session_factory() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            request = JobCreate.model_validate(job.request)
+            schema = InfluenceCreate if job.kind == "influence" else JobCreate
+            request = schema.model_validate(job.request)
             tenant_id = job.tenant_id
             if request.prompts is not None:
                 prompts = engine_prompts(request.prompts)
@@ -227,17 +230,21 @@ class JobRunner:
                 dataset = session.get(Dataset, request.dataset_id)
                 assert dataset is not None
                 prompts = engine_prompts(dataset.prompts)
-        return rank_teachers(
-            prompts,
-            [c.to_engine() for c in request.candidates],
-            request.student,
-            policy=self.policy,
-            config=request.scoring.to_engine(),
-            models=self.models,
-            responses=DbResponseStore(self.session_factory, tenant_id),
-            progress=js.update,
-            should_cancel=js.should_cancel,
-        )
+        candidates = [c.to_engine() for c in request.candidates]
+        shared: dict[str, Any] = {
+            "policy": self.policy,
+            "config": request.scoring.to_engine(),
+            "models": self.models,
+            "responses": DbResponseStore(self.session_factory, tenant_id),
+            "progress": js.update,
+            "should_cancel": js.should_cancel,
+        }
+        if isinstance(request, InfluenceCreate):
+            examples = request.validation_examples()
+            return request, run_influence(
+                prompts, candidates, request.student, examples, method=request.method, **shared
+            )
+        return request, rank_teachers(prompts, candidates, request.student, **shared)
 
     def _finish(
         self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None
@@ -261,7 +268,7 @@ class JobRunner:
         log.info("job %s %s", job_id, outcome)
         return outcome
 
-    def _store(self, job_id: str, result: RankingResult) -> str:
+    def _store(self, job_id: str, request: JobCreate, result: RankingResult | InfluenceResult) -> str:
         """Replace the job's results and mark it succeeded, in one transaction."""
         now = utcnow()
         with self.session_factory() as session:
@@ -276,28 +283,37 @@ class JobRunner:
                 session.commit()
                 return str(JobStatus.CANCELLED)
             session.execute(delete(JobResult).where(JobResult.job_id == job_id))
-            details = result.to_dict(include_responses=False)["candidates"]
-            ranking = result.ranking_rows()
-            for row in ranking:
-                session.add(
-                    JobResult(
-                        job_id=job_id,
-                        candidate=row["name"],
-                        rank=row["rank"],
-                        grace=row["grace"],
-                        grace_std=row["grace_std"],
-                        g_norm=row["g_norm"],
-                        g_vendi=row["g_vendi"],
-                        student_nll=row["student_nll"],
-                        accuracy=row["accuracy"],
-                        details=details[row["name"]],
-                    )
-                )
-            job.ranking = ranking
+            if isinstance(result, InfluenceResult):
+                assert isinstance(request, InfluenceCreate)
+                kept = result.select(keep_fraction=request.keep_fraction, drop_negative=request.drop_negative)
+                job.result = {**result.to_dict(), "selected": [asdict(r) for r in kept]}
+                job.examples_scored = len(result.responses)
+            else:
+                self._store_ranking(session, job, result)
             job.status = JobStatus.SUCCEEDED
             job.stage = "done"
-            job.examples_scored = sum(c.n_responses for c in result.candidates.values())
             job.finished_at = job.updated_at = now
             session.commit()
         log.info("job %s succeeded", job_id)
         return str(JobStatus.SUCCEEDED)
+
+    @staticmethod
+    def _store_ranking(session: Session, job: Job, result: RankingResult) -> None:
+        details = result.to_dict(include_responses=False)["candidates"]
+        job.ranking = result.ranking_rows()
+        for row in job.ranking:
+            session.add(
+                JobResult(
+                    job_id=job.id,
+                    candidate=row["name"],
+                    rank=row["rank"],
+                    grace=row["grace"],
+                    grace_std=row["grace_std"],
+                    g_norm=row["g_norm"],
+                    g_vendi=row["g_vendi"],
+                    student_nll=row["student_nll"],
+                    accuracy=row["accuracy"],
+                    details=details[row["name"]],
+                )
+            )
+        job.examples_scored = sum(c.n_responses for c in result.candidates.values())

@@ -98,6 +98,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     ranking: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # influence jobs
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

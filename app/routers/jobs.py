@@ -37,6 +37,7 @@ def job_public(request: Request, job: Job) -> JobPublic:
     error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
     return JobPublic(
         id=job.id,
+        kind=job.kind,
         status=job.status,
         stage=job.stage,
         student=job.student,

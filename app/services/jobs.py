@@ -145,9 +145,12 @@ def create_job(
     idempotency_key: str | None,
     queue: JobQueue,
     settings: Settings,
+    kind: str = "score",
 ) -> tuple[Job, bool]:
-    """Store a queued job and enqueue its id. Returns ``(job, created)``; a replay of an
-    idempotent request returns the original job with ``created=False``."""
+    """Store a queued job of ``kind`` (``score`` or ``influence``) and enqueue its id.
+
+    Returns ``(job, created)``; a replay of an idempotent request returns the original job with
+    ``created=False``."""
     digest = request_hash(job_in)
     if idempotency_key is not None:
         existing = session.scalar(
@@ -171,6 +174,7 @@ def create_job(
     now = utcnow()
     job = Job(
         tenant_id=tenant.id,
+        kind=kind,
         student=job_in.student,
         request=job_in.model_dump(mode="json"),
         request_hash=digest,
