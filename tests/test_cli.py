@@ -117,3 +117,66 @@ def test_console_script_is_installed() -> None:
     assert script is not None
     done = subprocess.run([script, "rank", "--help"], capture_output=True, text=True, check=True)
     assert "--gradient-space" in done.stdout
+
+
+def test_scaling_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            ["scaling", "predict", "--n-student", "1e9", "--student-tokens", "2e10", "--teacher-loss", "2.0"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "2.2768" in out
+    assert "helps" in out
+    assert main(["scaling", "plan", "--n-student", "1e9", "--compute", "1e21"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [
+        "best_case",
+        "teacher_inference",
+        "teacher_pretraining",
+        "teacher_pretraining_and_inference",
+    ]
+    assert lines[1].split()[4:6] == ["free", "free"]
+    err = _run_bad(
+        ["scaling", "predict", "--n-student", "1e9", "--student-tokens", "1e9", "--teacher-loss", "1.0"],
+        capsys,
+    )
+    assert "teacher_loss" in err
+
+
+def test_influence_command(tiny: TinyModels, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from grace_engine.tiny_models import gsm8k_records
+
+    validation = tmp_path / "val.jsonl"
+    validation.write_text(
+        "".join(json.dumps(r) + "\n" for r in gsm8k_records()[30:34])
+    )  # GSM8K lines as they are
+    out_file = tmp_path / "influence.json"
+    code = main(
+        [
+            "influence",
+            "--student",
+            str(tiny.student),
+            "--candidates",
+            str(tiny.candidates_file),
+            "--prompts",
+            str(tiny.prompts_file),
+            "--validation",
+            str(validation),
+            "-m",
+            "1",
+            "--proj-dim",
+            "256",
+            "--keep-fraction",
+            "0.5",
+            "--out",
+            str(out_file),
+        ]
+    )
+    assert code == 0
+    result = json.loads(out_file.read_text())
+    assert len(result["responses"]) == 5 * 24
+    assert all(r["influence"] > 0 for r in result["selected"])
+    assert len(result["selected"]) <= 60
+    assert "mean influence" in capsys.readouterr().out

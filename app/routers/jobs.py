@@ -124,6 +124,8 @@ def cancel_job(request: Request, job: CurrentJob, session: SessionDep) -> JobPub
 
 
 def _finished(job: Job) -> None:
+    if job.kind != "score":
+        raise ApiError(409, "Conflict", f"a {job.kind} job; its results are at /v1/jobs/{job.id}/{job.kind}")
     if job.status != JobStatus.SUCCEEDED:
         raise ApiError(
             409,
