@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numpy.linalg import LinAlgError
+from scipy.linalg import cho_factor, solve_triangular
 
 from grace_engine.data import reference_answer
 from grace_engine.errors import InvalidInput
@@ -101,6 +103,29 @@ def _smoothed_train_spectrum(x_train: FloatArray, smoothing: float) -> tuple[Flo
     return w, vecs, w_null
 
 
+def _cholesky_parts(
+    k_train: FloatArray, x_test: FloatArray, mean: FloatArray, smoothing: float
+) -> tuple[float, float, float] | None:
+    """The three whitened energies without an eigen-decomposition, or ``None`` to fall back.
+
+    When no eigenvalue of ``K_tr`` is below the 1e-12 clip (checked by a Cholesky of
+    ``K_tr - 1e-12 I``), the clip is a no-op and the released smoothing is exactly
+    ``(1 - nu) K_tr + nu * mean(eigenvalues) I``, whose Cholesky factor whitens directly.
+    """
+    d = k_train.shape[0]
+    try:
+        cho_factor(k_train - EIG_EPS * np.eye(d), lower=True, check_finite=False)
+        smoothed = (1.0 - smoothing) * k_train + (smoothing * np.trace(k_train) / d) * np.eye(d)
+        factor = cho_factor(smoothed, lower=True, check_finite=False)[0]
+    except LinAlgError:
+        return None
+
+    def energy(x: FloatArray) -> float:
+        return float(np.sum(solve_triangular(factor, x.T, lower=True, check_finite=False) ** 2))
+
+    return energy(x_test), energy(mean), energy(x_test - mean)
+
+
 def _whitened_energy(x: FloatArray, w: FloatArray, vecs: FloatArray, w_null: float) -> float:
     """``trace(K_tr^-1 X^T X)`` with the smoothed spectrum; ``x`` is ``(rows, d)``."""
     coords = x @ vecs
@@ -145,17 +170,31 @@ def grace(
     if not 0.0 <= smoothing <= 1.0:
         raise InvalidInput("must be between 0 and 1", field="smoothing")
     n_test = max(1, int(n * test_fraction))
+    unit = _unit_rows(g)
+    rows_train = (n - n_test) * n_per_prompt
+    # With more training rows than dimensions every split's K_tr is a downdate of one shared X^T X.
+    gram_all = unit.T @ unit if rows_train >= g.shape[1] else None
     scores, biases, variances = [], [], []
     for split in range(n_splits):
         perm = np.random.default_rng(split).permutation(n)
-        x_train = _unit_rows(g[_prompt_rows(perm[:-n_test], n_per_prompt)])
+        train_idx = _prompt_rows(perm[:-n_test], n_per_prompt)
         x_test = g[_prompt_rows(perm[-n_test:], n_per_prompt)]
-        w, vecs, w_null = _smoothed_train_spectrum(x_train, smoothing)
         rows = x_test.shape[0]
         mean = x_test.mean(axis=0, keepdims=True)
-        scores.append(_whitened_energy(x_test, w, vecs, w_null) / rows)
-        biases.append(_whitened_energy(mean, w, vecs, w_null))
-        variances.append(_whitened_energy(x_test - mean, w, vecs, w_null) / rows)
+        parts = None
+        if gram_all is not None:
+            held_out = unit[_prompt_rows(perm[-n_test:], n_per_prompt)]
+            parts = _cholesky_parts((gram_all - held_out.T @ held_out) / rows_train, x_test, mean, smoothing)
+        if parts is None:  # rank-deficient or fewer rows than dimensions: the eigen path
+            w, vecs, w_null = _smoothed_train_spectrum(unit[train_idx], smoothing)
+            parts = (
+                _whitened_energy(x_test, w, vecs, w_null),
+                _whitened_energy(mean, w, vecs, w_null),
+                _whitened_energy(x_test - mean, w, vecs, w_null),
+            )
+        scores.append(parts[0] / rows)
+        biases.append(parts[1])
+        variances.append(parts[2] / rows)
     return GraceResult(
         score=float(np.mean(scores)),
         split_scores=scores,
