@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         poll = res["poll"]
         submits = res["submit"].get("n", 0)
         print(
-            f"{backend:>10} | {name:<11} | {res['throughput_rps']:6.1f} req/s | polls p50 {poll['p50_ms']:6.2f} ms "
-            f"p99 {poll['p99_ms']:6.2f} ms | submits {submits} | errors {res['errors']}"
+            f"{backend:>10} | {name:<11} | {res['throughput_rps']:6.1f} req/s | "
+            f"polls p50 {poll['p50_ms']:6.2f} ms p99 {poll['p99_ms']:6.2f} ms | submits {submits} | errors {res['errors']}"
         )
     print(
         json.dumps(
