@@ -204,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = "postgresql" if args.database_url else "sqlite"
     for name, res in (("worker idle", idle), ("job running", busy)):
         poll = res["poll"]
-        submits = res["submit"].get("n", 0)
+        submits, errors = res["submit"].get("n", 0), res["errors"]
         print(
             f"{backend:>10} | {name:<11} | {res['throughput_rps']:6.1f} req/s | "
-            f"polls p50 {poll['p50_ms']:6.2f} ms p99 {poll['p99_ms']:6.2f} ms | submits {submits} | errors {res['errors']}"
+            f"polls p50 {poll['p50_ms']:6.2f} ms p99 {poll['p99_ms']:6.2f} ms | "
+            f"submits {submits} | errors {errors}"
         )
     print(
         json.dumps(
