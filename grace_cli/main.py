@@ -167,10 +167,12 @@ def _quiet_transformers() -> None:
 def _set_threads(threads: int | None) -> None:
     import torch
 
-    if threads is None:
-        # sched_getaffinity respects cgroup/taskset limits but exists on Linux only.
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or _cpu_count())
+
+
+def _cpu_count() -> int:
+    """CPUs this process may use (sched_getaffinity respects cgroup/taskset limits; Linux only)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
@@ -253,8 +255,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_transformers()
-    _set_threads(None)
     settings = Settings()
+    # The embedded worker thread shares this process with the API: leave it a core, or a running
+    # job starves request handling (and the database) and poll latency goes from ms to seconds.
+    _set_threads(max(1, _cpu_count() - 1) if settings.embedded else None)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
