@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     broker_heartbeat_ms: int = Field(15_000, ge=1000, description="Dramatiq worker heartbeat timeout")
     model_cache_size: int = Field(2, ge=1)
     device: str = "cpu"
+    generation_backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="teacher generation; 'auto' = vLLM when installed and a GPU is visible"
+    )
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    vllm_tensor_parallel_size: int = Field(1, ge=1)
+    vllm_release_below_gb: float = Field(
+        8.0,
+        ge=0,
+        description="free GPU memory under which vLLM engines are dropped before the gradient stage",
+    )
 
     @field_validator("model_roots", "allowed_hub_ids", mode="before")
     @classmethod

@@ -84,6 +84,9 @@ class ScoringIn(_Request):
     truncate: bool = False
     student_template: Text = DEFAULT_STUDENT_TEMPLATE
     instruction: Text = DEFAULT_INSTRUCTION
+    generation_backend: Literal["auto", "vllm", "transformers"] | None = Field(
+        None, description="override the worker's GRACE_GENERATION_BACKEND for this job"
+    )
 
     def to_engine(self) -> ScoringConfig:
         return ScoringConfig(
@@ -98,6 +101,7 @@ class ScoringIn(_Request):
             length_factor=self.length_factor,
             student_format=StudentFormat(self.student_template, self.max_length, self.truncate),
             instruction=self.instruction,
+            generation_backend=self.generation_backend or "auto",
         )
 
 

@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--student-template", help="student text before the response; must contain {prompt}")
     rank.add_argument("--response-cache", type=Path, help="directory keeping generated responses for re-use")
     rank.add_argument(
+        "--generation-backend",
+        choices=["auto", "vllm", "transformers"],
+        default="auto",
+        help="teacher generation (auto: vLLM when installed and a GPU is visible)",
+    )
+    rank.add_argument(
         "--model-root",
         type=Path,
         action="append",
@@ -218,6 +224,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         factor_dim=args.factor_dim,
         length_factor=args.length_factor,
         student_format=StudentFormat(**fmt_kwargs),  # type: ignore[arg-type]
+        generation_backend=args.generation_backend,
     )
     roots = list(args.model_root)
     if not roots and os.environ.get("GRACE_MODEL_ROOTS"):

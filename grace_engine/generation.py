@@ -8,13 +8,15 @@ prompt order.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import importlib.util
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -204,6 +206,27 @@ class TransformersBackend:
     def __init__(self, batch_size: int = 16) -> None:
         self.batch_size = batch_size
 
+    def generate_from(
+        self,
+        location: str,
+        prompts: Sequence[Prompt],
+        settings: GenerationSettings,
+        *,
+        load: Callable[[], tuple[Any, Any]] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        field: str = "max_tokens",
+    ) -> Responses:
+        """The backend interface shared with :class:`VllmBackend`; ``load()`` gives (model, tokenizer)."""
+        assert load is not None, "the transformers backend loads through the model cache"
+        model, tokenizer = load()
+        return self.generate(
+            model, tokenizer, prompts, settings, progress=progress, should_cancel=should_cancel, field=field
+        )
+
+    def release(self) -> None:
+        """Nothing to drop: models live in the shared model cache."""
+
     def generate(
         self,
         model: torch.nn.Module,
@@ -270,3 +293,139 @@ class TransformersBackend:
             if progress is not None:
                 progress(len(out), len(prompts))
         return out
+
+
+# --- backend selection and vLLM (GPU) -----------------------------------------------------------
+
+BackendName = Literal["auto", "vllm", "transformers"]
+BACKENDS: tuple[BackendName, ...] = ("auto", "vllm", "transformers")
+
+
+def vllm_installed() -> bool:
+    """Whether vLLM can be imported, without importing it."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def select_backend(
+    requested: str, *, installed: bool | None = None, gpu_visible: bool | None = None
+) -> Literal["vllm", "transformers"]:
+    """``auto``: vLLM when it is installed and a CUDA GPU is visible, else transformers. Asking for
+    ``vllm`` where it cannot run is a configuration error naming ``generation_backend``."""
+    if requested not in BACKENDS:
+        raise InvalidInput(f"must be one of {', '.join(BACKENDS)}", field="generation_backend")
+    installed = vllm_installed() if installed is None else installed
+    gpu_visible = torch.cuda.is_available() if gpu_visible is None else gpu_visible
+    if requested == "transformers":
+        return "transformers"
+    if requested == "vllm":
+        if not installed:
+            raise InvalidInput(
+                "vLLM is not installed; install the gpu extra (pip install -e '.[gpu]') "
+                "or use 'transformers'",
+                field="generation_backend",
+            )
+        if not gpu_visible:
+            raise InvalidInput("vLLM needs a CUDA GPU and none is visible", field="generation_backend")
+        return "vllm"
+    return "vllm" if installed and gpu_visible else "transformers"
+
+
+def vllm_sampling_kwargs(settings: GenerationSettings) -> dict[str, Any]:
+    """``SamplingParams`` arguments for ``settings``. Greedy decoding (temperature 0) asks for one
+    sequence, repeated ``m`` times afterwards, as the transformers backend does."""
+    greedy = settings.temperature == 0
+    return {
+        "n": 1 if greedy else settings.m,
+        "temperature": 0.0 if greedy else settings.temperature,
+        "top_p": 1.0 if greedy else settings.top_p,
+        "max_tokens": settings.max_tokens,
+        "seed": settings.seed,
+    }
+
+
+class VllmBackend:
+    """vLLM generation: one long-lived engine per model in this process, prompts in batches, the
+    teacher's chat template applied by the same :func:`teacher_input`, token ids passed directly (no
+    second BOS), ``trust_remote_code=False``."""
+
+    name = "vllm"
+
+    def __init__(
+        self, *, gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1, batch_prompts: int = 256
+    ) -> None:
+        select_backend("vllm")
+        import vllm
+
+        self._vllm = vllm
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.tensor_parallel_size = tensor_parallel_size
+        self.batch_prompts = batch_prompts
+        self._engines: dict[str, Any] = {}
+
+    def engine(self, location: str) -> Any:
+        if location not in self._engines:
+            self._engines[location] = self._vllm.LLM(
+                model=location,
+                tokenizer=location,
+                trust_remote_code=False,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                tensor_parallel_size=self.tensor_parallel_size,
+                seed=0,
+            )
+        return self._engines[location]
+
+    def generate_from(
+        self,
+        location: str,
+        prompts: Sequence[Prompt],
+        settings: GenerationSettings,
+        *,
+        load: Callable[[], tuple[Any, Any]] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        field: str = "max_tokens",
+    ) -> Responses:
+        llm = self.engine(location)
+        tokenizer = llm.get_tokenizer()
+        limit = llm.llm_engine.model_config.max_model_len
+        params = self._vllm.SamplingParams(**vllm_sampling_kwargs(settings))
+        out: Responses = []
+        for start in range(0, len(prompts), self.batch_prompts):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()
+            chunk = prompts[start : start + self.batch_prompts]
+            ids = [
+                tokenizer(teacher_input(tokenizer, p.prompt, settings.instruction), add_special_tokens=False)[
+                    "input_ids"
+                ]
+                for p in chunk
+            ]
+            longest = max(len(i) for i in ids)
+            if longest + settings.max_tokens > limit:
+                raise InvalidInput(
+                    f"the longest prompt ({longest} tokens) plus max_tokens={settings.max_tokens} "
+                    f"exceeds the teacher's context of {limit} tokens",
+                    field=field,
+                )
+            results = llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
+            for r in results:
+                texts = [o.text.strip() for o in r.outputs]
+                out.append(texts * settings.m if len(texts) == 1 and settings.m > 1 else texts)
+            if progress is not None:
+                progress(len(out), len(prompts))
+        return out
+
+    def release(self) -> None:
+        """Drop every engine and return its GPU memory (before the student's gradients run)."""
+        self._engines.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def gpu_memory_short(min_free_bytes: float) -> bool:
+    """True when a CUDA device is in use and has less than ``min_free_bytes`` free."""
+    if not torch.cuda.is_available():
+        return False
+    free, _total = torch.cuda.mem_get_info()
+    return free < min_free_bytes

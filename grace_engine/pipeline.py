@@ -25,8 +25,11 @@ from grace_engine.generation import (
     GenerationSettings,
     Responses,
     TransformersBackend,
+    VllmBackend,
+    gpu_memory_short,
     provided_responses,
     response_key,
+    select_backend,
     validate_candidates,
 )
 from grace_engine.gradients import GradientSpace, PathKind, compute_gradients, make_gradient_computer
@@ -76,6 +79,8 @@ class ScoringConfig:
     max_tokens_per_batch: int = 16384
     max_batch: int = 64
     generation_batch: int = 16
+    generation_backend: str = "auto"
+    release_below_gb: float = 8.0  # free GPU memory under which vLLM engines are dropped before gradients
 
     def validate(self) -> None:
         for name in (
@@ -220,6 +225,39 @@ def _student_examples(
 Origin = Literal["provided", "generated", "stored"]
 
 
+class GenerationBackend(Protocol):
+    """What :func:`collect_responses` needs from a teacher backend (transformers or vLLM)."""
+
+    name: str
+
+    def generate_from(
+        self,
+        location: str,
+        prompts: Sequence[Prompt],
+        settings: GenerationSettings,
+        *,
+        load: Callable[[], tuple[Any, Any]] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        field: str = "max_tokens",
+    ) -> Responses: ...
+
+    def release(self) -> None: ...
+
+
+def make_backend(cfg: ScoringConfig) -> GenerationBackend:
+    """The backend ``cfg.generation_backend`` selects (``auto``: vLLM on a GPU when installed)."""
+    if select_backend(cfg.generation_backend) == "vllm":
+        return VllmBackend()
+    return TransformersBackend(batch_size=cfg.generation_batch)
+
+
+def release_if_short(backend: GenerationBackend, cfg: ScoringConfig) -> None:
+    """Give the teachers' GPU memory back before the student's gradients when it is short."""
+    if gpu_memory_short(cfg.release_below_gb * 2**30):
+        backend.release()
+
+
 def resolve_candidates(
     candidates: Sequence[Candidate], policy: ModelPolicy, base_dir: Path | None = None
 ) -> dict[int, ModelSource]:
@@ -242,12 +280,13 @@ def collect_responses(
     responses: ResponseStore | None,
     report: ProgressFn,
     should_cancel: Callable[[], bool] | None,
+    backend: GenerationBackend | None = None,
 ) -> tuple[list[Responses], list[Origin]]:
     """Every candidate's responses in prompt order: supplied, stored from an earlier run, or
-    generated now (and stored)."""
+    generated now (and stored) by ``backend`` (default: chosen by ``cfg.generation_backend``)."""
     all_responses: list[Responses] = []
     origins: list[Origin] = []
-    backend = TransformersBackend(batch_size=cfg.generation_batch)
+    backend = backend or make_backend(cfg)
     for i, cand in enumerate(candidates):
         _check_cancel(should_cancel)
         m = cand.responses_per_prompt or cfg.responses_per_prompt
@@ -266,13 +305,17 @@ def collect_responses(
             origins.append("stored")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
             continue
-        teacher = cache.get(sources[i], field=f"candidates[{i}].model")
         report(ProgressEvent("generate", 0, len(prompts), cand.name))
-        generated = backend.generate(
-            teacher.model,
-            teacher.tokenizer,
+
+        def load(source: ModelSource = sources[i], field: str = f"candidates[{i}].model") -> tuple[Any, Any]:
+            teacher = cache.get(source, field=field)
+            return teacher.model, teacher.tokenizer
+
+        generated = backend.generate_from(
+            sources[i].location,
             prompts,
             settings,
+            load=load,
             progress=_stage_progress(report, "generate", cand.name),
             should_cancel=should_cancel,
             field=f"candidates[{i}].max_tokens",
@@ -296,6 +339,7 @@ def rank_teachers(
     responses: ResponseStore | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    generator: GenerationBackend | None = None,
 ) -> RankingResult:
     """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
 
@@ -306,6 +350,8 @@ def rank_teachers(
         policy: where models may be loaded from; relative paths resolve against ``base_dir``.
         models: a cache shared across calls by long-lived workers (default: a fresh one).
         responses: store for generated responses, looked up before generating.
+        generator: a long-lived teacher backend (a worker keeps one, so vLLM engines persist
+            between jobs); default: the one ``config.generation_backend`` selects.
     """
     cfg = config or ScoringConfig()
     cfg.validate()
@@ -316,6 +362,7 @@ def rank_teachers(
     report: ProgressFn = progress or (lambda _event: None)
 
     # Generate everything first: on a GPU the teachers can then be released before the student runs.
+    backend = generator or make_backend(cfg)
     all_responses, origins = collect_responses(
         prompts,
         candidates,
@@ -325,7 +372,9 @@ def rank_teachers(
         responses=responses,
         report=report,
         should_cancel=should_cancel,
+        backend=backend,
     )
+    release_if_short(backend, cfg)
 
     student_model = cache.get(student_source, field="student")
     tokenizer = student_model.tokenizer
@@ -395,6 +444,7 @@ def run_influence(
     responses: ResponseStore | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    generator: GenerationBackend | None = None,
 ) -> InfluenceResult:
     """An influence job: candidates' responses (supplied, stored or generated), then the influence of
     each on the student's loss on ``validation``. ``config`` supplies m, d, the gradient space, the
@@ -406,6 +456,7 @@ def run_influence(
     student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
     cache = models or ModelCache(policy)
     report: ProgressFn = progress or (lambda _event: None)
+    backend = generator or make_backend(cfg)
     all_responses, _ = collect_responses(
         prompts,
         candidates,
@@ -415,7 +466,9 @@ def run_influence(
         responses=responses,
         report=report,
         should_cancel=should_cancel,
+        backend=backend,
     )
+    release_if_short(backend, cfg)
     student_model = cache.get(student_source, field="student")
     result = influence(
         student_model.model,

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,10 +29,16 @@ from app.db.models import Dataset, Job, JobResult, JobStatus, ResponseSet
 from app.schemas import InfluenceCreate, JobCreate, engine_prompts
 from app.services.jobs import policy_from
 from grace_engine.errors import Cancelled, GraceError
-from grace_engine.generation import Responses
+from grace_engine.generation import Responses, TransformersBackend, VllmBackend, select_backend
 from grace_engine.influence import InfluenceResult
 from grace_engine.models import ModelCache
-from grace_engine.pipeline import ProgressEvent, RankingResult, rank_teachers, run_influence
+from grace_engine.pipeline import (
+    GenerationBackend,
+    ProgressEvent,
+    RankingResult,
+    rank_teachers,
+    run_influence,
+)
 
 log = logging.getLogger("grace.worker")
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
@@ -164,6 +170,21 @@ class JobRunner:
             self.policy, capacity=settings.model_cache_size, device=settings.device
         )
         self.progress_interval = progress_interval
+        self._backends: dict[str, GenerationBackend] = {}
+
+    def backend(self, requested: str | None) -> GenerationBackend:
+        """This process's teacher backend for a job; engines (vLLM) persist between jobs."""
+        name = select_backend(requested or self.settings.generation_backend)
+        if name not in self._backends:
+            self._backends[name] = (
+                VllmBackend(
+                    gpu_memory_utilization=self.settings.vllm_gpu_memory_utilization,
+                    tensor_parallel_size=self.settings.vllm_tensor_parallel_size,
+                )
+                if name == "vllm"
+                else TransformersBackend()
+            )
+        return self._backends[name]
 
     def claim(self, job_id: str) -> bool:
         """Take the job if it is queued, or running with a stale heartbeat, and attempts remain."""
@@ -231,9 +252,11 @@ class JobRunner:
                 assert dataset is not None
                 prompts = engine_prompts(dataset.prompts)
         candidates = [c.to_engine() for c in request.candidates]
+        config = replace(request.scoring.to_engine(), release_below_gb=self.settings.vllm_release_below_gb)
         shared: dict[str, Any] = {
             "policy": self.policy,
-            "config": request.scoring.to_engine(),
+            "config": config,
+            "generator": self.backend(request.scoring.generation_backend),
             "models": self.models,
             "responses": DbResponseStore(self.session_factory, tenant_id),
             "progress": js.update,

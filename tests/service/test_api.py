@@ -269,3 +269,15 @@ def test_readyz_reports_unmigrated_database(redis_url: str, tiny: Any) -> None:
     with TestClient(create_app(service_settings(fresh_database(), redis_url, tiny.root))) as client:
         doc = assert_problem(client.get("/readyz"), 503)
         assert doc["checks"]["migrations"].startswith("behind")
+
+
+def test_a_job_asking_for_vllm_on_a_cpu_worker_fails_clearly(
+    client: TestClient, caller: Caller, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    body = job_body()
+    body["scoring"]["generation_backend"] = "vllm"
+    job_id = _submit(client, caller, body).json()["id"]
+    assert JobRunner(settings, session_factory).run(job_id) == "failed"
+    job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    assert job["error"]["code"] == "invalid_input"
+    assert "generation_backend" in job["error"]["message"]
