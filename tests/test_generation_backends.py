@@ -79,9 +79,7 @@ def test_sampling_parameter_mapping() -> None:
 
 
 def test_vllm_is_imported_lazily() -> None:
-    code = (
-        "import sys, grace_engine.generation, grace_engine.pipeline, app.main, workers.runner, grace_cli.main\n"
-        "print('vllm' in sys.modules)"
-    )
+    modules = "grace_engine.generation, grace_engine.pipeline, app.main, workers.runner, grace_cli.main"
+    code = f"import sys, {modules}\nprint('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
