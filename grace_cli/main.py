@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument(
         "--threads", type=_positive_int, help="torch threads (default: the CPUs this process may use)"
     )
+    rank.add_argument(
+        "--device", default="cpu", help="torch device for the student and teachers (cuda on a GPU)"
+    )
     rank.add_argument("--out", type=Path, help="write the full result as JSON here")
     rank.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -203,7 +206,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from grace_engine.data import StudentFormat, read_prompts
     from grace_engine.generation import read_candidates
     from grace_engine.gradients import GradientSpace
-    from grace_engine.models import ModelPolicy
+    from grace_engine.models import ModelCache, ModelPolicy
     from grace_engine.pipeline import DirectoryResponseStore, ScoringConfig, rank_teachers
 
     _quiet_transformers()
@@ -242,6 +245,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
             args.student,
             policy=policy,
             config=config,
+            models=ModelCache(policy, device=args.device),
             responses=DirectoryResponseStore(args.response_cache) if args.response_cache else None,
             progress=bars.update,
         )
