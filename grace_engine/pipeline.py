@@ -35,7 +35,14 @@ from grace_engine.generation import (
 from grace_engine.gradients import GradientSpace, PathKind, compute_gradients, make_gradient_computer
 from grace_engine.influence import InfluenceResult, ValidationExample, influence
 from grace_engine.influence import Method as InfluenceMethod
-from grace_engine.models import ModelCache, ModelPolicy, ModelSource, context_length, resolve_model
+from grace_engine.models import (
+    LoadedModel,
+    ModelCache,
+    ModelPolicy,
+    ModelSource,
+    context_length,
+    resolve_model,
+)
 from grace_engine.ranking import RankedCandidate, rank_by_grace
 from grace_engine.scores import (
     GraceResult,
@@ -327,6 +334,46 @@ def collect_responses(
     return all_responses, origins
 
 
+def _responses_and_student(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None,
+    base_dir: Path | None,
+    models: ModelCache | None,
+    responses: ResponseStore | None,
+    progress: ProgressFn | None,
+    should_cancel: Callable[[], bool] | None,
+    generator: GenerationBackend | None,
+) -> tuple[ScoringConfig, list[Prompt], list[Responses], list[Origin], LoadedModel, ProgressFn]:
+    """What every job starts with: checked inputs (every model against the policy before anything
+    loads), the candidates' responses, and the student model."""
+    cfg = config or ScoringConfig()
+    cfg.validate()
+    checked = validate_prompts(prompts)
+    sources = resolve_candidates(candidates, policy, base_dir)
+    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
+    cache = models or ModelCache(policy)
+    report: ProgressFn = progress or (lambda _event: None)
+    # Generate everything first: on a GPU the teachers can then be released before the student runs.
+    backend = generator or make_backend(cfg)
+    all_responses, origins = collect_responses(
+        checked,
+        candidates,
+        sources,
+        cfg,
+        cache=cache,
+        responses=responses,
+        report=report,
+        should_cancel=should_cancel,
+        backend=backend,
+    )
+    release_if_short(backend, cfg)
+    return cfg, checked, all_responses, origins, cache.get(student_source, field="student"), report
+
+
 def rank_teachers(
     prompts: Sequence[Prompt],
     candidates: Sequence[Candidate],
@@ -353,30 +400,19 @@ def rank_teachers(
         generator: a long-lived teacher backend (a worker keeps one, so vLLM engines persist
             between jobs); default: the one ``config.generation_backend`` selects.
     """
-    cfg = config or ScoringConfig()
-    cfg.validate()
-    prompts = validate_prompts(prompts)
-    sources = resolve_candidates(candidates, policy, base_dir)
-    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
-    cache = models or ModelCache(policy)
-    report: ProgressFn = progress or (lambda _event: None)
-
-    # Generate everything first: on a GPU the teachers can then be released before the student runs.
-    backend = generator or make_backend(cfg)
-    all_responses, origins = collect_responses(
+    cfg, prompts, all_responses, origins, student_model, report = _responses_and_student(
         prompts,
         candidates,
-        sources,
-        cfg,
-        cache=cache,
+        student,
+        policy=policy,
+        config=config,
+        base_dir=base_dir,
+        models=models,
         responses=responses,
-        report=report,
+        progress=progress,
         should_cancel=should_cancel,
-        backend=backend,
+        generator=generator,
     )
-    release_if_short(backend, cfg)
-
-    student_model = cache.get(student_source, field="student")
     tokenizer = student_model.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     computer = make_gradient_computer(
@@ -427,7 +463,9 @@ def rank_teachers(
     _check_cancel(should_cancel)
     ranking = rank_by_grace({name: r.grace for name, r in results.items()})
     report(ProgressEvent("score", len(candidates), len(candidates)))
-    return RankingResult(student_source.location, ranking, results, cfg, computer.grad_dim, len(prompts))
+    return RankingResult(
+        student_model.source.location, ranking, results, cfg, computer.grad_dim, len(prompts)
+    )
 
 
 def run_influence(
@@ -449,27 +487,19 @@ def run_influence(
     """An influence job: candidates' responses (supplied, stored or generated), then the influence of
     each on the student's loss on ``validation``. ``config`` supplies m, d, the gradient space, the
     seed and the student format; GRACE-only settings are ignored."""
-    cfg = config or ScoringConfig()
-    cfg.validate()
-    prompts = validate_prompts(prompts)
-    sources = resolve_candidates(candidates, policy, base_dir)
-    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
-    cache = models or ModelCache(policy)
-    report: ProgressFn = progress or (lambda _event: None)
-    backend = generator or make_backend(cfg)
-    all_responses, _ = collect_responses(
+    cfg, prompts, all_responses, _, student_model, report = _responses_and_student(
         prompts,
         candidates,
-        sources,
-        cfg,
-        cache=cache,
+        student,
+        policy=policy,
+        config=config,
+        base_dir=base_dir,
+        models=models,
         responses=responses,
-        report=report,
+        progress=progress,
         should_cancel=should_cancel,
-        backend=backend,
+        generator=generator,
     )
-    release_if_short(backend, cfg)
-    student_model = cache.get(student_source, field="student")
     result = influence(
         student_model.model,
         student_model.tokenizer,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Request, Response
 from app.db.models import JobStatus
 from app.deps import CurrentJob, CurrentTenant, QueueDep, SessionDep, SettingsDep
 from app.errors import ApiError
-from app.routers.jobs import links
+from app.routers.jobs import accepted
 from app.schemas import InfluenceCreate, InfluencePublic, JobAccepted
 from app.services import jobs as job_service
 
@@ -37,9 +37,7 @@ def create_influence_job(
         settings=settings,
         kind="influence",
     )
-    job_links = links(request, job.id)
-    response.headers["Location"] = job_links.self
-    return JobAccepted(id=job.id, status=job.status, links=job_links)
+    return accepted(request, response, job)
 
 
 @router.get("/v1/jobs/{job_id}/influence", response_model=InfluencePublic)

@@ -33,6 +33,13 @@ def links(request: Request, job_id: str) -> Links:
     return Links(self=base, cancel=f"{base}/cancel", ranking=f"{base}/ranking", scores=f"{base}/scores")
 
 
+def accepted(request: Request, response: Response, job: Job) -> JobAccepted:
+    """The 202 body and ``Location`` of a stored job (new, or an idempotent replay)."""
+    job_links = links(request, job.id)
+    response.headers["Location"] = job_links.self
+    return JobAccepted(id=job.id, status=job.status, links=job_links)
+
+
 def job_public(request: Request, job: Job) -> JobPublic:
     error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
     return JobPublic(
@@ -75,9 +82,7 @@ def create_job(
         queue=queue,
         settings=settings,
     )
-    job_links = links(request, job.id)
-    response.headers["Location"] = job_links.self
-    return JobAccepted(id=job.id, status=job.status, links=job_links)
+    return accepted(request, response, job)
 
 
 @router.get("", response_model=JobsPublic)
