@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import resource
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from grace_engine.runtime import available_cpus
 
 SPACES = ("full", "output_layer", "lora")
 
@@ -55,18 +56,15 @@ CONFIGS = {
 }
 
 
-def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _model(cfg: Config) -> Any:
     import torch
 
     from grace_engine.tiny_models import tiny_llama
 
     torch.manual_seed(0)
-    model = tiny_llama(cfg.vocab, eos_id=1, pad_id=0, hidden=cfg.hidden, max_positions=2048)
-    if cfg.layers != 2:  # tiny_llama builds 2 layers; deeper configs use the same shape, more layers
+    if cfg.layers == 2:
+        model = tiny_llama(cfg.vocab, eos_id=1, pad_id=0, hidden=cfg.hidden, max_positions=2048)
+    else:  # the same shape as tiny_llama, more layers
         from transformers import LlamaConfig, LlamaForCausalLM
 
         model = LlamaForCausalLM(
@@ -329,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=32, help="responses timed for floor and fast")
     parser.add_argument("--released-examples", type=int, default=2, help="responses timed for released")
     parser.add_argument("--proj-dim", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=_threads())
+    parser.add_argument("--threads", type=int, default=available_cpus())
     args = parser.parse_args(argv)
     configs = ["5m"] if args.quick else args.configs
     results = []

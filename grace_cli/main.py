@@ -12,8 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grace_engine.errors import GraceError
+from grace_engine.runtime import available_cpus
+
+if TYPE_CHECKING:
+    from grace_engine.models import ModelPolicy
 
 EXIT_BAD_INPUT = 2
 
@@ -176,12 +181,7 @@ def _quiet_transformers() -> None:
 def _set_threads(threads: int | None) -> None:
     import torch
 
-    torch.set_num_threads(threads or _cpu_count())
-
-
-def _cpu_count() -> int:
-    """CPUs this process may use (sched_getaffinity respects cgroup/taskset limits; Linux only)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads or available_cpus())
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
@@ -201,12 +201,26 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_policy(args: argparse.Namespace) -> ModelPolicy:
+    """Where `grace rank` and `grace influence` may load models: --model-root, else
+    GRACE_MODEL_ROOTS, else the working directory, the candidate file's and the student's parent."""
+    from app.config import split_list
+    from grace_engine.models import ModelPolicy
+
+    roots = list(args.model_root)
+    if not roots and os.environ.get("GRACE_MODEL_ROOTS"):
+        roots = [Path(r) for r in split_list(os.environ["GRACE_MODEL_ROOTS"])]
+    if not roots:
+        roots = [Path.cwd(), args.candidates.parent, Path(args.student).expanduser().parent]
+    return ModelPolicy.from_paths(roots, getattr(args, "allow_hub_id", []))
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars, format_table
     from grace_engine.data import StudentFormat, read_prompts
     from grace_engine.generation import read_candidates
     from grace_engine.gradients import GradientSpace
-    from grace_engine.models import ModelCache, ModelPolicy
+    from grace_engine.models import ModelCache
     from grace_engine.pipeline import DirectoryResponseStore, ScoringConfig, rank_teachers
 
     _quiet_transformers()
@@ -229,14 +243,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         student_format=StudentFormat(**fmt_kwargs),  # type: ignore[arg-type]
         generation_backend=args.generation_backend,
     )
-    roots = list(args.model_root)
-    if not roots and os.environ.get("GRACE_MODEL_ROOTS"):
-        from app.config import split_list
-
-        roots = [Path(r) for r in split_list(os.environ["GRACE_MODEL_ROOTS"])]
-    if not roots:
-        roots = [Path.cwd(), args.candidates.parent, Path(args.student).expanduser().parent]
-    policy = ModelPolicy.from_paths(roots, args.allow_hub_id)
+    policy = _local_policy(args)
     bars = ProgressBars(enabled=not args.quiet)
     try:
         result = rank_teachers(
@@ -269,7 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings()
     # The embedded worker thread shares this process with the API: leave it a core, or a running
     # job starves request handling (and the database) and poll latency goes from ms to seconds.
-    _set_threads(max(1, _cpu_count() - 1) if settings.embedded else None)
+    _set_threads(max(1, available_cpus() - 1) if settings.embedded else None)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -383,8 +390,8 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
 
 def _read_validation(path: Path) -> list[object]:
-    from grace_engine.data import reference_answer
     from grace_engine.influence import ValidationExample
+    from grace_engine.tiny_models import clean_solution
 
     out: list[object] = []
     for i, line in enumerate(path.read_text("utf-8").splitlines()):
@@ -397,9 +404,8 @@ def _read_validation(path: Path) -> list[object]:
             raise GraceError(
                 "needs 'prompt' (or 'question') and 'solution' (or 'answer')", field=f"validation[{i}]"
             )
-        if "####" in solution and "solution" not in record:  # GSM8K: keep the worked solution, box the answer
-            body = solution.rpartition("####")[0].strip()
-            solution = f"{body}\nThe answer is \\boxed{{{reference_answer(solution)}}}."
+        if "####" in solution and "solution" not in record:  # a GSM8K line: its answer as teachers write it
+            solution = clean_solution(solution)
         out.append(ValidationExample(prompt, solution))
     return out
 
@@ -407,22 +413,16 @@ def _read_validation(path: Path) -> list[object]:
 def cmd_influence(args: argparse.Namespace) -> int:
     from grace_engine.data import read_prompts
     from grace_engine.generation import read_candidates
-    from grace_engine.models import ModelPolicy
     from grace_engine.pipeline import ScoringConfig, run_influence
 
     _quiet_transformers()
     _set_threads(None)
-    roots = list(args.model_root) or [
-        Path.cwd(),
-        args.candidates.parent,
-        Path(args.student).expanduser().parent,
-    ]
     result = run_influence(
         read_prompts(args.prompts),
         read_candidates(args.candidates),
         args.student,
         _read_validation(args.validation),  # type: ignore[arg-type]
-        policy=ModelPolicy.from_paths(roots),
+        policy=_local_policy(args),
         method=args.method,
         config=ScoringConfig(
             responses_per_prompt=args.responses_per_prompt, proj_dim=args.proj_dim, seed=args.seed

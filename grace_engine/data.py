@@ -222,6 +222,12 @@ class StudentBatch:
         return StudentBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else its EOS (pads are masked either way)."""
+    pad = tokenizer.pad_token_id
+    return int(pad if pad is not None else tokenizer.eos_token_id)
+
+
 def collate(examples: Sequence[StudentExample], pad_id: int) -> StudentBatch:
     """Right-pad examples to the longest one; pads get attention 0 and label -100."""
     width = max(len(e.input_ids) for e in examples)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from grace_engine.data import Prompt
+from grace_engine.data import Prompt, pad_token_id
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.models import context_length
 from grace_engine.projection import stream_seed
@@ -256,7 +256,7 @@ class TransformersBackend:
                     f"{settings.max_tokens} exceeds the teacher's context of {limit} tokens",
                     field=field,
                 )
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad_id = pad_token_id(tokenizer)
         device = next(model.parameters()).device
         sample = settings.temperature > 0
         out: Responses = []

@@ -34,6 +34,7 @@ from grace_engine.data import (
     collate,
     encode_for_student,
     length_batches,
+    pad_token_id,
 )
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.generation import Responses
@@ -179,7 +180,7 @@ def influence(
         raise InvalidInput(
             "finite_difference perturbs all parameters; use gradient_space 'full'", field="method"
         )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     val_examples = [
         encode_for_student(tokenizer, v.prompt, v.solution, fmt, field=f"validation[{i}].solution")
         for i, v in enumerate(validation)

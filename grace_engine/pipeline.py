@@ -17,7 +17,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from grace_engine.data import Prompt, StudentExample, StudentFormat, encode_for_student, validate_prompts
+from grace_engine.data import (
+    Prompt,
+    StudentExample,
+    StudentFormat,
+    encode_for_student,
+    pad_token_id,
+    validate_prompts,
+)
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.generation import (
     DEFAULT_INSTRUCTION,
@@ -414,7 +421,7 @@ def rank_teachers(
         generator=generator,
     )
     tokenizer = student_model.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     computer = make_gradient_computer(
         student_model.model,
         space=cfg.gradient_space,

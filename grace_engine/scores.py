@@ -8,7 +8,6 @@ better teacher for this student.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from grace_engine.data import reference_answer
 from grace_engine.errors import InvalidInput
+from grace_engine.runtime import available_cpus
 
 # Released-code constants: norms and eigenvalues are clipped here so that zero gradients and a
 # rank-deficient training spectrum stay finite; the smoothing then sets the real floor.
@@ -73,10 +73,6 @@ def _as_gradient_matrix(gradients: npt.ArrayLike, n_per_prompt: int) -> tuple[Fl
             field="gradients",
         )
     return g, g.shape[0] // n_per_prompt
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _unit_rows(x: FloatArray) -> FloatArray:
@@ -207,7 +203,7 @@ def grace(
 
     # Splits are independent: one per core, each with single-threaded BLAS (two BLAS thread pools
     # per split on mid-sized matrices cost more in synchronisation than they gain).
-    workers = min(n_splits, _cpus())
+    workers = min(n_splits, available_cpus())
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
         per_split = list(pool.map(one_split, range(n_splits)))
     scores = [s for s, _, _ in per_split]
