@@ -88,15 +88,24 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean response-token cross-entropy of each row, HF's shifted-label convention.
 
+    The targets are shifted, not the logits: ``logits`` keeps its contiguous ``(B*T, V)`` layout
+    (no copy of the largest tensor of the step), and the reduction over the vocabulary runs along
+    contiguous rows. Reducing along a strided class dimension instead (``(B, V, T)``) loses about
+    1e-4 relative in float32 on a 49k vocabulary; this layout stays within 1e-6 of float64.
+
     Args:
         logits: ``(B, T, V)``; labels: ``(B, T)`` with -100 where no loss is taken.
     Returns:
         ``(losses (B,) nats/token in float32, or float64 for a float64 model; n_tokens (B,) int64)``.
     """
-    targets = labels[:, 1:]
+    size, width, vocab = logits.shape
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # position t predicts label t + 1
     token_nll = F.cross_entropy(
-        _at_least_fp32(logits[:, :-1]).transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
-    )
+        _at_least_fp32(logits).reshape(size * width, vocab),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(size, width)
     n_tokens = (targets != IGNORE_INDEX).sum(dim=1)
     return token_nll.sum(dim=1) / n_tokens.clamp(min=1), n_tokens
 
