@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     job_time_limit_seconds: int = Field(7 * 24 * 3600, ge=60)
     broker_heartbeat_ms: int = Field(15_000, ge=1000, description="Dramatiq worker heartbeat timeout")
     model_cache_size: int = Field(2, ge=1)
+    memory_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="peak memory a job's batches are sized from; unset = half the machine's, at most 8 GB",
+    )
     device: str = "cpu"
     generation_backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="teacher generation; 'auto' = vLLM when installed and a GPU is visible"

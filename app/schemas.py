@@ -45,7 +45,7 @@ class CandidateIn(_Request):
     model: Annotated[Text, Field(min_length=1, max_length=1024)] | None = None
     temperature: Annotated[float, Field(ge=0, le=10)] = 0.6
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    max_tokens: Annotated[int, Field(ge=1)] = 512
+    max_tokens: Annotated[int, Field(ge=1)] = 1024
     responses_per_prompt: Annotated[int, Field(ge=1)] | None = None
     responses: dict[Text, list[Text]] | None = Field(None, description="prompt id -> that prompt's responses")
 
@@ -190,6 +190,21 @@ class RankingEntry(BaseModel):
     accuracy: float | None
 
 
+class WarningPublic(BaseModel):
+    """A condition that qualifies a result (design §2.10): a stable ``code``, a ``message`` that
+    says what to change, and the numbers behind it as further fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+def result_warnings(result: dict[str, Any] | None) -> list[WarningPublic]:
+    """The warnings a worker stored with a job's result."""
+    return [WarningPublic.model_validate(w) for w in (result or {}).get("warnings", [])]
+
+
 class JobPublic(BaseModel):
     id: str
     kind: str
@@ -205,6 +220,9 @@ class JobPublic(BaseModel):
     examples_scored: int
     error: ErrorInfo | None
     ranking: list[RankingEntry] | None
+    warnings: list[WarningPublic] = Field(
+        default_factory=list, description="what qualifies the result: small samples, cut responses"
+    )
     links: Links
 
 
@@ -218,6 +236,7 @@ class RankingPublic(BaseModel):
     student: str
     finished_at: datetime | None
     ranking: list[RankingEntry]
+    warnings: list[WarningPublic] = Field(default_factory=list)
 
 
 class CandidateScores(BaseModel):

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"model": source.location, "prompts": len(prompts), "device": device}
 
     t0 = time.perf_counter()
-    hf = TransformersBackend(batch_size=32).generate(model, tokenizer, prompts, settings)
+    hf = TransformersBackend(batch_size=32).generate(model, tokenizer, prompts, settings).texts
     seconds = time.perf_counter() - t0
     results["transformers"] = {"seconds": seconds, "tokens_per_s": _tokens(tokenizer, hf) / seconds}
     print(f"transformers ({device}): {results['transformers']['tokens_per_s']:.0f} tokens/s", flush=True)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
         backend.engine(source.location)  # engine start-up is not generation time
         t0 = time.perf_counter()
-        vl = backend.generate_from(source.location, prompts, settings)
+        vl = backend.generate_from(source.location, prompts, settings).texts
         seconds = time.perf_counter() - t0
         same = sum(a[0] == b[0] for a, b in zip(hf, vl, strict=True)) / len(prompts)
         results["vllm"] = {"seconds": seconds, "tokens_per_s": _tokens(tokenizer, vl) / seconds}

@@ -14,10 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grace_cli.gsm8k import add_parser as add_gsm8k_parser
+from grace_cli.gsm8k import cmd_gsm8k
+from grace_cli.models_cmd import add_parser as add_models_parser
+from grace_cli.models_cmd import cmd_models
 from grace_engine.errors import GraceError
 from grace_engine.runtime import available_cpus
 
 if TYPE_CHECKING:
+    from grace_engine.memory import MemoryBudget
     from grace_engine.models import ModelPolicy
 
 EXIT_BAD_INPUT = 2
@@ -28,6 +33,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _gigabytes(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of GB, got {text}")
+    return value
+
+
+def _add_memory_budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory-budget",
+        type=_gigabytes,
+        metavar="GB",
+        help="peak memory every stage sizes its batches from (default: GRACE_MEMORY_BUDGET_GB, else "
+        "half the machine's memory, at most 8 GB); results do not depend on it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--steps", type=_positive_int, default=300, help="training steps per teacher (default 300)"
     )
+
+    add_models_parser(sub)
+    add_gsm8k_parser(sub)
 
     rank = sub.add_parser("rank", help="score candidate teachers for a student and print the ranking")
     rank.add_argument("--student", required=True, help="student model directory (or an allowed hub id)")
@@ -91,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument(
         "--device", default="cpu", help="torch device for the student and teachers (cuda on a GPU)"
     )
+    _add_memory_budget(rank)
     rank.add_argument("--out", type=Path, help="write the full result as JSON here")
     rank.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -155,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     infl.add_argument("--keep-fraction", type=float, help="keep the most helpful share of responses")
     infl.add_argument("--seed", type=int, default=0)
     infl.add_argument("--model-root", type=Path, action="append", default=[])
+    _add_memory_budget(infl)
     infl.add_argument("--out", type=Path, help="write the full result as JSON here")
+    infl.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     submit = sub.add_parser("submit", help="submit a scoring job to a running service and print the ranking")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
@@ -215,6 +243,21 @@ def _local_policy(args: argparse.Namespace) -> ModelPolicy:
     return ModelPolicy.from_paths(roots, getattr(args, "allow_hub_id", []))
 
 
+def _budget(args: argparse.Namespace) -> MemoryBudget:
+    """--memory-budget, else GRACE_MEMORY_BUDGET_GB, else the engine's default."""
+    from grace_engine.memory import MemoryBudget
+
+    if args.memory_budget is not None:
+        return MemoryBudget.from_gb(args.memory_budget)
+    env = os.environ.get("GRACE_MEMORY_BUDGET_GB")
+    if env:
+        try:
+            return MemoryBudget.from_gb(float(env))
+        except ValueError as exc:
+            raise GraceError(f"not a number: {env!r}", field="GRACE_MEMORY_BUDGET_GB") from exc
+    return MemoryBudget()
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars, format_table
     from grace_engine.data import StudentFormat, read_prompts
@@ -255,6 +298,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
             models=ModelCache(policy, device=args.device),
             responses=DirectoryResponseStore(args.response_cache) if args.response_cache else None,
             progress=bars.update,
+            budget=_budget(args),
         )
     finally:
         bars.close()
@@ -321,7 +365,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from grace_cli.client import Client
-    from grace_cli.report import ProgressBars, format_ranking
+    from grace_cli.report import ProgressBars, format_ranking, format_warnings
     from grace_engine.data import read_prompts
 
     prompts = [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)]
@@ -355,6 +399,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         )
     footer = [f"job {job_id} | student {final['student']} | {final['examples_scored']} responses scored"]
     print(format_ranking(final["ranking"], footer))
+    notes = format_warnings(final.get("warnings") or [])
+    if notes:
+        print(f"\n{notes}")
     return 0
 
 
@@ -411,23 +458,30 @@ def _read_validation(path: Path) -> list[object]:
 
 
 def cmd_influence(args: argparse.Namespace) -> int:
+    from grace_cli.report import ProgressBars
     from grace_engine.data import read_prompts
     from grace_engine.generation import read_candidates
     from grace_engine.pipeline import ScoringConfig, run_influence
 
     _quiet_transformers()
     _set_threads(None)
-    result = run_influence(
-        read_prompts(args.prompts),
-        read_candidates(args.candidates),
-        args.student,
-        _read_validation(args.validation),  # type: ignore[arg-type]
-        policy=_local_policy(args),
-        method=args.method,
-        config=ScoringConfig(
-            responses_per_prompt=args.responses_per_prompt, proj_dim=args.proj_dim, seed=args.seed
-        ),
-    )
+    bars = ProgressBars(enabled=not args.quiet)
+    try:
+        result = run_influence(
+            read_prompts(args.prompts),
+            read_candidates(args.candidates),
+            args.student,
+            _read_validation(args.validation),  # type: ignore[arg-type]
+            policy=_local_policy(args),
+            method=args.method,
+            config=ScoringConfig(
+                responses_per_prompt=args.responses_per_prompt, proj_dim=args.proj_dim, seed=args.seed
+            ),
+            progress=bars.update,
+            budget=_budget(args),
+        )
+    finally:
+        bars.close()
     print(f"validation loss {result.validation_loss:.4f} ({result.method})")
     print(f"{'candidate':<16}{'mean influence':>16}{'helpful':>10}{'responses':>11}")
     for c in result.per_candidate():
@@ -449,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
         "tiny-models": cmd_tiny_models,
+        "models": cmd_models,
+        "gsm8k": cmd_gsm8k,
         "rank": cmd_rank,
         "serve": cmd_serve,
         "worker": cmd_worker,

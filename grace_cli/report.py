@@ -102,12 +102,19 @@ def format_ranking(rows: Sequence[Mapping[str, Any]], footer: Sequence[str] = ()
     return "\n".join(lines)
 
 
+def format_warnings(warnings: Sequence[Mapping[str, Any]]) -> str:
+    """One ``warning [code]: message`` line per warning of a result (empty when there is none)."""
+    return "\n".join(f"warning [{w['code']}]: {w['message']}" for w in warnings)
+
+
 def format_table(result: RankingResult) -> str:
-    """``grace rank``'s table: the ranking plus the settings it was computed with."""
+    """``grace rank``'s table: the ranking, the settings it was computed with, and its warnings."""
     cfg = result.config
     footer = (
         f"student {result.student} | {result.n_prompts} prompts | gradient space {cfg.gradient_space.kind} "
         f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim} | {cfg.n_splits} splits "
         f"| seed {cfg.seed}"
     )
-    return format_ranking(result.ranking_rows(), [footer])
+    table = format_ranking(result.ranking_rows(), [footer])
+    notes = format_warnings([w.to_dict() for w in result.warnings])
+    return f"{table}\n\n{notes}" if notes else table

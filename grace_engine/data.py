@@ -9,7 +9,7 @@ its response tokens exactly as Hugging Face computes it with ``labels``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -242,20 +242,31 @@ def collate(examples: Sequence[StudentExample], pad_id: int) -> StudentBatch:
     return StudentBatch(ids, mask, labels)
 
 
-def length_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int],
+    *,
+    max_batch: int,
+    max_tokens: int | None = None,
+    fits: Callable[[int, int], bool] | None = None,
+) -> list[list[int]]:
     """Group example indices into batches of similar length to limit padding.
 
     Indices are sorted by length (longest first, so an out-of-memory shows on the first batch) and
-    cut whenever ``batch_size * longest`` would exceed ``max_tokens`` or the batch reaches
-    ``max_batch``. Every index appears in exactly one batch; an example longer than ``max_tokens``
-    gets a batch of its own.
+    cut whenever one more row would break a limit: ``max_batch`` rows, ``batch_size * longest >
+    max_tokens``, or ``fits(batch_size, longest)`` false (a memory plan). Every index appears in
+    exactly one batch; a row that fits no limit alone still gets a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1 > max_batch or (len(current) + 1) * longest > max_tokens):
+        size = len(current) + 1
+        if current and (
+            size > max_batch
+            or (max_tokens is not None and size * longest > max_tokens)
+            or (fits is not None and not fits(size, longest))
+        ):
             batches.append(current)
             current = []
         current.append(i)

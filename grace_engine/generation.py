@@ -22,6 +22,7 @@ import torch
 
 from grace_engine.data import Prompt, pad_token_id
 from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.memory import MemoryBudget, generation_cost, resident_bytes
 from grace_engine.models import context_length
 from grace_engine.projection import stream_seed
 
@@ -42,7 +43,7 @@ class Candidate:
     model: str | None = None
     temperature: float = 0.6
     top_p: float = 1.0
-    max_tokens: int = 256
+    max_tokens: int = 1024
     responses_per_prompt: int | None = None
     responses: Mapping[str, Sequence[str]] | None = None
 
@@ -196,14 +197,63 @@ def response_key(model_id: str, settings: GenerationSettings, prompts: Sequence[
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A teacher's responses, ``texts[prompt][index]``, and which of them stopped at ``max_tokens``
+    instead of at the teacher's end-of-sequence token (``at_cap``, same shape)."""
+
+    texts: Responses
+    at_cap: list[list[bool]]
+
+    @property
+    def n_at_cap(self) -> int:
+        return sum(sum(group) for group in self.at_cap)
+
+
+class _RowSampler:
+    """A logits processor that samples each row's next token from that row's own generator, with
+    temperature and nucleus (top-p) filtering, and leaves only that token possible.
+
+    ``generate`` then runs greedily over its choice. Because no row draws from a shared stream, a
+    response depends on its prompt, its index and the seed, not on which other sequences share its
+    batch, so batch sizes (and with them the memory budget) do not change what a teacher says, up to
+    floating-point rounding of differently padded batches.
+    """
+
+    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float) -> None:
+        self.generators, self.temperature, self.top_p = generators, temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            sorted_p[(sorted_p.cumsum(-1) - sorted_p) > self.top_p] = 0.0
+            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+        picks = torch.cat(
+            [torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators, strict=True)]
+        )
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), picks.to(scores.device)] = 0.0
+        return out
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(getattr(tokenizer, "eos_token_id", None))
+    return {i for i in ids if isinstance(i, int)}
+
+
 class TransformersBackend:
     """Batched ``generate`` with left padding; sampling when ``temperature > 0``, else greedy (the
-    greedy response is then repeated ``m`` times). Each batch draws from its own seeded stream, so a
-    run is reproducible for a given batch size."""
+    greedy response is then repeated ``m`` times). Response ``j`` of a prompt is sampled from its
+    own seeded stream (:class:`_RowSampler`), so a run is reproducible whatever the batch size.
+    Batches hold at most ``batch_size`` sequences, fewer when the memory budget says so."""
 
     name = "transformers"
 
-    def __init__(self, batch_size: int = 16) -> None:
+    def __init__(self, batch_size: int = 64) -> None:
         self.batch_size = batch_size
 
     def generate_from(
@@ -213,15 +263,26 @@ class TransformersBackend:
         settings: GenerationSettings,
         *,
         load: Callable[[], tuple[Any, Any]] | None = None,
+        budget: MemoryBudget | None = None,
+        resident_bytes: Callable[[], float] | None = None,
         progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         field: str = "max_tokens",
-    ) -> Responses:
-        """The backend interface shared with :class:`VllmBackend`; ``load()`` gives (model, tokenizer)."""
+    ) -> Generated:
+        """The backend interface shared with :class:`VllmBackend`; ``load()`` gives (model, tokenizer)
+        and ``resident_bytes()`` what is resident once it is loaded."""
         assert load is not None, "the transformers backend loads through the model cache"
         model, tokenizer = load()
         return self.generate(
-            model, tokenizer, prompts, settings, progress=progress, should_cancel=should_cancel, field=field
+            model,
+            tokenizer,
+            prompts,
+            settings,
+            budget=budget,
+            resident=resident_bytes() if resident_bytes is not None else None,
+            progress=progress,
+            should_cancel=should_cancel,
+            field=field,
         )
 
     def release(self) -> None:
@@ -234,65 +295,82 @@ class TransformersBackend:
         prompts: Sequence[Prompt],
         settings: GenerationSettings,
         *,
+        budget: MemoryBudget | None = None,
+        resident: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         field: str = "max_tokens",
-    ) -> Responses:
+    ) -> Generated:
         """Responses to every prompt; ``field`` names ``max_tokens`` in the error raised when the
-        longest prompt plus ``max_tokens`` does not fit the teacher's context (checked up front)."""
+        longest prompt plus ``max_tokens`` does not fit the teacher's context (checked up front),
+        or the memory budget cannot hold one sequence of that length."""
+        inputs = [teacher_input(tokenizer, p.prompt, settings.instruction) for p in prompts]
+        longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in inputs)
         limit = context_length(model)
-        if limit is not None:
-            longest = max(
-                len(
-                    tokenizer(
-                        teacher_input(tokenizer, p.prompt, settings.instruction), add_special_tokens=False
-                    )["input_ids"]
-                )
-                for p in prompts
+        if limit is not None and longest + settings.max_tokens > limit:
+            raise InvalidInput(
+                f"the longest prompt ({longest} tokens with the chat template) plus max_tokens="
+                f"{settings.max_tokens} exceeds the teacher's context of {limit} tokens",
+                field=field,
             )
-            if longest + settings.max_tokens > limit:
-                raise InvalidInput(
-                    f"the longest prompt ({longest} tokens with the chat template) plus max_tokens="
-                    f"{settings.max_tokens} exceeds the teacher's context of {limit} tokens",
-                    field=field,
-                )
-        pad_id = pad_token_id(tokenizer)
-        device = next(model.parameters()).device
         sample = settings.temperature > 0
-        out: Responses = []
-        for start in range(0, len(prompts), self.batch_size):
+        per_prompt = settings.m if sample else 1
+        rows = [(i, j) for i in range(len(prompts)) for j in range(per_prompt)]
+        batch_rows = self.batch_size
+        if budget is not None:
+            plan = budget.plan(
+                resident if resident is not None else resident_bytes([model]),
+                generation_cost(model),
+                stage="generation",
+            )
+            plan.require(longest + settings.max_tokens, what="one sequence (longest prompt + max_tokens)")
+            batch_rows = plan.rows(longest + settings.max_tokens, limit=self.batch_size)
+        pad_id = pad_token_id(tokenizer)
+        eos = _eos_ids(model, tokenizer)
+        device = next(model.parameters()).device
+        texts: list[list[str]] = [[] for _ in prompts]
+        at_cap: list[list[bool]] = [[] for _ in prompts]
+        done_prompts = 0
+        for start in range(0, len(rows), batch_rows):
             if should_cancel is not None and should_cancel():
                 raise Cancelled()
-            chunk = prompts[start : start + self.batch_size]
-            texts = [teacher_input(tokenizer, p.prompt, settings.instruction) for p in chunk]
+            chunk = rows[start : start + batch_rows]
             enc = tokenizer(
-                texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+                [inputs[i] for i, _ in chunk],
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
+                add_special_tokens=False,
             )
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            kwargs: dict[str, Any] = {"max_new_tokens": settings.max_tokens, "pad_token_id": pad_id}
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": settings.max_tokens,
+                "pad_token_id": pad_id,
+                "do_sample": False,
+            }
             if sample:
-                kwargs.update(
-                    do_sample=True,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    top_k=0,
-                    num_return_sequences=settings.m,
-                )
-            else:
-                kwargs.update(do_sample=False)
-            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-                torch.manual_seed(stream_seed(settings.seed, f"generate/{start}"))
-                with torch.inference_mode():
-                    generated = model.generate(**enc, **kwargs)  # type: ignore[operator]
+                generators = [
+                    torch.Generator().manual_seed(stream_seed(settings.seed, f"generate/{prompts[i].id}/{j}"))
+                    for i, j in chunk
+                ]
+                kwargs["logits_processor"] = [_RowSampler(generators, settings.temperature, settings.top_p)]
+            with torch.inference_mode():
+                generated = model.generate(**enc, **kwargs)  # type: ignore[operator]
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
-            decoded = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-            per_prompt = settings.m if sample else 1
-            for i in range(len(chunk)):
-                group = decoded[i * per_prompt : (i + 1) * per_prompt]
-                out.append(group if sample else group * settings.m)
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            full_length = new_tokens.shape[1] >= settings.max_tokens
+            for (i, _), text, row in zip(chunk, decoded, new_tokens.tolist(), strict=True):
+                texts[i].append(text.strip())
+                at_cap[i].append(full_length and not eos.intersection(row))
             if progress is not None:
-                progress(len(out), len(prompts))
-        return out
+                finished = chunk[-1][0] + (1 if chunk[-1][1] == per_prompt - 1 else 0)
+                if finished > done_prompts:
+                    done_prompts = finished
+                    progress(done_prompts, len(prompts))
+        if not sample:
+            texts = [group * settings.m for group in texts]
+            at_cap = [group * settings.m for group in at_cap]
+        return Generated(texts, at_cap)
 
 
 # --- backend selection and vLLM (GPU) -----------------------------------------------------------
@@ -381,15 +459,20 @@ class VllmBackend:
         settings: GenerationSettings,
         *,
         load: Callable[[], tuple[Any, Any]] | None = None,
+        budget: MemoryBudget | None = None,
+        resident_bytes: Callable[[], float] | None = None,
         progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         field: str = "max_tokens",
-    ) -> Responses:
+    ) -> Generated:
+        """``budget`` is host memory, which vLLM's engine does not size from: its GPU share is
+        ``gpu_memory_utilization``."""
         llm = self.engine(location)
         tokenizer = llm.get_tokenizer()
         limit = llm.llm_engine.model_config.max_model_len
         params = self._vllm.SamplingParams(**vllm_sampling_kwargs(settings))
         out: Responses = []
+        at_cap: list[list[bool]] = []
         for start in range(0, len(prompts), self.batch_prompts):
             if should_cancel is not None and should_cancel():
                 raise Cancelled()
@@ -410,10 +493,13 @@ class VllmBackend:
             results = llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
             for r in results:
                 texts = [o.text.strip() for o in r.outputs]
-                out.append(texts * settings.m if len(texts) == 1 and settings.m > 1 else texts)
+                capped = [o.finish_reason == "length" for o in r.outputs]
+                repeat = settings.m if len(texts) == 1 and settings.m > 1 else 1
+                out.append(texts * repeat)
+                at_cap.append(capped * repeat)
             if progress is not None:
                 progress(len(out), len(prompts))
-        return out
+        return Generated(out, at_cap)
 
     def release(self) -> None:
         """Drop every engine and return its GPU memory (before the student's gradients run)."""
@@ -429,3 +515,25 @@ def gpu_memory_short(min_free_bytes: float) -> bool:
         return False
     free, _total = torch.cuda.mem_get_info()
     return free < min_free_bytes
+
+
+def generated_to_json(generated: Generated) -> str:
+    """How response stores keep a teacher's responses."""
+    return json.dumps({"texts": generated.texts, "at_cap": generated.at_cap}, ensure_ascii=False)
+
+
+def generated_from_json(text: str) -> Generated | None:
+    """The inverse of :func:`generated_to_json`; ``None`` for anything else (an unreadable entry, or
+    one written before cap counting, which is then generated again rather than reported wrongly)."""
+    try:
+        data = json.loads(text)
+        texts, at_cap = data["texts"], data["at_cap"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    shapes_match = isinstance(texts, list) and isinstance(at_cap, list) and len(texts) == len(at_cap)
+    if not shapes_match or not all(
+        isinstance(t, list) and isinstance(c, list) and len(t) == len(c)
+        for t, c in zip(texts, at_cap, strict=True)
+    ):
+        return None
+    return Generated([[str(x) for x in group] for group in texts], [[bool(x) for x in g] for g in at_cap])

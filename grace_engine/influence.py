@@ -39,13 +39,16 @@ from grace_engine.data import (
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.generation import Responses
 from grace_engine.gradients import (
+    ExactGradients,
     GradientSpace,
+    SpaceLayout,
     compute_gradients,
     describe_space,
     exact_flat_gradients,
     make_gradient_computer,
     per_example_losses,
 )
+from grace_engine.memory import BatchCost, BatchPlan, MemoryBudget, forward_cost, resident_bytes
 
 Method = Literal["exact", "projected", "finite_difference"]
 METHODS: tuple[Method, ...] = ("exact", "projected", "finite_difference")
@@ -132,13 +135,13 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _batched_losses(
-    model: nn.Module, examples: Sequence[StudentExample], pad_id: int, max_tokens: int
+    model: nn.Module, examples: Sequence[StudentExample], pad_id: int, plan: BatchPlan
 ) -> torch.Tensor:
-    """Per-example mean losses ``(N,)`` in input order, batched by length, no graph."""
+    """Per-example mean losses ``(N,)`` in input order, batched by length within ``plan``, no graph."""
     out = torch.zeros(len(examples), dtype=torch.float64)
     lengths = [len(e.input_ids) for e in examples]
     with torch.no_grad():
-        for idx in length_batches(lengths, max_tokens=max_tokens, max_batch=64):
+        for idx in length_batches(lengths, max_batch=64, fits=plan.fits):
             batch = collate([examples[i] for i in idx], pad_id).to(_device(model))
             logits = model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
@@ -160,7 +163,8 @@ def influence(
     proj_dim: int = 2048,
     seed: int = 0,
     fmt: StudentFormat | None = None,
-    max_tokens: int = 16384,
+    budget: MemoryBudget | None = None,
+    resident: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> InfluenceResult:
@@ -169,6 +173,8 @@ def influence(
     Args:
         responses: ``{candidate: [prompt][index] -> text}``, aligned with ``prompts``.
         validation: reference solutions defining ``L_val``.
+        budget: peak memory the batches are sized from; ``resident`` what is already taken
+            (default: the runtime and this model).
     """
     if method not in METHODS:
         raise InvalidInput(f"must be one of {', '.join(METHODS)}", field="method")
@@ -204,16 +210,22 @@ def influence(
         raise InvalidInput("no responses to score", field="responses")
     if should_cancel is not None and should_cancel():
         raise Cancelled()
+    budget = budget or MemoryBudget()
+    taken = resident if resident is not None else resident_bytes([model])
+    longest = max(len(e.input_ids) for e in [*val_examples, *examples])
+    forward = budget.plan(taken, forward_cost(model), stage="influence forward")
 
     if method == "projected":
         computer = make_gradient_computer(model, space=space, d=proj_dim, seed=seed, path="fast")
-        val = compute_gradients(model, computer, val_examples, pad_id=pad_id, max_tokens=max_tokens)
+        plan = budget.plan(taken, computer.cost(), stage="influence gradient")
+        plan.require(longest)
+        val = compute_gradients(model, computer, val_examples, pad_id=pad_id, plan=plan)
         resp = compute_gradients(
             model,
             computer,
             examples,
             pad_id=pad_id,
-            max_tokens=max_tokens,
+            plan=plan,
             progress=progress,
             should_cancel=should_cancel,
         )
@@ -222,30 +234,26 @@ def influence(
         losses, val_loss = resp.losses, float(np.mean(val.losses))
     else:
         layout = describe_space(model, space, seed=seed)
-        v_flat = torch.stack(
-            [
-                exact_flat_gradients(model, layout, collate([e], pad_id).to(_device(model)))[0][0]
-                for e in val_examples
-            ]
-        ).mean(dim=0)
-        val_loss = float(_batched_losses(model, val_examples, pad_id, max_tokens).mean())
+        budget.plan(taken, _exact_cost(model, layout, seed), stage="influence gradient").require(longest)
+        # One row at a time: each exact flat gradient is as large as the model.
+        v_flat = _row_gradient(model, layout, val_examples[0], pad_id)[0].double()
+        for e in val_examples[1:]:
+            v_flat += _row_gradient(model, layout, e, pad_id)[0].double()
+        v_flat /= len(val_examples)
+        val_loss = float(_batched_losses(model, val_examples, pad_id, forward).mean())
         if method == "exact":
             out, loss_list = [], []
-            for start in range(0, len(examples), 16):
+            for done, e in enumerate(examples, start=1):
                 if should_cancel is not None and should_cancel():
                     raise Cancelled()
-                batch = collate(examples[start : start + 16], pad_id).to(_device(model))
-                flat, batch_losses, _ = exact_flat_gradients(model, layout, batch)
-                out.append((flat.double() @ v_flat.double()).cpu())
-                loss_list.append(batch_losses.double().cpu())
+                flat, row_loss = _row_gradient(model, layout, e, pad_id)
+                out.append(float(flat.double() @ v_flat))
+                loss_list.append(row_loss)
                 if progress is not None:
-                    progress(min(start + 16, len(examples)), len(examples))
-            scores = torch.cat(out).numpy()
-            losses = torch.cat(loss_list).numpy()
+                    progress(done, len(examples))
+            scores, losses = np.asarray(out), np.asarray(loss_list)
         else:
-            scores, losses = _finite_difference(
-                model, layout.parameters, v_flat, examples, pad_id, max_tokens
-            )
+            scores, losses = _finite_difference(model, layout.parameters, v_flat, examples, pad_id, forward)
             if progress is not None:
                 progress(len(examples), len(examples))
     return InfluenceResult(
@@ -258,13 +266,34 @@ def influence(
     )
 
 
+def _row_gradient(
+    model: nn.Module, layout: SpaceLayout, example: StudentExample, pad_id: int
+) -> tuple[torch.Tensor, float]:
+    """The exact flat gradient ``(D,)`` of one example and its loss."""
+    flat, loss, _ = exact_flat_gradients(model, layout, collate([example], pad_id).to(_device(model)))
+    return flat[0], float(loss[0])
+
+
+def _exact_cost(model: nn.Module, layout: SpaceLayout, seed: int) -> BatchCost:
+    return ExactGradients(model, layout, d=1, seed=seed).cost()
+
+
+def influence_cost(
+    model: nn.Module, *, method: Method, space: GradientSpace, proj_dim: int, seed: int
+) -> BatchCost:
+    """What one row of :func:`influence`'s gradient stage costs on ``model`` (a probe)."""
+    if method == "projected":
+        return make_gradient_computer(model, space=space, d=proj_dim, seed=seed, path="fast").cost()
+    return _exact_cost(model, describe_space(model, space, seed=seed), seed)
+
+
 def _finite_difference(
     model: nn.Module,
     params: Sequence[nn.Parameter],
     v_flat: torch.Tensor,
     examples: Sequence[StudentExample],
     pad_id: int,
-    max_tokens: int,
+    plan: BatchPlan,
 ) -> tuple[np.ndarray, np.ndarray]:
     eps = FD_STEP / float(v_flat.norm())
     original = [p.detach().clone() for p in params]
@@ -273,14 +302,14 @@ def _finite_difference(
         with torch.no_grad():
             for p, d in zip(params, pieces, strict=True):
                 p.add_(eps * d.view_as(p))
-        plus = _batched_losses(model, examples, pad_id, max_tokens)
+        plus = _batched_losses(model, examples, pad_id, plan)
         with torch.no_grad():
             for p, p0, d in zip(params, original, pieces, strict=True):
                 p.copy_(p0 - eps * d.view_as(p))
-        minus = _batched_losses(model, examples, pad_id, max_tokens)
+        minus = _batched_losses(model, examples, pad_id, plan)
     finally:
         with torch.no_grad():
             for p, p0 in zip(params, original, strict=True):
                 p.copy_(p0)
-    base = _batched_losses(model, examples, pad_id, max_tokens)
+    base = _batched_losses(model, examples, pad_id, plan)
     return ((plus - minus) / (2 * eps)).numpy(), base.numpy()

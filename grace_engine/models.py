@@ -161,6 +161,11 @@ class ModelCache:
                 self._entries.popitem(last=False)
             return loaded
 
+    def models(self) -> list[torch.nn.Module]:
+        """The models loaded now (what a memory budget must count as resident)."""
+        with self._lock:
+            return [entry.model for entry in self._entries.values()]
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

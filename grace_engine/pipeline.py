@@ -9,7 +9,6 @@ is built for the whole call so that candidates' scores are comparable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from grace_engine import caveats
+from grace_engine.caveats import ResultWarning
 from grace_engine.data import (
     Prompt,
     StudentExample,
@@ -29,19 +30,36 @@ from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.generation import (
     DEFAULT_INSTRUCTION,
     Candidate,
+    Generated,
     GenerationSettings,
     Responses,
     TransformersBackend,
     VllmBackend,
+    generated_from_json,
+    generated_to_json,
     gpu_memory_short,
     provided_responses,
     response_key,
     select_backend,
     validate_candidates,
 )
-from grace_engine.gradients import GradientSpace, PathKind, compute_gradients, make_gradient_computer
-from grace_engine.influence import InfluenceResult, ValidationExample, influence
+from grace_engine.gradients import (
+    GradientComputer,
+    GradientSpace,
+    PathKind,
+    compute_gradients,
+    make_gradient_computer,
+)
+from grace_engine.influence import InfluenceResult, ValidationExample, influence, influence_cost
 from grace_engine.influence import Method as InfluenceMethod
+from grace_engine.memory import (
+    PLANNED_SHARE,
+    BatchCost,
+    MemoryBudget,
+    grace_shared_bytes,
+    grace_split_bytes,
+    resident_bytes,
+)
 from grace_engine.models import (
     LoadedModel,
     ModelCache,
@@ -90,9 +108,9 @@ class ScoringConfig:
     length_factor: bool = False
     student_format: StudentFormat = field(default_factory=StudentFormat)
     instruction: str = DEFAULT_INSTRUCTION
-    max_tokens_per_batch: int = 16384
+    max_tokens_per_batch: int | None = None  # an extra cap on padded tokens; the memory budget sizes batches
     max_batch: int = 64
-    generation_batch: int = 16
+    generation_batch: int = 64  # sequences per generate() call at most; the memory budget may lower it
     generation_backend: str = "auto"
     release_below_gb: float = 8.0  # free GPU memory under which vLLM engines are dropped before gradients
 
@@ -107,7 +125,7 @@ class ScoringConfig:
         ):
             if getattr(self, name) < 1:
                 raise InvalidInput("must be at least 1", field=name)
-        if self.max_tokens_per_batch < 2:
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 2:
             raise InvalidInput("must be at least 2", field="max_tokens_per_batch")
         if not 0.0 < self.test_fraction < 1.0:
             raise InvalidInput("must be strictly between 0 and 1", field="test_fraction")
@@ -118,9 +136,9 @@ class ScoringConfig:
 class ResponseStore(Protocol):
     """Where generated responses are kept so a re-score never regenerates them."""
 
-    def get(self, key: str) -> Responses | None: ...
+    def get(self, key: str) -> Generated | None: ...
 
-    def put(self, key: str, responses: Responses) -> None: ...
+    def put(self, key: str, generated: Generated) -> None: ...
 
 
 class DirectoryResponseStore:
@@ -129,26 +147,31 @@ class DirectoryResponseStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def get(self, key: str) -> Responses | None:
-        path = self.root / f"{key}.json"
+    def get(self, key: str) -> Generated | None:
         try:
-            data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
+            text = (self.root / f"{key}.json").read_text("utf-8")
+        except OSError:
             return None  # missing or unreadable (e.g. a crash mid-write elsewhere): regenerate
-        if not isinstance(data, list) or not all(isinstance(g, list) for g in data):
-            return None
-        return [[str(t) for t in group] for group in data]
+        return generated_from_json(text)
 
-    def put(self, key: str, responses: Responses) -> None:
+    def put(self, key: str, generated: Generated) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f"{key}.json.tmp"
-        tmp.write_text(json.dumps(responses, ensure_ascii=False), "utf-8")
+        tmp.write_text(generated_to_json(generated), "utf-8")
         tmp.replace(self.root / f"{key}.json")
+
+
+Origin = Literal["provided", "generated", "stored"]
 
 
 @dataclass(frozen=True)
 class CandidateResult:
-    """Every score of one candidate and the responses they were computed from."""
+    """Every score of one candidate and the responses they were computed from.
+
+    ``n_at_max_tokens`` counts generated responses that stopped at ``max_tokens`` (None for
+    supplied responses, where it is unknown); ``n_truncated`` counts examples cut at the
+    student's ``max_length``.
+    """
 
     name: str
     grace: GraceResult
@@ -159,6 +182,8 @@ class CandidateResult:
     responses_per_prompt: int
     n_responses: int
     n_truncated: int
+    n_at_max_tokens: int | None
+    max_tokens: int | None
     mean_response_tokens: float
     response_source: Origin
     responses: Responses = field(repr=False)
@@ -166,7 +191,8 @@ class CandidateResult:
 
 @dataclass(frozen=True)
 class RankingResult:
-    """The outcome of :func:`rank_teachers`: ranking best-first plus each candidate's details."""
+    """The outcome of :func:`rank_teachers`: ranking best-first plus each candidate's details, and
+    the warnings that qualify them."""
 
     student: str
     ranking: list[RankedCandidate]
@@ -174,6 +200,8 @@ class RankingResult:
     config: ScoringConfig
     grad_dim: int
     n_prompts: int
+    warnings: list[ResultWarning] = field(default_factory=list)
+    memory_budget_gb: float | None = None
 
     def ranking_rows(self) -> list[dict[str, Any]]:
         """The ranking best-first, one flat row per candidate with its baselines."""
@@ -192,7 +220,7 @@ class RankingResult:
         return rows
 
     def to_dict(self, *, include_responses: bool = True) -> dict[str, Any]:
-        """JSON-ready form (the CLI's ``--out`` and later the API's result body)."""
+        """JSON-ready form (the CLI's ``--out`` and the API's result body)."""
         details = {}
         for name, c in self.candidates.items():
             item = asdict(c)
@@ -205,8 +233,10 @@ class RankingResult:
             "n_prompts": self.n_prompts,
             "grad_dim": self.grad_dim,
             "config": asdict(self.config),
+            "memory_budget_gb": self.memory_budget_gb,
             "ranking": [asdict(r) for r in self.ranking],
             "candidates": details,
+            "warnings": [w.to_dict() for w in self.warnings],
         }
 
 
@@ -236,9 +266,6 @@ def _student_examples(
     return examples
 
 
-Origin = Literal["provided", "generated", "stored"]
-
-
 class GenerationBackend(Protocol):
     """What :func:`collect_responses` needs from a teacher backend (transformers or vLLM)."""
 
@@ -251,10 +278,12 @@ class GenerationBackend(Protocol):
         settings: GenerationSettings,
         *,
         load: Callable[[], tuple[Any, Any]] | None = None,
+        budget: MemoryBudget | None = None,
+        resident_bytes: Callable[[], float] | None = None,
         progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         field: str = "max_tokens",
-    ) -> Responses: ...
+    ) -> Generated: ...
 
     def release(self) -> None: ...
 
@@ -295,17 +324,20 @@ def collect_responses(
     report: ProgressFn,
     should_cancel: Callable[[], bool] | None,
     backend: GenerationBackend | None = None,
-) -> tuple[list[Responses], list[Origin]]:
+    budget: MemoryBudget | None = None,
+) -> tuple[list[Generated], list[Origin]]:
     """Every candidate's responses in prompt order: supplied, stored from an earlier run, or
-    generated now (and stored) by ``backend`` (default: chosen by ``cfg.generation_backend``)."""
-    all_responses: list[Responses] = []
+    generated now (and stored) by ``backend`` (default: chosen by ``cfg.generation_backend``) in
+    batches sized by ``budget``."""
+    collected: list[Generated] = []
     origins: list[Origin] = []
     backend = backend or make_backend(cfg)
     for i, cand in enumerate(candidates):
         _check_cancel(should_cancel)
         m = cand.responses_per_prompt or cfg.responses_per_prompt
         if cand.responses is not None:
-            all_responses.append(provided_responses(cand, prompts, m, index=i))
+            texts = provided_responses(cand, prompts, m, index=i)
+            collected.append(Generated(texts, [[False] * len(g) for g in texts]))
             origins.append("provided")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
             continue
@@ -314,8 +346,12 @@ def collect_responses(
         )
         key = response_key(sources[i].location, settings, prompts, backend.name)
         stored = responses.get(key) if responses is not None else None
-        if stored is not None and len(stored) == len(prompts) and all(len(g) == m for g in stored):
-            all_responses.append(stored)
+        if (
+            stored is not None
+            and len(stored.texts) == len(prompts)
+            and all(len(g) == m for g in stored.texts)
+        ):
+            collected.append(stored)
             origins.append("stored")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
             continue
@@ -330,18 +366,64 @@ def collect_responses(
             prompts,
             settings,
             load=load,
+            budget=budget,
+            resident_bytes=lambda: resident_bytes(cache.models()),
             progress=_stage_progress(report, "generate", cand.name),
             should_cancel=should_cancel,
             field=f"candidates[{i}].max_tokens",
         )
         if responses is not None:
             responses.put(key, generated)
-        all_responses.append(generated)
+        collected.append(generated)
         origins.append("generated")
-    return all_responses, origins
+    return collected, origins
 
 
-def _responses_and_student(
+def _longest_example(
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    cfg: ScoringConfig,
+    fmt: StudentFormat,
+) -> int:
+    """The most student tokens one example of this job can have, known before anything runs:
+    supplied responses are measured, generated ones are taken at ``max_tokens`` (in the teacher's
+    tokens, which is what the cap counts), both within the student's ``max_length``."""
+    head = max(
+        len(tokenizer(fmt.template.format(prompt=p.prompt), add_special_tokens=False)["input_ids"])
+        for p in prompts
+    )
+    longest = 2
+    for i, cand in enumerate(candidates):
+        if cand.responses is None:
+            longest = max(longest, head + cand.max_tokens + 1)
+        else:
+            m = cand.responses_per_prompt or cfg.responses_per_prompt
+            texts = provided_responses(cand, prompts, m, index=i)
+            examples = _student_examples(tokenizer, prompts, texts, fmt, i)
+            longest = max(longest, *(len(e.input_ids) for e in examples))
+    return longest if fmt.max_length is None else min(longest, fmt.max_length)
+
+
+@dataclass
+class _Job:
+    """What every job starts with: checked inputs, the candidates' responses, the student."""
+
+    cfg: ScoringConfig
+    prompts: list[Prompt]
+    generated: list[Generated]
+    origins: list[Origin]
+    student: LoadedModel
+    fmt: StudentFormat
+    budget: MemoryBudget
+    cache: ModelCache
+    report: ProgressFn
+
+    def resident(self) -> float:
+        return resident_bytes(self.cache.models())
+
+
+def _prepare(
     prompts: Sequence[Prompt],
     candidates: Sequence[Candidate],
     student: str,
@@ -354,19 +436,35 @@ def _responses_and_student(
     progress: ProgressFn | None,
     should_cancel: Callable[[], bool] | None,
     generator: GenerationBackend | None,
-) -> tuple[ScoringConfig, list[Prompt], list[Responses], list[Origin], LoadedModel, ProgressFn]:
-    """What every job starts with: checked inputs (every model against the policy before anything
-    loads), the candidates' responses, and the student model."""
+    budget: MemoryBudget | None,
+    gradient_cost: Callable[[LoadedModel], BatchCost],
+) -> _Job:
+    """Check every input and model reference, check the memory budget against the job's longest
+    possible example, then collect the responses and load the student.
+
+    The budget check needs the student loaded (its cost is probed); on a vLLM worker the student
+    waits until the teachers are done and have released the GPU, so there it follows generation.
+    """
     cfg = config or ScoringConfig()
     cfg.validate()
     checked = validate_prompts(prompts)
     sources = resolve_candidates(candidates, policy, base_dir)
     student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
     cache = models or ModelCache(policy)
+    budget = budget or MemoryBudget()
     report: ProgressFn = progress or (lambda _event: None)
-    # Generate everything first: on a GPU the teachers can then be released before the student runs.
     backend = generator or make_backend(cfg)
-    all_responses, origins = collect_responses(
+
+    def checked_student() -> tuple[LoadedModel, StudentFormat]:
+        loaded = cache.get(student_source, field="student")
+        fmt = cfg.student_format.within(context_length(loaded.model))
+        longest = _longest_example(loaded.tokenizer, checked, candidates, cfg, fmt)
+        plan = budget.plan(resident_bytes(cache.models()), gradient_cost(loaded), stage="gradient")
+        plan.require(longest)
+        return loaded, fmt
+
+    early = checked_student() if backend.name != "vllm" else None
+    collected, origins = collect_responses(
         checked,
         candidates,
         sources,
@@ -376,9 +474,36 @@ def _responses_and_student(
         report=report,
         should_cancel=should_cancel,
         backend=backend,
+        budget=budget,
     )
     release_if_short(backend, cfg)
-    return cfg, checked, all_responses, origins, cache.get(student_source, field="student"), report
+    loaded, fmt = early or checked_student()
+    return _Job(cfg, checked, collected, origins, loaded, fmt, budget, cache, report)
+
+
+def _job_warnings(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    cfg: ScoringConfig,
+    results: dict[str, CandidateResult],
+    fmt: StudentFormat,
+) -> list[ResultWarning]:
+    m = min(r.responses_per_prompt for r in results.values())
+    found = caveats.present(
+        caveats.few_prompts(len(prompts)),
+        caveats.small_sample(n_prompts=len(prompts), test_fraction=cfg.test_fraction, m=m, d=cfg.proj_dim),
+    )
+    for cand in candidates:
+        r = results[cand.name]
+        found += caveats.present(
+            caveats.at_max_tokens(
+                cand.name, n=r.n_at_max_tokens or 0, total=r.n_responses, max_tokens=cand.max_tokens
+            ),
+            caveats.cut_by_max_length(
+                cand.name, n=r.n_truncated, total=r.n_responses, max_length=fmt.max_length
+            ),
+        )
+    return found
 
 
 def rank_teachers(
@@ -394,6 +519,7 @@ def rank_teachers(
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     generator: GenerationBackend | None = None,
+    budget: MemoryBudget | None = None,
 ) -> RankingResult:
     """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
 
@@ -406,8 +532,33 @@ def rank_teachers(
         responses: store for generated responses, looked up before generating.
         generator: a long-lived teacher backend (a worker keeps one, so vLLM engines persist
             between jobs); default: the one ``config.generation_backend`` selects.
+        budget: the peak memory every stage sizes its batches from (default:
+            :func:`~grace_engine.memory.default_budget_gb`). Scores do not depend on it.
     """
-    cfg, prompts, all_responses, origins, student_model, report = _responses_and_student(
+    computers: dict[int, GradientComputer] = {}
+
+    def computer_for(loaded: LoadedModel) -> GradientComputer:
+        # One projection for the whole job, built once: candidates' scores must be comparable.
+        if id(loaded.model) not in computers:
+            cfg = config or ScoringConfig()
+            computers[id(loaded.model)] = make_gradient_computer(
+                loaded.model,
+                space=cfg.gradient_space,
+                d=cfg.proj_dim,
+                seed=cfg.seed,
+                path=cfg.path,
+                factor_dim=cfg.factor_dim,
+            )
+        return computers[id(loaded.model)]
+
+    costs: dict[int, BatchCost] = {}
+
+    def cost_of(loaded: LoadedModel) -> BatchCost:
+        if id(loaded.model) not in costs:
+            costs[id(loaded.model)] = computer_for(loaded).cost()
+        return costs[id(loaded.model)]
+
+    job = _prepare(
         prompts,
         candidates,
         student,
@@ -419,29 +570,29 @@ def rank_teachers(
         progress=progress,
         should_cancel=should_cancel,
         generator=generator,
+        budget=budget,
+        gradient_cost=cost_of,
     )
-    tokenizer = student_model.tokenizer
+    cfg, report = job.cfg, job.report
+    tokenizer = job.student.tokenizer
     pad_id = pad_token_id(tokenizer)
-    computer = make_gradient_computer(
-        student_model.model,
-        space=cfg.gradient_space,
-        d=cfg.proj_dim,
-        seed=cfg.seed,
-        path=cfg.path,
-        factor_dim=cfg.factor_dim,
-    )
-    fmt = cfg.student_format.within(context_length(student_model.model))
-    encoded = [_student_examples(tokenizer, prompts, resp, fmt, i) for i, resp in enumerate(all_responses)]
+    computer = computer_for(job.student)
+    encoded = [
+        _student_examples(tokenizer, job.prompts, g.texts, job.fmt, i) for i, g in enumerate(job.generated)
+    ]
+    plan = job.budget.plan(job.resident(), cost_of(job.student), stage="gradient")
+    plan.require(max(len(e.input_ids) for examples in encoded for e in examples))
     results: dict[str, CandidateResult] = {}
-    answers = [p.answer for p in prompts]
+    answers = [p.answer for p in job.prompts]
     for i, cand in enumerate(candidates):
         examples = encoded[i]
         report(ProgressEvent("gradients", 0, len(examples), cand.name))
         grads = compute_gradients(
-            student_model.model,
+            job.student.model,
             computer,
             examples,
             pad_id=pad_id,
+            plan=plan,
             max_tokens=cfg.max_tokens_per_batch,
             max_batch=cfg.max_batch,
             progress=_stage_progress(report, "gradients", cand.name),
@@ -450,29 +601,51 @@ def rank_teachers(
         g = grads.gradients.astype(np.float64)
         if cfg.length_factor:
             g *= log_length_factor(grads.n_tokens)[:, None]
-        m = len(all_responses[i][0])
+        generated = job.generated[i]
+        m = len(generated.texts[0])
         results[cand.name] = CandidateResult(
             name=cand.name,
             grace=grace(
-                g, m, n_splits=cfg.n_splits, test_fraction=cfg.test_fraction, smoothing=cfg.smoothing
+                g,
+                m,
+                n_splits=cfg.n_splits,
+                test_fraction=cfg.test_fraction,
+                smoothing=cfg.smoothing,
+                max_workers=grace_workers(job.budget, job.resident(), g.shape),
             ),
             g_norm=g_norm(g),
             g_vendi=g_vendi(g),
             student_nll=student_nll(grads.losses, grads.n_tokens),
-            accuracy=teacher_accuracy(all_responses[i], answers),
+            accuracy=teacher_accuracy(generated.texts, answers),
             responses_per_prompt=m,
             n_responses=len(examples),
             n_truncated=sum(e.truncated for e in examples),
+            n_at_max_tokens=None if job.origins[i] == "provided" else generated.n_at_cap,
+            max_tokens=None if cand.model is None else cand.max_tokens,
             mean_response_tokens=float(np.mean(grads.n_tokens)),
-            response_source=origins[i],
-            responses=all_responses[i],
+            response_source=job.origins[i],
+            responses=generated.texts,
         )
     _check_cancel(should_cancel)
     ranking = rank_by_grace({name: r.grace for name, r in results.items()})
     report(ProgressEvent("score", len(candidates), len(candidates)))
     return RankingResult(
-        student_model.source.location, ranking, results, cfg, computer.grad_dim, len(prompts)
+        job.student.source.location,
+        ranking,
+        results,
+        cfg,
+        computer.grad_dim,
+        len(job.prompts),
+        warnings=_job_warnings(job.prompts, candidates, cfg, results, job.fmt),
+        memory_budget_gb=job.budget.gb,
     )
+
+
+def grace_workers(budget: MemoryBudget, resident: float, shape: tuple[int, ...]) -> int:
+    """GRACE splits run in parallel, as many as the budget holds (at least one)."""
+    rows, d = shape
+    spare = budget.total_bytes * PLANNED_SHARE - resident - grace_shared_bytes(rows, d)
+    return max(1, int(spare // grace_split_bytes(rows, d)))
 
 
 def run_influence(
@@ -490,11 +663,13 @@ def run_influence(
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     generator: GenerationBackend | None = None,
+    budget: MemoryBudget | None = None,
 ) -> InfluenceResult:
     """An influence job: candidates' responses (supplied, stored or generated), then the influence of
     each on the student's loss on ``validation``. ``config`` supplies m, d, the gradient space, the
-    seed and the student format; GRACE-only settings are ignored."""
-    cfg, prompts, all_responses, _, student_model, report = _responses_and_student(
+    seed and the student format; GRACE-only settings are ignored. Batches are sized by ``budget``."""
+    cfg = config or ScoringConfig()
+    job = _prepare(
         prompts,
         candidates,
         student,
@@ -506,21 +681,26 @@ def run_influence(
         progress=progress,
         should_cancel=should_cancel,
         generator=generator,
+        budget=budget,
+        gradient_cost=lambda loaded: influence_cost(
+            loaded.model, method=method, space=cfg.gradient_space, proj_dim=cfg.proj_dim, seed=cfg.seed
+        ),
     )
     result = influence(
-        student_model.model,
-        student_model.tokenizer,
-        prompts,
-        {c.name: r for c, r in zip(candidates, all_responses, strict=True)},
+        job.student.model,
+        job.student.tokenizer,
+        job.prompts,
+        {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True)},
         validation,
         method=method,
-        space=cfg.gradient_space,
-        proj_dim=cfg.proj_dim,
-        seed=cfg.seed,
-        fmt=cfg.student_format.within(context_length(student_model.model)),
-        max_tokens=cfg.max_tokens_per_batch,
-        progress=lambda done, total: report(ProgressEvent("gradients", done, total)),
+        space=job.cfg.gradient_space,
+        proj_dim=job.cfg.proj_dim,
+        seed=job.cfg.seed,
+        fmt=job.fmt,
+        budget=job.budget,
+        resident=job.resident(),
+        progress=lambda done, total: job.report(ProgressEvent("gradients", done, total)),
         should_cancel=should_cancel,
     )
-    report(ProgressEvent("score", 1, 1))
+    job.report(ProgressEvent("score", 1, 1))
     return result

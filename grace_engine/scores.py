@@ -148,6 +148,7 @@ def grace(
     n_splits: int = 10,
     test_fraction: float = 0.1,
     smoothing: float = 1e-3,
+    max_workers: int | None = None,
 ) -> GraceResult:
     """GRACE of one candidate, exactly as the released implementation computes it, in float64.
 
@@ -162,6 +163,7 @@ def grace(
     Args:
         gradients: ``(n * n_per_prompt, d)`` projected gradients, prompt-major.
         n_per_prompt: responses per prompt ``m``.
+        max_workers: splits computed at once (default: one per CPU); a memory budget lowers it.
     """
     g, n = _as_gradient_matrix(gradients, n_per_prompt)
     if n < 2:
@@ -203,7 +205,7 @@ def grace(
 
     # Splits are independent: one per core, each with single-threaded BLAS (two BLAS thread pools
     # per split on mid-sized matrices cost more in synchronisation than they gain).
-    workers = min(n_splits, available_cpus())
+    workers = max(1, min(n_splits, available_cpus(), max_workers or n_splits))
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
         per_split = list(pool.map(one_split, range(n_splits)))
     scores = [s for s, _, _ in per_split]

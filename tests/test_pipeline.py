@@ -11,7 +11,7 @@ import pytest
 
 from grace_engine.data import Prompt, StudentFormat, read_prompts
 from grace_engine.errors import Cancelled, GraceError, InvalidInput, ModelNotAllowed, ModelNotFound
-from grace_engine.generation import Candidate, read_candidates
+from grace_engine.generation import Candidate, Generated, read_candidates
 from grace_engine.models import ModelCache, ModelPolicy
 from grace_engine.pipeline import (
     DirectoryResponseStore,
@@ -279,9 +279,63 @@ def test_overlong_responses_are_refused_naming_the_response_or_truncated(
 def test_response_store_round_trips_and_ignores_unreadable_entries(tmp_path: Path) -> None:
     store = DirectoryResponseStore(tmp_path / "store")
     assert store.get("k") is None
-    store.put("k", [["a", "b"], ["c", "d"]])
-    assert store.get("k") == [["a", "b"], ["c", "d"]]
+    generated = Generated([["a", "b"], ["c", "d"]], [[False, True], [False, False]])
+    store.put("k", generated)
+    assert store.get("k") == generated
     (tmp_path / "store" / "bad.json").write_text('[["half written"')
     (tmp_path / "store" / "odd.json").write_text('{"not": "a list"}')
-    assert store.get("bad") is None
-    assert store.get("odd") is None
+    # Written before responses at max_tokens were counted: generated again, not reported as 0.
+    (tmp_path / "store" / "legacy.json").write_text('[["a", "b"], ["c", "d"]]')
+    (tmp_path / "store" / "ragged.json").write_text('{"texts": [["a", "b"]], "at_cap": [[false]]}')
+    for key in ("bad", "odd", "legacy", "ragged"):
+        assert store.get(key) is None, key
+
+
+def test_warnings_travel_with_the_result(demo: tuple[RankingResult, list[ProgressEvent]]) -> None:
+    """24 prompts x 4 responses, 2 held out per split: 88 training rows against d = 512."""
+    result, _ = demo
+    codes = [w.code for w in result.warnings]
+    assert "few_prompts" not in codes
+    small = next(w for w in result.warnings if w.code == "small_sample")
+    assert small.numbers == {"train_rows": 88, "proj_dim": 512, "n_prompts": 24, "prompts_needed": 142}
+    assert "G-Norm" in small.message
+    assert "lower proj_dim to 88" in small.message
+    as_json = json.loads(json.dumps(result.to_dict()))["warnings"]
+    assert {"code": "small_sample", "train_rows": 88}.items() <= as_json[codes.index("small_sample")].items()
+    for c in result.candidates.values():
+        assert c.n_at_max_tokens is not None
+        assert 0 <= c.n_at_max_tokens <= c.n_responses
+        capped = [
+            w
+            for w in result.warnings
+            if w.code == "responses_at_max_tokens" and w.numbers["candidate"] == c.name
+        ]
+        assert len(capped) == (1 if c.n_at_max_tokens else 0)
+
+
+def test_responses_cut_at_max_tokens_and_examples_cut_at_max_length_are_reported(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
+) -> None:
+    prompts = _two_prompts()
+    result = rank_teachers(
+        prompts,
+        [
+            Candidate("clipped", model=str(tiny.teachers["tutor"]), max_tokens=3),
+            Candidate("long", responses={"a": ["short", "ok"], "b": ["fine", "word " * 100]}),
+        ],
+        str(tiny.student),
+        policy=policy,
+        models=cache,
+        config=ScoringConfig(
+            responses_per_prompt=2, student_format=StudentFormat(max_length=128, truncate=True)
+        ),
+    )
+    by_code = {(w.code, w.numbers.get("candidate")): w for w in result.warnings}
+    assert ("few_prompts", None) in by_code
+    clipped = by_code["responses_at_max_tokens", "clipped"]
+    assert clipped.numbers == {"candidate": "clipped", "n_responses": 4, "total": 4, "max_tokens": 3}
+    assert result.candidates["clipped"].n_at_max_tokens == 4
+    assert result.candidates["long"].n_at_max_tokens is None  # unknown for supplied responses
+    cut = by_code["examples_truncated", "long"]
+    assert cut.numbers == {"candidate": "long", "n_examples": 1, "total": 4, "max_length": 128}
+    assert ("examples_truncated", "clipped") not in by_code

@@ -64,9 +64,9 @@ def test_trained_teachers_write_text_and_noise_writes_random_tokens(tiny: TinyMo
     settings = GenerationSettings(m=2, temperature=1.0, top_p=1.0, max_tokens=48, seed=0)
     backend = TransformersBackend()
     model, tok = _load(tiny.teachers[name])
-    trained = [t for g in backend.generate(model, tok, prompts, settings) for t in g]
+    trained = [t for g in backend.generate(model, tok, prompts, settings).texts for t in g]
     noise_model, noise_tok = _load(tiny.teachers["noise"])
-    noise = [t for g in backend.generate(noise_model, noise_tok, prompts, settings) for t in g]
+    noise = [t for g in backend.generate(noise_model, noise_tok, prompts, settings).texts for t in g]
     assert len(trained) == len(noise) == 12
     assert _printable_share(trained) > 0.97
     assert _printable_share(noise) < 0.9

@@ -8,7 +8,6 @@ another worker did. Results are replaced inside one transaction, never appended.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
@@ -29,8 +28,16 @@ from app.db.models import Dataset, Job, JobResult, JobStatus, ResponseSet
 from app.schemas import InfluenceCreate, JobCreate, engine_prompts
 from app.services.jobs import policy_from
 from grace_engine.errors import Cancelled, GraceError
-from grace_engine.generation import Responses, TransformersBackend, VllmBackend, select_backend
+from grace_engine.generation import (
+    Generated,
+    TransformersBackend,
+    VllmBackend,
+    generated_from_json,
+    generated_to_json,
+    select_backend,
+)
 from grace_engine.influence import InfluenceResult
+from grace_engine.memory import MemoryBudget
 from grace_engine.models import ModelCache
 from grace_engine.pipeline import (
     GenerationBackend,
@@ -71,18 +78,24 @@ class DbResponseStore:
     def _key(self, key: str) -> str:
         return hashlib.sha256(f"{self.tenant_id}/{key}".encode()).hexdigest()
 
-    def get(self, key: str) -> Responses | None:
+    def get(self, key: str) -> Generated | None:
         with self.session_factory() as session:
             row = session.get(ResponseSet, self._key(key))
-            return json.loads(row.responses_json) if row is not None else None
+            return generated_from_json(row.responses_json) if row is not None else None
 
-    def put(self, key: str, responses: Responses) -> None:
+    def put(self, key: str, generated: Generated) -> None:
         with self.session_factory() as session:
-            session.add(
-                ResponseSet(
-                    key=self._key(key), tenant_id=self.tenant_id, responses_json=json.dumps(responses)
+            row = session.get(ResponseSet, self._key(key))
+            if row is not None:  # an entry from before cap counting, which get() ignores
+                row.responses_json = generated_to_json(generated)
+            else:
+                session.add(
+                    ResponseSet(
+                        key=self._key(key),
+                        tenant_id=self.tenant_id,
+                        responses_json=generated_to_json(generated),
+                    )
                 )
-            )
             try:
                 session.commit()
             except IntegrityError:  # the same responses stored by a concurrent run
@@ -261,6 +274,7 @@ class JobRunner:
             "responses": DbResponseStore(self.session_factory, tenant_id),
             "progress": js.update,
             "should_cancel": js.should_cancel,
+            "budget": MemoryBudget.from_gb(self.settings.memory_budget_gb),
         }
         if isinstance(request, InfluenceCreate):
             examples = request.validation_examples()
@@ -324,6 +338,7 @@ class JobRunner:
     def _store_ranking(session: Session, job: Job, result: RankingResult) -> None:
         details = result.to_dict(include_responses=False)["candidates"]
         job.ranking = result.ranking_rows()
+        job.result = {"warnings": [w.to_dict() for w in result.warnings]}
         for row in job.ranking:
             session.add(
                 JobResult(

@@ -1,0 +1,86 @@
+"""Warnings that travel with results (design §2.10).
+
+Small samples and cut responses mislead quietly: the numbers come out, only less meaningful. Each
+condition here becomes a :class:`ResultWarning` in the result (engine, CLI, API), stating the
+numbers and what to change. A warning never changes a score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# With fewer prompts the held-out sets of the splits overlap heavily (the paper scores 512).
+MIN_PROMPTS = 10
+
+
+@dataclass(frozen=True)
+class ResultWarning:
+    """``code`` is stable (for programs), ``message`` is for people, ``numbers`` back it up."""
+
+    code: str
+    message: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.numbers}
+
+
+def _held_out(n_prompts: int, test_fraction: float) -> int:
+    return max(1, int(n_prompts * test_fraction))  # as grace() holds out
+
+
+def small_sample(*, n_prompts: int, test_fraction: float, m: int, d: int) -> ResultWarning | None:
+    """Fewer training rows per split than projection dimensions: ``K_tr`` is rank-deficient, the
+    smoothing fills its null space with one constant, and GRACE tends to a multiple of G-Norm."""
+    n_test = _held_out(n_prompts, test_fraction)
+    rows = (n_prompts - n_test) * m
+    if rows >= d:
+        return None
+    needed = n_prompts
+    while (needed - _held_out(needed, test_fraction)) * m < d:
+        needed += 1
+    return ResultWarning(
+        "small_sample",
+        f"each split trains on {rows} gradient rows ({n_prompts - n_test} prompts x {m} responses) but "
+        f"the projection has d={d} dimensions, so GRACE degenerates toward G-Norm and mostly ranks "
+        f"gradient size; score about {needed} prompts or more, or lower proj_dim to {max(rows, 1)} or less",
+        {"train_rows": rows, "proj_dim": d, "n_prompts": n_prompts, "prompts_needed": needed},
+    )
+
+
+def few_prompts(n_prompts: int) -> ResultWarning | None:
+    if n_prompts >= MIN_PROMPTS:
+        return None
+    return ResultWarning(
+        "few_prompts",
+        f"only {n_prompts} prompts: the cross-validation splits hold out nearly the same prompts and "
+        f"the ranking rests on a handful of problems; score at least {MIN_PROMPTS} (the paper uses 512)",
+        {"n_prompts": n_prompts, "minimum": MIN_PROMPTS},
+    )
+
+
+def at_max_tokens(candidate: str, *, n: int, total: int, max_tokens: int) -> ResultWarning | None:
+    if n == 0:
+        return None
+    return ResultWarning(
+        "responses_at_max_tokens",
+        f"{n} of {total} responses of {candidate!r} stopped at max_tokens={max_tokens} before the "
+        "teacher ended them: the student is scored on unfinished solutions; raise max_tokens",
+        {"candidate": candidate, "n_responses": n, "total": total, "max_tokens": max_tokens},
+    )
+
+
+def cut_by_max_length(candidate: str, *, n: int, total: int, max_length: int | None) -> ResultWarning | None:
+    if n == 0:
+        return None
+    return ResultWarning(
+        "examples_truncated",
+        f"{n} of {total} examples of {candidate!r} were cut at the student's max_length={max_length} "
+        "tokens (their ends and EOS carry no loss); raise max_length up to the student's context",
+        {"candidate": candidate, "n_examples": n, "total": total, "max_length": max_length},
+    )
+
+
+def present(*warnings: ResultWarning | None) -> list[ResultWarning]:
+    return [w for w in warnings if w is not None]
