@@ -133,6 +133,11 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
     for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
         assert got["grace"] == pytest.approx(want["grace"], rel=1e-6)
         assert got["g_vendi"] == pytest.approx(want["g_vendi"], rel=1e-6)
+    # The warnings travel with the API result as the engine raised them, numbers included.
+    assert job["warnings"] == [w.to_dict() for w in expected.warnings]
+    assert {w["code"] for w in job["warnings"]} >= {"small_sample"}
+    ranking = client.get(f"/v1/jobs/{created['id']}/ranking", headers=caller.headers).json()
+    assert ranking["warnings"] == job["warnings"]
 
 
 def test_cancel_while_running_stops_at_a_batch_boundary(
