@@ -15,7 +15,7 @@ Part 2, ``grace rank`` under ``/usr/bin/time -v`` at budgets of 2, 4, 6 and 12 G
 m = 2, the three supplied-response candidates of ``grace gsm8k``. Peak RSS, wall time, and whether
 the budget was refused up front (with the minimum it named).
 
-    python benchmarks/smollm2.py                   # both parts (~15 min on 2 cores)
+    python benchmarks/smollm2.py                   # both parts (~20 min on 2 cores)
     python benchmarks/smollm2.py --part speed      # or --part rss
 
 Needs the converted model: ``grace models smollm2 .grace/models/smollm2`` (the default path here).
@@ -147,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(ROOT / ".grace" / "models" / "smollm2"))
     parser.add_argument("--part", choices=["speed", "rss", "all"], default="all")
     parser.add_argument("--examples", type=int, default=32, help="responses timed per method (32)")
-    parser.add_argument("--exact-examples", type=int, default=8, help="responses timed on the exact path (8)")
+    parser.add_argument("--exact-examples", type=int, default=2, help="responses timed on the exact path (2)")
     parser.add_argument("--budget", type=float, default=6.0, help="budget for the speed part (6 GB)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default="floor,fast,exact", help="speed part: which methods (all three)")
     args = parser.parse_args(argv)
     if not (Path(args.model) / "config.json").is_file():
         print(f"no model at {args.model}; run: grace models smollm2 {args.model}", file=sys.stderr)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"model": args.model, "threads": args.threads}
     if args.part in ("speed", "all"):
         speed = {}
-        for method in ("floor", "fast", "exact"):
+        for method in args.methods.split(","):
             n = args.exact_examples if method == "exact" else args.examples
             task = {
                 "model": args.model,

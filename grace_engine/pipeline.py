@@ -325,10 +325,11 @@ def collect_responses(
     should_cancel: Callable[[], bool] | None,
     backend: GenerationBackend | None = None,
     budget: MemoryBudget | None = None,
+    also_resident: Sequence[Any] = (),
 ) -> tuple[list[Generated], list[Origin]]:
     """Every candidate's responses in prompt order: supplied, stored from an earlier run, or
     generated now (and stored) by ``backend`` (default: chosen by ``cfg.generation_backend``) in
-    batches sized by ``budget``."""
+    batches sized by ``budget``, counting the cache's models and ``also_resident`` as taken."""
     collected: list[Generated] = []
     origins: list[Origin] = []
     backend = backend or make_backend(cfg)
@@ -367,7 +368,7 @@ def collect_responses(
             settings,
             load=load,
             budget=budget,
-            resident_bytes=lambda: resident_bytes(cache.models()),
+            resident_bytes=lambda: resident_bytes([*cache.models(), *also_resident]),
             progress=_stage_progress(report, "generate", cand.name),
             should_cancel=should_cancel,
             field=f"candidates[{i}].max_tokens",
@@ -420,7 +421,8 @@ class _Job:
     report: ProgressFn
 
     def resident(self) -> float:
-        return resident_bytes(self.cache.models())
+        # The student stays alive through this job even if the cache has evicted it for a teacher.
+        return resident_bytes([*self.cache.models(), self.student.model])
 
 
 def _prepare(
@@ -475,6 +477,7 @@ def _prepare(
         should_cancel=should_cancel,
         backend=backend,
         budget=budget,
+        also_resident=[early[0].model] if early else [],
     )
     release_if_short(backend, cfg)
     loaded, fmt = early or checked_student()

@@ -187,10 +187,14 @@ def test_a_budget_too_small_is_refused_before_any_work(setup: dict[str, Any], tm
     assert not (tmp_path / "store").exists()  # nothing was generated
 
 
-def test_generation_does_not_depend_on_batch_size(tiny: TinyModels) -> None:
+def _tutor(tiny: TinyModels) -> tuple[torch.nn.Module, Any]:
     policy = ModelPolicy.from_paths([tiny.root])
     source = resolve_model(str(tiny.teachers["tutor"]), policy, field="t")
-    model, tok = load_causal_lm(source, policy), load_tokenizer(source, policy)
+    return load_causal_lm(source, policy), load_tokenizer(source, policy)
+
+
+def test_generation_does_not_depend_on_batch_size(tiny: TinyModels) -> None:
+    model, tok = _tutor(tiny)
     prompts = read_prompts(tiny.prompts_file)[:6]
     settings = GenerationSettings(m=3, temperature=0.9, top_p=0.95, max_tokens=40, seed=3)
     one = TransformersBackend(batch_size=1).generate(model, tok, prompts, settings)
@@ -202,9 +206,7 @@ def test_generation_does_not_depend_on_batch_size(tiny: TinyModels) -> None:
 
 
 def test_responses_that_hit_max_tokens_are_told_apart(tiny: TinyModels) -> None:
-    policy = ModelPolicy.from_paths([tiny.root])
-    source = resolve_model(str(tiny.teachers["tutor"]), policy, field="t")
-    model, tok = load_causal_lm(source, policy), load_tokenizer(source, policy)
+    model, tok = _tutor(tiny)
     prompts = read_prompts(tiny.prompts_file)[:6]
     settings = GenerationSettings(m=2, temperature=0.6, top_p=1.0, max_tokens=3, seed=0)
     clipped = TransformersBackend().generate(model, tok, prompts, settings)

@@ -36,28 +36,30 @@ def _grace(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow
-def test_smollm2_ranks_gsm8k_inside_a_4_gb_budget(smollm2_dir: Path, tmp_path: Path) -> None:
+def _rank_gsm8k(student: Path, work: Path, n_prompts: int, *options: str) -> subprocess.CompletedProcess[str]:
+    """``grace gsm8k`` (m = 1), then ``grace rank`` on what it wrote."""
     source = ["--source", str(GSM8K)] if GSM8K.is_file() else []
-    made = _grace("gsm8k", str(tmp_path / "data"), "-n", "4", "-m", "1", *source)
+    made = _grace("gsm8k", str(work), "-n", str(n_prompts), "-m", "1", *source)
     assert made.returncode == 0, made.stderr
-    out = tmp_path / "result.json"
-    run = _grace(
+    return _grace(
         "rank",
         "--student",
-        str(smollm2_dir),
+        str(student),
         "--prompts",
-        str(tmp_path / "data" / "prompts.jsonl"),
+        str(work / "prompts.jsonl"),
         "--candidates",
-        str(tmp_path / "data" / "candidates.json"),
+        str(work / "candidates.json"),
         "-m",
         "1",
-        "--memory-budget",
-        str(BUDGET_GB),
         "--quiet",
-        "--out",
-        str(out),
+        *options,
     )
+
+
+@pytest.mark.slow
+def test_smollm2_ranks_gsm8k_inside_a_4_gb_budget(smollm2_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    run = _rank_gsm8k(smollm2_dir, tmp_path / "data", 4, "--memory-budget", str(BUDGET_GB), "--out", str(out))
     assert run.returncode == 0, run.stderr
     peak = int(run.stderr.rsplit("peak_rss_bytes=", 1)[1].split()[0]) / 1e9
     result = json.loads(out.read_text())
@@ -74,22 +76,7 @@ def test_smollm2_ranks_gsm8k_inside_a_4_gb_budget(smollm2_dir: Path, tmp_path: P
 
 
 def test_a_budget_below_the_model_is_refused_with_its_minimum(smollm2_dir: Path, tmp_path: Path) -> None:
-    source = ["--source", str(GSM8K)] if GSM8K.is_file() else []
-    assert _grace("gsm8k", str(tmp_path / "data"), "-n", "2", "-m", "1", *source).returncode == 0
-    run = _grace(
-        "rank",
-        "--student",
-        str(smollm2_dir),
-        "--prompts",
-        str(tmp_path / "data" / "prompts.jsonl"),
-        "--candidates",
-        str(tmp_path / "data" / "candidates.json"),
-        "-m",
-        "1",
-        "--memory-budget",
-        "1.5",
-        "--quiet",
-    )
+    run = _rank_gsm8k(smollm2_dir, tmp_path / "data", 2, "--memory-budget", "1.5")
     assert run.returncode == 2
     error = next(line for line in run.stderr.splitlines() if line.startswith("grace: error:"))
     assert "memory_budget: a memory budget of 1.50 GB cannot hold" in error
