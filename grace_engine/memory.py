@@ -305,3 +305,10 @@ def grace_split_bytes(rows: int, d: int) -> float:
 def grace_shared_bytes(rows: int, d: int) -> float:
     """What every split shares: the gradients, their normalised copy and one ``d x d`` Gram matrix."""
     return 8.0 * (2 * rows * d + d * d)
+
+
+def grace_workers(budget: MemoryBudget, resident: float, shape: tuple[int, ...]) -> int:
+    """How many GRACE splits of a ``(rows, d)`` gradient matrix run at once (at least one)."""
+    rows, d = shape
+    spare = budget.total_bytes * PLANNED_SHARE - resident - grace_shared_bytes(rows, d)
+    return max(1, int(spare // grace_split_bytes(rows, d)))

@@ -4,7 +4,9 @@ Stages, reported through ``progress(ProgressEvent)``: ``generate`` (per candidat
 ``gradients`` (per candidate, responses done), ``score``. ``should_cancel()`` is polled between
 batches and stages; when it returns true the job stops with :class:`~grace_engine.errors.Cancelled`.
 Every model reference is checked against the policy before anything is loaded, and one projection
-is built for the whole call so that candidates' scores are comparable.
+is built for the whole call so that candidates' scores are comparable. Every stage sizes its batches
+from one :class:`~grace_engine.memory.MemoryBudget`; a budget that cannot hold the student and the
+job's longest example is refused before any generation or gradient work.
 """
 
 from __future__ import annotations
@@ -52,14 +54,7 @@ from grace_engine.gradients import (
 )
 from grace_engine.influence import InfluenceResult, ValidationExample, influence, influence_cost
 from grace_engine.influence import Method as InfluenceMethod
-from grace_engine.memory import (
-    PLANNED_SHARE,
-    BatchCost,
-    MemoryBudget,
-    grace_shared_bytes,
-    grace_split_bytes,
-    resident_bytes,
-)
+from grace_engine.memory import BatchCost, MemoryBudget, grace_workers, resident_bytes
 from grace_engine.models import (
     LoadedModel,
     ModelCache,
@@ -642,13 +637,6 @@ def rank_teachers(
         warnings=_job_warnings(job.prompts, candidates, cfg, results, job.fmt),
         memory_budget_gb=job.budget.gb,
     )
-
-
-def grace_workers(budget: MemoryBudget, resident: float, shape: tuple[int, ...]) -> int:
-    """GRACE splits run in parallel, as many as the budget holds (at least one)."""
-    rows, d = shape
-    spare = budget.total_bytes * PLANNED_SHARE - resident - grace_shared_bytes(rows, d)
-    return max(1, int(spare // grace_split_bytes(rows, d)))
 
 
 def run_influence(

@@ -21,6 +21,7 @@ from grace_engine.memory import (
     MemoryBudget,
     default_budget_gb,
     fit_token_terms,
+    grace_workers,
     resident_bytes,
 )
 from grace_engine.models import ModelCache, ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
@@ -216,3 +217,11 @@ def test_responses_that_hit_max_tokens_are_told_apart(tiny: TinyModels) -> None:
     for texts, caps in zip(ended.texts, ended.at_cap, strict=True):
         for text, cap in zip(texts, caps, strict=True):
             assert cap or len(tok(text)["input_ids"]) < 250
+
+
+def test_grace_splits_in_flight_follow_the_budget() -> None:
+    rows, d = 4096, 4096  # one split ~0.5 GB, the shared part ~0.4 GB
+    assert grace_workers(MemoryBudget.from_gb(8), 1 * GB, (rows, d)) >= 2
+    assert grace_workers(MemoryBudget.from_gb(1.3), 1 * GB, (rows, d)) == 1  # never zero
+    few, many = (grace_workers(MemoryBudget.from_gb(gb), 1 * GB, (rows, d)) for gb in (2, 8))
+    assert few < many
