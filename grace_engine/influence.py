@@ -165,6 +165,7 @@ def influence(
     fmt: StudentFormat | None = None,
     budget: MemoryBudget | None = None,
     resident: float | None = None,
+    cost: BatchCost | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> InfluenceResult:
@@ -174,7 +175,8 @@ def influence(
         responses: ``{candidate: [prompt][index] -> text}``, aligned with ``prompts``.
         validation: reference solutions defining ``L_val``.
         budget: peak memory the batches are sized from; ``resident`` what is already taken
-            (default: the runtime and this model).
+            (default: the runtime and this model); ``cost`` the gradient stage's
+            :func:`influence_cost` when the caller has probed it already.
     """
     if method not in METHODS:
         raise InvalidInput(f"must be one of {', '.join(METHODS)}", field="method")
@@ -217,7 +219,7 @@ def influence(
 
     if method == "projected":
         computer = make_gradient_computer(model, space=space, d=proj_dim, seed=seed, path="fast")
-        plan = budget.plan(taken, computer.cost(), stage="influence gradient")
+        plan = budget.plan(taken, cost or computer.cost(), stage="influence gradient")
         plan.require(longest)
         val = compute_gradients(model, computer, val_examples, pad_id=pad_id, plan=plan)
         resp = compute_gradients(
@@ -234,7 +236,8 @@ def influence(
         losses, val_loss = resp.losses, float(np.mean(val.losses))
     else:
         layout = describe_space(model, space, seed=seed)
-        budget.plan(taken, _exact_cost(model, layout, seed), stage="influence gradient").require(longest)
+        exact = cost or _exact_cost(model, layout, seed)
+        budget.plan(taken, exact, stage="influence gradient").require(longest)
         # One row at a time: each exact flat gradient is as large as the model.
         v_flat = _row_gradient(model, layout, val_examples[0], pad_id)[0].double()
         for e in val_examples[1:]:

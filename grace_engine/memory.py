@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -91,12 +91,10 @@ class BatchCost:
 class MemoryBudget:
     """The peak RSS a job may reach. ``MemoryBudget.from_gb(6)``; ``MemoryBudget()`` is the default."""
 
-    total_bytes: int = 0
+    total_bytes: int = field(default_factory=lambda: int(default_budget_gb() * GB))
 
     def __post_init__(self) -> None:
-        if self.total_bytes == 0:
-            object.__setattr__(self, "total_bytes", int(default_budget_gb() * GB))
-        if self.total_bytes < 0:
+        if self.total_bytes <= 0:
             raise InvalidInput("must be positive", field="memory_budget")
 
     @classmethod

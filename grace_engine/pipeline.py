@@ -412,6 +412,7 @@ class _Job:
     student: LoadedModel
     fmt: StudentFormat
     budget: MemoryBudget
+    cost: BatchCost  # of one gradient batch on the student, probed once per job
     cache: ModelCache
     report: ProgressFn
 
@@ -437,7 +438,8 @@ def _prepare(
     gradient_cost: Callable[[LoadedModel], BatchCost],
 ) -> _Job:
     """Check every input and model reference, check the memory budget against the job's longest
-    possible example, then collect the responses and load the student.
+    possible example (``gradient_cost`` probes the student once), then collect the responses and
+    load the student.
 
     The budget check needs the student loaded (its cost is probed); on a vLLM worker the student
     waits until the teachers are done and have released the GPU, so there it follows generation.
@@ -452,13 +454,13 @@ def _prepare(
     report: ProgressFn = progress or (lambda _event: None)
     backend = generator or make_backend(cfg)
 
-    def checked_student() -> tuple[LoadedModel, StudentFormat]:
+    def checked_student() -> tuple[LoadedModel, StudentFormat, BatchCost]:
         loaded = cache.get(student_source, field="student")
         fmt = cfg.student_format.within(context_length(loaded.model))
         longest = _longest_example(loaded.tokenizer, checked, candidates, cfg, fmt)
-        plan = budget.plan(resident_bytes(cache.models()), gradient_cost(loaded), stage="gradient")
-        plan.require(longest)
-        return loaded, fmt
+        cost = gradient_cost(loaded)
+        budget.plan(resident_bytes(cache.models()), cost, stage="gradient").require(longest)
+        return loaded, fmt, cost
 
     early = checked_student() if backend.name != "vllm" else None
     collected, origins = collect_responses(
@@ -475,8 +477,8 @@ def _prepare(
         also_resident=[early[0].model] if early else [],
     )
     release_if_short(backend, cfg)
-    loaded, fmt = early or checked_student()
-    return _Job(cfg, checked, collected, origins, loaded, fmt, budget, cache, report)
+    loaded, fmt, cost = early or checked_student()
+    return _Job(cfg, checked, collected, origins, loaded, fmt, budget, cost, cache, report)
 
 
 def _job_warnings(
@@ -533,13 +535,14 @@ def rank_teachers(
         budget: the peak memory every stage sizes its batches from (default:
             :func:`~grace_engine.memory.default_budget_gb`). Scores do not depend on it.
     """
-    computers: dict[int, GradientComputer] = {}
+    built: list[GradientComputer] = []
 
-    def computer_for(loaded: LoadedModel) -> GradientComputer:
-        # One projection for the whole job, built once: candidates' scores must be comparable.
-        if id(loaded.model) not in computers:
-            cfg = config or ScoringConfig()
-            computers[id(loaded.model)] = make_gradient_computer(
+    def probe(loaded: LoadedModel) -> BatchCost:
+        # The job's one projection, built here for the probe and kept: candidates' scores must be
+        # comparable, so every candidate goes through this same computer.
+        cfg = config or ScoringConfig()
+        built.append(
+            make_gradient_computer(
                 loaded.model,
                 space=cfg.gradient_space,
                 d=cfg.proj_dim,
@@ -547,14 +550,8 @@ def rank_teachers(
                 path=cfg.path,
                 factor_dim=cfg.factor_dim,
             )
-        return computers[id(loaded.model)]
-
-    costs: dict[int, BatchCost] = {}
-
-    def cost_of(loaded: LoadedModel) -> BatchCost:
-        if id(loaded.model) not in costs:
-            costs[id(loaded.model)] = computer_for(loaded).cost()
-        return costs[id(loaded.model)]
+        )
+        return built[-1].cost()
 
     job = _prepare(
         prompts,
@@ -569,16 +566,16 @@ def rank_teachers(
         should_cancel=should_cancel,
         generator=generator,
         budget=budget,
-        gradient_cost=cost_of,
+        gradient_cost=probe,
     )
     cfg, report = job.cfg, job.report
     tokenizer = job.student.tokenizer
     pad_id = pad_token_id(tokenizer)
-    computer = computer_for(job.student)
+    (computer,) = built
     encoded = [
         _student_examples(tokenizer, job.prompts, g.texts, job.fmt, i) for i, g in enumerate(job.generated)
     ]
-    plan = job.budget.plan(job.resident(), cost_of(job.student), stage="gradient")
+    plan = job.budget.plan(job.resident(), job.cost, stage="gradient")
     plan.require(max(len(e.input_ids) for examples in encoded for e in examples))
     results: dict[str, CandidateResult] = {}
     answers = [p.answer for p in job.prompts]
@@ -690,6 +687,7 @@ def run_influence(
         fmt=job.fmt,
         budget=job.budget,
         resident=job.resident(),
+        cost=job.cost,
         progress=lambda done, total: job.report(ProgressEvent("gradients", done, total)),
         should_cancel=should_cancel,
     )
