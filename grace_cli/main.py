@@ -35,17 +35,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _gigabytes(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number of GB, got {text}")
-    return value
-
-
 def _add_memory_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory-budget",
-        type=_gigabytes,
+        type=float,  # MemoryBudget.from_gb checks it, for the flag and the setting alike
         metavar="GB",
         help="peak memory every stage sizes its batches from (default: GRACE_MEMORY_BUDGET_GB, else "
         "half the machine's memory, at most 8 GB); results do not depend on it",
