@@ -11,10 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat
+from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
 from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
 from grace_engine.gradients import GradientSpace
-from grace_engine.influence import ValidationExample
 from grace_engine.pipeline import ScoringConfig
 
 

@@ -219,6 +219,7 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
         print(f"  teacher     {path}  ({name})")
     print(f"  candidates  {built.candidates_file}")
     print(f"  prompts     {built.prompts_file}")
+    print(f"  eval        {built.eval_file}")
     return 0
 
 
@@ -429,30 +430,9 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_validation(path: Path) -> list[object]:
-    from grace_engine.influence import ValidationExample
-    from grace_engine.tiny_models import clean_solution
-
-    out: list[object] = []
-    for i, line in enumerate(path.read_text("utf-8").splitlines()):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        prompt = record.get("prompt", record.get("question"))
-        solution = record.get("solution", record.get("answer"))
-        if not isinstance(prompt, str) or not isinstance(solution, str):
-            raise GraceError(
-                "needs 'prompt' (or 'question') and 'solution' (or 'answer')", field=f"validation[{i}]"
-            )
-        if "####" in solution and "solution" not in record:  # a GSM8K line: its answer as teachers write it
-            solution = clean_solution(solution)
-        out.append(ValidationExample(prompt, solution))
-    return out
-
-
 def cmd_influence(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars
-    from grace_engine.data import read_prompts
+    from grace_engine.data import read_prompts, read_validation
     from grace_engine.generation import read_candidates
     from grace_engine.pipeline import ScoringConfig, run_influence
 
@@ -464,7 +444,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
             read_prompts(args.prompts),
             read_candidates(args.candidates),
             args.student,
-            _read_validation(args.validation),  # type: ignore[arg-type]
+            read_validation(args.validation),
             policy=_local_policy(args),
             method=args.method,
             config=ScoringConfig(

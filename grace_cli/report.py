@@ -8,7 +8,7 @@ from typing import Any
 
 from grace_engine.pipeline import ProgressEvent, RankingResult
 
-_UNITS = {"generate": "prompt", "gradients": "resp", "score": "cand"}
+_UNITS = {"generate": "prompt", "gradients": "resp", "score": "cand", "distil": "step", "evaluate": "model"}
 
 
 class ProgressBars:

@@ -82,5 +82,40 @@ def cut_by_max_length(candidate: str, *, n: int, total: int, max_length: int | N
     )
 
 
+# Below this many candidates a rank correlation's bootstrap interval spans most of [-1, 1].
+MIN_VALIDATION_CANDIDATES = 5
+
+
+def few_candidates(n: int) -> ResultWarning | None:
+    if n >= MIN_VALIDATION_CANDIDATES:
+        return None
+    return ResultWarning(
+        "few_candidates",
+        f"only {n} candidates: a rank correlation over so few is coarse (one swapped pair moves it by "
+        f"a lot) and its interval is wide; validate at least {MIN_VALIDATION_CANDIDATES}",
+        {"n_candidates": n, "minimum": MIN_VALIDATION_CANDIDATES},
+    )
+
+
+def constant_outcome(outcome: str, value: float) -> ResultWarning:
+    return ResultWarning(
+        "outcome_constant",
+        f"every distilled student has the same {outcome} ({value:g}), so no score can be checked "
+        f"against it; its correlations are null (more eval problems, or more training, separate them)",
+        {"outcome": outcome, "value": value},
+    )
+
+
+def eval_overlaps_training(n: int, total: int) -> ResultWarning | None:
+    if n == 0:
+        return None
+    return ResultWarning(
+        "eval_overlaps_training",
+        f"{n} of {total} eval problems are also training prompts: the outcome then rewards "
+        "memorising the candidates' responses; keep train and eval prompts disjoint",
+        {"n_overlapping": n, "n_eval": total},
+    )
+
+
 def present(*warnings: ResultWarning | None) -> list[ResultWarning]:
     return [w for w in warnings if w is not None]

@@ -9,6 +9,7 @@ its response tokens exactly as Hugging Face computes it with ``labels``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,6 +76,50 @@ def _read_jsonl(path: str | Path, *, field: str) -> Iterator[Any]:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"line {line_no + 1} is not JSON: {exc.msg}", field=field) from exc
+
+
+@dataclass(frozen=True)
+class ValidationExample:
+    """A held-out problem and its reference solution, as the student should write it; ``answer``
+    (optional) is the final answer greedy decodes are checked against."""
+
+    prompt: str
+    solution: str
+    answer: str | None = None
+
+
+def read_validation(path: str | Path, *, field: str = "validation") -> list[ValidationExample]:
+    """Read held-out problems from JSONL: ``{prompt | question, solution | answer}`` per line.
+
+    A GSM8K line (``answer`` ending in ``#### n``, no ``solution``) is taken as it is: the solution
+    is its worked answer as a teacher writes it (:func:`clean_solution`) and ``n`` is the answer.
+    With ``solution`` given, ``answer`` is optional.
+    """
+    out: list[ValidationExample] = []
+    for i, record in enumerate(_read_jsonl(path, field=field)):
+        where = f"{field}[{i}]"
+        if not isinstance(record, dict):
+            raise InvalidInput("each line must be a JSON object", field=where)
+        prompt = record.get("prompt", record.get("question"))
+        solution = record.get("solution", record.get("answer"))
+        answer = record.get("answer") if "solution" in record else None
+        if not isinstance(prompt, str) or not isinstance(solution, str) or not solution.strip():
+            raise InvalidInput("needs 'prompt' (or 'question') and 'solution' (or 'answer')", field=where)
+        if answer is not None and not isinstance(answer, str | int | float):
+            raise InvalidInput("'answer' must be a string or a number", field=f"{where}.answer")
+        if "solution" not in record and "####" in solution:
+            answer, solution = reference_answer(solution), clean_solution(solution)
+        out.append(ValidationExample(prompt, solution, None if answer is None else str(answer)))
+    if not out:
+        raise InvalidInput("no examples in the file", field=field)
+    return out
+
+
+def clean_solution(answer: str) -> str:
+    """GSM8K solution -> teacher-style text: calculator annotations dropped, ``#### n`` boxed."""
+    body, _, final = answer.rpartition("####")
+    body = re.sub(r"<<[^>]*>>", "", body).strip()
+    return f"{body}\nThe answer is \\boxed{{{final.strip()}}}."
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:

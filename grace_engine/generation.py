@@ -300,11 +300,17 @@ class TransformersBackend:
         progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         field: str = "max_tokens",
+        model_input: Callable[[str], str] | None = None,
     ) -> Generated:
         """Responses to every prompt; ``field`` names ``max_tokens`` in the error raised when the
         longest prompt plus ``max_tokens`` does not fit the teacher's context (checked up front),
-        or the memory budget cannot hold one sequence of that length."""
-        inputs = [teacher_input(tokenizer, p.prompt, settings.instruction) for p in prompts]
+        or the memory budget cannot hold one sequence of that length. ``model_input(prompt)`` is
+        the text the model continues (default: :func:`teacher_input`; a distilled student gets its
+        template)."""
+        inputs = [
+            model_input(p.prompt) if model_input else teacher_input(tokenizer, p.prompt, settings.instruction)
+            for p in prompts
+        ]
         longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in inputs)
         limit = context_length(model)
         if limit is not None and longest + settings.max_tokens > limit:

@@ -31,12 +31,13 @@ from grace_engine.data import (
     Prompt,
     StudentExample,
     StudentFormat,
+    ValidationExample,
     collate,
     encode_for_student,
-    length_batches,
     pad_token_id,
 )
 from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.evaluation import batched_losses
 from grace_engine.generation import Responses
 from grace_engine.gradients import (
     ExactGradients,
@@ -46,21 +47,12 @@ from grace_engine.gradients import (
     describe_space,
     exact_flat_gradients,
     make_gradient_computer,
-    per_example_losses,
 )
 from grace_engine.memory import BatchCost, BatchPlan, MemoryBudget, forward_cost, resident_bytes
 
 Method = Literal["exact", "projected", "finite_difference"]
 METHODS: tuple[Method, ...] = ("exact", "projected", "finite_difference")
 FD_STEP = 1e-2  # eps * |v|: the length of the finite-difference step along the validation gradient
-
-
-@dataclass(frozen=True)
-class ValidationExample:
-    """A held-out problem and its reference solution."""
-
-    prompt: str
-    solution: str
 
 
 @dataclass(frozen=True)
@@ -132,23 +124,6 @@ class InfluenceResult:
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _batched_losses(
-    model: nn.Module, examples: Sequence[StudentExample], pad_id: int, plan: BatchPlan
-) -> torch.Tensor:
-    """Per-example mean losses ``(N,)`` in input order, batched by length within ``plan``, no graph."""
-    out = torch.zeros(len(examples), dtype=torch.float64)
-    lengths = [len(e.input_ids) for e in examples]
-    with torch.no_grad():
-        for idx in length_batches(lengths, max_batch=64, fits=plan.fits):
-            batch = collate([examples[i] for i in idx], pad_id).to(_device(model))
-            logits = model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-            ).logits
-            losses, _ = per_example_losses(logits, batch.labels)
-            out[idx] = losses.double().cpu()
-    return out
 
 
 def influence(
@@ -243,7 +218,7 @@ def influence(
         for e in val_examples[1:]:
             v_flat += _row_gradient(model, layout, e, pad_id)[0].double()
         v_flat /= len(val_examples)
-        val_loss = float(_batched_losses(model, val_examples, pad_id, forward).mean())
+        val_loss = float(batched_losses(model, val_examples, pad_id, forward).mean())
         if method == "exact":
             out, loss_list = [], []
             for done, e in enumerate(examples, start=1):
@@ -305,14 +280,14 @@ def _finite_difference(
         with torch.no_grad():
             for p, d in zip(params, pieces, strict=True):
                 p.add_(eps * d.view_as(p))
-        plus = _batched_losses(model, examples, pad_id, plan)
+        plus = batched_losses(model, examples, pad_id, plan)
         with torch.no_grad():
             for p, p0, d in zip(params, original, pieces, strict=True):
                 p.copy_(p0 - eps * d.view_as(p))
-        minus = _batched_losses(model, examples, pad_id, plan)
+        minus = batched_losses(model, examples, pad_id, plan)
     finally:
         with torch.no_grad():
             for p, p0 in zip(params, original, strict=True):
                 p.copy_(p0)
-    base = _batched_losses(model, examples, pad_id, plan)
+    base = batched_losses(model, examples, pad_id, plan)
     return ((plus - minus) / (2 * eps)).numpy(), base.numpy()

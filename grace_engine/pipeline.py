@@ -24,6 +24,7 @@ from grace_engine.data import (
     Prompt,
     StudentExample,
     StudentFormat,
+    ValidationExample,
     encode_for_student,
     pad_token_id,
     validate_prompts,
@@ -52,7 +53,7 @@ from grace_engine.gradients import (
     compute_gradients,
     make_gradient_computer,
 )
-from grace_engine.influence import InfluenceResult, ValidationExample, influence, influence_cost
+from grace_engine.influence import InfluenceResult, influence, influence_cost
 from grace_engine.influence import Method as InfluenceMethod
 from grace_engine.memory import BatchCost, MemoryBudget, grace_workers, resident_bytes
 from grace_engine.models import (
@@ -74,7 +75,7 @@ from grace_engine.scores import (
     teacher_accuracy,
 )
 
-Stage = Literal["generate", "gradients", "score"]
+Stage = Literal["generate", "gradients", "score", "distil", "evaluate"]
 
 
 @dataclass(frozen=True)

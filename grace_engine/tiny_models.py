@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 import torch
 
+from grace_engine.data import clean_solution
 from grace_engine.generation import DEFAULT_INSTRUCTION, teacher_input
 
 EOS, PAD, USER, ASSISTANT = "<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>"
@@ -39,19 +39,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 N_DEMO_PROMPTS = 24  # GSM8K problems kept out of every training set, for the demo and tests
+N_EVAL_PROMPTS = 32  # held-out problems written to eval.jsonl for validation jobs
 
 
-def gsm8k_records() -> list[dict[str, Any]]:
-    """The shipped GSM8K subset (MIT licence, see resources/GSM8K_LICENSE.md)."""
-    text = resources.files("grace_engine").joinpath("resources/gsm8k_test_subset.jsonl").read_text("utf-8")
+def gsm8k_records(name: str = "gsm8k_test_subset.jsonl") -> list[dict[str, Any]]:
+    """A shipped GSM8K file (MIT licence, see resources/GSM8K_LICENSE.md): the 700-problem subset
+    the tiny models are built from, or ``gsm8k_eval.jsonl``, 64 problems none of them has seen."""
+    text = resources.files("grace_engine").joinpath(f"resources/{name}").read_text("utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def clean_solution(answer: str) -> str:
-    """GSM8K solution -> teacher-style text: calculator annotations dropped, ``#### n`` boxed."""
-    body, _, final = answer.rpartition("####")
-    body = re.sub(r"<<[^>]*>>", "", body).strip()
-    return f"{body}\nThe answer is \\boxed{{{final.strip()}}}."
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int, *, chat: bool) -> Any:
@@ -190,6 +185,14 @@ class TinyModels:
     prompts_file: Path
     train_loss: dict[str, float]
     seconds: float
+    eval_file: Path  # held-out problems with reference solutions, for validation jobs
+
+
+def _shortest(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The ``n`` shortest problems (question + solution), in their order: the tiny student's
+    context is 512 tokens of a 512-token vocabulary."""
+    keep = sorted(range(len(records)), key=lambda i: len(records[i]["question"]) + len(records[i]["answer"]))
+    return [records[i] for i in sorted(keep[:n])]
 
 
 def build_tiny_models(
@@ -199,7 +202,7 @@ def build_tiny_models(
     steps: int = 300,
     log: Callable[[str], None] | None = None,
 ) -> TinyModels:
-    """Build the student, three teachers, a candidate file and a prompt file under ``out_dir``."""
+    """Build the student, three teachers, a candidate file, a prompt file and an eval file under ``out_dir``."""
     started = time.perf_counter()
     say = log or (lambda _msg: None)
     root = Path(out_dir)
@@ -261,6 +264,20 @@ def build_tiny_models(
             for r in demo
         )
     )
+    eval_file = root / "eval.jsonl"
+    eval_file.write_text(
+        "".join(
+            json.dumps({"id": f"gsm8k-{r['idx']}", "question": r["question"], "answer": r["answer"]}) + "\n"
+            for r in _shortest(gsm8k_records("gsm8k_eval.jsonl"), N_EVAL_PROMPTS)
+        )
+    )
     return TinyModels(
-        root, student_path, teachers, candidates_file, prompts_file, losses, time.perf_counter() - started
+        root,
+        student_path,
+        teachers,
+        candidates_file,
+        prompts_file,
+        losses,
+        time.perf_counter() - started,
+        eval_file,
     )

@@ -1,23 +1,70 @@
-"""Ground truth for a ranking (design §2.8): how well a score predicted what distillation delivered.
+"""Ground truth for a ranking (design §2.8): distil the student on each candidate's responses,
+evaluate what came out, and measure how well GRACE and every baseline predicted it.
 
-This module holds the correlation half: given each candidate's score (GRACE or a baseline) and the
-measured outcome of the student distilled on that candidate's responses, how well did the score
-predict the outcome? Everything is signed so that +1 means a perfect prediction, whichever way the
-score and the outcome point.
+:func:`run_validation` is the job: the candidates' scores and responses come from
+:func:`~grace_engine.pipeline.rank_teachers` (supplied, stored from an earlier job, or generated);
+for each training seed a fresh copy of the student is distilled on each candidate's responses
+(:mod:`~grace_engine.distillation`) and evaluated on held-out problems
+(:mod:`~grace_engine.evaluation`), next to the untrained student. :func:`correlate` then compares
+each score with each outcome. Everything is signed so that +1 means a perfect prediction, whichever
+way the score and the outcome point.
 """
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
-from grace_engine.errors import InvalidInput
+from grace_engine import caveats
+from grace_engine.caveats import ResultWarning
+from grace_engine.data import Prompt, ValidationExample, encode_for_student
+from grace_engine.distillation import DistillConfig, TrainStats, distil
+from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.evaluation import DEFAULT_MAX_NEW_TOKENS, Outcome, eval_examples, evaluate
+from grace_engine.generation import Candidate
+from grace_engine.memory import MemoryBudget, resident_bytes
+from grace_engine.models import ModelCache, ModelPolicy, context_length, resolve_model
+from grace_engine.pipeline import (
+    CandidateResult,
+    GenerationBackend,
+    ProgressEvent,
+    ProgressFn,
+    RankingResult,
+    ResponseStore,
+    ScoringConfig,
+    rank_teachers,
+)
 from grace_engine.ranking import spearman
 
 BOOTSTRAP_SAMPLES = 2000
+OutcomeName = Literal["eval_nll", "accuracy"]
+OUTCOMES: dict[str, bool] = {"eval_nll": False, "accuracy": True}  # name -> higher is better
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A score the job reports, read off a candidate's result; ``lower_is_better`` says which way
+    it ranks teachers."""
+
+    name: str
+    value: Callable[[CandidateResult], float | None]
+    lower_is_better: bool
+
+
+PREDICTORS: tuple[Predictor, ...] = (
+    Predictor("grace", lambda c: c.grace.score, lower_is_better=True),
+    Predictor("g_norm", lambda c: c.g_norm, lower_is_better=True),
+    Predictor("g_vendi", lambda c: c.g_vendi, lower_is_better=False),
+    Predictor("student_nll", lambda c: c.student_nll, lower_is_better=True),
+    Predictor("teacher_accuracy", lambda c: c.accuracy, lower_is_better=False),
+)
 
 
 @dataclass(frozen=True)
@@ -25,26 +72,28 @@ class Correlation:
     """Agreement of one score with the outcome over ``n_candidates`` candidates.
 
     ``spearman`` and ``kendall`` (tau-b) are between the score's predicted goodness and the
-    outcome's quality; ``ci95`` is a percentile bootstrap interval of ``spearman`` over candidates
-    (resamples with fewer than two distinct values on either side are skipped). ``regret`` is how
-    much worse, in the outcome's units, the score's top pick did than the best candidate;
-    ``regret_rel`` the same divided by the best outcome's magnitude.
+    outcome's quality, None when either side is constant (nothing to predict, or no prediction);
+    ``ci95`` is a percentile bootstrap interval of ``spearman`` over candidates (resamples with
+    fewer than two distinct values on either side are skipped; None when none is left).
+    ``regret`` is how much worse, in the outcome's units, the score's top pick did than the best
+    candidate; ``regret_rel`` the same divided by the best outcome's magnitude.
     """
 
     score: str
-    spearman: float
-    kendall: float
-    ci95: tuple[float, float]
+    outcome: str
+    spearman: float | None
+    kendall: float | None
+    ci95: tuple[float, float] | None
     regret: float
-    regret_rel: float
+    regret_rel: float | None
     n_candidates: int
     top_pick: str
     best: str
 
 
-def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-b of two equally long vectors (ties handled as tau-b does); 1.0 when either
-    side is constant, like :func:`~grace_engine.ranking.spearman`."""
+def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Kendall's tau-b of two equally long vectors (ties handled as tau-b does); None when either
+    side is constant."""
     n = len(a)
     concordant = discordant = ties_a = ties_b = 0
     for i in range(n):
@@ -56,7 +105,11 @@ def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
             discordant += da * db < 0
     pairs = n * (n - 1) // 2
     denom = math.sqrt((pairs - ties_a) * (pairs - ties_b))
-    return float((concordant - discordant) / denom) if denom > 0 else 1.0
+    return float((concordant - discordant) / denom) if denom > 0 else None
+
+
+def _varies(x: np.ndarray) -> bool:
+    return len(np.unique(x)) > 1
 
 
 def correlate(
@@ -66,6 +119,7 @@ def correlate(
     *,
     lower_score_is_better: bool,
     higher_outcome_is_better: bool,
+    outcome_name: str = "outcome",
     seed: int = 0,
     n_boot: int = BOOTSTRAP_SAMPLES,
 ) -> Correlation:
@@ -84,25 +138,333 @@ def correlate(
         raise InvalidInput("scores and outcomes must be finite numbers", field="outcomes")
     goodness = -values[:, 0] if lower_score_is_better else values[:, 0]
     quality = values[:, 1] if higher_outcome_is_better else -values[:, 1]
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(names), len(names))
-        if len(np.unique(goodness[idx])) > 1 and len(np.unique(quality[idx])) > 1:
-            boot.append(spearman(goodness[idx].tolist(), quality[idx].tolist()))
-    ci = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if boot else (math.nan, math.nan)
+    defined = _varies(goodness) and _varies(quality)
+    ci: tuple[float, float] | None = None
+    if defined:
+        rng = np.random.default_rng(seed)
+        boot = []
+        for _ in range(n_boot):
+            idx = rng.integers(0, len(names), len(names))
+            if _varies(goodness[idx]) and _varies(quality[idx]):
+                boot.append(spearman(goodness[idx].tolist(), quality[idx].tolist()))
+        if boot:
+            ci = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
     # The pick: best predicted goodness (the first name on ties); the best: best quality.
     pick, best = int(np.argmax(goodness)), int(np.argmax(quality))
     regret = float(quality[best] - quality[pick])
     scale = float(abs(values[best, 1]))
     return Correlation(
         score=score_name,
-        spearman=spearman(goodness.tolist(), quality.tolist()),
-        kendall=kendall_tau_b(goodness, quality),
+        outcome=outcome_name,
+        spearman=spearman(goodness.tolist(), quality.tolist()) if defined else None,
+        kendall=kendall_tau_b(goodness, quality) if defined else None,
         ci95=ci,
         regret=regret,
-        regret_rel=regret / scale if scale > 0 else math.inf if regret > 0 else 0.0,
+        regret_rel=regret / scale if scale > 0 else (None if regret > 0 else 0.0),
         n_candidates=len(names),
         top_pick=names[pick],
         best=names[best],
+    )
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """What a validation job does besides scoring.
+
+    ``train_seeds``: one distilled student per candidate and seed; a candidate's outcome is the
+    mean over seeds (training noise averages out; each seed's values are kept). ``outcome``: the
+    outcome ``correlations`` are computed against (every outcome is in ``correlations_by_outcome``).
+    ``accuracy``: greedy-decode the eval problems (needs an answer on each), up to
+    ``eval_max_tokens`` new tokens.
+    """
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train_seeds: tuple[int, ...] = (0,)
+    outcome: OutcomeName = "eval_nll"
+    accuracy: bool = True
+    eval_max_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    bootstrap_seed: int = 0
+
+    def validate(self, eval_set: Sequence[ValidationExample]) -> None:
+        self.distill.validate()
+        if not self.train_seeds:
+            raise InvalidInput("needs at least one seed", field="train_seeds")
+        if len(set(self.train_seeds)) != len(self.train_seeds):
+            raise InvalidInput("seeds must be distinct", field="train_seeds")
+        if self.outcome not in OUTCOMES:
+            raise InvalidInput(f"must be one of {', '.join(OUTCOMES)}", field="outcome")
+        if self.eval_max_tokens < 1:
+            raise InvalidInput("must be at least 1", field="eval_max_tokens")
+        if not eval_set:
+            raise InvalidInput("needs at least one eval problem", field="eval")
+        if self.outcome == "accuracy":
+            if not self.accuracy:
+                raise InvalidInput("the accuracy outcome needs accuracy on", field="outcome")
+            missing = [i for i, e in enumerate(eval_set) if e.answer is None]
+            if missing:
+                raise InvalidInput(
+                    "the accuracy outcome needs an answer on every eval problem",
+                    field=f"eval[{missing[0]}].answer",
+                )
+
+
+@dataclass(frozen=True)
+class CandidateValidation:
+    """One candidate's distilled students: the outcome averaged over seeds, and each seed's run."""
+
+    name: str
+    outcome: Outcome
+    per_seed: list[Outcome]
+    training: list[TrainStats]
+
+
+def _mean_outcome(runs: Sequence[Outcome]) -> Outcome:
+    accs = [r.accuracy for r in runs]
+    return Outcome(
+        eval_nll=float(np.mean([r.eval_nll for r in runs])),
+        accuracy=None if any(a is None for a in accs) else float(np.mean(accs)),  # type: ignore[arg-type]
+        n_eval=runs[0].n_eval,
+        n_eval_tokens=runs[0].n_eval_tokens,
+    )
+
+
+def _outcome_value(o: Outcome, name: str) -> float | None:
+    return o.eval_nll if name == "eval_nll" else o.accuracy
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What :func:`run_validation` found: the scores (``ranking``), each candidate's distilled
+    outcome, the untrained student's, and each score's correlation with each outcome."""
+
+    ranking: RankingResult
+    untrained: Outcome
+    candidates: dict[str, CandidateValidation]
+    correlations: dict[str, dict[str, Correlation]]  # outcome -> score -> correlation
+    config: ValidationConfig
+    n_eval: int
+    warnings: list[ResultWarning]
+    versions: dict[str, str]
+
+    def protocol(self) -> dict[str, Any]:
+        """Every setting and seed the result depends on."""
+        distill = asdict(self.config.distill)
+        distill["learning_rate"] = self.config.distill.lr
+        return {
+            "student": self.ranking.student,
+            "n_train_prompts": self.ranking.n_prompts,
+            "n_eval": self.n_eval,
+            "scoring": asdict(self.ranking.config),
+            "distillation": distill,
+            "train_seeds": list(self.config.train_seeds),
+            "outcome": self.config.outcome,
+            "accuracy": self.config.accuracy,
+            "eval_max_tokens": self.config.eval_max_tokens,
+            "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": self.config.bootstrap_seed},
+            "memory_budget_gb": self.ranking.memory_budget_gb,
+            "versions": self.versions,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the same in the CLI's ``--out`` and the API's result."""
+        scored = self.ranking.to_dict(include_responses=False)
+        ranks = {r.name: r.rank for r in self.ranking.ranking}
+        candidates = {}
+        for name, v in self.candidates.items():
+            outcome = asdict(v.outcome)
+            outcome["delta_eval_nll"] = v.outcome.eval_nll - self.untrained.eval_nll
+            outcome["per_seed"] = [asdict(o) for o in v.per_seed]
+            candidates[name] = {
+                **scored["candidates"][name],
+                "rank": ranks[name],
+                "outcome": outcome,
+                "training": [asdict(t) for t in v.training],
+            }
+        by_outcome = {
+            outcome: {score: asdict(c) for score, c in per_score.items()}
+            for outcome, per_score in self.correlations.items()
+        }
+        return {
+            "student": self.ranking.student,
+            "outcome": self.config.outcome,
+            "untrained": asdict(self.untrained),
+            "candidates": candidates,
+            "correlations": by_outcome.get(self.config.outcome, {}),
+            "correlations_by_outcome": by_outcome,
+            "ranking": self.ranking.ranking_rows(),
+            "protocol": self.protocol(),
+            "warnings": [w.to_dict() for w in self.warnings],
+        }
+
+
+def correlations_for(
+    ranking: RankingResult, outcomes: Mapping[str, Outcome], *, seed: int = 0
+) -> tuple[dict[str, dict[str, Correlation]], list[ResultWarning]]:
+    """Every reported score against every outcome that every candidate has; a score missing on a
+    candidate (teacher accuracy without answers) is left out."""
+    found: dict[str, dict[str, Correlation]] = {}
+    notes: list[ResultWarning] = []
+    for outcome, higher_is_better in OUTCOMES.items():
+        values = {n: _outcome_value(o, outcome) for n, o in outcomes.items()}
+        if any(v is None for v in values.values()):
+            continue
+        target = {n: float(v) for n, v in values.items() if v is not None}
+        if len(set(target.values())) == 1:
+            notes.append(caveats.constant_outcome(outcome, next(iter(target.values()))))
+        found[outcome] = {}
+        for p in PREDICTORS:
+            raw = {n: p.value(ranking.candidates[n]) for n in target}
+            if any(v is None for v in raw.values()):
+                continue
+            found[outcome][p.name] = correlate(
+                p.name,
+                {n: float(v) for n, v in raw.items() if v is not None},
+                target,
+                lower_score_is_better=p.lower_is_better,
+                higher_outcome_is_better=higher_is_better,
+                outcome_name=outcome,
+                seed=seed,
+            )
+    return found, notes
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("grace-service", "torch", "transformers", "peft"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def run_validation(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    eval_set: Sequence[ValidationExample],
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None = None,
+    validation: ValidationConfig | None = None,
+    base_dir: Path | None = None,
+    models: ModelCache | None = None,
+    responses: ResponseStore | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    generator: GenerationBackend | None = None,
+    budget: MemoryBudget | None = None,
+) -> ValidationResult:
+    """Score ``candidates`` for ``student`` on ``prompts`` (as :func:`rank_teachers`), then distil
+    the student on each candidate's responses and evaluate it on ``eval_set``.
+
+    Stages beyond scoring: ``distil`` (per candidate, optimizer steps over all seeds) and
+    ``evaluate`` (students evaluated, the untrained one first). The budget bounds every stage;
+    distillation holds one trained copy of the student at a time.
+    """
+    vcfg = validation or ValidationConfig()
+    vcfg.validate(eval_set)
+    report: ProgressFn = progress or (lambda _event: None)
+    cache = models or ModelCache(policy)
+    budget = budget or MemoryBudget()
+    # The eval set is checked against the student before any scoring work.
+    loaded = cache.get(resolve_model(student, policy, field="student", base_dir=base_dir), field="student")
+    fmt = (config or ScoringConfig()).student_format.within(context_length(loaded.model))
+    eval_examples(loaded.tokenizer, eval_set, fmt)
+    ranking = rank_teachers(
+        prompts,
+        candidates,
+        student,
+        policy=policy,
+        config=config,
+        base_dir=base_dir,
+        models=cache,
+        responses=responses,
+        progress=progress,
+        should_cancel=should_cancel,
+        generator=generator,
+        budget=budget,
+    )
+    tokenizer = loaded.tokenizer
+    n_models = 1 + len(candidates) * len(vcfg.train_seeds)
+
+    def resident() -> float:
+        return resident_bytes([*cache.models(), loaded.model])
+
+    def evaluate_one(model: Any, done: int) -> Outcome:
+        outcome = evaluate(
+            model,
+            tokenizer,
+            eval_set,
+            fmt,
+            accuracy=vcfg.accuracy,
+            max_new_tokens=vcfg.eval_max_tokens,
+            budget=budget,
+            resident=resident() + (0 if model is loaded.model else resident_bytes([model])),
+            should_cancel=should_cancel,
+        )
+        report(ProgressEvent("evaluate", done, n_models))
+        return outcome
+
+    report(ProgressEvent("evaluate", 0, n_models))
+    untrained = evaluate_one(loaded.model, 1)
+    results: dict[str, CandidateValidation] = {}
+    evaluated = 1
+    for i, cand in enumerate(candidates):
+        texts = ranking.candidates[cand.name].responses
+        examples = [
+            encode_for_student(tokenizer, p.prompt, t, fmt, field=f"candidates[{i}].responses[{p.id}]")
+            for p, group in zip(prompts, texts, strict=True)
+            for t in group
+        ]
+        per_seed, training = [], []
+        steps_done = 0
+        for seed in vcfg.train_seeds:
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()
+
+            def step(done: int, total: int, before: int = steps_done, name: str = cand.name) -> None:
+                report(ProgressEvent("distil", before + done, total * len(vcfg.train_seeds), name))
+
+            trained, stats = distil(
+                loaded.model,
+                tokenizer,
+                examples,
+                replace(vcfg.distill, seed=seed),
+                budget=budget,
+                resident=resident(),
+                progress=step,
+                should_cancel=should_cancel,
+            )
+            steps_done += stats.steps
+            training.append(stats)
+            evaluated += 1
+            per_seed.append(evaluate_one(trained, evaluated))
+            del trained
+            gc.collect()  # one trained copy alive at a time
+        results[cand.name] = CandidateValidation(cand.name, _mean_outcome(per_seed), per_seed, training)
+    correlations, notes = correlations_for(
+        ranking, {n: v.outcome for n, v in results.items()}, seed=vcfg.bootstrap_seed
+    )
+    train_texts = {" ".join(p.prompt.split()) for p in prompts}
+    overlap = sum(" ".join(e.prompt.split()) in train_texts for e in eval_set)
+    warnings = [
+        *ranking.warnings,
+        *caveats.present(
+            caveats.few_candidates(len(candidates)), caveats.eval_overlaps_training(overlap, len(eval_set))
+        ),
+        *notes,
+    ]
+    return ValidationResult(
+        ranking=ranking,
+        untrained=untrained,
+        candidates=results,
+        correlations=correlations,
+        config=vcfg,
+        n_eval=len(eval_set),
+        warnings=warnings,
+        versions=_versions(),
     )

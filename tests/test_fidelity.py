@@ -22,11 +22,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grace_engine.data import StudentExample, StudentFormat, collate, encode_for_student, pad_token_id
+from grace_engine.data import (
+    StudentExample,
+    StudentFormat,
+    clean_solution,
+    collate,
+    encode_for_student,
+    pad_token_id,
+)
 from grace_engine.gradients import GradientSpace, SpaceLayout, describe_space, make_gradient_computer
 from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 from grace_engine.projection import FactorizedProjector
-from grace_engine.tiny_models import TinyModels, clean_solution, gsm8k_records
+from grace_engine.tiny_models import TinyModels, gsm8k_records
 
 # Relative, per example. float32 rounding through SmolLM2 measures 2-6e-7 on the loss and 0.3-1.3e-5 on
 # the gradient (the most padded row highest). The loss bound is the tighter one so that it catches

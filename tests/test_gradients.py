@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.data import StudentBatch, StudentFormat, collate, encode_for_student
+from grace_engine.data import StudentBatch, StudentFormat, clean_solution, collate, encode_for_student
 from grace_engine.errors import Cancelled, InvalidInput, UnsupportedModel
 from grace_engine.gradients import (
     FastGradients,
@@ -28,7 +28,7 @@ from grace_engine.gradients import (
     make_gradient_computer,
 )
 from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
-from grace_engine.tiny_models import TinyModels, clean_solution, gsm8k_records
+from grace_engine.tiny_models import TinyModels, gsm8k_records
 from tests.conftest import make_examples
 
 ARCHS = [("llama", False), ("llama", True), ("gpt2", False), ("gpt2", True)]

@@ -9,14 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.data import Prompt, StudentExample, StudentFormat, collate, encode_for_student, read_prompts
+from grace_engine.data import (
+    Prompt,
+    StudentExample,
+    StudentFormat,
+    ValidationExample,
+    clean_solution,
+    collate,
+    encode_for_student,
+    read_prompts,
+)
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import GenerationSettings, TransformersBackend
 from grace_engine.gradients import GradientSpace, describe_space, exact_flat_gradients
-from grace_engine.influence import InfluenceResult, ValidationExample, influence
+from grace_engine.influence import InfluenceResult, influence
 from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 from grace_engine.ranking import spearman
-from grace_engine.tiny_models import TinyModels, clean_solution, gsm8k_records
+from grace_engine.tiny_models import TinyModels, gsm8k_records
 
 
 @pytest.fixture(scope="module")

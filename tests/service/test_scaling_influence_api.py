@@ -12,11 +12,10 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.services.jobs import policy_from
 from grace_engine import scaling
-from grace_engine.data import Prompt
+from grace_engine.data import Prompt, ValidationExample, clean_solution
 from grace_engine.generation import Candidate
-from grace_engine.influence import ValidationExample
 from grace_engine.pipeline import ScoringConfig, run_influence
-from grace_engine.tiny_models import TinyModels, clean_solution, gsm8k_records
+from grace_engine.tiny_models import TinyModels, gsm8k_records
 from tests.service.conftest import Caller, assert_problem, job_body
 from tests.service.test_worker import TERMINAL, wait_for, worker_process
 
