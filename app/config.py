@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(20_000, ge=1)
     max_response_chars: int = Field(50_000, ge=1)
     max_new_tokens: int = Field(4096, ge=1)
+    max_eval_examples: int = Field(1024, ge=1, description="held-out problems per validation job")
+    max_training_steps: int = Field(20_000, ge=1, description="optimizer steps per distilled student")
     page_size_max: int = Field(100, ge=1)
 
     # Workers and queue.

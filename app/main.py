@@ -18,7 +18,7 @@ from app.db.session import make_engine, make_session_factory
 from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
 from app.queue import JobQueue, RedisJobQueue
-from app.routers import datasets, health, influence, jobs, rankings, scaling
+from app.routers import datasets, health, influence, jobs, rankings, scaling, validations
 
 log = logging.getLogger("grace.api")
 VERSION = "0.2.0"
@@ -81,6 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
-    for module in (jobs, influence, datasets, rankings, scaling, health):
+    for module in (jobs, influence, validations, datasets, rankings, scaling, health):
         app.include_router(module.router)
     return app

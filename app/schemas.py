@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
+from grace_engine.distillation import DistillConfig
 from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
 from grace_engine.gradients import GradientSpace
 from grace_engine.pipeline import ScoringConfig
+from grace_engine.validation import ValidationConfig
 
 
 def _no_nul(value: str) -> str:
@@ -165,6 +167,7 @@ class StageProgress(BaseModel):
 class CandidateProgress(BaseModel):
     generate: StageProgress | None = None
     gradients: StageProgress | None = None
+    distil: StageProgress | None = None
 
 
 class Progress(BaseModel):
@@ -286,6 +289,96 @@ class InfluencePublic(BaseModel):
     best_per_prompt: dict[str, dict[str, int]]
     selected: list[dict[str, Any]]
     responses: list[dict[str, Any]]
+
+
+# --- validation jobs -----------------------------------------------------------------------------
+
+
+class EvalIn(_Request):
+    """A held-out problem: its reference solution (the student's target) and, for greedy
+    accuracy, its final answer."""
+
+    prompt: Annotated[Text, Field(min_length=1)]
+    solution: Annotated[Text, Field(min_length=1)]
+    answer: Text | float | int | None = None
+
+
+class DistillIn(_Request):
+    """How each distilled student is trained; the defaults suit a 135M student on CPU."""
+
+    method: Literal["lora", "full"] = "lora"
+    epochs: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
+    max_steps: Annotated[int, Field(ge=1)] | None = Field(None, description="replaces epochs when set")
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 8
+    learning_rate: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
+        None, description="default: 1e-3 for LoRA, 1e-4 for full fine-tuning"
+    )
+    weight_decay: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    lora_rank: Annotated[int, Field(ge=1, le=256)] = 16
+    lora_alpha: Annotated[int, Field(ge=1, le=1024)] = 32
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    def to_engine(self) -> DistillConfig:
+        return DistillConfig(**self.model_dump())
+
+
+class ValidationCreate(JobCreate):
+    """``POST /v1/validations``: score ``candidates`` (as ``POST /v1/jobs``), distil a fresh copy of
+    the student on each candidate's responses, evaluate it on ``eval``, and correlate every score
+    with the outcome. Generated responses a scoring job already stored are reused."""
+
+    eval: Annotated[list[EvalIn], Field(min_length=1)]
+    distill: DistillIn = Field(default_factory=DistillIn)
+    train_seeds: Annotated[list[int], Field(min_length=1, max_length=10)] = Field(default_factory=lambda: [0])
+    outcome: Literal["eval_nll", "accuracy"] = "eval_nll"
+    accuracy: bool = Field(True, description="greedy-decode the eval problems that carry an answer")
+    eval_max_tokens: Annotated[int, Field(ge=1, le=2048)] = 256
+
+    def eval_examples(self) -> list[ValidationExample]:
+        return [
+            ValidationExample(e.prompt, e.solution, None if e.answer is None else str(e.answer))
+            for e in self.eval
+        ]
+
+    def to_validation(self) -> ValidationConfig:
+        return ValidationConfig(
+            distill=self.distill.to_engine(),
+            train_seeds=tuple(self.train_seeds),
+            outcome=self.outcome,
+            accuracy=self.accuracy,
+            eval_max_tokens=self.eval_max_tokens,
+        )
+
+
+class CorrelationPublic(BaseModel):
+    """How well one score predicted the outcome: +1 = perfectly; null when a side is constant."""
+
+    score: str
+    outcome: str
+    spearman: float | None
+    kendall: float | None
+    ci95: tuple[float, float] | None
+    regret: float
+    regret_rel: float | None
+    n_candidates: int
+    top_pick: str
+    best: str
+
+
+class ValidationPublic(BaseModel):
+    """A validation job's result: per candidate its scores (``grace.score``, baselines) and the
+    distilled student's ``outcome``; ``correlations`` per score against ``outcome``."""
+
+    job_id: str
+    student: str
+    outcome: str
+    untrained: dict[str, Any]
+    candidates: dict[str, dict[str, Any]]
+    correlations: dict[str, CorrelationPublic]
+    correlations_by_outcome: dict[str, dict[str, CorrelationPublic]]
+    ranking: list[dict[str, Any]]
+    protocol: dict[str, Any]
+    warnings: list[WarningPublic]
 
 
 # --- scaling law -----------------------------------------------------------------------------------

@@ -44,9 +44,9 @@ BUDGETS = (2.0, 4.0, 6.0, 12.0)
 
 
 def _examples(model_dir: str, n: int) -> list[Any]:
-    from grace_engine.data import StudentFormat, encode_for_student
+    from grace_engine.data import StudentFormat, clean_solution, encode_for_student
     from grace_engine.models import ModelPolicy, load_tokenizer, resolve_model
-    from grace_engine.tiny_models import clean_solution, gsm8k_records
+    from grace_engine.tiny_models import gsm8k_records
 
     policy = ModelPolicy.from_paths([Path(model_dir).parent])
     tok = load_tokenizer(resolve_model(model_dir, policy, field="student"), policy)

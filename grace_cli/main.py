@@ -18,6 +18,8 @@ from grace_cli.gsm8k import add_parser as add_gsm8k_parser
 from grace_cli.gsm8k import cmd_gsm8k
 from grace_cli.models_cmd import add_parser as add_models_parser
 from grace_cli.models_cmd import cmd_models
+from grace_cli.validate import add_parser as add_validate_parser
+from grace_cli.validate import cmd_validate
 from grace_engine.errors import GraceError
 from grace_engine.runtime import available_cpus
 
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_memory_budget(infl)
     infl.add_argument("--out", type=Path, help="write the full result as JSON here")
     infl.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+    add_validate_parser(sub)
 
     submit = sub.add_parser("submit", help="submit a scoring job to a running service and print the ranking")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
@@ -486,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "submit": cmd_submit,
         "scaling": cmd_scaling,
         "influence": cmd_influence,
+        "validate": cmd_validate,
     }[args.command]
     try:
         return handler(args)

@@ -118,3 +118,75 @@ def format_table(result: RankingResult) -> str:
     table = format_ranking(result.ranking_rows(), [footer])
     notes = format_warnings([w.to_dict() for w in result.warnings])
     return f"{table}\n\n{notes}" if notes else table
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def format_validation(result: Mapping[str, Any]) -> str:
+    """``grace validate``'s report, from the result's JSON form: per candidate its scores beside
+    the distilled student's outcome, the untrained student as the reference row, then one line per
+    score with its correlation against the outcome."""
+    header = (
+        "candidate",
+        "GRACE",
+        "rank",
+        "G-Norm",
+        "G-Vendi",
+        "student NLL",
+        "teacher acc",
+        "eval NLL",
+        "vs untrained",
+        "accuracy",
+    )
+    table = [header]
+    for name, c in sorted(result["candidates"].items(), key=lambda kv: kv[1]["rank"]):
+        o = c["outcome"]
+        table.append(
+            (
+                name,
+                f"{c['grace']['score']:.4g}",
+                str(c["rank"]),
+                f"{c['g_norm']:.4g}",
+                f"{c['g_vendi']:.4g}",
+                f"{c['student_nll']:.3f}",
+                "-" if c["accuracy"] is None else f"{c['accuracy']:.1%}",
+                f"{o['eval_nll']:.4f}",
+                f"{o['delta_eval_nll']:+.4f}",
+                "-" if o["accuracy"] is None else f"{o['accuracy']:.1%}",
+            )
+        )
+    base = result["untrained"]
+    acc = "-" if base["accuracy"] is None else f"{base['accuracy']:.1%}"
+    table.append(("(untrained)", "", "", "", "", "", "", f"{base['eval_nll']:.4f}", "", acc))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    outcome = result["outcome"]
+    lines += [
+        "",
+        f"how well each score predicted {outcome} (+1 = perfectly; regret = the pick's loss vs the best):",
+    ]
+    for score, c in result["correlations"].items():
+        ci = "[   -,    -]" if c["ci95"] is None else f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+        rel = "" if c["regret_rel"] is None else f" ({c['regret_rel']:.1%})"
+        lines.append(
+            f"  {score:<17} spearman {_signed(c['spearman'])} {ci}  kendall {_signed(c['kendall'])}  "
+            f"regret {c['regret']:.4g}{rel}  pick {c['top_pick']}, best {c['best']}"
+        )
+    p = result["protocol"]
+    d = p["distillation"]
+    lines += [
+        "",
+        f"student {p['student']} | {p['n_train_prompts']} train prompts, {p['n_eval']} eval | {d['method']} "
+        f"lr {d['learning_rate']:g} | seeds {p['train_seeds']}",
+    ]
+    notes = format_warnings(result["warnings"])
+    return "\n".join(lines) + (f"\n\n{notes}" if notes else "")

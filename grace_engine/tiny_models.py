@@ -202,7 +202,7 @@ def build_tiny_models(
     steps: int = 300,
     log: Callable[[str], None] | None = None,
 ) -> TinyModels:
-    """Build the student, three teachers, a candidate file, a prompt file and an eval file under ``out_dir``."""
+    """Build the student, three teachers, and the candidate, prompt and eval files under ``out_dir``."""
     started = time.perf_counter()
     say = log or (lambda _msg: None)
     root = Path(out_dir)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.models import Dataset, Job, JobResult, JobStatus, ResponseSet
-from app.schemas import InfluenceCreate, JobCreate, engine_prompts
+from app.schemas import InfluenceCreate, JobCreate, ValidationCreate, engine_prompts
 from app.services.jobs import policy_from
 from grace_engine.errors import Cancelled, GraceError
 from grace_engine.generation import (
@@ -46,8 +46,10 @@ from grace_engine.pipeline import (
     rank_teachers,
     run_influence,
 )
+from grace_engine.validation import ValidationResult, run_validation
 
 log = logging.getLogger("grace.worker")
+Result = RankingResult | InfluenceResult | ValidationResult
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
 
 
@@ -251,11 +253,15 @@ class JobRunner:
                 )
             return self._store(job_id, request, result)
 
-    def _execute(self, job_id: str, js: JobSession) -> tuple[JobCreate, RankingResult | InfluenceResult]:
+    def _execute(self, job_id: str, js: JobSession) -> tuple[JobCreate, Result]:
         with self.session_factory() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            schema = InfluenceCreate if job.kind == "influence" else JobCreate
+            schemas: dict[str, type[JobCreate]] = {
+                "influence": InfluenceCreate,
+                "validation": ValidationCreate,
+            }
+            schema = schemas.get(job.kind, JobCreate)
             request = schema.model_validate(job.request)
             tenant_id = job.tenant_id
             if request.prompts is not None:
@@ -276,6 +282,15 @@ class JobRunner:
             "should_cancel": js.should_cancel,
             "budget": MemoryBudget.from_gb(self.settings.memory_budget_gb),
         }
+        if isinstance(request, ValidationCreate):
+            return request, run_validation(
+                prompts,
+                candidates,
+                request.student,
+                request.eval_examples(),
+                validation=request.to_validation(),
+                **shared,
+            )
         if isinstance(request, InfluenceCreate):
             examples = request.validation_examples()
             return request, run_influence(
@@ -305,7 +320,7 @@ class JobRunner:
         log.info("job %s %s", job_id, outcome)
         return outcome
 
-    def _store(self, job_id: str, request: JobCreate, result: RankingResult | InfluenceResult) -> str:
+    def _store(self, job_id: str, request: JobCreate, result: Result) -> str:
         """Replace the job's results and mark it succeeded, in one transaction."""
         now = utcnow()
         with self.session_factory() as session:
@@ -325,6 +340,10 @@ class JobRunner:
                 kept = result.select(keep_fraction=request.keep_fraction, drop_negative=request.drop_negative)
                 job.result = {**result.to_dict(), "selected": [asdict(r) for r in kept]}
                 job.examples_scored = len(result.responses)
+            elif isinstance(result, ValidationResult):
+                job.result = result.to_dict()
+                job.ranking = result.ranking.ranking_rows()
+                job.examples_scored = sum(c.n_responses for c in result.ranking.candidates.values())
             else:
                 self._store_ranking(session, job, result)
             job.status = JobStatus.SUCCEEDED

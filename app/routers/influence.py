@@ -6,10 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from app.db.models import JobStatus
 from app.deps import CurrentJob, CurrentTenant, QueueDep, SessionDep, SettingsDep
-from app.errors import ApiError
-from app.routers.jobs import accepted
+from app.routers.jobs import accepted, finished
 from app.schemas import InfluenceCreate, InfluencePublic, JobAccepted
 from app.services import jobs as job_service
 
@@ -44,13 +42,6 @@ def create_influence_job(
 def get_influence(job: CurrentJob) -> InfluencePublic:
     """Per-response influence (positive = training on it lowers the validation loss), per-candidate
     means, the best response per prompt, and the selected (filtered) responses."""
-    if job.kind != "influence":
-        raise ApiError(409, "Conflict", "not an influence job; its results are at /ranking and /scores")
-    if job.status != JobStatus.SUCCEEDED or job.result is None:
-        raise ApiError(
-            409,
-            "Conflict",
-            f"the job is {job.status}; results exist once it has succeeded",
-            extra={"job_status": job.status},
-        )
+    finished(job, "influence")
+    assert job.result is not None
     return InfluencePublic(job_id=job.id, **job.result)

@@ -130,10 +130,12 @@ def cancel_job(request: Request, job: CurrentJob, session: SessionDep) -> JobPub
     return job_public(request, job_service.cancel_job(session=session, job=job))
 
 
-def _finished(job: Job) -> None:
-    if job.kind != "score":
-        raise ApiError(409, "Conflict", f"a {job.kind} job; its results are at /v1/jobs/{job.id}/{job.kind}")
-    if job.status != JobStatus.SUCCEEDED:
+def finished(job: Job, kind: str = "score") -> None:
+    """409 unless ``job`` is a succeeded job of ``kind``, pointing to where its results are."""
+    if job.kind != kind:
+        where = "/ranking and /scores" if job.kind == "score" else f"/v1/jobs/{job.id}/{job.kind}"
+        raise ApiError(409, "Conflict", f"not a {kind} job but a {job.kind} job; its results are at {where}")
+    if job.status != JobStatus.SUCCEEDED or (kind != "score" and job.result is None):
         raise ApiError(
             409,
             "Conflict",
@@ -145,7 +147,7 @@ def _finished(job: Job) -> None:
 @router.get("/{job_id}/ranking", response_model=RankingPublic)
 def get_ranking(job: CurrentJob) -> RankingPublic:
     """Candidates best first (lower GRACE = better teacher for this student)."""
-    _finished(job)
+    finished(job)
     return RankingPublic(
         job_id=job.id,
         student=job.student,
@@ -158,7 +160,7 @@ def get_ranking(job: CurrentJob) -> RankingPublic:
 @router.get("/{job_id}/scores", response_model=ScoresPublic)
 def get_scores(job: CurrentJob) -> ScoresPublic:
     """Every score of every candidate: GRACE split values, its variance and bias parts, baselines."""
-    _finished(job)
+    finished(job)
     return ScoresPublic(
         job_id=job.id,
         candidates=[CandidateScores(name=r.candidate, rank=r.rank, details=r.details) for r in job.results],

@@ -23,7 +23,7 @@ from app.db.base import utcnow
 from app.db.models import TERMINAL, Dataset, Job, JobStatus, Tenant
 from app.errors import ApiError, not_found
 from app.queue import JobQueue
-from app.schemas import JobCreate, engine_prompts
+from app.schemas import JobCreate, ValidationCreate, engine_prompts
 from grace_engine.data import validate_prompts
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import validate_candidates
@@ -98,6 +98,38 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
                 )
 
 
+def check_validation_limits(job_in: ValidationCreate, settings: Settings) -> None:
+    """A validation job's own limits: eval problems, their length, and training steps."""
+    _limit(
+        len(job_in.eval) > settings.max_eval_examples,
+        "eval",
+        f"{len(job_in.eval)} eval problems; at most {settings.max_eval_examples} per job",
+    )
+    for i, e in enumerate(job_in.eval):
+        _limit(
+            len(e.prompt) > settings.max_prompt_chars,
+            f"eval[{i}].prompt",
+            f"{len(e.prompt)} characters; at most {settings.max_prompt_chars}",
+        )
+        _limit(
+            len(e.solution) > settings.max_response_chars,
+            f"eval[{i}].solution",
+            f"{len(e.solution)} characters; at most {settings.max_response_chars}",
+        )
+    steps = job_in.distill.max_steps
+    _limit(
+        steps is not None and steps > settings.max_training_steps,
+        "distill.max_steps",
+        f"at most {settings.max_training_steps} steps per distilled student",
+    )
+    try:
+        job_in.to_validation().validate(job_in.eval_examples())
+    except InvalidInput as exc:
+        top = ("eval", "train_seeds", "outcome")
+        field = exc.field if exc.field is None or exc.field.startswith(top) else f"distill.{exc.field}"
+        raise ApiError(422, "Validation Error", exc.message, field=field) from exc
+
+
 def check_engine_inputs(job_in: JobCreate) -> None:
     """The engine's own checks (duplicate ids and names, template), run before anything is stored."""
     try:
@@ -147,7 +179,7 @@ def create_job(
     settings: Settings,
     kind: str = "score",
 ) -> tuple[Job, bool]:
-    """Store a queued job of ``kind`` (``score`` or ``influence``) and enqueue its id.
+    """Store a queued job of ``kind`` (``score``, ``influence`` or ``validation``) and enqueue its id.
 
     Returns ``(job, created)``; a replay of an idempotent request returns the original job with
     ``created=False``."""
@@ -169,6 +201,8 @@ def create_job(
     elif n_prompts < 2:
         raise ApiError(422, "Validation Error", "GRACE needs at least 2 prompts", field="prompts")
     check_limits(job_in, n_prompts, settings)
+    if isinstance(job_in, ValidationCreate):
+        check_validation_limits(job_in, settings)
     check_engine_inputs(job_in)
     check_models(job_in, settings)
     now = utcnow()
