@@ -1,0 +1,100 @@
+"""Markdown tables of a study's ``results.json`` (what the study READMEs show).
+
+    python -m studies.table A [--subset NAME ...]
+
+``--subset`` recomputes the correlations on some candidates only, from the reported per-candidate
+values (a post-hoc view; the README says so wherever it uses one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from grace_engine.validation import OUTCOMES, PREDICTORS, correlate
+from studies.run import HERE
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def correlation_table(correlations: dict[str, Any]) -> str:
+    lines = [
+        "| score | Spearman | 95% interval | Kendall | top pick | regret (eval NLL) | regret (rel.) |",
+        "|---|---:|:---:|---:|---|---:|---:|",
+    ]
+    for score, c in correlations.items():
+        ci = "–" if c["ci95"] is None else f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+        lines.append(
+            f"| {score} | {_num(c['spearman'], '+.2f')} | {ci} | {_num(c['kendall'], '+.2f')} | "
+            f"{c['top_pick']} | {c['regret']:.4f} | {_num(c['regret_rel'], '.1%')} |"
+        )
+    return "\n".join(lines)
+
+
+def candidate_table(result: dict[str, Any]) -> str:
+    lines = [
+        "| candidate | GRACE (rank) | G-Norm | G-Vendi | student NLL | teacher acc. "
+        "| eval NLL (mean of seeds) | per seed | accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for name, c in sorted(result["candidates"].items(), key=lambda kv: kv[1]["outcome"]["eval_nll"]):
+        o = c["outcome"]
+        seeds = ", ".join(f"{s['eval_nll']:.3f}" for s in o["per_seed"])
+        acc = "–" if c["accuracy"] is None else f"{c['accuracy']:.0%}"
+        lines.append(
+            f"| {name} | {c['grace']['score']:.4g} ({c['rank']}) | {c['g_norm']:.3g} | {c['g_vendi']:.3g} | "
+            f"{c['student_nll']:.3f} | {acc} | {o['eval_nll']:.4f} | {seeds} | {_num(o['accuracy'], '.0%')} |"
+        )
+    u = result["untrained"]
+    lines.append(
+        f"| *(untrained student)* | | | | | | {u['eval_nll']:.4f} | | {_num(u['accuracy'], '.0%')} |"
+    )
+    return "\n".join(lines)
+
+
+def subset_correlations(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    outcome = result["outcome"]
+    target = {n: result["candidates"][n]["outcome"][outcome] for n in names}
+    out = {}
+    for p in PREDICTORS:
+        raw = {n: _value(result, n, p.name) for n in names}
+        values = {n: v for n, v in raw.items() if v is not None}
+        if len(values) < len(raw):
+            continue
+        c = correlate(
+            p.name,
+            values,
+            target,
+            lower_score_is_better=p.lower_is_better,
+            higher_outcome_is_better=OUTCOMES[outcome],
+            outcome_name=outcome,
+        )
+        out[p.name] = c.__dict__
+    return out
+
+
+def _value(result: dict[str, Any], name: str, score: str) -> float | None:
+    c = result["candidates"][name]
+    value = {"grace": c["grace"]["score"], "teacher_accuracy": c["accuracy"]}.get(score, c.get(score))
+    return None if value is None else float(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("study")
+    parser.add_argument("--subset", nargs="+")
+    args = parser.parse_args()
+    result = json.loads((HERE / args.study / "results.json").read_text("utf-8"))
+    if args.subset:
+        print(correlation_table(subset_correlations(result, args.subset)))
+        return
+    print(candidate_table(result))
+    print()
+    print(correlation_table(result["correlations"]))
+
+
+if __name__ == "__main__":
+    main()
