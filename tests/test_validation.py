@@ -1,13 +1,32 @@
-"""Correlation of a score with distillation outcomes, against scipy as the independent reference."""
+"""Validation jobs: correlation against scipy, distillation, evaluation, and the job on the tiny models."""
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
+from grace_cli.main import main
+from grace_engine.data import (
+    StudentExample,
+    StudentFormat,
+    ValidationExample,
+    clean_solution,
+    encode_for_student,
+    read_prompts,
+)
+from grace_engine.distillation import DistillConfig, _trainable_copy, distil, micro_batch, training_cost
 from grace_engine.errors import InvalidInput
-from grace_engine.validation import correlate, kendall_tau_b
+from grace_engine.evaluation import evaluate
+from grace_engine.memory import GB, PLANNED_SHARE, MemoryBudget, module_bytes, resident_bytes
+from grace_engine.models import ModelCache, ModelPolicy, resolve_model
+from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_engine.validation import ValidationConfig, correlate, kendall_tau_b, run_validation
 
 
 def _named(values: list[float]) -> dict[str, float]:
@@ -88,3 +107,194 @@ def test_bad_input_names_the_field() -> None:
     assert err.value.field == "candidates"
     with pytest.raises(InvalidInput):
         correlate("g", {"a": 1.0, "b": float("nan")}, {"a": 1.0, "b": 2.0}, **kw)
+
+
+def test_a_constant_side_has_no_correlation_but_a_regret() -> None:
+    kw = {"lower_score_is_better": True, "higher_outcome_is_better": True}
+    flat = correlate("g", {"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 0.0, "b": 0.0, "c": 0.0}, **kw)
+    assert flat.spearman is flat.kendall is flat.ci95 is None
+    assert flat.regret == 0
+    assert flat.regret_rel == 0
+    blind = correlate("g", {"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 0.1, "b": 0.5, "c": 0.9}, **kw)
+    assert blind.spearman is None
+    assert blind.regret == pytest.approx(0.8)  # ties pick the first name, "a"
+
+
+# --- the validation job on the tiny models ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validated(tiny: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``grace validate`` on three tiny candidates, through the CLI, as its ``--out`` JSON."""
+    out = tmp_path_factory.mktemp("validate") / "result.json"
+    candidates = tmp_path_factory.mktemp("validate-in") / "candidates.json"
+    keep = {"tutor-cold", "tutor-hot", "noise"}
+    entries = json.loads(tiny.candidates_file.read_text())["candidates"]
+    candidates.write_text(json.dumps([c for c in entries if c["name"] in keep]))
+    status = main(
+        [
+            "validate",
+            "--student", str(tiny.student),
+            "--candidates", str(candidates),
+            "--prompts", str(tiny.prompts_file),
+            "--eval", str(tiny.eval_file),
+            "--model-root", str(tiny.root),
+            "-m", "2", "-d", "32",
+            "--method", "full", "--epochs", "3", "--lr", "1e-3",
+            "--train-seeds", "0", "1",
+            "--eval-max-tokens", "16",
+            "--quiet",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert status == 0
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def test_every_candidate_gets_an_outcome_and_the_report_shape(validated: dict[str, Any]) -> None:
+    assert set(validated["candidates"]) == {"tutor-cold", "tutor-hot", "noise"}
+    for c in validated["candidates"].values():
+        o = c["outcome"]
+        assert math.isfinite(o["eval_nll"])
+        assert o["eval_nll"] > 0
+        assert o["accuracy"] is not None
+        assert 0 <= o["accuracy"] <= 1
+        assert len(o["per_seed"]) == 2
+        assert len(o["per_seed"]) == 2
+        assert o["eval_nll"] == pytest.approx(np.mean([s["eval_nll"] for s in o["per_seed"]]))
+        assert "score" in c["grace"]
+        assert "g_norm" in c
+        assert "g_vendi" in c
+        assert "student_nll" in c
+    for score in ("grace", "g_norm", "g_vendi", "student_nll", "teacher_accuracy"):
+        assert set(validated["correlations"][score]) >= {
+            "spearman",
+            "kendall",
+            "ci95",
+            "regret",
+            "regret_rel",
+        }
+    protocol = validated["protocol"]
+    assert protocol["train_seeds"] == [0, 1]
+    assert protocol["distillation"]["learning_rate"] == 1e-3
+    assert protocol["scoring"]["proj_dim"] == 32
+    assert protocol["versions"]["peft"] != "absent"
+
+
+def test_noise_teaches_worse_than_a_cold_tutor(validated: dict[str, Any]) -> None:
+    c = validated["candidates"]
+    assert c["noise"]["outcome"]["eval_nll"] > c["tutor-cold"]["outcome"]["eval_nll"]
+
+
+def test_reported_correlations_recompute_from_reported_values(validated: dict[str, Any]) -> None:
+    """Spearman, Kendall and regret, recomputed independently (scipy, plain arithmetic) from the
+    per-candidate values the result reports."""
+    names = sorted(validated["candidates"])
+    cands = validated["candidates"]
+    nll = np.array([cands[n]["outcome"]["eval_nll"] for n in names])
+    values = {
+        "grace": ([cands[n]["grace"]["score"] for n in names], True),
+        "g_norm": ([cands[n]["g_norm"] for n in names], True),
+        "g_vendi": ([cands[n]["g_vendi"] for n in names], False),
+        "student_nll": ([cands[n]["student_nll"] for n in names], True),
+    }
+    for score, (raw, lower_is_better) in values.items():
+        goodness = -np.array(raw) if lower_is_better else np.array(raw)
+        reported = validated["correlations"][score]
+        # Quality is -eval_nll: Spearman(goodness, -nll).
+        assert reported["spearman"] == pytest.approx(stats.spearmanr(goodness, -nll).statistic, abs=1e-12)
+        assert reported["kendall"] == pytest.approx(stats.kendalltau(goodness, -nll).statistic, abs=1e-12)
+        pick = names[int(np.argmax(goodness))]
+        assert reported["top_pick"] == pick
+        assert reported["regret"] == pytest.approx(cands[pick]["outcome"]["eval_nll"] - nll.min(), abs=1e-12)
+        assert reported["regret_rel"] == pytest.approx(reported["regret"] / nll.min(), abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def tutor_set(tiny: TinyModels) -> tuple[Any, list[StudentExample], list[ValidationExample]]:
+    policy = ModelPolicy.from_paths([tiny.root])
+    student = ModelCache(policy).get(resolve_model(str(tiny.student), policy, field="student"))
+    by_id = {f"gsm8k-{r['idx']}": r for r in gsm8k_records()}
+    prompts = read_prompts(tiny.prompts_file)[:12]
+    own = [ValidationExample(p.prompt, clean_solution(by_id[p.id]["answer"])) for p in prompts]
+    examples = [encode_for_student(student.tokenizer, v.prompt, v.solution, StudentFormat()) for v in own]
+    return student, examples, own
+
+
+def test_distilling_lowers_the_nll_of_the_training_responses(tutor_set: Any) -> None:
+    student, examples, own = tutor_set
+    before = evaluate(student.model, student.tokenizer, own, StudentFormat(), accuracy=False)
+    for method, lr in (("full", 1e-3), ("lora", 1e-2)):
+        trained, stats_ = distil(
+            student.model,
+            student.tokenizer,
+            examples,
+            DistillConfig(method=method, epochs=4, batch_size=4, learning_rate=lr),  # type: ignore[arg-type]
+        )
+        after = evaluate(trained, student.tokenizer, own, StudentFormat(), accuracy=False)
+        assert after.eval_nll < before.eval_nll - 0.05, (method, before, after)
+        assert stats_.steps == 12
+    # The student the job started from is untouched.
+    again = evaluate(student.model, student.tokenizer, own, StudentFormat(), accuracy=False)
+    assert again.eval_nll == before.eval_nll
+
+
+def test_a_run_is_reproducible_from_its_seed(tutor_set: Any) -> None:
+    student, examples, _ = tutor_set
+
+    def weights(seed: int, method: str) -> torch.Tensor:
+        cfg = DistillConfig(method=method, max_steps=3, batch_size=4, seed=seed)  # type: ignore[arg-type]
+        trained, _ = distil(student.model, student.tokenizer, examples, cfg)
+        return torch.cat([p.detach().flatten() for p in trained.parameters()])
+
+    for method in ("full", "lora"):
+        a, b, c = weights(0, method), weights(0, method), weights(1, method)
+        assert torch.equal(a, b), method
+        assert not torch.equal(a, c), method
+
+
+def test_micro_batches_divide_the_effective_batch() -> None:
+    assert micro_batch(8, lambda size, width: True, 100) == 8
+    assert micro_batch(8, lambda size, width: size * width <= 500, 100) == 4
+    assert micro_batch(12, lambda size, width: size <= 5, 10) == 4
+    assert micro_batch(7, lambda size, width: size <= 5, 10) == 1
+
+
+def test_the_budget_changes_micro_batches_not_what_is_learnt(tutor_set: Any) -> None:
+    student, examples, own = tutor_set
+    cfg = DistillConfig(method="full", max_steps=3, batch_size=4, learning_rate=1e-3)
+    roomy, big = distil(student.model, student.tokenizer, examples, cfg)
+    trainable = _trainable_copy(student.model, cfg)
+    cost = training_cost(trainable)
+    # A budget that holds one row of the longest example but not two.
+    width = max(len(e.input_ids) for e in examples)
+    taken = resident_bytes([student.model]) + module_bytes(trainable)
+    tight_gb = (taken + (cost.bytes(1, width) + cost.bytes(2, width)) / 2) / PLANNED_SHARE / GB
+    tight, small = distil(
+        student.model, student.tokenizer, examples, cfg, budget=MemoryBudget.from_gb(tight_gb),
+        resident=resident_bytes([student.model]),
+    )  # fmt: skip
+    assert (big.micro_batch, small.micro_batch) == (4, 1)
+    a = evaluate(roomy, student.tokenizer, own, StudentFormat(), accuracy=False).eval_nll
+    b = evaluate(tight, student.tokenizer, own, StudentFormat(), accuracy=False).eval_nll
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_validation_settings_are_checked_before_any_work(tiny: TinyModels) -> None:
+    policy = ModelPolicy.from_paths([tiny.root])
+    prompts = read_prompts(tiny.prompts_file)
+    no_answers = [ValidationExample("What is 2 + 2?", "4")]
+    with pytest.raises(InvalidInput) as err:
+        run_validation(
+            prompts, [], str(tiny.student), no_answers, policy=policy,
+            validation=ValidationConfig(outcome="accuracy"),
+        )  # fmt: skip
+    assert err.value.field == "eval[0].answer"
+    with pytest.raises(InvalidInput) as err:
+        DistillConfig(method="adapter").validate()  # type: ignore[arg-type]
+    assert err.value.field == "method"
+    too_long = [ValidationExample("q " * 2000, "s")]
+    with pytest.raises(InvalidInput) as err:
+        run_validation(prompts, [], str(tiny.student), too_long, policy=policy)
+    assert err.value.field == "eval[0].solution"

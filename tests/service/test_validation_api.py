@@ -1,0 +1,118 @@
+"""/v1/validations: a validation job through a real worker, its result, and its input checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.services.jobs import policy_from
+from grace_engine.data import Prompt, ValidationExample, clean_solution, reference_answer
+from grace_engine.distillation import DistillConfig
+from grace_engine.generation import Candidate
+from grace_engine.pipeline import ScoringConfig
+from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_engine.validation import ValidationConfig, run_validation
+from tests.service.conftest import Caller, assert_problem, job_body
+from tests.service.test_worker import TERMINAL, wait_for, worker_process
+
+
+def _eval() -> list[dict[str, str]]:
+    return [
+        {
+            "prompt": r["question"],
+            "solution": clean_solution(r["answer"]),
+            "answer": reference_answer(r["answer"]),
+        }
+        for r in gsm8k_records("gsm8k_eval.jsonl")[:6]
+    ]
+
+
+def _body(**overrides: Any) -> dict[str, Any]:
+    body = {
+        **job_body(),
+        "eval": _eval(),
+        "distill": {"method": "full", "max_steps": 3, "batch_size": 4, "learning_rate": 1e-3},
+        "eval_max_tokens": 8,
+    }
+    body.update(overrides)
+    return body
+
+
+def test_validation_job_through_a_worker(
+    client: TestClient,
+    caller: Caller,
+    new_caller: Callable[[], Caller],
+    settings: Settings,
+    tiny: TinyModels,
+    tmp_path: Path,
+) -> None:
+    body = _body()
+    with worker_process(settings, tmp_path / "worker.log"):
+        accepted = client.post("/v1/validations", json=body, headers=caller.headers)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL, timeout=600)
+    assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
+    assert job["kind"] == "validation"
+    assert job["progress"]["candidates"]["tutor"]["distil"] == {"done": 3, "total": 3}
+    assert [r["name"] for r in job["ranking"]] == ["tutor", "noise"]
+    result = client.get(f"/v1/jobs/{job_id}/validation", headers=caller.headers).json()
+    assert set(result["candidates"]) == {"tutor", "noise"}
+    for c in result["candidates"].values():
+        assert c["outcome"]["eval_nll"] > 0
+        assert 0 <= c["outcome"]["accuracy"] <= 1
+        assert c["training"][0]["steps"] == 3
+    assert set(result["correlations"]) >= {"grace", "g_norm", "g_vendi", "student_nll", "teacher_accuracy"}
+    assert result["protocol"]["distillation"]["max_steps"] == 3
+    assert "few_candidates" in {w["code"] for w in result["warnings"]}
+    # The same computation in-process gives the same outcomes (threads may differ: float rounding).
+    engine = run_validation(
+        [Prompt(p["id"], p["prompt"], p["answer"]) for p in body["prompts"]],
+        [Candidate(**c) for c in body["candidates"]],
+        "student",
+        [ValidationExample(**e) for e in body["eval"]],
+        policy=policy_from(settings),
+        config=ScoringConfig(responses_per_prompt=2, proj_dim=64),
+        validation=ValidationConfig(
+            distill=DistillConfig(method="full", max_steps=3, batch_size=4, learning_rate=1e-3),
+            eval_max_tokens=8,
+        ),
+    )
+    for name, v in engine.candidates.items():
+        assert result["candidates"][name]["outcome"]["eval_nll"] == pytest.approx(
+            v.outcome.eval_nll, rel=1e-4
+        )
+    assert result["untrained"]["eval_nll"] == pytest.approx(engine.untrained.eval_nll, rel=1e-6)
+    # Tenant isolation and the right results endpoint for each kind.
+    stranger = new_caller()
+    assert_problem(client.get(f"/v1/jobs/{job_id}/validation", headers=stranger.headers), 404)
+    assert_problem(client.get(f"/v1/jobs/{job_id}/ranking", headers=caller.headers), 409)
+    score_job = client.post("/v1/jobs", json=job_body(), headers=caller.headers).json()["id"]
+    assert_problem(client.get(f"/v1/jobs/{score_job}/validation", headers=caller.headers), 409)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"eval": []}, "eval"),
+        ({"eval": [{"prompt": "q", "solution": ""}]}, "eval.0.solution"),
+        ({"distill": {"method": "adapter"}}, "distill.method"),
+        ({"distill": {"epochs": 0}}, "distill.epochs"),
+        ({"distill": {"batch_size": 10_000}}, "distill.batch_size"),
+        ({"distill": {"max_steps": 10**9}}, "distill.max_steps"),
+        ({"train_seeds": [1, 1]}, "train_seeds"),
+        ({"train_seeds": []}, "train_seeds"),
+        ({"outcome": "accuracy", "eval": [{"prompt": "q", "solution": "s"}]}, "eval[0].answer"),
+        ({"eval_max_tokens": 0}, "eval_max_tokens"),
+    ],
+)
+def test_bad_validation_requests_name_the_field(
+    client: TestClient, caller: Caller, overrides: dict[str, Any], field: str
+) -> None:
+    doc = assert_problem(client.post("/v1/validations", json=_body(**overrides), headers=caller.headers), 422)
+    assert field in str(doc), doc
