@@ -1,12 +1,12 @@
 """Dependencies injected into routes: settings, a DB session, the queue, the caller's tenant,
-and the job the path names (404 for another tenant's job, in one place)."""
+the job the path names (404 for another tenant's job, in one place), and a job submission."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 from sqlalchemy.orm import Session
 
 from app.auth import DEFAULT_TENANT, get_or_create_tenant, tenant_for_key
@@ -62,3 +62,24 @@ def current_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Job:
 
 
 CurrentJob = Annotated[Job, Depends(current_job)]
+
+
+class Submission:
+    """What accepting a job of any kind needs: the caller, the stores, and its ``Idempotency-Key``."""
+
+    def __init__(
+        self,
+        request: Request,
+        response: Response,
+        session: SessionDep,
+        tenant: CurrentTenant,
+        queue: QueueDep,
+        settings: SettingsDep,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> None:
+        self.request, self.response, self.session = request, response, session
+        self.tenant, self.queue, self.settings = tenant, queue, settings
+        self.idempotency_key = idempotency_key
+
+
+SubmissionDep = Annotated[Submission, Depends()]

@@ -65,6 +65,20 @@ HEADER = (
 )
 
 
+def _aligned(table: Sequence[Sequence[str]], *, left: int) -> list[str]:
+    """Rows of cells in columns (column ``left`` flush left, the others right), a rule under the header."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
 def format_ranking(rows: Sequence[Mapping[str, Any]], footer: Sequence[str] = ()) -> str:
     """The ranking table, best teacher first; ``rows`` as :meth:`RankingResult.ranking_rows` (or
     the API's ranking entries) give them."""
@@ -84,15 +98,7 @@ def format_ranking(rows: Sequence[Mapping[str, Any]], footer: Sequence[str] = ()
                 "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 1 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in table
-    ]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = _aligned(table, left=1)
     lines += [
         "",
         *footer,
@@ -160,15 +166,7 @@ def format_validation(result: Mapping[str, Any]) -> str:
     base = result["untrained"]
     acc = "-" if base["accuracy"] is None else f"{base['accuracy']:.1%}"
     table.append(("(untrained)", "", "", "", "", "", "", f"{base['eval_nll']:.4f}", "", acc))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in table
-    ]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = _aligned(table, left=0)
     outcome = result["outcome"]
     lines += [
         "",

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.db.models import Job, JobStatus
-from app.deps import CurrentJob, CurrentTenant, QueueDep, SessionDep, SettingsDep
+from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep, Submission, SubmissionDep
 from app.errors import ApiError
 from app.schemas import (
     CandidateScores,
@@ -63,28 +63,25 @@ def job_public(request: Request, job: Job) -> JobPublic:
     )
 
 
+def submit(submission: Submission, job_in: JobCreate, kind: str = "score") -> JobAccepted:
+    """Store and enqueue a job of ``kind``; the 202 body (the original job on an idempotent replay)."""
+    job, _created = job_service.create_job(
+        session=submission.session,
+        tenant=submission.tenant,
+        job_in=job_in,
+        idempotency_key=submission.idempotency_key,
+        queue=submission.queue,
+        settings=submission.settings,
+        kind=kind,
+    )
+    return accepted(submission.request, submission.response, job)
+
+
 @router.post("", status_code=202, response_model=JobAccepted)
-def create_job(
-    job_in: JobCreate,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    tenant: CurrentTenant,
-    queue: QueueDep,
-    settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> JobAccepted:
+def create_job(job_in: JobCreate, submission: SubmissionDep) -> JobAccepted:
     """Accept a scoring job. Same ``Idempotency-Key`` and body: the same job again; same key with
     another body: 422; while the first request with that key is still in flight: 409."""
-    job, _created = job_service.create_job(
-        session=session,
-        tenant=tenant,
-        job_in=job_in,
-        idempotency_key=idempotency_key,
-        queue=queue,
-        settings=settings,
-    )
-    return accepted(request, response, job)
+    return submit(submission, job_in)
 
 
 @router.get("", response_model=JobsPublic)
