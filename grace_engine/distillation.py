@@ -24,7 +24,7 @@ from torch import nn
 
 from grace_engine.data import StudentExample, collate, pad_token_id
 from grace_engine.errors import Cancelled, InvalidInput
-from grace_engine.memory import BatchCost, MemoryBudget, gradient_cost, module_bytes
+from grace_engine.memory import BatchCost, MemoryBudget, gradient_cost, module_bytes, release_memory
 
 Method = Literal["lora", "full"]
 METHODS: tuple[Method, ...] = ("lora", "full")
@@ -229,6 +229,8 @@ def distil(
         )
         trainer.remove_callback(PrinterCallback)  # progress goes through ``progress``, not stdout
         output = trainer.train()
+        del trainer  # its optimizer state and dataloaders
+    release_memory()
     if cancelled:
         raise Cancelled()
     trained = model.merge_and_unload() if cfg.method == "lora" else model  # type: ignore[operator]

@@ -12,7 +12,6 @@ way the score and the outcome point.
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +28,7 @@ from grace_engine.distillation import DistillConfig, TrainStats, distil
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.evaluation import DEFAULT_MAX_NEW_TOKENS, Outcome, eval_examples, evaluate
 from grace_engine.generation import Candidate
-from grace_engine.memory import MemoryBudget, resident_bytes
+from grace_engine.memory import MemoryBudget, release_memory, resident_bytes
 from grace_engine.models import ModelCache, ModelPolicy, context_length, resolve_model
 from grace_engine.pipeline import (
     CandidateResult,
@@ -444,7 +443,7 @@ def run_validation(
             evaluated += 1
             per_seed.append(evaluate_one(trained, evaluated))
             del trained
-            gc.collect()  # one trained copy alive at a time
+            release_memory()  # one trained copy alive at a time, its freed memory back to the OS
         results[cand.name] = CandidateValidation(cand.name, _mean_outcome(per_seed), per_seed, training)
     correlations, notes = correlations_for(
         ranking, {n: v.outcome for n, v in results.items()}, seed=vcfg.bootstrap_seed
