@@ -100,7 +100,7 @@ def test_validation_job_through_a_worker(
     ("overrides", "field"),
     [
         ({"eval": []}, "eval"),
-        ({"eval": [{"prompt": "q", "solution": ""}]}, "eval.0.solution"),
+        ({"eval": [{"prompt": "q", "solution": ""}]}, "eval[0].solution"),
         ({"distill": {"method": "adapter"}}, "distill.method"),
         ({"distill": {"epochs": 0}}, "distill.epochs"),
         ({"distill": {"batch_size": 10_000}}, "distill.batch_size"),
@@ -114,5 +114,6 @@ def test_validation_job_through_a_worker(
 def test_bad_validation_requests_name_the_field(
     client: TestClient, caller: Caller, overrides: dict[str, Any], field: str
 ) -> None:
-    doc = assert_problem(client.post("/v1/validations", json=_body(**overrides), headers=caller.headers), 422)
-    assert field in str(doc), doc
+    assert_problem(
+        client.post("/v1/validations", json=_body(**overrides), headers=caller.headers), 422, field
+    )
