@@ -387,6 +387,7 @@ def run_validation(
         generator=generator,
         budget=budget,
     )
+    release_memory()  # what scoring freed, before evaluation and training allocate
     tokenizer = loaded.tokenizer
     n_models = 1 + len(candidates) * len(vcfg.train_seeds)
 
