@@ -251,9 +251,10 @@ def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
         raise Cancelled()
 
 
-def _student_examples(
+def student_examples(
     tokenizer: Any, prompts: Sequence[Prompt], responses: Responses, fmt: StudentFormat, index: int
 ) -> list[StudentExample]:
+    """Candidate ``index``'s responses in the student's view, prompt by prompt."""
     examples = []
     for p, group in zip(prompts, responses, strict=True):
         for j, text in enumerate(group):
@@ -397,7 +398,7 @@ def _longest_example(
         else:
             m = cand.responses_per_prompt or cfg.responses_per_prompt
             texts = provided_responses(cand, prompts, m, index=i)
-            examples = _student_examples(tokenizer, prompts, texts, fmt, i)
+            examples = student_examples(tokenizer, prompts, texts, fmt, i)
             longest = max(longest, *(len(e.input_ids) for e in examples))
     return longest if fmt.max_length is None else min(longest, fmt.max_length)
 
@@ -574,7 +575,7 @@ def rank_teachers(
     pad_id = pad_token_id(tokenizer)
     (computer,) = built
     encoded = [
-        _student_examples(tokenizer, job.prompts, g.texts, job.fmt, i) for i, g in enumerate(job.generated)
+        student_examples(tokenizer, job.prompts, g.texts, job.fmt, i) for i, g in enumerate(job.generated)
     ]
     plan = job.budget.plan(job.resident(), job.cost, stage="gradient")
     plan.require(max(len(e.input_ids) for examples in encoded for e in examples))

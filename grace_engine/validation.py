@@ -23,7 +23,7 @@ import numpy as np
 
 from grace_engine import caveats
 from grace_engine.caveats import ResultWarning
-from grace_engine.data import Prompt, ValidationExample, encode_for_student
+from grace_engine.data import Prompt, ValidationExample
 from grace_engine.distillation import DistillConfig, TrainStats, distil
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.evaluation import DEFAULT_MAX_NEW_TOKENS, Outcome, eval_examples, evaluate
@@ -39,6 +39,7 @@ from grace_engine.pipeline import (
     ResponseStore,
     ScoringConfig,
     rank_teachers,
+    student_examples,
 )
 from grace_engine.ranking import spearman
 
@@ -414,12 +415,7 @@ def run_validation(
     results: dict[str, CandidateValidation] = {}
     evaluated = 1
     for i, cand in enumerate(candidates):
-        texts = ranking.candidates[cand.name].responses
-        examples = [
-            encode_for_student(tokenizer, p.prompt, t, fmt, field=f"candidates[{i}].responses[{p.id}]")
-            for p, group in zip(prompts, texts, strict=True)
-            for t in group
-        ]
+        examples = student_examples(tokenizer, prompts, ranking.candidates[cand.name].responses, fmt, i)
         per_seed, training = [], []
         steps_done = 0
         for seed in vcfg.train_seeds:

@@ -17,7 +17,7 @@ from grace_engine.generation import Candidate
 from grace_engine.pipeline import ScoringConfig, run_influence
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from tests.service.conftest import Caller, assert_problem, job_body
-from tests.service.test_worker import TERMINAL, wait_for, worker_process
+from tests.service.test_worker import succeeded_through_worker
 
 
 def test_predict_round_trip(client: TestClient, caller: Caller) -> None:
@@ -116,12 +116,8 @@ def test_influence_job_through_a_worker(
 ) -> None:
     body = {**job_body(), "validation": _validation(), "method": "projected", "keep_fraction": 0.5}
     body["scoring"] = {"responses_per_prompt": 2, "proj_dim": 1024}
-    with worker_process(settings, tmp_path / "worker.log"):
-        accepted = client.post("/v1/influence", json=body, headers=caller.headers)
-        assert accepted.status_code == 202, accepted.text
-        job_id = accepted.json()["id"]
-        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
-    assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
+    job = succeeded_through_worker(client, caller, settings, tmp_path / "worker.log", "/v1/influence", body)
+    job_id = job["id"]
     assert job["kind"] == "influence"
     result = client.get(f"/v1/jobs/{job_id}/influence", headers=caller.headers).json()
     assert result["method"] == "projected"

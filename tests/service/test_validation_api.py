@@ -18,7 +18,7 @@ from grace_engine.pipeline import ScoringConfig
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_engine.validation import ValidationConfig, run_validation
 from tests.service.conftest import Caller, assert_problem, job_body
-from tests.service.test_worker import TERMINAL, wait_for, worker_process
+from tests.service.test_worker import succeeded_through_worker
 
 
 def _eval() -> list[dict[str, str]]:
@@ -52,12 +52,9 @@ def test_validation_job_through_a_worker(
     tmp_path: Path,
 ) -> None:
     body = _body()
-    with worker_process(settings, tmp_path / "worker.log"):
-        accepted = client.post("/v1/validations", json=body, headers=caller.headers)
-        assert accepted.status_code == 202, accepted.text
-        job_id = accepted.json()["id"]
-        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL, timeout=600)
-    assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
+    log = tmp_path / "worker.log"
+    job = succeeded_through_worker(client, caller, settings, log, "/v1/validations", body, timeout=600)
+    job_id = job["id"]
     assert job["kind"] == "validation"
     assert job["progress"]["candidates"]["tutor"]["distil"] == {"done": 3, "total": 3}
     assert [r["name"] for r in job["ranking"]] == ["tutor", "noise"]

@@ -103,6 +103,25 @@ def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels) -> str:
     return job_id
 
 
+def succeeded_through_worker(
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    log: Path,
+    path: str,
+    body: dict[str, Any],
+    timeout: float = 90,
+) -> dict[str, Any]:
+    """POST ``body`` to ``path`` with a real worker running; the finished job, which must have
+    succeeded (the worker's log tail otherwise)."""
+    with worker_process(settings, log):
+        accepted = client.post(path, json=body, headers=caller.headers)
+        assert accepted.status_code == 202, accepted.text
+        job = wait_for(client, caller, accepted.json()["id"], lambda j: j["status"] in TERMINAL, timeout)
+    assert job["status"] == "succeeded", log.read_text()[-3000:]
+    return job
+
+
 def test_job_runs_to_the_same_ranking_as_the_engine(
     client: TestClient, caller: Caller, settings: Settings, tmp_path: Path
 ) -> None:
