@@ -11,11 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from grace_engine.adaptive import RankingBudget
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
 from grace_engine.distillation import DistillConfig
 from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
 from grace_engine.gradients import GradientSpace
 from grace_engine.pipeline import ScoringConfig
+from grace_engine.predictors import PREDICTOR_NAMES, PredictorName
+from grace_engine.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from grace_engine.validation import ValidationConfig
 
 
@@ -68,11 +71,37 @@ class CandidateIn(_Request):
         )
 
 
+class BudgetIn(_Request):
+    """A budget-aware ranking: score prompts in rounds until the ranking is settled or this is spent."""
+
+    examples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="gradient examples (responses scored) at most, over all candidates"
+    )
+    seconds: Annotated[float, Field(gt=0, le=7 * 86400)] | None = Field(
+        None, description="wall seconds at most, checked between rounds"
+    )
+    initial_prompts: Annotated[int, Field(ge=4)] = 16
+    growth: Annotated[float, Field(gt=1, le=16)] = 2.0
+    drop_below: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        0.01, description="a candidate whose P(top-1) falls below this leaves the race"
+    )
+
+    def to_engine(self, seed: int) -> RankingBudget:
+        return RankingBudget(
+            self.examples, self.seconds, self.initial_prompts, self.growth, self.drop_below, seed
+        )
+
+
+PredictorList = Annotated[list[PredictorName], Field(min_length=1, max_length=len(PREDICTOR_NAMES))]
+
+
 class ScoringIn(_Request):
     """Scoring settings; the defaults follow the paper."""
 
     responses_per_prompt: Annotated[int, Field(ge=1)] = 4
-    proj_dim: Annotated[int, Field(ge=1, le=16384)] = 512
+    proj_dim: Annotated[int, Field(ge=1, le=16384)] | Literal["auto"] = Field(
+        "auto", description='projection dimension; "auto": from the training rows per split (README)'
+    )
     n_splits: Annotated[int, Field(ge=1, le=1000)] = 10
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     smoothing: Annotated[float, Field(ge=0, le=1)] = 1e-3
@@ -88,6 +117,21 @@ class ScoringIn(_Request):
     generation_backend: Literal["auto", "vllm", "transformers"] | None = Field(
         None, description="override the worker's GRACE_GENERATION_BACKEND for this job"
     )
+    predictors: (
+        Annotated[list[PredictorName], Field(min_length=1, max_length=len(PREDICTOR_NAMES))] | None
+    ) = Field(
+        None,
+        description="predictors to compute (default: all); without grace, g_norm and g_vendi the "
+        "job runs the student's forward pass only",
+    )
+    rank_by: PredictorName | None = Field(
+        None, description="the predictor that orders the ranking (default: grace when computed)"
+    )
+    bootstrap: Annotated[int, Field(ge=0, le=2000)] = Field(
+        DEFAULT_RESAMPLES, description="bootstrap resamples over prompts for P(top-1) and intervals; 0: none"
+    )
+    confidence: Annotated[float, Field(gt=0, lt=1)] = DEFAULT_CONFIDENCE
+    budget: BudgetIn | None = Field(None, description="rank in rounds within a budget (README)")
 
     def to_engine(self) -> ScoringConfig:
         return ScoringConfig(
@@ -103,6 +147,11 @@ class ScoringIn(_Request):
             student_format=StudentFormat(self.student_template, self.max_length, self.truncate),
             instruction=self.instruction,
             generation_backend=self.generation_backend or "auto",
+            predictors=tuple(self.predictors or PREDICTOR_NAMES),
+            rank_by=self.rank_by,
+            bootstrap=self.bootstrap,
+            confidence=self.confidence,
+            budget=None if self.budget is None else self.budget.to_engine(self.seed),
         )
 
 
@@ -180,18 +229,6 @@ class ErrorInfo(BaseModel):
     message: str
 
 
-class RankingEntry(BaseModel):
-    rank: int
-    name: str
-    grace: float
-    grace_std: float
-    agreement_with_next: float | None
-    g_norm: float
-    g_vendi: float
-    student_nll: float
-    accuracy: float | None
-
-
 class WarningPublic(BaseModel):
     """A condition that qualifies a result (design §2.10): a stable ``code``, a ``message`` that
     says what to change, and the numbers behind it as further fields."""
@@ -202,12 +239,74 @@ class WarningPublic(BaseModel):
     message: str
 
 
-def result_warnings(result: dict[str, Any] | None) -> list[WarningPublic]:
-    """The warnings a worker stored with a job's result."""
-    return [WarningPublic.model_validate(w) for w in (result or {}).get("warnings", [])]
+class RankingEntry(BaseModel):
+    """One candidate's place and every predictor (null where the job did not compute it)."""
+
+    rank: int
+    name: str
+    score: str = Field("grace", description="the predictor the ranking is ordered by")
+    value: float | None = Field(None, description="the candidate's value of that predictor")
+    grace: float | None
+    grace_std: float | None
+    agreement_with_next: float | None
+    g_norm: float | None
+    g_vendi: float | None
+    student_nll: float | None
+    rsr: float | None = Field(None, description="Rank-Surprisal Ratio (lower = better)")
+    mean_response_tokens: float | None = Field(None, description="mean response length in student tokens")
+    accuracy: float | None
+    p_top1: float | None = Field(None, description="share of bootstrap resamples it ranks first in")
+    interval: list[float] | None = Field(None, description="bootstrap interval of its value of `score`")
 
 
-class JobPublic(BaseModel):
+class UncertaintyPublic(BaseModel):
+    """The bootstrap over prompts behind ``p_top1``, ``interval`` and ``settled`` (design §2.11)."""
+
+    score: str
+    n_prompts: int
+    n_resamples: int
+    confidence: float
+    seed: int
+    leader: str
+    runner_up: str | None
+    settled: bool
+    prompts_to_settle: int | None = Field(
+        None, description="when not settled: prompts in all that would likely settle it"
+    )
+
+
+class ProjectionPublic(BaseModel):
+    """The identity of the job's random projection: equal identities mean the same map."""
+
+    kind: str
+    seed: int
+    d: int
+    grad_dim: int
+    factor_dim: int | None
+    checksum: str
+
+
+class ResultSummary(BaseModel):
+    """What qualifies a ranking, as a worker stored it with the job."""
+
+    settled: bool | None = Field(None, description="whether the bootstrap settles the leader")
+    uncertainty: UncertaintyPublic | None = None
+    projection: ProjectionPublic | None = None
+    warnings: list[WarningPublic] = Field(
+        default_factory=list, description="what qualifies the result: small samples, cut responses"
+    )
+
+
+def result_summary(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of :class:`ResultSummary` from a stored result, for a response model's kwargs."""
+    stored = result or {}
+    return ResultSummary.model_validate(
+        {k: stored.get(k) for k in ("settled", "uncertainty", "projection")}
+        | {"warnings": stored.get("warnings", [])}
+    ).model_dump()
+
+
+class JobPublic(ResultSummary):
     id: str
     kind: str
     status: str
@@ -222,9 +321,6 @@ class JobPublic(BaseModel):
     examples_scored: int
     error: ErrorInfo | None
     ranking: list[RankingEntry] | None
-    warnings: list[WarningPublic] = Field(
-        default_factory=list, description="what qualifies the result: small samples, cut responses"
-    )
     links: Links
 
 
@@ -233,12 +329,11 @@ class JobsPublic(BaseModel):
     next_cursor: str | None
 
 
-class RankingPublic(BaseModel):
+class RankingPublic(ResultSummary):
     job_id: str
     student: str
     finished_at: datetime | None
     ranking: list[RankingEntry]
-    warnings: list[WarningPublic] = Field(default_factory=list)
 
 
 class CandidateScores(BaseModel):

@@ -225,7 +225,7 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
         def run() -> None:
             t_start = time.perf_counter()
             for e in few:  # one at a time, the projection generated anew for each, as released
-                flat, _, _ = exact_flat_gradients(model, layout, collate([e], 0))
+                flat, *_ = exact_flat_gradients(model, layout, collate([e], 0))
                 projector.project(flat)
                 timed.append(1)
                 if time.perf_counter() - t_start > 15:  # slow enough: extrapolate from what was timed

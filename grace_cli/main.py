@@ -37,6 +37,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def proj_dim_arg(text: str) -> int | str:
+    """``--proj-dim``: ``auto`` (from the training rows per split) or a positive integer."""
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def ranking_budget_arg(text: str) -> tuple[int | None, float | None]:
+    """``--budget``: ``N`` gradient examples, or ``Ns`` seconds."""
+    try:
+        if text.endswith("s"):
+            seconds = float(text[:-1])
+            if seconds > 0:
+                return None, seconds
+        elif int(text) >= 1:
+            return int(text), None
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected N examples or Ns seconds, got {text!r}")
+
+
 def _add_memory_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory-budget",
@@ -70,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts", required=True, type=Path, help="JSONL file: {id, prompt|question, answer?}"
     )
     rank.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4, help="default 4")
-    rank.add_argument("--proj-dim", "-d", type=_positive_int, default=512, help="projection dimension (512)")
+    rank.add_argument(
+        "--proj-dim",
+        "-d",
+        type=proj_dim_arg,
+        default="auto",
+        help="projection dimension, or auto (default): about half the training rows per split, 16..512",
+    )
     rank.add_argument("--splits", type=_positive_int, default=10, help="cross-validation splits (10)")
     rank.add_argument("--test-fraction", type=float, default=0.1, help="prompts held out per split (0.1)")
     rank.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
@@ -112,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device for the student and teachers (cuda on a GPU)"
     )
     _add_memory_budget(rank)
+    rank.add_argument(
+        "--predictors",
+        nargs="+",
+        help="predictors to compute, of grace g_norm g_vendi student_nll rsr length teacher_accuracy "
+        "(default: all); without grace, g_norm and g_vendi only the student's forward pass runs",
+    )
+    rank.add_argument("--rank-by", help="the predictor that orders the ranking (default grace)")
+    rank.add_argument(
+        "--bootstrap", type=int, default=200, help="resamples over prompts for P(top-1) (200; 0: none)"
+    )
+    rank.add_argument(
+        "--budget",
+        type=ranking_budget_arg,
+        help="rank in rounds until settled or spent: N gradient examples, or Ns seconds",
+    )
+    rank.add_argument(
+        "--initial-prompts", type=int, default=16, help="prompts of a budget run's first round (16)"
+    )
     rank.add_argument("--out", type=Path, help="write the full result as JSON here")
     rank.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -189,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--candidates", required=True, type=Path)
     submit.add_argument("--prompts", required=True, type=Path)
     submit.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4)
-    submit.add_argument("--proj-dim", "-d", type=_positive_int, default=512)
+    submit.add_argument("--proj-dim", "-d", type=proj_dim_arg, default="auto")
     submit.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
     submit.add_argument("--idempotency-key")
     submit.add_argument("--quiet", "-q", action="store_true")
@@ -258,11 +301,13 @@ def _budget(args: argparse.Namespace) -> MemoryBudget:
 
 def cmd_rank(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars, format_table
+    from grace_engine.adaptive import RankingBudget
     from grace_engine.data import StudentFormat, read_prompts
     from grace_engine.generation import read_candidates
     from grace_engine.gradients import GradientSpace
     from grace_engine.models import ModelCache
     from grace_engine.pipeline import DirectoryResponseStore, ScoringConfig, rank_teachers
+    from grace_engine.predictors import PREDICTOR_NAMES
 
     _quiet_transformers()
     _set_threads(args.threads)
@@ -283,6 +328,17 @@ def cmd_rank(args: argparse.Namespace) -> int:
         length_factor=args.length_factor,
         student_format=StudentFormat(**fmt_kwargs),  # type: ignore[arg-type]
         generation_backend=args.generation_backend,
+        predictors=tuple(args.predictors) if args.predictors else PREDICTOR_NAMES,
+        rank_by=args.rank_by,
+        bootstrap=args.bootstrap,
+        budget=None
+        if args.budget is None
+        else RankingBudget(
+            examples=args.budget[0],
+            seconds=args.budget[1],
+            initial_prompts=args.initial_prompts,
+            seed=args.seed,
+        ),
     )
     policy = _local_policy(args)
     bars = ProgressBars(enabled=not args.quiet)

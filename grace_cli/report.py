@@ -57,12 +57,20 @@ HEADER = (
     "candidate",
     "GRACE",
     "± split std",
+    "interval",
+    "P(top-1)",
     "beats next",
     "G-Norm",
     "G-Vendi",
     "student NLL",
+    "RSR",
+    "tokens",
     "accuracy",
 )
+
+
+def _interval(value: Sequence[float] | None) -> str:
+    return "-" if value is None else f"[{value[0]:.4g}, {value[1]:.4g}]"
 
 
 def _aligned(table: Sequence[Sequence[str]], *, left: int) -> list[str]:
@@ -79,9 +87,15 @@ def _aligned(table: Sequence[Sequence[str]], *, left: int) -> list[str]:
     return lines
 
 
-def format_ranking(rows: Sequence[Mapping[str, Any]], footer: Sequence[str] = ()) -> str:
+def format_ranking(
+    rows: Sequence[Mapping[str, Any]],
+    footer: Sequence[str] = (),
+    *,
+    settled: bool | None = None,
+    confidence: float | None = None,
+) -> str:
     """The ranking table, best teacher first; ``rows`` as :meth:`RankingResult.ranking_rows` (or
-    the API's ranking entries) give them."""
+    the API's ranking entries) give them. ``settled`` and ``confidence`` come from the bootstrap."""
     table = [HEADER]
     for r in rows:
         agreement = r["agreement_with_next"]
@@ -91,19 +105,32 @@ def format_ranking(rows: Sequence[Mapping[str, Any]], footer: Sequence[str] = ()
                 str(r["name"]),
                 _fmt(r["grace"], ".4g"),
                 _fmt(r["grace_std"], ".3g"),
+                _interval(r.get("interval")),
+                _fmt(r.get("p_top1"), ".0%"),
                 "-" if agreement is None else f"{agreement:.0%}",
                 _fmt(r["g_norm"], ".4g"),
                 _fmt(r["g_vendi"], ".4g"),
                 _fmt(r["student_nll"], ".3f"),
+                _fmt(r.get("rsr"), ".4g"),
+                _fmt(r.get("mean_response_tokens"), ".0f"),
                 "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
             )
         )
     lines = _aligned(table, left=1)
+    score = rows[0].get("score", "grace") if rows else "grace"
+    verdict = []
+    if settled is not None:
+        level = "" if confidence is None else f"{confidence:.0%} "
+        verdict = [
+            f"Ranked by {score}: {'settled' if settled else 'NOT settled'} "
+            f"(P(top-1) and the {level}interval of {score} from a bootstrap over prompts)."
+        ]
     lines += [
         "",
         *footer,
-        "Lower GRACE = better teacher for this student. "
-        "'beats next': share of splits where it scores below the next.",
+        *verdict,
+        "Lower GRACE, RSR, G-Norm and student NLL = better teacher; higher G-Vendi, tokens, accuracy. "
+        "'beats next': share of GRACE splits where it scores below the next.",
     ]
     return "\n".join(lines)
 
@@ -121,7 +148,22 @@ def format_table(result: RankingResult) -> str:
         f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim} | {cfg.n_splits} splits "
         f"| seed {cfg.seed}"
     )
-    table = format_ranking(result.ranking_rows(), [footer])
+    u = result.uncertainty
+    lines = [footer]
+    if result.budget is not None:
+        b = result.budget
+        lines.append(
+            f"budget-aware: {b.stopped} after {len(b.rounds)} round(s) on {b.rounds[-1].n_prompts} prompts; "
+            f"{b.examples_used:,d} of {b.examples_full:,d} gradient examples "
+            f"({b.compute_fraction:.0%} of a full run), {b.seconds:.0f} s"
+            + (f"; dropped {', '.join(b.dropped)}" if b.dropped else "")
+        )
+    table = format_ranking(
+        result.ranking_rows(),
+        lines,
+        settled=result.settled,
+        confidence=None if u is None else u.confidence,
+    )
     notes = format_warnings([w.to_dict() for w in result.warnings])
     return f"{table}\n\n{notes}" if notes else table
 

@@ -16,7 +16,7 @@ def _positive_float(text: str) -> float:
 
 
 def add_parser(sub: Any) -> None:
-    from grace_cli.main import _add_memory_budget, _positive_int
+    from grace_cli.main import _add_memory_budget, _positive_int, proj_dim_arg
 
     val = sub.add_parser(
         "validate",
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
     val.add_argument("--no-accuracy", action="store_true", help="skip greedy decoding of the eval set")
     val.add_argument("--eval-max-tokens", type=_positive_int, default=256, help="greedy decode length (256)")
     val.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4, help="default 4")
-    val.add_argument("--proj-dim", "-d", type=_positive_int, default=512)
+    val.add_argument("--proj-dim", "-d", type=proj_dim_arg, default="auto")
     val.add_argument("--splits", type=_positive_int, default=10)
     val.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
     val.add_argument("--seed", type=int, default=0, help="projection and sampling seed (0)")

@@ -117,5 +117,29 @@ def eval_overlaps_training(n: int, total: int) -> ResultWarning | None:
     )
 
 
+def unsettled(
+    *, score: str, leader: str, runner_up: str, p_top1: float, n_prompts: int, prompts_needed: int | None
+) -> ResultWarning:
+    """The ranking's leader is not settled by the bootstrap over prompts (design §2.11)."""
+    more = (
+        f"about {prompts_needed - n_prompts} more prompts ({prompts_needed} in all) would likely settle it"
+        if prompts_needed is not None
+        else "the two lead scores are equal, so more prompts may not separate them"
+    )
+    return ResultWarning(
+        "ranking_unsettled",
+        f"the ranking by {score} is not settled: {leader!r} scores best in {p_top1:.0%} of bootstrap "
+        f"resamples over the {n_prompts} prompts, or its interval overlaps {runner_up!r}'s; {more}",
+        {
+            "score": score,
+            "leader": leader,
+            "runner_up": runner_up,
+            "p_top1": p_top1,
+            "n_prompts": n_prompts,
+            "prompts_needed": prompts_needed,
+        },
+    )
+
+
 def present(*warnings: ResultWarning | None) -> list[ResultWarning]:
     return [w for w in warnings if w is not None]

@@ -46,8 +46,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -57,8 +57,14 @@ from torch import nn
 
 from grace_engine.data import IGNORE_INDEX, StudentBatch, StudentExample, collate, length_batches
 from grace_engine.errors import Cancelled, InvalidInput, UnsupportedModel
-from grace_engine.memory import BatchCost, BatchPlan, gradient_cost
-from grace_engine.projection import Block, DenseProjector, FactorizedProjector, stream_seed
+from grace_engine.memory import BatchCost, BatchPlan, forward_cost, gradient_cost, vocab_size
+from grace_engine.projection import (
+    Block,
+    DenseProjector,
+    FactorizedProjector,
+    ProjectionIdentity,
+    stream_seed,
+)
 
 SpaceKind = Literal["full", "output_layer", "lora"]
 PathKind = Literal["fast", "exact"]
@@ -79,6 +85,10 @@ class GradientSpace:
             raise InvalidInput(f"must be one of {', '.join(SPACE_KINDS)}", field="gradient_space")
         if self.lora_rank < 1:
             raise InvalidInput("must be at least 1", field="lora_rank")
+
+
+RANK_CLIP = 100  # the released RSR code's r
+RANK_CHUNK = 256  # tokens per rank comparison: 256 x 49k vocabulary x 4 bytes = 50 MB
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +117,59 @@ def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     token_nll = torch.where(keep, torch.logsumexp(rows, dim=1) - picked, 0.0).view(size, width)
     n_tokens = keep.view(size, width).sum(dim=1)
     return token_nll.sum(dim=1) / n_tokens.clamp(min=1), n_tokens
+
+
+def per_example_rank_sums(
+    logits: torch.Tensor, labels: torch.Tensor, *, clip: int = RANK_CLIP
+) -> torch.Tensor:
+    """Sum over each row's response tokens of the student's rank of the target token, clipped at
+    ``clip`` (the Rank-Surprisal Ratio's numerator, Yang et al. 2026).
+
+    The rank is 1 + the number of vocabulary entries with a strictly larger logit (1 = the student's
+    top choice), compared in at least float32 as the released code does. Tokens are taken
+    :data:`RANK_CHUNK` at a time so the comparison never holds a second ``(B*T, V)`` tensor.
+
+    Args:
+        logits: ``(B, T, V)``; labels: ``(B, T)`` with -100 where no loss is taken.
+    Returns:
+        ``(B,)`` float64 rank sums.
+    """
+    size, width, vocab = logits.shape
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+    rows = logits.detach().reshape(size * width, vocab)
+    positions = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+    ranks = torch.empty(positions.shape[0], dtype=torch.float64, device=logits.device)
+    for start in range(0, positions.shape[0], RANK_CHUNK):
+        at = positions[start : start + RANK_CHUNK]
+        chunk = _at_least_fp32(rows[at])
+        picked = chunk.gather(1, targets[at, None])
+        ranks[start : start + RANK_CHUNK] = (chunk > picked).sum(dim=1).add(1).clamp(max=clip).double()
+    sums = torch.zeros(size * width, dtype=torch.float64, device=logits.device)
+    return sums.index_add_(0, positions, ranks).view(size, width).sum(dim=1)
+
+
+class BatchOutput(NamedTuple):
+    """What a gradient computer returns for a batch, all on the model's device: ``gradients``
+    ``(B, d)`` (projected; ``(B, D)`` flat from :func:`exact_flat_gradients`; ``(B, 0)`` from a
+    forward-only computer), ``losses (B,)`` mean NLL in nats/token, ``n_tokens (B,)`` response
+    tokens, ``rank_sums (B,)`` summed clipped target ranks (:func:`per_example_rank_sums`)."""
+
+    gradients: torch.Tensor
+    losses: torch.Tensor
+    n_tokens: torch.Tensor
+    rank_sums: torch.Tensor
+
+
+def rank_buffer_bytes(model: nn.Module) -> float:
+    """What :func:`per_example_rank_sums` holds at once: a float32 chunk of logits, its comparison."""
+    return float(RANK_CHUNK * vocab_size(model) * 5)
+
+
+def _forward_stats(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    losses, n_tokens = per_example_losses(logits, labels)
+    return losses, n_tokens, per_example_rank_sums(logits, labels)
 
 
 # --- the parameters of a gradient space ----------------------------------------------------------
@@ -277,7 +340,7 @@ def _full_layout(model: nn.Module, space: GradientSpace) -> SpaceLayout:
 
 
 class GradientComputer(Protocol):
-    """``batch -> (projected (B, d) float32, losses (B,), n_tokens (B,))``, all on the model's device.
+    """``batch ->`` :class:`BatchOutput` (projected ``(B, d)`` float32 and the forward's statistics).
 
     ``cost()`` probes what one batch of this computation costs in memory on its model.
     """
@@ -285,9 +348,12 @@ class GradientComputer(Protocol):
     d: int
     grad_dim: int
 
-    def __call__(self, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def __call__(self, batch: StudentBatch) -> BatchOutput: ...
 
     def cost(self) -> BatchCost: ...
+
+    def identity(self) -> ProjectionIdentity | None:
+        """The projection's identity (None without one: the forward-only computer)."""
 
 
 def _one_row(ids: list[int], labels: list[int], device: torch.device) -> StudentBatch:
@@ -345,14 +411,10 @@ def _exact_parameters(model: nn.Module, layout: SpaceLayout) -> Iterator[list[to
             p.requires_grad_(trainable)
 
 
-def exact_flat_gradients(
-    model: nn.Module, layout: SpaceLayout, batch: StudentBatch
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unprojected per-example gradients ``(B, grad_dim)``, one unpadded batch-1 backward each.
-
-    Returns ``(gradients float32, losses (B,), n_tokens (B,))``.
-    """
-    grads, losses, counts = [], [], []
+def exact_flat_gradients(model: nn.Module, layout: SpaceLayout, batch: StudentBatch) -> BatchOutput:
+    """Unprojected per-example gradients ``(B, grad_dim)`` (at least float32), one unpadded batch-1
+    backward each."""
+    grads, losses, counts, ranks = [], [], [], []
     lengths = batch.lengths.tolist()
     with _exact_parameters(model, layout) as tensors:
         for row, length in enumerate(lengths):
@@ -360,7 +422,8 @@ def exact_flat_gradients(
             labels = batch.labels[row : row + 1, :length]
             with torch.enable_grad():
                 logits = model(input_ids=ids, use_cache=False).logits
-                loss, n_tok = per_example_losses(logits, labels)
+                loss, n_tok, rank_sum = _forward_stats(logits, labels)
+                del logits
                 parts = torch.autograd.grad(loss.sum(), tensors, allow_unused=True)
             grads.append(
                 torch.cat(
@@ -372,7 +435,10 @@ def exact_flat_gradients(
             )
             losses.append(loss.detach())
             counts.append(n_tok)
-    return _at_least_fp32(torch.stack(grads)), torch.cat(losses), torch.cat(counts)
+            ranks.append(rank_sum)
+    return BatchOutput(
+        _at_least_fp32(torch.stack(grads)), torch.cat(losses), torch.cat(counts), torch.cat(ranks)
+    )
 
 
 class ExactGradients:
@@ -382,9 +448,12 @@ class ExactGradients:
         self.model, self.layout, self.d, self.grad_dim = model, layout, d, layout.grad_dim
         self.projector = DenseProjector(layout.grad_dim, d, seed)
 
-    def __call__(self, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        flat, losses, n_tokens = exact_flat_gradients(self.model, self.layout, batch)
-        return self.projector.project(flat), losses, n_tokens
+    def identity(self) -> ProjectionIdentity:
+        return self.projector.identity()
+
+    def __call__(self, batch: StudentBatch) -> BatchOutput:
+        out = exact_flat_gradients(self.model, self.layout, batch)
+        return out._replace(gradients=self.projector.project(out.gradients))
 
     def cost(self) -> BatchCost:
         """Rows run one at a time; each keeps its flat gradient until the batch is projected (and
@@ -396,7 +465,7 @@ class ExactGradients:
             self.model,
             lambda ids, labels: exact_flat_gradients(self.model, self.layout, _one_row(ids, labels, device)),
             per_example=2 * flat,
-            fixed=2 * flat,
+            fixed=2 * flat + rank_buffer_bytes(self.model),
             sequential=True,
         )
 
@@ -518,7 +587,7 @@ class FastGradients:
             if w not in self._lookup:
                 factor = proj.row_factor(w)
                 self._lookup[w] = (
-                    torch.eye(module.num_embeddings, device=ids.device)
+                    torch.eye(module.num_embeddings, device=ids.device, dtype=proj.dtype)
                     if factor is None
                     else factor.T.contiguous()
                 )
@@ -582,29 +651,67 @@ class FastGradients:
                 p.requires_grad_(True)
             self._acc, self._roots = {}, []
 
-    def __call__(self, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def identity(self) -> ProjectionIdentity:
+        return self.projector.identity()
+
+    def __call__(self, batch: StudentBatch) -> BatchOutput:
         self._mask = batch.attention_mask
-        size, width = batch.input_ids.shape
-        positions = torch.arange(width, device=batch.input_ids.device).expand(size, width)
+        size = batch.input_ids.shape[0]
         with self._hooks(), torch.enable_grad():
-            # No reference to the logits outlives the loss: they would stay alive through the backward.
-            losses, n_tokens = per_example_losses(
-                self.model(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    position_ids=positions,
-                    use_cache=False,
-                ).logits,
-                batch.labels,
-            )
+            logits = _logits(self.model, batch)
+            losses, n_tokens, rank_sums = _forward_stats(logits, batch.labels)
+            del logits  # no reference may outlive the loss: it would stay alive through the backward
             # Summing per-example means keeps every example's output-gradient its own.
             torch.autograd.grad(losses.sum(), self._roots)
             projected = self.projector.combine(self._acc, size)
-        return projected, losses.detach(), n_tokens
+        return BatchOutput(projected, losses.detach(), n_tokens, rank_sums)
 
     def cost(self) -> BatchCost:
         device = _model_device(self.model)
-        return gradient_cost(self.model, lambda ids, labels: self(_one_row(ids, labels, device)))
+        return gradient_cost(
+            self.model,
+            lambda ids, labels: self(_one_row(ids, labels, device)),
+            fixed=rank_buffer_bytes(self.model),
+        )
+
+
+def _logits(model: nn.Module, batch: StudentBatch) -> torch.Tensor:
+    """Logits of a right-padded batch, position ids given per row (so a position table's gradient
+    is never summed over the batch)."""
+    size, width = batch.input_ids.shape
+    positions = torch.arange(width, device=batch.input_ids.device).expand(size, width)
+    logits: torch.Tensor = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=positions,
+        use_cache=False,
+    ).logits
+    return logits
+
+
+class ForwardStatistics:
+    """The forward-only computer: no backward, no projection (``d = 0``); what the student's
+    forward pass gives (losses, response tokens, target ranks) for the predictors that need no
+    gradients (student NLL, RSR, response length)."""
+
+    d = 0
+    grad_dim = 0
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def identity(self) -> None:
+        return None
+
+    def __call__(self, batch: StudentBatch) -> BatchOutput:
+        with torch.no_grad():
+            logits = _logits(self.model, batch)
+            losses, n_tokens, rank_sums = _forward_stats(logits, batch.labels)
+        empty = torch.zeros(batch.input_ids.shape[0], 0, device=batch.input_ids.device)
+        return BatchOutput(empty, losses, n_tokens, rank_sums)
+
+    def cost(self) -> BatchCost:
+        return replace(forward_cost(self.model), fixed=rank_buffer_bytes(self.model))
 
 
 # --- driver ---------------------------------------------------------------------------------------------
@@ -612,12 +719,14 @@ class FastGradients:
 
 @dataclass(frozen=True)
 class GradientResult:
-    """Per-example results in input order: ``gradients (N, d) float32``, ``losses (N,)`` mean NLL in
-    nats/token, ``n_tokens (N,)`` response tokens carrying loss."""
+    """Per-example results in input order: ``gradients (N, d) float32`` (``d = 0`` from a
+    forward-only computer), ``losses (N,)`` mean NLL in nats/token, ``n_tokens (N,)`` response tokens
+    carrying loss, ``rank_sums (N,)`` their summed clipped target ranks."""
 
     gradients: npt.NDArray[np.float32]
     losses: npt.NDArray[np.float64]
     n_tokens: npt.NDArray[np.int64]
+    rank_sums: npt.NDArray[np.float64]
 
 
 def make_gradient_computer(
@@ -674,6 +783,7 @@ def compute_gradients(
     out = np.zeros((total, computer.d), dtype=np.float32)
     losses = np.zeros(total, dtype=np.float64)
     n_tokens = np.zeros(total, dtype=np.int64)
+    rank_sums = np.zeros(total, dtype=np.float64)
     device = _model_device(model)
     done = 0
     for indices in length_batches(
@@ -685,11 +795,12 @@ def compute_gradients(
         if should_cancel is not None and should_cancel():
             raise Cancelled()
         batch = collate([examples[i] for i in indices], pad_id).to(device)
-        projected, batch_losses, batch_tokens = computer(batch)
-        out[indices] = projected.cpu().numpy()
-        losses[indices] = batch_losses.double().cpu().numpy()
-        n_tokens[indices] = batch_tokens.cpu().numpy()
+        result = computer(batch)
+        out[indices] = result.gradients.cpu().numpy()
+        losses[indices] = result.losses.double().cpu().numpy()
+        n_tokens[indices] = result.n_tokens.cpu().numpy()
+        rank_sums[indices] = result.rank_sums.cpu().numpy()
         done += len(indices)
         if progress is not None:
             progress(done, total)
-    return GradientResult(out, losses, n_tokens)
+    return GradientResult(out, losses, n_tokens, rank_sums)

@@ -55,6 +55,9 @@ METHODS: tuple[Method, ...] = ("exact", "projected", "finite_difference")
 FD_STEP = 1e-2  # eps * |v|: the length of the finite-difference step along the validation gradient
 
 
+DEFAULT_PROJ_DIM = 2048  # influence is one inner product per response: a larger d only lowers noise
+
+
 @dataclass(frozen=True)
 class ResponseInfluence:
     candidate: str
@@ -135,7 +138,7 @@ def influence(
     *,
     method: Method = "projected",
     space: GradientSpace | None = None,
-    proj_dim: int = 2048,
+    proj_dim: int = DEFAULT_PROJ_DIM,
     seed: int = 0,
     fmt: StudentFormat | None = None,
     budget: MemoryBudget | None = None,
@@ -248,7 +251,7 @@ def _row_gradient(
     model: nn.Module, layout: SpaceLayout, example: StudentExample, pad_id: int
 ) -> tuple[torch.Tensor, float]:
     """The exact flat gradient ``(D,)`` of one example and its loss."""
-    flat, loss, _ = exact_flat_gradients(model, layout, collate([example], pad_id).to(_device(model)))
+    flat, loss, _, _ = exact_flat_gradients(model, layout, collate([example], pad_id).to(_device(model)))
     return flat[0], float(loss[0])
 
 

@@ -12,13 +12,15 @@ job's longest example is refused before any generation or gradient work.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from grace_engine import caveats
+from grace_engine.adaptive import BudgetReport, RankingBudget, adaptive_evidence
 from grace_engine.caveats import ResultWarning
 from grace_engine.data import (
     Prompt,
@@ -47,12 +49,14 @@ from grace_engine.generation import (
     validate_candidates,
 )
 from grace_engine.gradients import (
+    ForwardStatistics,
     GradientComputer,
     GradientSpace,
     PathKind,
     compute_gradients,
     make_gradient_computer,
 )
+from grace_engine.influence import DEFAULT_PROJ_DIM as DEFAULT_INFLUENCE_DIM
 from grace_engine.influence import InfluenceResult, influence, influence_cost
 from grace_engine.influence import Method as InfluenceMethod
 from grace_engine.memory import BatchCost, MemoryBudget, grace_workers, resident_bytes
@@ -64,15 +68,23 @@ from grace_engine.models import (
     context_length,
     resolve_model,
 )
-from grace_engine.ranking import RankedCandidate, rank_by_grace
-from grace_engine.scores import (
-    GraceResult,
-    g_norm,
-    g_vendi,
-    grace,
-    log_length_factor,
-    student_nll,
-    teacher_accuracy,
+from grace_engine.predictors import (
+    PREDICTOR_NAMES,
+    Evidence,
+    GraceSettings,
+    check_predictors,
+    grace_of,
+    needs_gradients,
+    value,
+)
+from grace_engine.projection import ProjectionIdentity
+from grace_engine.ranking import RankedCandidate, rank_candidates
+from grace_engine.scores import GraceResult, auto_proj_dim, log_length_factor, response_correct
+from grace_engine.uncertainty import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    Uncertainty,
+    bootstrap,
 )
 
 Stage = Literal["generate", "gradients", "score", "distil", "evaluate"]
@@ -93,7 +105,7 @@ class ScoringConfig:
     """Settings of a scoring job; defaults follow the paper (m = 4, d = 512, 10 splits)."""
 
     responses_per_prompt: int = 4
-    proj_dim: int = 512
+    proj_dim: int | Literal["auto"] = "auto"  # auto: from the training rows per split (auto_proj_dim)
     n_splits: int = 10
     test_fraction: float = 0.1
     smoothing: float = 1e-3
@@ -109,11 +121,49 @@ class ScoringConfig:
     generation_batch: int = 64  # sequences per generate() call at most; the memory budget may lower it
     generation_backend: str = "auto"
     release_below_gb: float = 8.0  # free GPU memory under which vLLM engines are dropped before gradients
+    predictors: tuple[str, ...] = PREDICTOR_NAMES  # gradient ones need the backward pass
+    budget: RankingBudget | None = None  # budget-aware ranking in rounds (grace_engine.adaptive)
+    rank_by: str | None = None  # the predictor that orders the ranking; None: GRACE when computed
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples over prompts for P(top-1) and intervals; 0: none
+    confidence: float = DEFAULT_CONFIDENCE
+
+    @property
+    def ranking_score(self) -> str:
+        """The predictor the ranking is ordered by."""
+        if self.rank_by is not None:
+            return self.rank_by
+        return "grace" if "grace" in self.predictors else self.predictors[0]
+
+    def resolved(self, n_prompts: int, candidates: Sequence[Candidate]) -> ScoringConfig:
+        """This config with ``proj_dim`` fixed for ``n_prompts`` prompts and these candidates (the
+        fewest responses per prompt of any candidate sets the rows)."""
+        if self.proj_dim != "auto":
+            return self
+        if self.budget is not None:  # one projection for all rounds, sized for the first
+            n_prompts = min(n_prompts, self.budget.initial_prompts)
+        m = (
+            min((c.responses_per_prompt or self.responses_per_prompt) for c in candidates)
+            if candidates
+            else 1
+        )
+        return replace(self, proj_dim=auto_proj_dim(n_prompts, m, self.test_fraction))
+
+    @property
+    def dim(self) -> int:
+        """``proj_dim`` once resolved (:meth:`resolved`)."""
+        if self.proj_dim == "auto":
+            raise ValueError("proj_dim is still 'auto': resolve the config for the job first")
+        return self.proj_dim
+
+    @property
+    def grace_settings(self) -> GraceSettings:
+        return GraceSettings(self.n_splits, self.test_fraction, self.smoothing)
 
     def validate(self) -> None:
+        if self.proj_dim != "auto" and (not isinstance(self.proj_dim, int) or self.proj_dim < 1):
+            raise InvalidInput('must be "auto" or at least 1', field="proj_dim")
         for name in (
             "responses_per_prompt",
-            "proj_dim",
             "n_splits",
             "factor_dim",
             "max_batch",
@@ -127,6 +177,17 @@ class ScoringConfig:
             raise InvalidInput("must be strictly between 0 and 1", field="test_fraction")
         if not 0.0 <= self.smoothing <= 1.0:
             raise InvalidInput("must be between 0 and 1", field="smoothing")
+        check_predictors(self.predictors, self.ranking_score)
+        if self.bootstrap < 0:
+            raise InvalidInput("must be 0 (off) or more", field="bootstrap")
+        if not 0.0 < self.confidence < 1.0:
+            raise InvalidInput("must be strictly between 0 and 1", field="confidence")
+        if self.budget is not None:
+            self.budget.validate()
+            if self.bootstrap < 1:
+                raise InvalidInput(
+                    "a budget-aware ranking needs the bootstrap (at least 1)", field="bootstrap"
+                )
 
 
 class ResponseStore(Protocol):
@@ -164,17 +225,22 @@ Origin = Literal["provided", "generated", "stored"]
 class CandidateResult:
     """Every score of one candidate and the responses they were computed from.
 
-    ``n_at_max_tokens`` counts generated responses that stopped at ``max_tokens`` (None for
-    supplied responses, where it is unknown); ``n_truncated`` counts examples cut at the
+    Scores the job did not ask for (``predictors``) are None, as is ``accuracy`` without answers.
+    ``p_top1`` and ``interval`` come from the bootstrap over prompts of the ranking's score (None
+    without one). ``n_at_max_tokens`` counts generated responses that stopped at ``max_tokens``
+    (None for supplied responses, where it is unknown); ``n_truncated`` counts examples cut at the
     student's ``max_length``.
     """
 
     name: str
-    grace: GraceResult
-    g_norm: float
-    g_vendi: float
-    student_nll: float
+    grace: GraceResult | None
+    g_norm: float | None
+    g_vendi: float | None
+    student_nll: float | None
+    rsr: float | None
     accuracy: float | None
+    p_top1: float | None
+    interval: tuple[float, float] | None
     responses_per_prompt: int
     n_responses: int
     n_truncated: int
@@ -183,6 +249,17 @@ class CandidateResult:
     mean_response_tokens: float
     response_source: Origin
     responses: Responses = field(repr=False)
+
+    def score(self, name: str) -> float | None:
+        """Predictor ``name``'s value (see :mod:`~grace_engine.predictors`)."""
+        if name == "grace":
+            return None if self.grace is None else self.grace.score
+        if name == "length":
+            return self.mean_response_tokens
+        if name == "teacher_accuracy":
+            return self.accuracy
+        value: float | None = getattr(self, name)
+        return value
 
 
 @dataclass(frozen=True)
@@ -198,9 +275,21 @@ class RankingResult:
     n_prompts: int
     warnings: list[ResultWarning] = field(default_factory=list)
     memory_budget_gb: float | None = None
+    uncertainty: Uncertainty | None = None
+    projection: ProjectionIdentity | None = None
+    auto_proj_dim: bool = False  # config.proj_dim was chosen by the auto rule
+    budget: BudgetReport | None = None  # what a budget-aware ranking spent
+    # Per-example rows every score was computed from (not serialised): re-scoring, studies.
+    evidence: dict[str, Evidence] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def settled(self) -> bool | None:
+        """Whether the bootstrap settles the leader (None without a bootstrap)."""
+        return None if self.uncertainty is None else self.uncertainty.settled
 
     def ranking_rows(self) -> list[dict[str, Any]]:
-        """The ranking best-first, one flat row per candidate with its baselines."""
+        """The ranking best-first, one flat row per candidate with every predictor and its
+        bootstrap ``p_top1`` and ``interval``."""
         rows = []
         for r in self.ranking:
             c = self.candidates[r.name]
@@ -210,7 +299,11 @@ class RankingResult:
                     "g_norm": c.g_norm,
                     "g_vendi": c.g_vendi,
                     "student_nll": c.student_nll,
+                    "rsr": c.rsr,
+                    "mean_response_tokens": c.mean_response_tokens,
                     "accuracy": c.accuracy,
+                    "p_top1": c.p_top1,
+                    "interval": None if c.interval is None else list(c.interval),
                 }
             )
         return rows
@@ -222,18 +315,37 @@ class RankingResult:
             item = asdict(c)
             if not include_responses:
                 item.pop("responses")
-            item["grace"]["split_std"] = c.grace.split_std
+            if c.grace is not None:
+                item["grace"]["split_std"] = c.grace.split_std
             details[name] = item
         return {
             "student": self.student,
             "n_prompts": self.n_prompts,
             "grad_dim": self.grad_dim,
+            "proj_dim": self.config.proj_dim,
+            "auto_proj_dim": self.auto_proj_dim,
             "config": asdict(self.config),
             "memory_budget_gb": self.memory_budget_gb,
+            "projection": None if self.projection is None else asdict(self.projection),
+            "settled": self.settled,
+            "budget": _budget_dict(self.budget),
+            "uncertainty": _uncertainty_dict(self.uncertainty),
             "ranking": [asdict(r) for r in self.ranking],
             "candidates": details,
             "warnings": [w.to_dict() for w in self.warnings],
         }
+
+
+def _budget_dict(b: BudgetReport | None) -> dict[str, Any] | None:
+    return None if b is None else {**asdict(b), "compute_fraction": b.compute_fraction}
+
+
+def _uncertainty_dict(u: Uncertainty | None) -> dict[str, Any] | None:
+    if u is None:
+        return None
+    item = asdict(u)
+    item.pop("candidates")  # per candidate, p_top1 and interval sit with the candidate
+    return item
 
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -489,12 +601,15 @@ def _job_warnings(
     cfg: ScoringConfig,
     results: dict[str, CandidateResult],
     fmt: StudentFormat,
+    *,
+    gradients: bool,
 ) -> list[ResultWarning]:
     m = min(r.responses_per_prompt for r in results.values())
-    found = caveats.present(
-        caveats.few_prompts(len(prompts)),
-        caveats.small_sample(n_prompts=len(prompts), test_fraction=cfg.test_fraction, m=m, d=cfg.proj_dim),
-    )
+    found = caveats.present(caveats.few_prompts(len(prompts)))
+    if gradients:
+        found += caveats.present(
+            caveats.small_sample(n_prompts=len(prompts), test_fraction=cfg.test_fraction, m=m, d=cfg.dim)
+        )
     for cand in candidates:
         r = results[cand.name]
         found += caveats.present(
@@ -538,20 +653,24 @@ def rank_teachers(
             :func:`~grace_engine.memory.default_budget_gb`). Scores do not depend on it.
     """
     built: list[GradientComputer] = []
+    given = config or ScoringConfig()
+    given.validate()
+    cfg = given.resolved(len(prompts), candidates)
 
     def probe(loaded: LoadedModel) -> BatchCost:
         # The job's one projection, built here for the probe and kept: candidates' scores must be
         # comparable, so every candidate goes through this same computer.
-        cfg = config or ScoringConfig()
         built.append(
             make_gradient_computer(
                 loaded.model,
                 space=cfg.gradient_space,
-                d=cfg.proj_dim,
+                d=cfg.dim,
                 seed=cfg.seed,
                 path=cfg.path,
                 factor_dim=cfg.factor_dim,
             )
+            if needs_gradients(cfg.predictors)
+            else ForwardStatistics(loaded.model)
         )
         return built[-1].cost()
 
@@ -560,7 +679,7 @@ def rank_teachers(
         candidates,
         student,
         policy=policy,
-        config=config,
+        config=cfg,
         base_dir=base_dir,
         models=models,
         responses=responses,
@@ -570,62 +689,188 @@ def rank_teachers(
         budget=budget,
         gradient_cost=probe,
     )
-    cfg, report = job.cfg, job.report
-    tokenizer = job.student.tokenizer
-    pad_id = pad_token_id(tokenizer)
     (computer,) = built
-    encoded = [
-        student_examples(tokenizer, job.prompts, g.texts, job.fmt, i) for i, g in enumerate(job.generated)
-    ]
-    plan = job.budget.plan(job.resident(), job.cost, stage="gradient")
-    plan.require(max(len(e.input_ids) for examples in encoded for e in examples))
-    results: dict[str, CandidateResult] = {}
-    answers = [p.answer for p in job.prompts]
-    for i, cand in enumerate(candidates):
-        examples = encoded[i]
-        report(ProgressEvent("gradients", 0, len(examples), cand.name))
+    collect = _Collector(job, candidates, computer, should_cancel)
+    names = [c.name for c in candidates]
+    adaptive = None
+    if cfg.budget is None:
+        everything = np.arange(len(job.prompts))
+        evidence = {name: collect(name, everything) for name in names}
+    else:
+        score, settings = cfg.ranking_score, cfg.grace_settings
+
+        def assess(active: dict[str, Evidence]) -> Uncertainty:
+            point = {c: float(value(score, ev, settings) or 0.0) for c, ev in active.items()}
+            return bootstrap(
+                active,
+                score,
+                point,
+                settings=settings,
+                n_resamples=cfg.bootstrap,
+                confidence=cfg.confidence,
+                seed=cfg.seed,
+            )
+
+        evidence, last, spent = adaptive_evidence(
+            names, len(job.prompts), {c: collect.m(c) for c in names}, collect, assess, cfg.budget
+        )
+        adaptive = (last, spent)
+        for name in names:  # close the progress of candidates that stopped early
+            job.report(ProgressEvent("gradients", collect.done[name], collect.done[name], name))
+    _check_cancel(should_cancel)
+    truncated = {name: collect.truncated(name) for name in names}
+    return replace(
+        _scored(job, candidates, evidence, truncated, computer, adaptive),
+        auto_proj_dim=given.proj_dim == "auto",
+    )
+
+
+class _Collector:
+    """Computes one candidate's evidence on chosen prompts through the job's one computer, in
+    batches the budget allows, reporting each candidate's gradients done so far."""
+
+    def __init__(
+        self,
+        job: _Job,
+        candidates: Sequence[Candidate],
+        computer: GradientComputer,
+        should_cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.job, self.computer, self.should_cancel = job, computer, should_cancel
+        tokenizer = job.student.tokenizer
+        self.pad_id = pad_token_id(tokenizer)
+        self.index = {c.name: i for i, c in enumerate(candidates)}
+        self.encoded = [
+            student_examples(tokenizer, job.prompts, g.texts, job.fmt, i) for i, g in enumerate(job.generated)
+        ]
+        self.plan = job.budget.plan(job.resident(), job.cost, stage="gradient")
+        self.plan.require(max(len(e.input_ids) for examples in self.encoded for e in examples))
+        self.done = {c.name: 0 for c in candidates}
+
+    def m(self, name: str) -> int:
+        return len(self.job.generated[self.index[name]].texts[0])
+
+    def total(self, name: str) -> int:
+        return len(self.encoded[self.index[name]])
+
+    def truncated(self, name: str) -> int:
+        return sum(e.truncated for e in self.encoded[self.index[name]])
+
+    def __call__(self, name: str, prompts: npt.NDArray[np.int64]) -> Evidence:
+        job, cfg, i = self.job, self.job.cfg, self.index[name]
+        m, total, base = self.m(name), self.total(name), self.done[name]
+        rows = (prompts[:, None] * m + np.arange(m)[None, :]).reshape(-1)
+        if base == 0:
+            job.report(ProgressEvent("gradients", 0, total, name))
         grads = compute_gradients(
             job.student.model,
-            computer,
-            examples,
-            pad_id=pad_id,
-            plan=plan,
+            self.computer,
+            [self.encoded[i][r] for r in rows],
+            pad_id=self.pad_id,
+            plan=self.plan,
             max_tokens=cfg.max_tokens_per_batch,
             max_batch=cfg.max_batch,
-            progress=_stage_progress(report, "gradients", cand.name),
-            should_cancel=should_cancel,
+            progress=lambda done, _total: job.report(ProgressEvent("gradients", base + done, total, name)),
+            should_cancel=self.should_cancel,
         )
+        self.done[name] += len(rows)
         g = grads.gradients.astype(np.float64)
         if cfg.length_factor:
             g *= log_length_factor(grads.n_tokens)[:, None]
-        generated = job.generated[i]
-        m = len(generated.texts[0])
+        texts = job.generated[i].texts
+        return Evidence(
+            g,
+            grads.losses,
+            grads.n_tokens.astype(np.float64),
+            grads.rank_sums,
+            response_correct([texts[p] for p in prompts], [job.prompts[p].answer for p in prompts]),
+            m,
+            prompts,
+        )
+
+
+def _scored(
+    job: _Job,
+    candidates: Sequence[Candidate],
+    evidence: dict[str, Evidence],
+    truncated: dict[str, int],
+    computer: GradientComputer,
+    adaptive: tuple[Uncertainty, BudgetReport] | None = None,
+) -> RankingResult:
+    """Every requested predictor of every candidate, the ranking, its bootstrap and warnings."""
+    cfg = job.cfg
+    settings = cfg.grace_settings
+    graces: dict[str, GraceResult] = {}
+    values: dict[str, dict[str, float | None]] = {}
+    for name, ev in evidence.items():
+        if "grace" in cfg.predictors:
+            workers = grace_workers(job.budget, job.resident(), ev.gradients.shape)
+            graces[name] = grace_of(ev, settings, max_workers=workers)
+        values[name] = {
+            p: graces[name].score if p == "grace" else value(p, ev, settings) for p in cfg.predictors
+        }
+    score = cfg.ranking_score
+    point = {name: v[score] for name, v in values.items()}
+    missing = [name for name, v in point.items() if v is None]
+    if missing:
+        raise InvalidInput(
+            f"cannot rank by {score}: it has no value for {missing[0]!r} (teacher_accuracy needs "
+            "prompts with answers)",
+            field="rank_by",
+        )
+    ranked_values = {name: float(v) for name, v in point.items() if v is not None}
+    uncertainty = None
+    if adaptive is not None:
+        uncertainty = adaptive[0]
+    elif cfg.bootstrap > 0:
+        uncertainty = bootstrap(
+            evidence,
+            score,
+            ranked_values,
+            settings=settings,
+            n_resamples=cfg.bootstrap,
+            confidence=cfg.confidence,
+            seed=cfg.seed,
+        )
+    results = {}
+    for i, cand in enumerate(candidates):
+        ev, v, generated = evidence[cand.name], values[cand.name], job.generated[i]
+        # A candidate dropped by a budget-aware ranking is out of the last round's bootstrap.
+        u = None if uncertainty is None else uncertainty.candidates.get(cand.name)
+        examples = ev.losses.shape[0]
         results[cand.name] = CandidateResult(
             name=cand.name,
-            grace=grace(
-                g,
-                m,
-                n_splits=cfg.n_splits,
-                test_fraction=cfg.test_fraction,
-                smoothing=cfg.smoothing,
-                max_workers=grace_workers(job.budget, job.resident(), g.shape),
-            ),
-            g_norm=g_norm(g),
-            g_vendi=g_vendi(g),
-            student_nll=student_nll(grads.losses, grads.n_tokens),
-            accuracy=teacher_accuracy(generated.texts, answers),
-            responses_per_prompt=m,
-            n_responses=len(examples),
-            n_truncated=sum(e.truncated for e in examples),
+            grace=graces.get(cand.name),
+            g_norm=v.get("g_norm"),
+            g_vendi=v.get("g_vendi"),
+            student_nll=v.get("student_nll"),
+            rsr=v.get("rsr"),
+            accuracy=v.get("teacher_accuracy"),
+            p_top1=(0.0 if adaptive is not None else None) if u is None else u.p_top1,
+            interval=None if u is None else u.interval,
+            responses_per_prompt=ev.m,
+            n_responses=examples,
+            n_truncated=truncated[cand.name],
             n_at_max_tokens=None if job.origins[i] == "provided" else generated.n_at_cap,
             max_tokens=None if cand.model is None else cand.max_tokens,
-            mean_response_tokens=float(np.mean(grads.n_tokens)),
+            mean_response_tokens=float(np.mean(ev.n_tokens)),
             response_source=job.origins[i],
             responses=generated.texts,
         )
-    _check_cancel(should_cancel)
-    ranking = rank_by_grace({name: r.grace for name, r in results.items()})
-    report(ProgressEvent("score", len(candidates), len(candidates)))
+    ranking = _ranking(ranked_values, score, graces, None if adaptive is None else adaptive[1])
+    job.report(ProgressEvent("score", len(candidates), len(candidates)))
+    warnings = _job_warnings(job.prompts, candidates, cfg, results, job.fmt, gradients=computer.d > 0)
+    if uncertainty is not None and not uncertainty.settled and uncertainty.runner_up is not None:
+        warnings.append(
+            caveats.unsettled(
+                score=score,
+                leader=uncertainty.leader,
+                runner_up=uncertainty.runner_up,
+                p_top1=uncertainty.candidates[uncertainty.leader].p_top1,
+                n_prompts=uncertainty.n_prompts,
+                prompts_needed=uncertainty.prompts_to_settle,
+            )
+        )
     return RankingResult(
         job.student.source.location,
         ranking,
@@ -633,9 +878,30 @@ def rank_teachers(
         cfg,
         computer.grad_dim,
         len(job.prompts),
-        warnings=_job_warnings(job.prompts, candidates, cfg, results, job.fmt),
+        warnings=warnings,
         memory_budget_gb=job.budget.gb,
+        uncertainty=uncertainty,
+        projection=computer.identity(),
+        evidence=evidence,
+        budget=None if adaptive is None else adaptive[1],
     )
+
+
+def _ranking(
+    values: dict[str, float], score: str, graces: dict[str, GraceResult], spent: BudgetReport | None
+) -> list[RankedCandidate]:
+    """Best first. After a budget-aware run the candidates still in the race come first; those
+    dropped follow, the later a candidate left the better, and its value is on fewer prompts."""
+    if spent is None or not spent.dropped:
+        return rank_candidates(values, score, graces)
+    stayed = rank_candidates({c: v for c, v in values.items() if c not in spent.dropped}, score, graces)
+    by_round = sorted(set(spent.dropped.values()), reverse=True)
+    for r in by_round:
+        group = rank_candidates({c: values[c] for c, k in spent.dropped.items() if k == r}, score, graces)
+        stayed += [
+            replace(x, rank=len(stayed) + 1 + j, agreement_with_next=None) for j, x in enumerate(group)
+        ]
+    return stayed
 
 
 def run_influence(
@@ -657,8 +923,11 @@ def run_influence(
 ) -> InfluenceResult:
     """An influence job: candidates' responses (supplied, stored or generated), then the influence of
     each on the student's loss on ``validation``. ``config`` supplies m, d, the gradient space, the
-    seed and the student format; GRACE-only settings are ignored. Batches are sized by ``budget``."""
+    seed and the student format; GRACE-only settings are ignored (``proj_dim`` "auto" is
+    :data:`~grace_engine.influence.DEFAULT_PROJ_DIM`: influence has no splits to size it by). Batches
+    are sized by ``budget``."""
     cfg = config or ScoringConfig()
+    dim = DEFAULT_INFLUENCE_DIM if cfg.proj_dim == "auto" else cfg.proj_dim
     job = _prepare(
         prompts,
         candidates,
@@ -673,7 +942,7 @@ def run_influence(
         generator=generator,
         budget=budget,
         gradient_cost=lambda loaded: influence_cost(
-            loaded.model, method=method, space=cfg.gradient_space, proj_dim=cfg.proj_dim, seed=cfg.seed
+            loaded.model, method=method, space=cfg.gradient_space, proj_dim=dim, seed=cfg.seed
         ),
     )
     result = influence(
@@ -684,7 +953,7 @@ def run_influence(
         validation,
         method=method,
         space=job.cfg.gradient_space,
-        proj_dim=job.cfg.proj_dim,
+        proj_dim=dim,
         seed=job.cfg.seed,
         fmt=job.fmt,
         budget=job.budget,

@@ -21,6 +21,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -41,6 +42,29 @@ def rademacher(shape: tuple[int, ...], *, seed: int, stream: str) -> torch.Tenso
     """``shape`` float32 tensor of independent ±1 entries, generated on the CPU from ``(seed, stream)``."""
     signs = torch.randint(0, 2, shape, generator=_generator(seed, stream), dtype=torch.int8)
     return signs.to(torch.float32).mul_(2.0).sub_(1.0)
+
+
+@dataclass(frozen=True)
+class ProjectionIdentity:
+    """What makes two results' projections the same map: recorded in every result.
+
+    ``checksum`` hashes the map applied to a fixed probe, computed in float64 on the CPU from the
+    projector's own tensors, so two runs agree on it exactly when their maps are equal, whatever
+    device each ran on (every random number is drawn on a CPU generator and then moved).
+    """
+
+    kind: Literal["factorized", "dense"]
+    seed: int
+    d: int
+    grad_dim: int
+    factor_dim: int | None
+    checksum: str
+
+
+def _checksum(probe: torch.Tensor) -> str:
+    # 12 significant digits absorb nothing but summation-order noise in the last bits.
+    text = ",".join(f"{v:.12g}" for v in probe.double().cpu().tolist())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,15 @@ class DenseProjector:
             r = rademacher((stop - start, self.d), seed=self.seed, stream=f"dense/{index}").to(flat.device)
             out.addmm_(flat[:, start:stop].float(), r)
         return out.div_(math.sqrt(self.grad_dim))
+
+    def identity(self) -> ProjectionIdentity:
+        """The identity of this map; the probe is the sum of the first and last rows of ``R``."""
+        first = rademacher((1, self.d), seed=self.seed, stream="dense/0")[0]
+        last_block = (self.grad_dim - 1) // DENSE_BLOCK_ROWS
+        rows = self.grad_dim - last_block * DENSE_BLOCK_ROWS
+        last = rademacher((rows, self.d), seed=self.seed, stream=f"dense/{last_block}")[-1]
+        probe = first + last if self.grad_dim > 1 else first
+        return ProjectionIdentity("dense", self.seed, self.d, self.grad_dim, None, _checksum(probe))
 
 
 @dataclass(frozen=True)
@@ -137,6 +170,23 @@ class FactorizedProjector:
         bucket = torch.randint(0, self.d, (size,), generator=gen)
         sign = torch.randint(0, 2, (size,), generator=gen).to(self.dtype).mul_(2.0).sub_(1.0)
         return _BlockMap(row, col, bucket.to(self.device), sign.to(self.device))
+
+    def identity(self) -> ProjectionIdentity:
+        """The identity of this map. The probe puts, in every block, the outer product of its
+        first row and first column unit vectors through the whole map (Kronecker factors, buckets
+        and signs), in float64 on the CPU."""
+        out = torch.zeros(self.d, dtype=torch.float64)
+        for block in self.blocks:
+            m = self._maps[block.name]
+            row = torch.eye(1, block.shape[0], dtype=torch.float64)[0] if m.row is None else m.row[:, 0]
+            z = row.double().cpu()
+            if len(block.shape) == 2:
+                col = torch.eye(1, block.shape[1], dtype=torch.float64)[0] if m.col is None else m.col[:, 0]
+                z = torch.outer(z, col.double().cpu())
+            out.index_add_(0, m.bucket.cpu(), z.reshape(-1) * m.sign.double().cpu())
+        return ProjectionIdentity(
+            "factorized", self.seed, self.d, self.grad_dim, self.factor_dim, _checksum(out * self.scale)
+        )
 
     def row_factor(self, name: str) -> torch.Tensor | None:
         """``(k_r, rows)`` factor applied to the vectors indexing the block's rows (None: identity)."""

@@ -7,34 +7,55 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grace_engine.predictors import better_first
 from grace_engine.scores import GraceResult
 
 
 @dataclass(frozen=True)
 class RankedCandidate:
-    """Place of one candidate. ``agreement_with_next`` is the share of cross-validation splits in
-    which this candidate scored below the next one (ties count half); ``None`` for the last."""
+    """Place of one candidate in a ranking by predictor ``score``.
+
+    ``value`` is its ``score``; ``grace``/``grace_std`` its GRACE and the spread of its split scores
+    (None when the job computed no GRACE). ``agreement_with_next`` is the share of GRACE's
+    cross-validation splits in which this candidate scored below the next one (ties count half);
+    ``None`` for the last, and when the ranking is not by GRACE.
+    """
 
     rank: int
     name: str
-    grace: float
-    grace_std: float
+    score: str
+    value: float
+    grace: float | None
+    grace_std: float | None
     agreement_with_next: float | None
 
 
-def rank_by_grace(results: Mapping[str, GraceResult]) -> list[RankedCandidate]:
-    """Candidates sorted by GRACE ascending (best first); name breaks exact ties."""
-    order = sorted(results, key=lambda name: (results[name].score, name))
+def rank_candidates(
+    values: Mapping[str, float], score: str, graces: Mapping[str, GraceResult] | None = None
+) -> list[RankedCandidate]:
+    """Candidates best first by predictor ``score`` (its direction; name breaks exact ties)."""
+    order = better_first(dict(values), score)
+    graces = graces or {}
     ranked = []
     for i, name in enumerate(order):
         agreement = None
-        if i + 1 < len(order):
-            a = np.asarray(results[name].split_scores)
-            b = np.asarray(results[order[i + 1]].split_scores)
+        if score == "grace" and i + 1 < len(order):
+            a = np.asarray(graces[name].split_scores)
+            b = np.asarray(graces[order[i + 1]].split_scores)
             if a.shape == b.shape:
                 agreement = float(np.mean((a < b) + 0.5 * (a == b)))
-        r = results[name]
-        ranked.append(RankedCandidate(i + 1, name, r.score, r.split_std, agreement))
+        r = graces.get(name)
+        ranked.append(
+            RankedCandidate(
+                i + 1,
+                name,
+                score,
+                values[name],
+                None if r is None else r.score,
+                None if r is None else r.split_std,
+                agreement,
+            )
+        )
     return ranked
 
 

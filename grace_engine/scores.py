@@ -84,30 +84,20 @@ def _prompt_rows(prompts: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64
     return (prompts[:, None] * m + np.arange(m)[None, :]).reshape(-1)
 
 
-def _smoothed_train_spectrum(x_train: FloatArray, smoothing: float) -> tuple[FloatArray, FloatArray, float]:
-    """Eigen-decomposition of ``K_tr = X^T X / rows`` for unit rows ``X``, smoothed as released.
-
-    Returns ``(w, V, w_null)``: ``V`` is ``(d, q)`` with orthonormal columns, ``w`` the ``q`` smoothed
-    eigenvalues, and ``w_null`` the smoothed eigenvalue of the ``d - q`` directions ``K_tr`` does not
-    span (0 before clipping). With more rows than dimensions ``q = d``; otherwise ``q = rows`` and the
-    thin SVD of ``X`` replaces the ``d x d`` eigen-solve, which is cheaper and exact on the null space.
-    """
-    rows, d = x_train.shape
-    if d <= rows:
-        eigvals, vecs = np.linalg.eigh(x_train.T @ x_train / rows)
-    else:
-        _, sing, vt = np.linalg.svd(x_train / math.sqrt(rows), full_matrices=False)
-        eigvals, vecs = sing**2, vt.T
-    null_dim = d - eigvals.shape[0]
+def _smoothed_train_spectrum(
+    x_train: FloatArray, smoothing: float, total_weight: float
+) -> tuple[FloatArray, FloatArray]:
+    """Eigen-decomposition of ``K_tr = X^T X / total_weight`` for (weighted) unit rows ``X`` with at
+    least as many rows as dimensions, smoothed as released (``total_weight`` is the row count when
+    unweighted). Returns ``(w, V)``: the smoothed eigenvalues and the eigenvectors as columns."""
+    eigvals, vecs = np.linalg.eigh(x_train.T @ x_train / total_weight)
     w = np.maximum(eigvals, EIG_EPS)
-    mean = (w.sum() + null_dim * EIG_EPS) / d
-    w = np.maximum((1.0 - smoothing) * w + smoothing * mean, EIG_EPS)
-    w_null = max((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
-    return w, vecs, w_null
+    w = np.maximum((1.0 - smoothing) * w + smoothing * w.mean(), EIG_EPS)
+    return w, vecs
 
 
 def _cholesky_parts(
-    k_train: FloatArray, x_test: FloatArray, mean: FloatArray, smoothing: float
+    k_train: FloatArray, x_test: FloatArray, mean: FloatArray, smoothing: float, test_weight: float
 ) -> tuple[float, float, float] | None:
     """The three whitened energies without an eigen-decomposition, or ``None`` to fall back.
 
@@ -127,18 +117,63 @@ def _cholesky_parts(
         return float(np.sum(solve_triangular(factor, x.T, lower=True, check_finite=False) ** 2))
 
     total, bias = energy(x_test), energy(mean)
-    # sum_i |L^-1 (x_i - mu)|^2 = sum_i |L^-1 x_i|^2 - rows |L^-1 mu|^2: one solve fewer.
-    return total, bias, total - x_test.shape[0] * bias
+    # sum_i w_i |L^-1 (x_i - mu)|^2 = sum_i w_i |L^-1 x_i|^2 - W |L^-1 mu|^2: one solve fewer.
+    return total, bias, total - test_weight * bias
 
 
-def _whitened_energy(x: FloatArray, w: FloatArray, vecs: FloatArray, w_null: float) -> float:
+@dataclass(frozen=True)
+class _Grams:
+    """Row-space Gram matrices of one GRACE call, for splits with fewer training rows than ``d``:
+    ``unit`` = weighted unit rows ``A``; ``aa = A A^T``, ``ga = G A^T`` and ``gg = G G^T`` with ``G``
+    the raw (unweighted) rows."""
+
+    aa: FloatArray
+    ga: FloatArray
+    gg: FloatArray
+    d: int
+
+
+def _kernel_parts(
+    grams: _Grams,
+    train: npt.NDArray[np.int64],
+    test: npt.NDArray[np.int64],
+    weights: FloatArray,
+    smoothing: float,
+) -> tuple[float, float, float]:
+    """The whitened energies from row-space Gram matrices (fewer training rows than dimensions).
+
+    The non-zero spectrum of ``K_tr = A^T A / W`` is that of ``S = A A^T / W`` (q x q, q the training
+    rows), with eigenvectors ``v_k = A^T u_k / sqrt(W l_k)``; a held-out row's coordinates are then
+    ``x . v_k = (x A^T) u_k / sqrt(W l_k)`` and its residual is ``|x|^2 - sum_k (x . v_k)^2``. The
+    spectrum, its mean and the smoothing are those of the thin-SVD path; eigenvalues at or below
+    1e-10 of the mean (numerically zero, their directions undefined) join the null space, whose
+    smoothed eigenvalue they would get to within 1e-7 anyway. Cost per split: one q x q eigen-solve.
+    """
+    d = grams.d
+    w_train = float(weights[train].sum())
+    eigvals, vecs = np.linalg.eigh(grams.aa[np.ix_(train, train)] / w_train)
+    clipped = np.maximum(eigvals, EIG_EPS)
+    mean = (clipped.sum() + (d - len(train)) * EIG_EPS) / d
+    smoothed = np.maximum((1.0 - smoothing) * clipped + smoothing * mean, EIG_EPS)
+    w_null = max((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
+    keep = eigvals > 1e-10 * mean
+    basis = vecs[:, keep] / np.sqrt(w_train * eigvals[keep])
+    w_keep = smoothed[keep]
+    w_test = weights[test]
+    cross = grams.ga[np.ix_(test, train)] @ basis  # raw held-out rows' coordinates
+    sq_norms = np.diag(grams.gg)[test]
+    total = float(np.sum(w_test[:, None] * cross**2 / w_keep))
+    total += float(np.sum(w_test * (sq_norms - np.sum(cross**2, axis=1)))) / w_null
+    w_sum = float(w_test.sum())
+    mean_coords = (w_test @ cross) / w_sum
+    mean_sq = float(w_test @ grams.gg[np.ix_(test, test)] @ w_test) / w_sum**2
+    bias = float(np.sum(mean_coords**2 / w_keep)) + (mean_sq - float(np.sum(mean_coords**2))) / w_null
+    return total, bias, total - w_sum * bias
+
+
+def _whitened_energy(x: FloatArray, w: FloatArray, vecs: FloatArray) -> float:
     """``trace(K_tr^-1 X^T X)`` with the smoothed spectrum; ``x`` is ``(rows, d)``."""
-    coords = x @ vecs
-    energy = float(np.sum(coords**2 / w))
-    if vecs.shape[1] < vecs.shape[0]:
-        residual = x - coords @ vecs.T
-        energy += float(np.sum(residual**2)) / w_null
-    return energy
+    return float(np.sum((x @ vecs) ** 2 / w))
 
 
 def grace(
@@ -149,6 +184,7 @@ def grace(
     test_fraction: float = 0.1,
     smoothing: float = 1e-3,
     max_workers: int | None = None,
+    prompt_weights: npt.ArrayLike | None = None,
 ) -> GraceResult:
     """GRACE of one candidate, exactly as the released implementation computes it, in float64.
 
@@ -163,9 +199,20 @@ def grace(
     Args:
         gradients: ``(n * n_per_prompt, d)`` projected gradients, prompt-major.
         n_per_prompt: responses per prompt ``m``.
-        max_workers: splits computed at once (default: one per CPU); a memory budget lowers it.
+        max_workers: splits computed at once (default: one per CPU); a memory budget lowers it. With
+            1 the splits run in the calling thread, with whatever BLAS threading it has set.
+        prompt_weights: ``(n,)`` positive multiplicities, for a bootstrap resample in which a prompt
+            drawn ``k`` times counts ``k`` times in every second moment and mean, and its copies are
+            held out together (so no copy of a held-out prompt is trained on). ``None``: all 1,
+            which is the released computation exactly.
     """
     g, n = _as_gradient_matrix(gradients, n_per_prompt)
+    if prompt_weights is None:
+        weights = np.ones(g.shape[0])
+    else:
+        weights = np.repeat(np.asarray(prompt_weights, dtype=np.float64), n_per_prompt)
+        if weights.shape != (g.shape[0],) or not (weights > 0).all():
+            raise InvalidInput(f"must be {n} positive weights, one per prompt", field="prompt_weights")
     if n < 2:
         raise InvalidInput(
             "GRACE needs at least 2 prompts (one held out, one to train on)", field="gradients"
@@ -177,37 +224,49 @@ def grace(
     if not 0.0 <= smoothing <= 1.0:
         raise InvalidInput("must be between 0 and 1", field="smoothing")
     n_test = max(1, int(n * test_fraction))
-    unit = _unit_rows(g)
+    # Weighted rows: sqrt(w) x enters every second moment, so X^T diag(w) X is a plain Gram matrix
+    # (with unit weights the multiplications are exact and nothing changes).
+    root_w = np.sqrt(weights)[:, None]
+    unit = _unit_rows(g) * root_w
     rows_train = (n - n_test) * n_per_prompt
-    # With more training rows than dimensions every split's K_tr is a downdate of one shared X^T X.
+    # With more training rows than dimensions every split's K_tr is a downdate of one shared X^T X;
+    # with fewer, every split works in the row space of Gram matrices shared by all splits.
     gram_all = unit.T @ unit if rows_train >= g.shape[1] else None
+    grams = None if gram_all is not None else _Grams(unit @ unit.T, g @ unit.T, g @ g.T, g.shape[1])
+    weight_all = float(weights.sum())
 
     def one_split(split: int) -> tuple[float, float, float]:
         perm = np.random.default_rng(split).permutation(n)
         test_idx = _prompt_rows(perm[-n_test:], n_per_prompt)
-        x_test = g[test_idx]
-        rows = x_test.shape[0]
-        mean = x_test.mean(axis=0, keepdims=True)
+        test_weight = float(weights[test_idx].sum())
+        x_test = g[test_idx] * root_w[test_idx]
+        mean = (weights[test_idx] @ g[test_idx])[None, :] / test_weight
         parts = None
-        if gram_all is not None:
+        if grams is not None:
+            train_idx = _prompt_rows(perm[:-n_test], n_per_prompt)
+            parts = _kernel_parts(grams, train_idx, test_idx, weights, smoothing)
+        else:
+            assert gram_all is not None
             held_out = unit[test_idx]
-            parts = _cholesky_parts((gram_all - held_out.T @ held_out) / rows_train, x_test, mean, smoothing)
-        if parts is None:  # rank-deficient or fewer rows than dimensions: the eigen path
-            w, vecs, w_null = _smoothed_train_spectrum(
-                unit[_prompt_rows(perm[:-n_test], n_per_prompt)], smoothing
+            k_train = (gram_all - held_out.T @ held_out) / (weight_all - test_weight)
+            parts = _cholesky_parts(k_train, x_test, mean, smoothing, test_weight)
+        if parts is None:  # rank-deficient K_tr: the eigen path
+            w, vecs = _smoothed_train_spectrum(
+                unit[_prompt_rows(perm[:-n_test], n_per_prompt)], smoothing, weight_all - test_weight
             )
-            parts = (
-                _whitened_energy(x_test, w, vecs, w_null),
-                _whitened_energy(mean, w, vecs, w_null),
-                _whitened_energy(x_test - mean, w, vecs, w_null),
-            )
-        return parts[0] / rows, parts[1], parts[2] / rows
+            total = _whitened_energy(x_test, w, vecs)
+            bias = _whitened_energy(mean, w, vecs)
+            parts = (total, bias, _whitened_energy(x_test - root_w[test_idx] * mean, w, vecs))
+        return parts[0] / test_weight, parts[1], parts[2] / test_weight
 
     # Splits are independent: one per core, each with single-threaded BLAS (two BLAS thread pools
     # per split on mid-sized matrices cost more in synchronisation than they gain).
     workers = max(1, min(n_splits, available_cpus(), max_workers or n_splits))
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
-        per_split = list(pool.map(one_split, range(n_splits)))
+    if workers == 1:  # the caller runs several of these at once (a bootstrap) and owns the threads
+        per_split = [one_split(s) for s in range(n_splits)]
+    else:
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            per_split = list(pool.map(one_split, range(n_splits)))
     scores = [s for s, _, _ in per_split]
     biases = [b for _, b, _ in per_split]
     variances = [v for _, _, v in per_split]
@@ -224,18 +283,42 @@ def grace(
     )
 
 
+# proj_dim "auto": d = 2^floor(log2(rows / AUTO_ROWS_PER_DIM)) within [AUTO_MIN_DIM, AUTO_MAX_DIM], with
+# rows the training rows per split. The constants are the rule Study C selected (studies/C).
+AUTO_ROWS_PER_DIM = 2
+AUTO_MIN_DIM = 16
+AUTO_MAX_DIM = 512
+
+
+def train_rows(n_prompts: int, n_per_prompt: int, test_fraction: float) -> int:
+    """Gradient rows each GRACE split trains on."""
+    return (n_prompts - max(1, int(n_prompts * test_fraction))) * n_per_prompt
+
+
+def auto_proj_dim(n_prompts: int, n_per_prompt: int, test_fraction: float = 0.1) -> int:
+    """The projection dimension for a sample of ``n_prompts x n_per_prompt`` (the ``auto`` rule):
+    a power of two about ``1 / AUTO_ROWS_PER_DIM`` of the training rows per split, so ``K_tr`` is
+    well estimated, within ``[AUTO_MIN_DIM, AUTO_MAX_DIM]`` (the paper's 512 x 4 sample gets 512)."""
+    rows = max(train_rows(n_prompts, n_per_prompt, test_fraction), 1)
+    d = 2 ** math.floor(math.log2(max(rows / AUTO_ROWS_PER_DIM, 1.0)))
+    return int(min(max(d, AUTO_MIN_DIM), AUTO_MAX_DIM))
+
+
 def g_norm(gradients: npt.ArrayLike) -> float:
     """Mean squared L2 norm of the raw gradient rows."""
     g = np.asarray(gradients, dtype=np.float64)
     return float(np.mean(np.sum(g**2, axis=1)))
 
 
-def g_vendi(gradients: npt.ArrayLike) -> float:
+def g_vendi(gradients: npt.ArrayLike, row_weights: npt.ArrayLike | None = None) -> float:
     """Vendi score of the gradients: ``exp`` of the entropy of the trace-normalized eigenvalues of
     the second moment of the L2-normalized rows. Ranges from 1 (all rows parallel) to
-    ``min(rows, d)`` (orthogonal rows); 0 when every row is zero.
+    ``min(rows, d)`` (orthogonal rows); 0 when every row is zero. ``row_weights`` (multiplicities)
+    give the spectrum of the rows repeated that many times.
     """
     x = _unit_rows(np.asarray(gradients, dtype=np.float64))
+    if row_weights is not None:
+        x = x * np.sqrt(np.asarray(row_weights, dtype=np.float64))[:, None]
     # Same non-zero spectrum either way; use the smaller Gram matrix.
     gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
     eig = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
@@ -251,6 +334,21 @@ def student_nll(losses: npt.ArrayLike, n_tokens: npt.ArrayLike) -> float:
     mean loss and token count."""
     tokens = np.asarray(n_tokens, dtype=np.float64)
     return float(np.sum(np.asarray(losses, dtype=np.float64) * tokens) / np.sum(tokens))
+
+
+def rsr(rank_sums: npt.ArrayLike, losses: npt.ArrayLike, n_tokens: npt.ArrayLike) -> float:
+    """Rank-Surprisal Ratio of a candidate (Yang et al. 2026; lower is better): the mean over
+    responses of the average clipped target rank, over the mean of the average NLL (nats/token),
+    as the released code aggregates a dataset (a ratio of means, not a mean of per-response ratios).
+
+    Args:
+        rank_sums: ``(N,)`` per response, its tokens' clipped ranks summed.
+        losses: ``(N,)`` per response, mean NLL over its tokens.
+        n_tokens: ``(N,)`` response tokens.
+    """
+    tokens = np.maximum(np.asarray(n_tokens, dtype=np.float64), 1.0)
+    avg_rank = np.asarray(rank_sums, dtype=np.float64) / tokens
+    return float(np.mean(avg_rank) / max(float(np.mean(np.asarray(losses, dtype=np.float64))), NORM_EPS))
 
 
 def log_length_factor(n_tokens: npt.ArrayLike) -> FloatArray:
@@ -316,14 +414,22 @@ def answers_match(predicted: str | None, reference: str) -> bool:
     return "".join(predicted.split()).lower() == "".join(reference.split()).lower()
 
 
-def teacher_accuracy(responses: Sequence[Sequence[str]], answers: Sequence[str | None]) -> float | None:
-    """Share of responses whose extracted answer matches the prompt's reference answer, over the
-    prompts that carry one (GSM8K's ``#### n`` is understood); ``None`` when none does."""
-    correct = total = 0
+def response_correct(responses: Sequence[Sequence[str]], answers: Sequence[str | None]) -> FloatArray:
+    """Per response, prompt-major: 1.0 when its extracted answer matches the prompt's reference
+    answer (GSM8K's ``#### n`` is understood), 0.0 when not, NaN when the prompt carries none."""
+    out: list[float] = []
     for texts, answer in zip(responses, answers, strict=True):
         if answer is None:
+            out += [math.nan] * len(texts)
             continue
         ref = reference_answer(answer)
-        correct += sum(answers_match(extract_answer(t), ref) for t in texts)
-        total += len(texts)
-    return correct / total if total else None
+        out += [float(answers_match(extract_answer(t), ref)) for t in texts]
+    return np.asarray(out, dtype=np.float64)
+
+
+def teacher_accuracy(responses: Sequence[Sequence[str]], answers: Sequence[str | None]) -> float | None:
+    """Share of responses whose answer is right, over the prompts that carry an answer; ``None``
+    when none does."""
+    correct = response_correct(responses, answers)
+    known = correct[~np.isnan(correct)]
+    return float(known.mean()) if known.size else None

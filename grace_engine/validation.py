@@ -31,7 +31,6 @@ from grace_engine.generation import Candidate
 from grace_engine.memory import MemoryBudget, release_memory, resident_bytes
 from grace_engine.models import ModelCache, ModelPolicy, context_length, resolve_model
 from grace_engine.pipeline import (
-    CandidateResult,
     GenerationBackend,
     ProgressEvent,
     ProgressFn,
@@ -41,30 +40,12 @@ from grace_engine.pipeline import (
     rank_teachers,
     student_examples,
 )
+from grace_engine.predictors import LOWER_IS_BETTER
 from grace_engine.ranking import spearman
 
 BOOTSTRAP_SAMPLES = 2000
 OutcomeName = Literal["eval_nll", "accuracy"]
 OUTCOMES: dict[str, bool] = {"eval_nll": False, "accuracy": True}  # name -> higher is better
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """A score the job reports, read off a candidate's result; ``lower_is_better`` says which way
-    it ranks teachers."""
-
-    name: str
-    value: Callable[[CandidateResult], float | None]
-    lower_is_better: bool
-
-
-PREDICTORS: tuple[Predictor, ...] = (
-    Predictor("grace", lambda c: c.grace.score, lower_is_better=True),
-    Predictor("g_norm", lambda c: c.g_norm, lower_is_better=True),
-    Predictor("g_vendi", lambda c: c.g_vendi, lower_is_better=False),
-    Predictor("student_nll", lambda c: c.student_nll, lower_is_better=True),
-    Predictor("teacher_accuracy", lambda c: c.accuracy, lower_is_better=False),
-)
 
 
 @dataclass(frozen=True)
@@ -295,6 +276,9 @@ class ValidationResult:
             "correlations": by_outcome.get(self.config.outcome, {}),
             "correlations_by_outcome": by_outcome,
             "ranking": self.ranking.ranking_rows(),
+            "settled": scored["settled"],
+            "uncertainty": scored["uncertainty"],
+            "projection": scored["projection"],
             "protocol": self.protocol(),
             "warnings": [w.to_dict() for w in self.warnings],
         }
@@ -315,15 +299,15 @@ def correlations_for(
         if len(set(target.values())) == 1:
             notes.append(caveats.constant_outcome(outcome, next(iter(target.values()))))
         found[outcome] = {}
-        for p in PREDICTORS:
-            raw = {n: p.value(ranking.candidates[n]) for n in target}
+        for name, lower in LOWER_IS_BETTER.items():
+            raw = {n: ranking.candidates[n].score(name) for n in target}
             if any(v is None for v in raw.values()):
                 continue
-            found[outcome][p.name] = correlate(
-                p.name,
+            found[outcome][name] = correlate(
+                name,
                 {n: float(v) for n, v in raw.items() if v is not None},
                 target,
-                lower_score_is_better=p.lower_is_better,
+                lower_score_is_better=lower,
                 higher_outcome_is_better=higher_is_better,
                 outcome_name=outcome,
                 seed=seed,

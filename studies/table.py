@@ -12,7 +12,8 @@ import argparse
 import json
 from typing import Any
 
-from grace_engine.validation import OUTCOMES, PREDICTORS, correlate
+from grace_engine.predictors import LOWER_IS_BETTER
+from grace_engine.validation import OUTCOMES, correlate
 from studies.run import HERE
 
 
@@ -59,26 +60,27 @@ def subset_correlations(result: dict[str, Any], names: list[str]) -> dict[str, A
     outcome = result["outcome"]
     target = {n: result["candidates"][n]["outcome"][outcome] for n in names}
     out = {}
-    for p in PREDICTORS:
-        raw = {n: _value(result, n, p.name) for n in names}
+    for name, lower in LOWER_IS_BETTER.items():
+        raw = {n: _value(result, n, name) for n in names}
         values = {n: v for n, v in raw.items() if v is not None}
         if len(values) < len(raw):
             continue
         c = correlate(
-            p.name,
+            name,
             values,
             target,
-            lower_score_is_better=p.lower_is_better,
+            lower_score_is_better=lower,
             higher_outcome_is_better=OUTCOMES[outcome],
             outcome_name=outcome,
         )
-        out[p.name] = c.__dict__
+        out[name] = c.__dict__
     return out
 
 
 def _value(result: dict[str, Any], name: str, score: str) -> float | None:
     c = result["candidates"][name]
-    value = {"grace": c["grace"]["score"], "teacher_accuracy": c["accuracy"]}.get(score, c.get(score))
+    aliases = {"teacher_accuracy": "accuracy", "length": "mean_response_tokens"}
+    value = c["grace"]["score"] if score == "grace" else c.get(aliases.get(score, score))
     return None if value is None else float(value)
 
 

@@ -160,7 +160,7 @@ def _relative_errors(model: torch.nn.Module, tok: Any, kind: str) -> tuple[list[
     assert len({len(e.input_ids) for e in examples}) == len(examples)
     space = GradientSpace(kind)  # type: ignore[arg-type]
     computer = make_gradient_computer(model, space=space, d=D, seed=SEED, path="fast")
-    projected, losses, _ = computer(collate(examples, pad_token_id(tok)))
+    projected, losses, *_ = computer(collate(examples, pad_token_id(tok)))
 
     model64 = _float64_copy(model)
     layout = describe_space(model64, space, seed=SEED)

@@ -67,7 +67,7 @@ def test_exact_full_gradients_equal_single_example_autograd(
 ) -> None:
     model = random_lm(arch, tied=tied)
     layout = describe_space(model, GradientSpace("full"))
-    flat, losses, n_tokens = exact_flat_gradients(model, layout, mixed_batch)
+    flat, losses, n_tokens, _ = exact_flat_gradients(model, layout, mixed_batch)
     assert flat.shape == (4, sum(p.numel() for p in model.parameters()))
     for i, (ids, labels) in enumerate(_rows(mixed_batch)):
         grads, loss = _full_autograd(model, ids, labels)
@@ -84,9 +84,7 @@ def test_exact_output_layer_gradients_equal_autograd_on_the_head(
 ) -> None:
     model = random_lm(arch, tied=tied)
     head = model.get_output_embeddings()
-    flat, _, _ = exact_flat_gradients(
-        model, describe_space(model, GradientSpace("output_layer")), mixed_batch
-    )
+    flat, *_ = exact_flat_gradients(model, describe_space(model, GradientSpace("output_layer")), mixed_batch)
     for i, (ids, labels) in enumerate(_rows(mixed_batch)):
         out = model(input_ids=ids[None], output_hidden_states=True)
         hidden = out.hidden_states[-1][0]
@@ -103,7 +101,7 @@ def test_exact_lora_gradients_follow_from_the_weight_gradient(
     """With B = 0, d loss / dB = s * dW_eff A^T (Linear; Conv1D stores W transposed) and d loss / dA = 0."""
     model = random_lm(arch, tied=tied)
     layout = describe_space(model, GradientSpace("lora", lora_rank=4, lora_alpha=8.0), seed=5)
-    flat, _, _ = exact_flat_gradients(model, layout, mixed_batch)
+    flat, *_ = exact_flat_gradients(model, layout, mixed_batch)
     names = {id(p): n for n, p in model.named_parameters()}
     order = [n for n, _ in model.named_parameters()]
     for i, (ids, labels) in enumerate(_rows(mixed_batch)):
@@ -135,8 +133,8 @@ def test_fast_path_is_the_factorized_map_of_the_exact_gradients(
     model = random_lm(arch, tied=tied)
     computer = make_gradient_computer(model, space=GradientSpace(space), d=64, seed=3, factor_dim=factor_dim)  # type: ignore[arg-type]
     assert isinstance(computer, FastGradients)
-    projected, losses, _ = computer(mixed_batch)
-    flat, exact_losses, _ = exact_flat_gradients(model, computer.layout, mixed_batch)
+    projected, losses, *_ = computer(mixed_batch)
+    flat, exact_losses, *_ = exact_flat_gradients(model, computer.layout, mixed_batch)
     expected = computer.projector.project_flat(flat)
     scale = float(expected.abs().max())
     assert scale > 0
@@ -152,9 +150,9 @@ def test_padding_contributes_nothing_to_fast_gradients(
     model = random_lm(arch, tied=tied)
     examples = make_examples([(6, 2), (30, 9), (11, 4)], seed=4)
     computer = make_gradient_computer(model, space=GradientSpace("full"), d=32, seed=0, factor_dim=8)
-    together, _, _ = computer(collate(examples, pad_id=0))
+    together, *_ = computer(collate(examples, pad_id=0))
     for i, ex in enumerate(examples):
-        alone, _, _ = computer(collate([ex], pad_id=0))
+        alone, *_ = computer(collate([ex], pad_id=0))
         torch.testing.assert_close(together[i], alone[0], rtol=1e-4, atol=1e-6 * float(alone.abs().max()))
 
 
@@ -179,10 +177,10 @@ def test_projected_gram_is_within_jl_error_of_the_exact_gram(tiny: TinyModels, s
     model, batch = _real_text_batch(tiny)
     d, seed = 512, 11
     gspace = GradientSpace(space)  # type: ignore[arg-type]
-    flat, _, _ = exact_flat_gradients(model, describe_space(model, gspace, seed=seed), batch)
+    flat, *_ = exact_flat_gradients(model, describe_space(model, gspace, seed=seed), batch)
     exact_gram = (flat.double() @ flat.double().T).numpy()
     norms = np.sqrt(np.diag(exact_gram))
-    projected, _, _ = make_gradient_computer(model, space=gspace, d=d, seed=seed, path=path)(batch)  # type: ignore[arg-type]
+    projected, *_ = make_gradient_computer(model, space=gspace, d=d, seed=seed, path=path)(batch)  # type: ignore[arg-type]
     y = projected.double().numpy() * math.sqrt(flat.shape[1] / d)  # undo the shared sqrt(d / D) scale
     err = (y @ y.T - exact_gram) / np.outer(norms, norms)
     s = math.sqrt(2 / d)
@@ -227,7 +225,7 @@ def test_compute_gradients_keeps_input_order_reports_progress_and_cancels(
     assert seen[-1] == (10, 10)
     assert all(a[0] < b[0] for a, b in itertools.pairwise(seen))
     for i in (0, 7, 9):
-        alone, loss, n_tok = computer(collate([examples[i]], pad_id=0))
+        alone, loss, n_tok, _ = computer(collate([examples[i]], pad_id=0))
         np.testing.assert_allclose(
             result.gradients[i], alone[0].numpy(), rtol=1e-4, atol=1e-6 * float(alone.abs().max())
         )

@@ -291,9 +291,23 @@ def test_response_store_round_trips_and_ignores_unreadable_entries(tmp_path: Pat
         assert store.get(key) is None, key
 
 
-def test_warnings_travel_with_the_result(demo: tuple[RankingResult, list[ProgressEvent]]) -> None:
-    """24 prompts x 4 responses, 2 held out per split: 88 training rows against d = 512."""
+def test_proj_dim_auto_follows_the_training_rows(demo: tuple[RankingResult, list[ProgressEvent]]) -> None:
+    """24 prompts x 4 responses, 2 held out per split: 88 training rows; auto picks 32 <= 88 / 2."""
     result, _ = demo
+    assert result.auto_proj_dim
+    assert result.config.proj_dim == 32
+    assert result.projection is not None
+    assert result.projection.d == 32
+    assert result.to_dict()["proj_dim"] == 32
+    assert "small_sample" not in [w.code for w in result.warnings]
+
+
+def test_warnings_travel_with_the_result(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, store: DirectoryResponseStore
+) -> None:
+    """An explicit d = 512 against 88 training rows is warned about."""
+    result = _rank_demo(tiny, policy, cache, responses=store, config=ScoringConfig(proj_dim=512, bootstrap=0))
+    assert not result.auto_proj_dim
     codes = [w.code for w in result.warnings]
     assert "few_prompts" not in codes
     small = next(w for w in result.warnings if w.code == "small_sample")
@@ -339,3 +353,115 @@ def test_responses_cut_at_max_tokens_and_examples_cut_at_max_length_are_reported
     cut = by_code["examples_truncated", "long"]
     assert cut.numbers == {"candidate": "long", "n_examples": 1, "total": 4, "max_length": 128}
     assert ("examples_truncated", "clipped") not in by_code
+
+
+def test_result_carries_every_predictor_a_bootstrap_and_the_projection(
+    demo: tuple[RankingResult, list[ProgressEvent]],
+) -> None:
+    result, _ = demo
+    rows = result.ranking_rows()
+    assert sum(r["p_top1"] for r in rows) == pytest.approx(1.0, abs=1e-9)
+    for r in rows:
+        assert r["score"] == "grace"
+        assert r["value"] == r["grace"]
+        assert r["rsr"] > 0
+        assert r["mean_response_tokens"] > 0
+        lo, hi = r["interval"]
+        assert lo <= hi
+    u = result.uncertainty
+    assert u is not None
+    assert u.score == "grace"
+    assert u.leader == rows[0]["name"]
+    assert result.settled is u.settled
+    assert (not u.settled) == any(w.code == "ranking_unsettled" for w in result.warnings)
+    p = result.projection
+    assert p is not None
+    assert p.kind == "factorized"
+    assert p.d == result.config.proj_dim
+    assert p.grad_dim == result.grad_dim
+    assert len(p.checksum) == 16
+    data = result.to_dict(include_responses=False)
+    assert data["projection"]["checksum"] == p.checksum
+    assert data["settled"] is u.settled
+
+
+def test_forward_only_predictors_run_no_backward(
+    tiny: TinyModels,
+    policy: ModelPolicy,
+    cache: ModelCache,
+    store: DirectoryResponseStore,
+    demo: tuple[RankingResult, list[ProgressEvent]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    def no_backward(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a forward-only job ran a backward pass")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_backward)
+    monkeypatch.setattr(torch.Tensor, "backward", no_backward)
+    cfg = ScoringConfig(predictors=("rsr", "student_nll", "length"), bootstrap=50)
+    result = _rank_demo(tiny, policy, cache, responses=store, config=cfg)
+    assert result.grad_dim == 0
+    assert result.projection is None
+    assert [r.score for r in result.ranking] == ["rsr"] * len(result.ranking)
+    values = [r.value for r in result.ranking]
+    assert values == sorted(values)
+    full = demo[0].candidates
+    for name, c in result.candidates.items():
+        assert c.grace is None
+        assert c.g_norm is None
+        assert c.g_vendi is None
+        assert c.accuracy is None
+        assert c.rsr == pytest.approx(full[name].rsr, rel=1e-4)  # same responses, no gradients
+        assert c.student_nll == pytest.approx(full[name].student_nll, rel=1e-4)
+        assert c.mean_response_tokens == full[name].mean_response_tokens
+    assert not any(w.code == "small_sample" for w in result.warnings)
+
+
+def test_projection_identity_is_a_function_of_seed_and_size() -> None:
+    from grace_engine.projection import Block, DenseProjector, FactorizedProjector
+
+    blocks = [Block("w", (96, 80)), Block("b", (96,)), Block("e", (50, 8))]
+    base = FactorizedProjector(blocks, 32, 7, factor_dim=16).identity()
+    assert FactorizedProjector(blocks, 32, 7, factor_dim=16).identity() == base
+    # float64 factors are the same signs scaled by the same power of two: the same map
+    assert FactorizedProjector(blocks, 32, 7, factor_dim=16, dtype=torch_float64()).identity() == base
+    assert FactorizedProjector(blocks, 32, 8, factor_dim=16).identity().checksum != base.checksum
+    assert FactorizedProjector(blocks, 64, 7, factor_dim=16).identity().checksum != base.checksum
+    dense = DenseProjector(20000, 16, 3).identity()
+    assert dense == DenseProjector(20000, 16, 3).identity()
+    assert dense.checksum != DenseProjector(20000, 16, 4).identity().checksum
+
+
+def torch_float64() -> Any:
+    import torch
+
+    return torch.float64
+
+
+def test_a_budget_aware_job_stops_early_when_one_candidate_dominates(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, store: DirectoryResponseStore
+) -> None:
+    from grace_engine.adaptive import RankingBudget
+
+    chosen = [c for c in read_candidates(tiny.candidates_file) if c.name in ("tutor-cold", "noise")]
+    assert len(chosen) == 2
+    prompts = read_prompts(tiny.prompts_file)
+    cfg = ScoringConfig(budget=RankingBudget(initial_prompts=8), bootstrap=100)
+    result = rank_teachers(
+        prompts, chosen, str(tiny.student), policy=policy, models=cache, responses=store, config=cfg
+    )
+    spent = result.budget
+    assert spent is not None
+    assert spent.stopped == "settled"
+    assert spent.rounds[-1].settled
+    assert spent.rounds[-1].n_prompts < len(prompts)
+    assert spent.compute_fraction < 1.0
+    assert spent.examples_used == sum(c.n_responses for c in result.candidates.values())
+    assert result.settled
+    assert result.ranking[0].name == "tutor-cold"
+    assert result.config.proj_dim == 16  # auto, sized for the first round's 8 prompts x 4
+    data = result.to_dict(include_responses=False)
+    assert data["budget"]["compute_fraction"] == pytest.approx(spent.compute_fraction)
+    assert data["budget"]["rounds"][0]["n_prompts"] == 8

@@ -80,6 +80,17 @@ def test_grace_rank_deficient_gradients() -> None:
         assert grace(g, m).score == pytest.approx(reference_grace(g, m), rel=1e-10)
 
 
+def test_grace_rank_deficient_gradients_with_more_dimensions_than_rows() -> None:
+    """The row-space path: rank 3 in 200 dimensions, 40 rows, including a zero row."""
+    rng = np.random.default_rng(8)
+    g = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 200))
+    g[7] = 0.0
+    for m in (1, 2, 4):
+        result = grace(g, m)
+        assert result.score == pytest.approx(reference_grace(g, m), rel=1e-7)
+        assert result.variance + result.bias == pytest.approx(result.score, rel=1e-7)
+
+
 def test_grace_nondefault_settings_match_reference() -> None:
     g = _prompt_major(np.random.default_rng(3), 30, 2, 10)
     got = grace(g, 2, n_splits=4, test_fraction=0.25, smoothing=0.05)

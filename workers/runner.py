@@ -355,9 +355,10 @@ class JobRunner:
 
     @staticmethod
     def _store_ranking(session: Session, job: Job, result: RankingResult) -> None:
-        details = result.to_dict(include_responses=False)["candidates"]
+        full = result.to_dict(include_responses=False)
+        details = full["candidates"]
         job.ranking = result.ranking_rows()
-        job.result = {"warnings": [w.to_dict() for w in result.warnings]}
+        job.result = {k: full[k] for k in ("warnings", "settled", "uncertainty", "projection")}
         for row in job.ranking:
             session.add(
                 JobResult(

@@ -128,11 +128,12 @@ class JobResult(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     candidate: Mapped[str] = mapped_column(String(255))
     rank: Mapped[int] = mapped_column(Integer)
-    grace: Mapped[float] = mapped_column(Float)
-    grace_std: Mapped[float] = mapped_column(Float)
-    g_norm: Mapped[float] = mapped_column(Float)
-    g_vendi: Mapped[float] = mapped_column(Float)
-    student_nll: Mapped[float] = mapped_column(Float)
+    # Null where the job did not compute that predictor (a forward-only job has no gradients).
+    grace: Mapped[float | None] = mapped_column(Float, nullable=True)
+    grace_std: Mapped[float | None] = mapped_column(Float, nullable=True)
+    g_norm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    g_vendi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    student_nll: Mapped[float | None] = mapped_column(Float, nullable=True)
     accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType)
 

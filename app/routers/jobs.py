@@ -22,7 +22,7 @@ from app.schemas import (
     RankingEntry,
     RankingPublic,
     ScoresPublic,
-    result_warnings,
+    result_summary,
 )
 from app.services import jobs as job_service
 
@@ -58,7 +58,7 @@ def job_public(request: Request, job: Job) -> JobPublic:
         examples_scored=job.examples_scored,
         error=ErrorInfo.model_validate(error) if error else None,
         ranking=[RankingEntry.model_validate(r) for r in job.ranking] if job.ranking else None,
-        warnings=result_warnings(job.result),
+        **result_summary(job.result),
         links=links(request, job.id),
     )
 
@@ -150,7 +150,7 @@ def get_ranking(job: CurrentJob) -> RankingPublic:
         student=job.student,
         finished_at=job.finished_at,
         ranking=[RankingEntry.model_validate(r) for r in job.ranking or []],
-        warnings=result_warnings(job.result),
+        **result_summary(job.result),
     )
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.db.models import Job, JobStatus
 from app.deps import CurrentTenant, SessionDep
-from app.schemas import RankingEntry, RankingHistory, RankingPublic, result_warnings
+from app.schemas import RankingEntry, RankingHistory, RankingPublic, result_summary
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"])
 
@@ -36,7 +36,7 @@ def ranking_history(
                 student=j.student,
                 finished_at=j.finished_at,
                 ranking=[RankingEntry.model_validate(r) for r in j.ranking or []],
-                warnings=result_warnings(j.result),
+                **result_summary(j.result),
             )
             for j in jobs
         ],

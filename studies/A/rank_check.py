@@ -55,11 +55,11 @@ def main() -> None:
         ).gradients.astype(np.float64)
         distinct = len({t for group in c.responses for t in group})
         out[name] = {
-            "grace": c.grace.score,
+            "grace": c.score("grace"),
             "effective_rank": effective_rank(g),
             "distinct_responses": distinct,
         }
-        print(f"{name:<14} GRACE {c.grace.score:8.3f}  rank {out[name]['effective_rank']:3d} of 64  "
+        print(f"{name:<14} GRACE {c.score('grace'):8.3f}  rank {out[name]['effective_rank']:3d} of 64  "
               f"distinct responses {distinct:3d} of {len(examples)}")  # fmt: skip
     (HERE / "A" / "rank_check.json").write_text(json.dumps(out, indent=2) + "\n")
 
