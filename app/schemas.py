@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from grace_engine.adaptive import RankingBudget
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
@@ -71,6 +71,23 @@ class CandidateIn(_Request):
         )
 
 
+def _proj_dim(value: int | str) -> int | str:
+    # One validator for both forms, so an error names scoring.proj_dim, not a member of a union.
+    if value == "auto" or (isinstance(value, int) and 1 <= value <= MAX_PROJ_DIM):
+        return value
+    raise ValueError(f'must be "auto" or an integer from 1 to {MAX_PROJ_DIM}')
+
+
+MAX_PROJ_DIM = 16384
+ProjDim = Annotated[
+    int | str,
+    AfterValidator(_proj_dim),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_PROJ_DIM}, {"const": "auto"}]}
+    ),
+]
+
+
 class BudgetIn(_Request):
     """A budget-aware ranking: score prompts in rounds until the ranking is settled or this is spent."""
 
@@ -99,7 +116,7 @@ class ScoringIn(_Request):
     """Scoring settings; the defaults follow the paper."""
 
     responses_per_prompt: Annotated[int, Field(ge=1)] = 4
-    proj_dim: Annotated[int, Field(ge=1, le=16384)] | Literal["auto"] = Field(
+    proj_dim: ProjDim = Field(
         "auto", description='projection dimension; "auto": from the training rows per split (README)'
     )
     n_splits: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -136,7 +153,7 @@ class ScoringIn(_Request):
     def to_engine(self) -> ScoringConfig:
         return ScoringConfig(
             responses_per_prompt=self.responses_per_prompt,
-            proj_dim=self.proj_dim,
+            proj_dim="auto" if self.proj_dim == "auto" else int(self.proj_dim),
             n_splits=self.n_splits,
             test_fraction=self.test_fraction,
             smoothing=self.smoothing,
@@ -428,6 +445,11 @@ class ValidationCreate(JobCreate):
     outcome: Literal["eval_nll", "accuracy"] = "eval_nll"
     accuracy: bool = Field(True, description="greedy-decode the eval problems that carry an answer")
     eval_max_tokens: Annotated[int, Field(ge=1, le=2048)] = 256
+    mixed: bool = Field(
+        False,
+        description="also distil on the mixed-teacher set (per prompt, the teacher GRACE favours there) "
+        "and compare it with the best single teacher",
+    )
 
     def eval_examples(self) -> list[ValidationExample]:
         return [
@@ -442,6 +464,7 @@ class ValidationCreate(JobCreate):
             outcome=self.outcome,
             accuracy=self.accuracy,
             eval_max_tokens=self.eval_max_tokens,
+            mixed=self.mixed,
         )
 
 
@@ -472,6 +495,9 @@ class ValidationPublic(BaseModel):
     correlations: dict[str, CorrelationPublic]
     correlations_by_outcome: dict[str, dict[str, CorrelationPublic]]
     ranking: list[dict[str, Any]]
+    mixed_candidate: dict[str, Any] | None = Field(
+        None, description="the mixed-teacher set's outcome against the best single teacher's"
+    )
     protocol: dict[str, Any]
     warnings: list[WarningPublic]
 

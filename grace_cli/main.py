@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-d",
         type=proj_dim_arg,
         default="auto",
-        help="projection dimension, or auto (default): about half the training rows per split, 16..512",
+        help="projection dimension, or auto (default): a quarter of the training rows per split, 16..512",
     )
     rank.add_argument("--splits", type=_positive_int, default=10, help="cross-validation splits (10)")
     rank.add_argument("--test-fraction", type=float, default=0.1, help="prompts held out per split (0.1)")
@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_validate_parser(sub)
 
+    export = sub.add_parser(
+        "export",
+        help="write the mixed-teacher dataset of a result (rank/validate/influence --out) as chat JSONL",
+    )
+    export.add_argument("result", type=Path, help="the JSON a --out wrote")
+    export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     submit = sub.add_parser("submit", help="submit a scoring job to a running service and print the ranking")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
@@ -417,6 +423,30 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from grace_engine.mixture import MixedExample, chat_jsonl
+
+    try:
+        data = json.loads(args.result.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GraceError(f"cannot read {args.result}: {exc}", field="result") from exc
+    rows = data.get("mixed") if isinstance(data, dict) else None
+    if not rows:
+        raise GraceError(
+            f"{args.result} has no mixed dataset: write it with grace rank/validate/influence --out "
+            "(routing by GRACE needs a gradient predictor)",
+            field="result",
+        )
+    examples = [MixedExample(**r) for r in rows]
+    args.out.write_text(chat_jsonl(examples), "utf-8")
+    counts = Counter(e.teacher for e in examples)
+    share = ", ".join(f"{t} {n}" for t, n in counts.most_common())
+    print(f"wrote {len(examples)} chat examples to {args.out} (routed by {examples[0].route}: {share})")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from grace_cli.client import Client
     from grace_cli.report import ProgressBars, format_ranking, format_warnings
@@ -544,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "keys": cmd_keys,
         "submit": cmd_submit,
+        "export": cmd_export,
         "scaling": cmd_scaling,
         "influence": cmd_influence,
         "validate": cmd_validate,

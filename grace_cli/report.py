@@ -183,22 +183,26 @@ def format_validation(result: Mapping[str, Any]) -> str:
         "G-Norm",
         "G-Vendi",
         "student NLL",
+        "RSR",
+        "tokens",
         "teacher acc",
         "eval NLL",
         "vs untrained",
         "accuracy",
     )
-    table = [header]
+    table: list[tuple[str, ...]] = [header]
     for name, c in sorted(result["candidates"].items(), key=lambda kv: kv[1]["rank"]):
         o = c["outcome"]
         table.append(
             (
                 name,
-                f"{c['grace']['score']:.4g}",
+                _fmt(None if c["grace"] is None else c["grace"]["score"], ".4g"),
                 str(c["rank"]),
-                f"{c['g_norm']:.4g}",
-                f"{c['g_vendi']:.4g}",
-                f"{c['student_nll']:.3f}",
+                _fmt(c["g_norm"], ".4g"),
+                _fmt(c["g_vendi"], ".4g"),
+                _fmt(c["student_nll"], ".3f"),
+                _fmt(c.get("rsr"), ".4g"),
+                _fmt(c.get("mean_response_tokens"), ".0f"),
                 "-" if c["accuracy"] is None else f"{c['accuracy']:.1%}",
                 f"{o['eval_nll']:.4f}",
                 f"{o['delta_eval_nll']:+.4f}",
@@ -207,7 +211,13 @@ def format_validation(result: Mapping[str, Any]) -> str:
         )
     base = result["untrained"]
     acc = "-" if base["accuracy"] is None else f"{base['accuracy']:.1%}"
-    table.append(("(untrained)", "", "", "", "", "", "", f"{base['eval_nll']:.4f}", "", acc))
+    mixed = result.get("mixed_candidate")
+    if mixed is not None:
+        o = mixed["outcome"]
+        delta = o["eval_nll"] - base["eval_nll"]
+        mixed_acc = "-" if o["accuracy"] is None else f"{o['accuracy']:.1%}"
+        table.append(("(mixed, GRACE-routed)", *[""] * 8, f"{o['eval_nll']:.4f}", f"{delta:+.4f}", mixed_acc))
+    table.append(("(untrained)", *[""] * 8, f"{base['eval_nll']:.4f}", "", acc))
     lines = _aligned(table, left=0)
     outcome = result["outcome"]
     lines += [
@@ -220,6 +230,13 @@ def format_validation(result: Mapping[str, Any]) -> str:
         lines.append(
             f"  {score:<17} spearman {_signed(c['spearman'])} {ci}  kendall {_signed(c['kendall'])}  "
             f"regret {c['regret']:.4g}{rel}  pick {c['top_pick']}, best {c['best']}"
+        )
+    if mixed is not None and mixed["gain_over_best_single"] is not None:
+        verdict = "beats" if mixed["beats_best_single"] else "does not beat"
+        shares = ", ".join(f"{t} {n}" for t, n in sorted(mixed["teachers"].items(), key=lambda kv: -kv[1]))
+        lines.append(
+            f"  the mixed set {verdict} the best single teacher ({mixed['best_single']}) by "
+            f"{mixed['gain_over_best_single']:+.4g} {outcome}; prompts per teacher: {shares}"
         )
     p = result["protocol"]
     d = p["distillation"]

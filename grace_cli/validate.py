@@ -52,6 +52,11 @@ def add_parser(sub: Any) -> None:
     val.add_argument("--eval-max-tokens", type=_positive_int, default=256, help="greedy decode length (256)")
     val.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4, help="default 4")
     val.add_argument("--proj-dim", "-d", type=proj_dim_arg, default="auto")
+    val.add_argument(
+        "--mixed",
+        action="store_true",
+        help="also distil on the mixed-teacher set routed by per-prompt GRACE (one more candidate)",
+    )
     val.add_argument("--splits", type=_positive_int, default=10)
     val.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
     val.add_argument("--seed", type=int, default=0, help="projection and sampling seed (0)")
@@ -87,6 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         outcome=args.outcome,
         accuracy=not args.no_accuracy,
         eval_max_tokens=args.eval_max_tokens,
+        mixed=args.mixed,
     )
     config = ScoringConfig(
         responses_per_prompt=args.responses_per_prompt,

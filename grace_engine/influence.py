@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from grace_engine.gradients import (
     make_gradient_computer,
 )
 from grace_engine.memory import BatchCost, BatchPlan, MemoryBudget, forward_cost, resident_bytes
+
+if TYPE_CHECKING:  # mixture reads influence results, so the import runs one way only
+    from grace_engine.mixture import MixedExample
 
 Method = Literal["exact", "projected", "finite_difference"]
 METHODS: tuple[Method, ...] = ("exact", "projected", "finite_difference")
@@ -82,6 +85,8 @@ class InfluenceResult:
     method: str
     validation_loss: float
     responses: list[ResponseInfluence]
+    # The mixed-teacher dataset routed by influence (filled in by the job, which has the texts).
+    mixed: list[MixedExample] = field(default_factory=list, repr=False)
 
     def per_candidate(self) -> list[CandidateInfluence]:
         """Candidates by mean influence, most helpful first."""
@@ -122,6 +127,7 @@ class InfluenceResult:
             "per_candidate": [asdict(c) for c in self.per_candidate()],
             "best_per_prompt": self.best_per_prompt(),
             "responses": [asdict(r) for r in self.responses],
+            "mixed": [asdict(r) for r in self.mixed],
         }
 
 

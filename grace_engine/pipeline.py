@@ -60,6 +60,7 @@ from grace_engine.influence import DEFAULT_PROJ_DIM as DEFAULT_INFLUENCE_DIM
 from grace_engine.influence import InfluenceResult, influence, influence_cost
 from grace_engine.influence import Method as InfluenceMethod
 from grace_engine.memory import BatchCost, MemoryBudget, grace_workers, resident_bytes
+from grace_engine.mixture import MixedExample, route_by_grace, route_by_influence
 from grace_engine.models import (
     LoadedModel,
     ModelCache,
@@ -279,6 +280,8 @@ class RankingResult:
     projection: ProjectionIdentity | None = None
     auto_proj_dim: bool = False  # config.proj_dim was chosen by the auto rule
     budget: BudgetReport | None = None  # what a budget-aware ranking spent
+    # The mixed-teacher dataset routed by per-prompt GRACE contributions (empty without gradients).
+    mixed: list[MixedExample] = field(default_factory=list, repr=False)
     # Per-example rows every score was computed from (not serialised): re-scoring, studies.
     evidence: dict[str, Evidence] = field(default_factory=dict, repr=False, compare=False)
 
@@ -329,6 +332,7 @@ class RankingResult:
             "projection": None if self.projection is None else asdict(self.projection),
             "settled": self.settled,
             "budget": _budget_dict(self.budget),
+            "mixed": [asdict(r) for r in self.mixed],
             "uncertainty": _uncertainty_dict(self.uncertainty),
             "ranking": [asdict(r) for r in self.ranking],
             "candidates": details,
@@ -884,6 +888,14 @@ def _scored(
         projection=computer.identity(),
         evidence=evidence,
         budget=None if adaptive is None else adaptive[1],
+        mixed=route_by_grace(
+            evidence,
+            job.prompts,
+            {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True)},
+            smoothing=cfg.smoothing,
+        )
+        if computer.d > 0
+        else [],
     )
 
 
@@ -963,4 +975,5 @@ def run_influence(
         should_cancel=should_cancel,
     )
     job.report(ProgressEvent("score", 1, 1))
-    return result
+    texts = {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True)}
+    return replace(result, mixed=route_by_influence(result, job.prompts, texts))

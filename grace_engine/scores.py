@@ -133,21 +133,24 @@ class _Grams:
     d: int
 
 
-def _kernel_parts(
+def _kernel_coordinates(
     grams: _Grams,
     train: npt.NDArray[np.int64],
     test: npt.NDArray[np.int64],
     weights: FloatArray,
     smoothing: float,
-) -> tuple[float, float, float]:
-    """The whitened energies from row-space Gram matrices (fewer training rows than dimensions).
+) -> tuple[FloatArray, FloatArray, float]:
+    """Held-out rows' coordinates in the training spectrum, from row-space Gram matrices (fewer
+    training rows than dimensions). Returns ``(cross, w_keep, w_null)``: raw held-out rows'
+    coordinates ``(t, k)`` on the kept eigenvectors, their smoothed eigenvalues, and the smoothed
+    eigenvalue of the null space.
 
     The non-zero spectrum of ``K_tr = A^T A / W`` is that of ``S = A A^T / W`` (q x q, q the training
     rows), with eigenvectors ``v_k = A^T u_k / sqrt(W l_k)``; a held-out row's coordinates are then
     ``x . v_k = (x A^T) u_k / sqrt(W l_k)`` and its residual is ``|x|^2 - sum_k (x . v_k)^2``. The
-    spectrum, its mean and the smoothing are those of the thin-SVD path; eigenvalues at or below
-    1e-10 of the mean (numerically zero, their directions undefined) join the null space, whose
-    smoothed eigenvalue they would get to within 1e-7 anyway. Cost per split: one q x q eigen-solve.
+    spectrum, its mean and the smoothing are those of the released d x d computation; eigenvalues at
+    or below 1e-10 of the mean (numerically zero, their directions undefined) join the null space,
+    whose smoothed eigenvalue they would get to within 1e-7 anyway. Cost: one q x q eigen-solve.
     """
     d = grams.d
     w_train = float(weights[train].sum())
@@ -158,17 +161,53 @@ def _kernel_parts(
     w_null = max((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
     keep = eigvals > 1e-10 * mean
     basis = vecs[:, keep] / np.sqrt(w_train * eigvals[keep])
-    w_keep = smoothed[keep]
+    return grams.ga[np.ix_(test, train)] @ basis, smoothed[keep], w_null
+
+
+def _row_energies(cross: FloatArray, sq_norms: FloatArray, w_keep: FloatArray, w_null: float) -> FloatArray:
+    """``x^T K^-1 x`` per row from its coordinates on the kept eigenvectors and its squared norm."""
+    energies: FloatArray = np.sum(cross**2 / w_keep, axis=1) + (sq_norms - np.sum(cross**2, axis=1)) / w_null
+    return energies
+
+
+def _kernel_parts(
+    grams: _Grams,
+    train: npt.NDArray[np.int64],
+    test: npt.NDArray[np.int64],
+    weights: FloatArray,
+    smoothing: float,
+) -> tuple[float, float, float]:
+    """The whitened energies of a split in the row space (:func:`_kernel_coordinates`)."""
+    cross, w_keep, w_null = _kernel_coordinates(grams, train, test, weights, smoothing)
     w_test = weights[test]
-    cross = grams.ga[np.ix_(test, train)] @ basis  # raw held-out rows' coordinates
-    sq_norms = np.diag(grams.gg)[test]
-    total = float(np.sum(w_test[:, None] * cross**2 / w_keep))
-    total += float(np.sum(w_test * (sq_norms - np.sum(cross**2, axis=1)))) / w_null
+    total = float(w_test @ _row_energies(cross, np.diag(grams.gg)[test], w_keep, w_null))
     w_sum = float(w_test.sum())
-    mean_coords = (w_test @ cross) / w_sum
-    mean_sq = float(w_test @ grams.gg[np.ix_(test, test)] @ w_test) / w_sum**2
-    bias = float(np.sum(mean_coords**2 / w_keep)) + (mean_sq - float(np.sum(mean_coords**2))) / w_null
+    mean_coords = (w_test @ cross)[None, :] / w_sum
+    mean_sq = np.array([float(w_test @ grams.gg[np.ix_(test, test)] @ w_test) / w_sum**2])
+    bias = float(_row_energies(mean_coords, mean_sq, w_keep, w_null)[0])
     return total, bias, total - w_sum * bias
+
+
+def held_out_energies(
+    gradients: npt.ArrayLike, n_per_prompt: int, test_prompts: npt.ArrayLike, *, smoothing: float = 1e-3
+) -> FloatArray:
+    """``x^T K_tr^-1 x`` of every held-out row, ``K_tr`` the smoothed second moment of the unit rows of
+    every other prompt, exactly as a GRACE split whitens (so the mean over a split's held-out rows
+    is its split score). Returns one value per row of ``test_prompts``, prompt-major."""
+    g, n = _as_gradient_matrix(gradients, n_per_prompt)
+    test_p = np.asarray(test_prompts, dtype=np.int64)
+    train_p = np.setdiff1d(np.arange(n), test_p)
+    if len(train_p) == 0 or len(test_p) == 0:
+        raise InvalidInput("needs prompts on both sides", field="test_prompts")
+    test, train = _prompt_rows(test_p, n_per_prompt), _prompt_rows(train_p, n_per_prompt)
+    unit = _unit_rows(g)
+    if len(train) >= g.shape[1]:
+        w, vecs = _smoothed_train_spectrum(unit[train], smoothing, float(len(train)))
+        energies: FloatArray = np.sum((g[test] @ vecs) ** 2 / w, axis=1)
+        return energies
+    grams = _Grams(unit @ unit.T, g @ unit.T, g @ g.T, g.shape[1])
+    cross, w_keep, w_null = _kernel_coordinates(grams, train, test, np.ones(g.shape[0]), smoothing)
+    return _row_energies(cross, np.diag(grams.gg)[test], w_keep, w_null)
 
 
 def _whitened_energy(x: FloatArray, w: FloatArray, vecs: FloatArray) -> float:
@@ -285,7 +324,7 @@ def grace(
 
 # proj_dim "auto": d = 2^floor(log2(rows / AUTO_ROWS_PER_DIM)) within [AUTO_MIN_DIM, AUTO_MAX_DIM], with
 # rows the training rows per split. The constants are the rule Study C selected (studies/C).
-AUTO_ROWS_PER_DIM = 2
+AUTO_ROWS_PER_DIM = 4
 AUTO_MIN_DIM = 16
 AUTO_MAX_DIM = 512
 
@@ -297,8 +336,9 @@ def train_rows(n_prompts: int, n_per_prompt: int, test_fraction: float) -> int:
 
 def auto_proj_dim(n_prompts: int, n_per_prompt: int, test_fraction: float = 0.1) -> int:
     """The projection dimension for a sample of ``n_prompts x n_per_prompt`` (the ``auto`` rule):
-    a power of two about ``1 / AUTO_ROWS_PER_DIM`` of the training rows per split, so ``K_tr`` is
-    well estimated, within ``[AUTO_MIN_DIM, AUTO_MAX_DIM]`` (the paper's 512 x 4 sample gets 512)."""
+    the power of two at or below ``1 / AUTO_ROWS_PER_DIM`` of the training rows per split, so ``K_tr``
+    is estimated from several rows per dimension, within ``[AUTO_MIN_DIM, AUTO_MAX_DIM]`` (the
+    paper's 512 x 4 sample gets 256)."""
     rows = max(train_rows(n_prompts, n_per_prompt, test_fraction), 1)
     d = 2 ** math.floor(math.log2(max(rows / AUTO_ROWS_PER_DIM, 1.0)))
     return int(min(max(d, AUTO_MIN_DIM), AUTO_MAX_DIM))

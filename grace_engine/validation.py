@@ -168,6 +168,7 @@ class ValidationConfig:
     accuracy: bool = True
     eval_max_tokens: int = DEFAULT_MAX_NEW_TOKENS
     bootstrap_seed: int = 0
+    mixed: bool = False  # also distil on the mixed-teacher set routed by per-prompt GRACE
 
     def validate(self, eval_set: Sequence[ValidationExample]) -> None:
         self.distill.validate()
@@ -229,6 +230,34 @@ class ValidationResult:
     n_eval: int
     warnings: list[ResultWarning]
     versions: dict[str, str]
+    mixed: CandidateValidation | None = None  # the mixed-teacher set as one more candidate
+
+    def mixed_summary(self) -> dict[str, Any] | None:
+        """The mixed candidate's outcome against the best single teacher's (by the chosen outcome),
+        and how many prompts each teacher supplied."""
+        if self.mixed is None:
+            return None
+        name = self.config.outcome
+        higher = OUTCOMES[name]
+        values = {c: _outcome_value(v.outcome, name) for c, v in self.candidates.items()}
+        known = {c: v for c, v in values.items() if v is not None}
+        mine = _outcome_value(self.mixed.outcome, name)
+        best = (max if higher else min)(known, key=lambda c: known[c]) if known else None
+        gain = None
+        if best is not None and mine is not None:
+            gain = (mine - known[best]) if higher else (known[best] - mine)
+        teachers: dict[str, int] = {}
+        for r in self.ranking.mixed:
+            teachers[r.teacher] = teachers.get(r.teacher, 0) + 1
+        return {
+            "outcome": asdict(self.mixed.outcome),
+            "per_seed": [asdict(o) for o in self.mixed.per_seed],
+            "training": [asdict(t) for t in self.mixed.training],
+            "teachers": teachers,
+            "best_single": best,
+            "gain_over_best_single": gain,
+            "beats_best_single": None if gain is None else gain > 0,
+        }
 
     def protocol(self) -> dict[str, Any]:
         """Every setting and seed the result depends on."""
@@ -277,6 +306,8 @@ class ValidationResult:
             "correlations_by_outcome": by_outcome,
             "ranking": self.ranking.ranking_rows(),
             "settled": scored["settled"],
+            "mixed": scored["mixed"],
+            "mixed_candidate": self.mixed_summary(),
             "uncertainty": scored["uncertainty"],
             "projection": scored["projection"],
             "protocol": self.protocol(),
@@ -374,7 +405,8 @@ def run_validation(
     )
     release_memory()  # what scoring freed, before evaluation and training allocate
     tokenizer = loaded.tokenizer
-    n_models = 1 + len(candidates) * len(vcfg.train_seeds)
+    mixed_texts = _mixed_texts(ranking, len(prompts)) if vcfg.mixed else None
+    n_models = 1 + (len(candidates) + (mixed_texts is not None)) * len(vcfg.train_seeds)
 
     def resident() -> float:
         return resident_bytes([*cache.models(), loaded.model])
@@ -396,17 +428,18 @@ def run_validation(
 
     report(ProgressEvent("evaluate", 0, n_models))
     untrained = evaluate_one(loaded.model, 1)
-    results: dict[str, CandidateValidation] = {}
     evaluated = 1
-    for i, cand in enumerate(candidates):
-        examples = student_examples(tokenizer, prompts, ranking.candidates[cand.name].responses, fmt, i)
+
+    def validate_one(name: str, index: int, texts: list[list[str]]) -> CandidateValidation:
+        nonlocal evaluated
+        examples = student_examples(tokenizer, prompts, texts, fmt, index)
         per_seed, training = [], []
         steps_done = 0
         for seed in vcfg.train_seeds:
             if should_cancel is not None and should_cancel():
                 raise Cancelled()
 
-            def step(done: int, total: int, before: int = steps_done, name: str = cand.name) -> None:
+            def step(done: int, total: int, before: int = steps_done) -> None:
                 report(ProgressEvent("distil", before + done, total * len(vcfg.train_seeds), name))
 
             trained, stats = distil(
@@ -425,7 +458,13 @@ def run_validation(
             per_seed.append(evaluate_one(trained, evaluated))
             del trained
             release_memory()  # one trained copy alive at a time, its freed memory back to the OS
-        results[cand.name] = CandidateValidation(cand.name, _mean_outcome(per_seed), per_seed, training)
+        return CandidateValidation(name, _mean_outcome(per_seed), per_seed, training)
+
+    results = {
+        cand.name: validate_one(cand.name, i, ranking.candidates[cand.name].responses)
+        for i, cand in enumerate(candidates)
+    }
+    mixed = None if mixed_texts is None else validate_one(MIXED, len(candidates), mixed_texts)
     correlations, notes = correlations_for(
         ranking, {n: v.outcome for n, v in results.items()}, seed=vcfg.bootstrap_seed
     )
@@ -447,4 +486,19 @@ def run_validation(
         n_eval=len(eval_set),
         warnings=warnings,
         versions=_versions(),
+        mixed=mixed,
     )
+
+
+MIXED = "mixed (GRACE-routed)"
+
+
+def _mixed_texts(ranking: RankingResult, n_prompts: int) -> list[list[str]]:
+    """Per prompt, all the responses of the teacher the per-prompt GRACE route chose there: as many
+    training examples as a single teacher gives, so the comparison is at equal data."""
+    if len(ranking.mixed) != n_prompts:
+        raise InvalidInput(
+            "the mixed candidate needs GRACE on every prompt: include grace in predictors, without a budget",
+            field="mixed",
+        )
+    return [list(ranking.candidates[r.teacher].responses[i]) for i, r in enumerate(ranking.mixed)]

@@ -25,10 +25,11 @@ def write_candidates(path: Path, candidates: list[dict[str, Any]]) -> Path:
     return path
 
 
-def run_study(study: str, args: list[str]) -> dict[str, Any]:
-    """``grace validate ARGS --out studies/<study>/results.json``; returns the result and writes
-    the printed report next to it, with the wall time."""
-    out = HERE / study / "results.json"
+def run_study(study: str, args: list[str], name: str = "results") -> dict[str, Any]:
+    """``grace validate ARGS --out studies/<study>/<name>.json``; returns the result and writes
+    the printed report next to it (``report.txt``, or ``report-<x>.txt`` for ``results-<x>``), with
+    the wall time."""
+    out = HERE / study / f"{name}.json"
     report = io.StringIO()
     started = time.perf_counter()
 
@@ -46,6 +47,7 @@ def run_study(study: str, args: list[str]) -> dict[str, Any]:
     data["protocol"]["wall_seconds"] = round(seconds, 1)
     data["protocol"]["command"] = f"python -m studies.{study}"
     out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    text = report.getvalue().replace(str(out), f"studies/{study}/results.json")
-    (HERE / study / "report.txt").write_text(f"{text}wall time {seconds:.0f} s\n", "utf-8")
+    text = report.getvalue().replace(str(out), f"studies/{study}/{name}.json")
+    report_name = name.replace("results", "report")
+    (HERE / study / f"{report_name}.txt").write_text(f"{text}wall time {seconds:.0f} s\n", "utf-8")
     return data

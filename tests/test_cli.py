@@ -77,6 +77,16 @@ def test_rank_prints_a_table_and_writes_json(
     small = next(w for w in result["warnings"] if w["code"] == "small_sample")
     assert (small["train_rows"], small["proj_dim"]) == (44, 128)
     assert any(line.startswith("warning [small_sample]: each split trains on 44") for line in lines)
+    assert any(line.startswith("Ranked by grace: ") for line in lines)
+    # grace export: one chat example per prompt, loadable as a Hugging Face dataset.
+    export = tmp_path / "mixed.jsonl"
+    assert main(["export", str(out_file), "--out", str(export)]) == 0
+    assert "wrote 24 chat examples" in capsys.readouterr().out
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset("json", data_files=str(export), split="train")
+    assert len(loaded) == 24
+    assert set(loaded["teacher"]) <= set(names)
+    assert all(len(m) == 2 for m in loaded["messages"])
 
 
 def _run_bad(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

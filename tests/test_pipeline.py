@@ -292,13 +292,13 @@ def test_response_store_round_trips_and_ignores_unreadable_entries(tmp_path: Pat
 
 
 def test_proj_dim_auto_follows_the_training_rows(demo: tuple[RankingResult, list[ProgressEvent]]) -> None:
-    """24 prompts x 4 responses, 2 held out per split: 88 training rows; auto picks 32 <= 88 / 2."""
+    """24 prompts x 4 responses, 2 held out per split: 88 training rows; auto picks 16 <= 88 / 4."""
     result, _ = demo
     assert result.auto_proj_dim
-    assert result.config.proj_dim == 32
+    assert result.config.proj_dim == 16
     assert result.projection is not None
-    assert result.projection.d == 32
-    assert result.to_dict()["proj_dim"] == 32
+    assert result.projection.d == 16
+    assert result.to_dict()["proj_dim"] == 16
     assert "small_sample" not in [w.code for w in result.warnings]
 
 

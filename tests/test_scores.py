@@ -208,3 +208,16 @@ def test_teacher_accuracy_uses_gsm8k_reference_and_skips_unanswered() -> None:
     answers = ["Janet sells 9 eggs.\n#### 18", "3", None]
     assert teacher_accuracy(responses, answers) == pytest.approx(2 / 3)
     assert teacher_accuracy([["1"]], [None]) is None
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "d"),
+    [(24, 4, 16), (96, 1, 16), (256, 4, 128), (512, 4, 256), (1000, 1, 128), (4096, 4, 512), (2, 1, 16)],
+)
+def test_auto_proj_dim_is_a_quarter_of_the_training_rows(n: int, m: int, d: int) -> None:
+    """Study C's rule: the power of two at or below rows / 4, within [16, 512]."""
+    from grace_engine.scores import auto_proj_dim, train_rows
+
+    assert auto_proj_dim(n, m) == d
+    rows = train_rows(n, m, 0.1)
+    assert d == 16 or d == 512 or d <= rows / 4 < 2 * d

@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 
 from grace_cli.main import main
+from grace_cli.report import format_validation
 from grace_engine.data import (
     StudentExample,
     StudentFormat,
@@ -143,6 +144,7 @@ def validated(tiny: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> dic
             "--method", "full", "--epochs", "3", "--lr", "1e-3",
             "--train-seeds", "0", "1",
             "--eval-max-tokens", "16",
+            "--mixed",
             "--quiet",
             "--out", str(out),
         ]
@@ -167,7 +169,7 @@ def test_every_candidate_gets_an_outcome_and_the_report_shape(validated: dict[st
         assert "g_norm" in c
         assert "g_vendi" in c
         assert "student_nll" in c
-    for score in ("grace", "g_norm", "g_vendi", "student_nll", "teacher_accuracy"):
+    for score in ("grace", "g_norm", "g_vendi", "student_nll", "rsr", "length", "teacher_accuracy"):
         assert set(validated["correlations"][score]) >= {
             "spearman",
             "kendall",
@@ -180,6 +182,21 @@ def test_every_candidate_gets_an_outcome_and_the_report_shape(validated: dict[st
     assert protocol["distillation"]["learning_rate"] == 1e-3
     assert protocol["scoring"]["proj_dim"] == 32
     assert protocol["versions"]["peft"] != "absent"
+
+
+def test_the_mixed_teacher_set_is_one_more_distilled_candidate(validated: dict[str, Any]) -> None:
+    mixed = validated["mixed_candidate"]
+    assert mixed is not None
+    assert len(mixed["per_seed"]) == 2
+    assert math.isfinite(mixed["outcome"]["eval_nll"])
+    assert sum(mixed["teachers"].values()) == len(validated["mixed"])
+    assert set(mixed["teachers"]) <= set(validated["candidates"])
+    best = min(validated["candidates"], key=lambda n: validated["candidates"][n]["outcome"]["eval_nll"])
+    assert mixed["best_single"] == best
+    gain = validated["candidates"][best]["outcome"]["eval_nll"] - mixed["outcome"]["eval_nll"]
+    assert mixed["gain_over_best_single"] == pytest.approx(gain)
+    assert mixed["beats_best_single"] == (gain > 0)
+    assert "mixed, GRACE-routed" in format_validation(validated)
 
 
 def test_noise_teaches_worse_than_a_cold_tutor(validated: dict[str, Any]) -> None:
@@ -198,6 +215,8 @@ def test_reported_correlations_recompute_from_reported_values(validated: dict[st
         "g_norm": ([cands[n]["g_norm"] for n in names], True),
         "g_vendi": ([cands[n]["g_vendi"] for n in names], False),
         "student_nll": ([cands[n]["student_nll"] for n in names], True),
+        "rsr": ([cands[n]["rsr"] for n in names], True),
+        "length": ([cands[n]["mean_response_tokens"] for n in names], False),
     }
     for score, (raw, lower_is_better) in values.items():
         goodness = -np.array(raw) if lower_is_better else np.array(raw)

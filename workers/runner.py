@@ -358,7 +358,8 @@ class JobRunner:
         full = result.to_dict(include_responses=False)
         details = full["candidates"]
         job.ranking = result.ranking_rows()
-        job.result = {k: full[k] for k in ("warnings", "settled", "uncertainty", "projection")}
+        kept = ("warnings", "settled", "uncertainty", "projection", "proj_dim", "budget", "mixed")
+        job.result = {k: full[k] for k in kept}
         for row in job.ranking:
             session.add(
                 JobResult(

@@ -25,6 +25,7 @@ from app.schemas import (
     result_summary,
 )
 from app.services import jobs as job_service
+from grace_engine.mixture import MixedExample, chat_jsonl
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -151,6 +152,39 @@ def get_ranking(job: CurrentJob) -> RankingPublic:
         finished_at=job.finished_at,
         ranking=[RankingEntry.model_validate(r) for r in job.ranking or []],
         **result_summary(job.result),
+    )
+
+
+@router.get(
+    "/{job_id}/dataset",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}},
+            "description": "one chat example per prompt (TRL SFTTrainer's messages format)",
+        }
+    },
+)
+def get_dataset(job: CurrentJob) -> Response:
+    """The mixed-teacher dataset as JSON lines: for each prompt, the response of the candidate the
+    scores favour there (score and validation jobs: per-prompt GRACE contributions; influence jobs:
+    mean influence on the validation loss). Each line is ``{"messages": [user, assistant],
+    "prompt_id", "teacher"}``, which ``datasets.load_dataset("json", ...)`` and TRL's ``SFTTrainer`` read."""
+    if job.status != JobStatus.SUCCEEDED:
+        finished(job, job.kind)
+    rows = (job.result or {}).get("mixed") or []
+    if not rows:
+        raise ApiError(
+            409,
+            "Conflict",
+            "this job has no mixed dataset: routing by GRACE needs a gradient predictor "
+            "(grace, g_norm or g_vendi) in scoring.predictors",
+        )
+    body = chat_jsonl([MixedExample(**r) for r in rows])
+    return Response(
+        content=body,
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="grace-mixed-{job.id}.jsonl"'},
     )
 
 

@@ -137,7 +137,15 @@ def check_engine_inputs(job_in: JobCreate) -> None:
     except InvalidInput as exc:
         raise ApiError(422, "Validation Error", exc.message, field=f"scoring.{exc.field}") from exc
     if job_in.prompts is not None:
-        validate_prompts(engine_prompts(job_in.prompts))
+        prompts = engine_prompts(job_in.prompts)
+        validate_prompts(prompts)
+        if job_in.scoring.rank_by == "teacher_accuracy" and any(p.answer is None for p in prompts):
+            raise ApiError(
+                422,
+                "Validation Error",
+                "ranking by teacher_accuracy needs an answer on every prompt",
+                field="scoring.rank_by",
+            )
     validate_candidates([c.to_engine() for c in job_in.candidates])
 
 

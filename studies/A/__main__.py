@@ -16,7 +16,8 @@ WORK = Path(".grace/studies/A")
 M = 4
 
 
-def main() -> None:
+def prepare() -> list[str]:
+    """Build the study's inputs (once) and return its ``grace validate`` arguments."""
     tiny = WORK / "tiny-models"
     if not (tiny / "student" / "config.json").is_file():
         build_tiny_models(tiny, seed=0, steps=300)
@@ -31,24 +32,25 @@ def main() -> None:
         cands.supplied("other-problem", cands.other_problem(records, M)),
     ]
     candidates_file = write_candidates(WORK / "candidates.json", [*models, *supplied])
-    run_study(
-        "A",
-        [
-            "--student", str(tiny / "student"),
-            "--candidates", str(candidates_file),
-            "--prompts", str(tiny / "prompts.jsonl"),
-            "--eval", str(tiny / "eval.jsonl"),
-            "--model-root", str(tiny),
-            "--responses-per-prompt", str(M),
-            "--proj-dim", "64",
-            "--method", "full",
-            "--epochs", "3",
-            "--lr", "1e-3",
-            "--train-seeds", "0", "1", "2",
-            "--eval-max-tokens", "64",
-            "--quiet",
-        ],
-    )  # fmt: skip
+    return [
+        "--student", str(tiny / "student"),
+        "--candidates", str(candidates_file),
+        "--prompts", str(tiny / "prompts.jsonl"),
+        "--eval", str(tiny / "eval.jsonl"),
+        "--model-root", str(tiny),
+        "--responses-per-prompt", str(M),
+        "--proj-dim", "64",
+        "--method", "full",
+        "--epochs", "3",
+        "--lr", "1e-3",
+        "--train-seeds", "0", "1", "2",
+        "--eval-max-tokens", "64",
+        "--quiet",
+    ]  # fmt: skip
+
+
+def main() -> None:
+    run_study("A", prepare())
     print(f"results in {HERE / 'A' / 'results.json'}")
 
 

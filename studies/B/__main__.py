@@ -18,7 +18,8 @@ WORK = Path(".grace/studies/B")
 N_TRAIN, N_EVAL, M = 96, 48, 1
 
 
-def main() -> None:
+def prepare() -> list[str]:
+    """Build the study's inputs (once) and return its ``grace validate`` arguments."""
     student = WORK / "smollm2"
     if grace(["models", "smollm2", str(student)]) != 0:
         raise SystemExit("could not convert SmolLM2 (see the error above)")
@@ -43,24 +44,25 @@ def main() -> None:
         cands.supplied("other-problem", cands.other_problem(train, M)),
     ]
     candidates_file = write_candidates(WORK / "candidates.json", [*generated, *supplied])
-    run_study(
-        "B",
-        [
-            "--student", str(student),
-            "--candidates", str(candidates_file),
-            "--prompts", str(prompts),
-            "--eval", str(eval_file),
-            "--model-root", str(WORK),
-            "--responses-per-prompt", str(M),
-            "--proj-dim", "64",
-            "--method", "lora",
-            "--epochs", "2",
-            "--lr", "1e-3",
-            "--train-seeds", "0",
-            "--no-accuracy",
-            "--response-cache", str(WORK / "responses"),
-        ],
-    )  # fmt: skip
+    return [
+        "--student", str(student),
+        "--candidates", str(candidates_file),
+        "--prompts", str(prompts),
+        "--eval", str(eval_file),
+        "--model-root", str(WORK),
+        "--responses-per-prompt", str(M),
+        "--proj-dim", "64",
+        "--method", "lora",
+        "--epochs", "2",
+        "--lr", "1e-3",
+        "--train-seeds", "0",
+        "--no-accuracy",
+        "--response-cache", str(WORK / "responses"),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    run_study("B", prepare())
     print(f"results in {HERE / 'B' / 'results.json'}")
     print(
         json.dumps(

@@ -187,6 +187,17 @@ def test_datasets_are_uploaded_once_and_referenced(
         (lambda b: b["scoring"].update(student_template="no placeholder"), "scoring.student_template"),
         (lambda b: b["scoring"].update(gradient_space="everything"), "scoring.gradient_space"),
         (lambda b: b["prompts"][2].update(prompt="nul\x00byte"), "prompts[2].prompt"),
+        (lambda b: b["scoring"].update(predictors=["grace", "bogus"]), "scoring.predictors[1]"),
+        (lambda b: b["scoring"].update(predictors=["rsr", "rsr"]), "scoring.predictors"),
+        (lambda b: b["scoring"].update(predictors=["rsr"], rank_by="grace"), "scoring.rank_by"),
+        (lambda b: b["scoring"].update(proj_dim="big"), "scoring.proj_dim"),
+        (lambda b: b["scoring"].update(bootstrap=-1), "scoring.bootstrap"),
+        (lambda b: b["scoring"].update(budget={"initial_prompts": 2}), "scoring.budget.initial_prompts"),
+        (lambda b: b["scoring"].update(budget={"examples": 10}, bootstrap=0), "scoring.bootstrap"),
+        (
+            lambda b: (b["scoring"].update(rank_by="teacher_accuracy"), b["prompts"][0].pop("answer")),
+            "scoring.rank_by",
+        ),
     ],
 )
 def test_validation_errors_name_the_field(

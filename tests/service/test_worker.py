@@ -3,6 +3,7 @@ worker killed mid-job, and a Redis restart that loses the queued message."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -157,6 +158,25 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
     assert {w["code"] for w in job["warnings"]} >= {"small_sample"}
     ranking = client.get(f"/v1/jobs/{created['id']}/ranking", headers=caller.headers).json()
     assert ranking["warnings"] == job["warnings"]
+    # Every predictor, the bootstrap and the projection's identity travel with the API result.
+    assert sum(r["p_top1"] for r in job["ranking"]) == pytest.approx(1.0, abs=1e-9)
+    for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
+        assert got["rsr"] == pytest.approx(want["rsr"], rel=1e-6)
+        assert got["mean_response_tokens"] == want["mean_response_tokens"]
+        assert got["interval"] == pytest.approx(want["interval"], rel=1e-6)
+    assert job["settled"] is expected.settled
+    assert ranking["settled"] is expected.settled
+    assert expected.projection is not None
+    assert job["projection"]["checksum"] == expected.projection.checksum
+    assert job["uncertainty"]["leader"] == job["ranking"][0]["name"]
+    # The mixed-teacher dataset: one chat example per prompt.
+    dataset = client.get(f"/v1/jobs/{created['id']}/dataset", headers=caller.headers)
+    assert dataset.status_code == 200, dataset.text
+    assert dataset.headers["content-type"].startswith("application/x-ndjson")
+    rows = [json.loads(line) for line in dataset.text.splitlines()]
+    assert [r["prompt_id"] for r in rows] == [p["id"] for p in body["prompts"]]
+    assert {r["teacher"] for r in rows} <= {"tutor", "noise"}
+    assert all(r["messages"][0]["role"] == "user" for r in rows)
 
 
 def test_cancel_while_running_stops_at_a_batch_boundary(
