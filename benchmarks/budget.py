@@ -28,7 +28,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grace_engine.adaptive import RankingBudget, adaptive_evidence
-from grace_engine.data import Prompt
+from grace_engine.data import Prompt, StudentFormat
 from grace_engine.generation import Candidate, read_candidates
 from grace_engine.models import ModelCache, ModelPolicy
 from grace_engine.pipeline import DirectoryResponseStore, ScoringConfig, rank_teachers
@@ -99,8 +99,14 @@ def main() -> None:
         candidates,
         student,
         policy=policy,
+        # The tiny student's 512-token context cuts a few long gold solutions (counted, warned).
         config=ScoringConfig(
-            responses_per_prompt=m, proj_dim=BASE_D, bootstrap=0, predictors=("grace",), seed=0
+            responses_per_prompt=m,
+            proj_dim=BASE_D,
+            bootstrap=0,
+            predictors=("grace",),
+            seed=0,
+            student_format=StudentFormat(truncate=True),
         ),
         models=ModelCache(policy, capacity=2),
         responses=DirectoryResponseStore(WORK / "responses"),

@@ -118,9 +118,24 @@ def eval_overlaps_training(n: int, total: int) -> ResultWarning | None:
 
 
 def unsettled(
-    *, score: str, leader: str, runner_up: str, p_top1: float, n_prompts: int, prompts_needed: int | None
+    *,
+    score: str,
+    leader: str,
+    runner_up: str,
+    p_top1: float,
+    intervals: tuple[tuple[float, float], tuple[float, float]],
+    n_prompts: int,
+    prompts_needed: int | None,
 ) -> ResultWarning:
-    """The ranking's leader is not settled by the bootstrap over prompts (design §2.11)."""
+    """The ranking's leader is not settled by the bootstrap over prompts (design §2.11): its
+    P(top-1) is under 0.9, or its interval overlaps the runner-up's (``intervals``: leader's,
+    runner-up's)."""
+    (lo, hi), (r_lo, r_hi) = intervals
+    why = []
+    if p_top1 < 0.9:
+        why.append(f"{leader!r} ranks first in only {p_top1:.0%} of bootstrap resamples (settled needs 90%)")
+    if not (hi < r_lo or lo > r_hi):
+        why.append(f"its interval [{lo:.4g}, {hi:.4g}] overlaps {runner_up!r}'s [{r_lo:.4g}, {r_hi:.4g}]")
     more = (
         f"about {prompts_needed - n_prompts} more prompts ({prompts_needed} in all) would likely settle it"
         if prompts_needed is not None
@@ -128,8 +143,7 @@ def unsettled(
     )
     return ResultWarning(
         "ranking_unsettled",
-        f"the ranking by {score} is not settled: {leader!r} scores best in {p_top1:.0%} of bootstrap "
-        f"resamples over the {n_prompts} prompts, or its interval overlaps {runner_up!r}'s; {more}",
+        f"the ranking by {score} over {n_prompts} prompts is not settled: {'; '.join(why)}; {more}",
         {
             "score": score,
             "leader": leader,

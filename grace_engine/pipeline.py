@@ -871,6 +871,10 @@ def _scored(
                 leader=uncertainty.leader,
                 runner_up=uncertainty.runner_up,
                 p_top1=uncertainty.candidates[uncertainty.leader].p_top1,
+                intervals=(
+                    uncertainty.candidates[uncertainty.leader].interval,
+                    uncertainty.candidates[uncertainty.runner_up].interval,
+                ),
                 n_prompts=uncertainty.n_prompts,
                 prompts_needed=uncertainty.prompts_to_settle,
             )

@@ -221,3 +221,22 @@ def test_bad_predictor_lists_name_the_field(names: list[str], rank_by: str, fiel
     with pytest.raises(InvalidInput) as err:
         check_predictors(names, rank_by)
     assert err.value.field == field
+
+
+def test_the_unsettled_warning_says_which_condition_failed() -> None:
+    from grace_engine.caveats import unsettled
+
+    both = unsettled(
+        score="grace", leader="a", runner_up="b", p_top1=0.6,
+        intervals=((1.0, 2.0), (1.5, 3.0)), n_prompts=40, prompts_needed=160,
+    )  # fmt: skip
+    assert "only 60%" in both.message
+    assert "overlaps 'b'" in both.message
+    assert "about 120 more prompts (160 in all)" in both.message
+    overlap_only = unsettled(
+        score="rsr", leader="a", runner_up="b", p_top1=0.95,
+        intervals=((1.0, 2.0), (1.9, 3.0)), n_prompts=40, prompts_needed=None,
+    )  # fmt: skip
+    assert "only" not in overlap_only.message
+    assert "overlaps" in overlap_only.message
+    assert overlap_only.numbers["prompts_needed"] is None
