@@ -81,10 +81,6 @@ def setting(name: str) -> tuple[str, Path, list[Candidate], int]:
     return str(root / "student"), root, _supplied(records, 1, terse=True), 1
 
 
-def fold(ev: Evidence, d: int) -> Evidence:
-    return replace(ev, gradients=ev.gradients.reshape(ev.gradients.shape[0], -1, d).sum(axis=1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("setting", choices=["tiny", "smollm2"])
@@ -116,11 +112,11 @@ def main() -> None:
     names = list(evidence)
     settings = GraceSettings()
     d_full = auto_proj_dim(N_PROMPTS, m)
-    full = {c: value("grace", fold(ev, d_full), settings) for c, ev in evidence.items()}
+    full = {c: value("grace", ev.folded(d_full), settings) for c, ev in evidence.items()}
     full_top = min(full, key=lambda c: (full[c], c))
     budget = RankingBudget(initial_prompts=16)
     d_budget = auto_proj_dim(budget.initial_prompts, m)
-    folded = {c: fold(ev, d_budget) for c, ev in evidence.items()}
+    folded = {c: ev.folded(d_budget) for c, ev in evidence.items()}
 
     def assess(active: dict[str, Evidence]) -> Uncertainty:
         point = {c: float(value("grace", ev, settings) or 0.0) for c, ev in active.items()}

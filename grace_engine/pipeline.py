@@ -80,7 +80,13 @@ from grace_engine.predictors import (
 )
 from grace_engine.projection import ProjectionIdentity
 from grace_engine.ranking import RankedCandidate, rank_candidates
-from grace_engine.scores import GraceResult, auto_proj_dim, log_length_factor, response_correct
+from grace_engine.scores import (
+    GraceResult,
+    auto_proj_dim,
+    log_length_factor,
+    prompt_rows,
+    response_correct,
+)
 from grace_engine.uncertainty import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -705,15 +711,7 @@ def rank_teachers(
 
         def assess(active: dict[str, Evidence]) -> Uncertainty:
             point = {c: float(value(score, ev, settings) or 0.0) for c, ev in active.items()}
-            return bootstrap(
-                active,
-                score,
-                point,
-                settings=settings,
-                n_resamples=cfg.bootstrap,
-                confidence=cfg.confidence,
-                seed=cfg.seed,
-            )
+            return _bootstrap(cfg, active, point)
 
         evidence, last, spent = adaptive_evidence(
             names, len(job.prompts), {c: collect.m(c) for c in names}, collect, assess, cfg.budget
@@ -726,6 +724,19 @@ def rank_teachers(
     return replace(
         _scored(job, candidates, evidence, truncated, computer, adaptive),
         auto_proj_dim=given.proj_dim == "auto",
+    )
+
+
+def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[str, float]) -> Uncertainty:
+    """The job's bootstrap of its ranking score over prompts (its resamples, confidence and seed)."""
+    return bootstrap(
+        evidence,
+        cfg.ranking_score,
+        point,
+        settings=cfg.grace_settings,
+        n_resamples=cfg.bootstrap,
+        confidence=cfg.confidence,
+        seed=cfg.seed,
     )
 
 
@@ -763,7 +774,7 @@ class _Collector:
     def __call__(self, name: str, prompts: npt.NDArray[np.int64]) -> Evidence:
         job, cfg, i = self.job, self.job.cfg, self.index[name]
         m, total, base = self.m(name), self.total(name), self.done[name]
-        rows = (prompts[:, None] * m + np.arange(m)[None, :]).reshape(-1)
+        rows = prompt_rows(prompts, m)
         if base == 0:
             job.report(ProgressEvent("gradients", 0, total, name))
         grads = compute_gradients(
@@ -827,15 +838,7 @@ def _scored(
     if adaptive is not None:
         uncertainty = adaptive[0]
     elif cfg.bootstrap > 0:
-        uncertainty = bootstrap(
-            evidence,
-            score,
-            ranked_values,
-            settings=settings,
-            n_resamples=cfg.bootstrap,
-            confidence=cfg.confidence,
-            seed=cfg.seed,
-        )
+        uncertainty = _bootstrap(cfg, evidence, ranked_values)
     results = {}
     for i, cand in enumerate(candidates):
         ev, v, generated = evidence[cand.name], values[cand.name], job.generated[i]

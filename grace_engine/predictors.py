@@ -25,14 +25,14 @@ name                 better when      needs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
 from grace_engine.errors import InvalidInput
-from grace_engine.scores import GraceResult, g_vendi, grace, student_nll
+from grace_engine.scores import GraceResult, g_vendi, grace, prompt_rows, student_nll
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -99,8 +99,7 @@ class Evidence:
 
     def rows(self, prompts: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Row indices of ``prompts`` (prompt indices into this evidence), prompt-major."""
-        p = np.asarray(prompts, dtype=np.int64)
-        return (p[:, None] * self.m + np.arange(self.m)[None, :]).reshape(-1)
+        return prompt_rows(np.asarray(prompts, dtype=np.int64), self.m)
 
     def take(self, prompts: npt.ArrayLike) -> Evidence:
         """The evidence of ``prompts`` only, in that order."""
@@ -114,6 +113,13 @@ class Evidence:
             self.m,
             self.prompt_index[np.asarray(prompts, dtype=np.int64)],
         )
+
+    def folded(self, d: int) -> Evidence:
+        """The evidence with its CountSketch gradients folded to ``d`` dimensions (bucket b goes to
+        b mod d; ``d`` divides the current dimension): again a CountSketch, to ``d`` buckets, so one
+        gradient pass at a large d serves every smaller one (up to a constant scale)."""
+        g = self.gradients
+        return replace(self, gradients=g.reshape(g.shape[0], -1, d).sum(axis=1))
 
     @staticmethod
     def concat(parts: Sequence[Evidence]) -> Evidence:

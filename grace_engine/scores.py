@@ -80,7 +80,8 @@ def _unit_rows(x: FloatArray) -> FloatArray:
     return unit
 
 
-def _prompt_rows(prompts: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64]:
+def prompt_rows(prompts: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64]:
+    """Row indices of ``prompts`` in a prompt-major matrix with ``m`` rows per prompt."""
     return (prompts[:, None] * m + np.arange(m)[None, :]).reshape(-1)
 
 
@@ -199,7 +200,7 @@ def held_out_energies(
     train_p = np.setdiff1d(np.arange(n), test_p)
     if len(train_p) == 0 or len(test_p) == 0:
         raise InvalidInput("needs prompts on both sides", field="test_prompts")
-    test, train = _prompt_rows(test_p, n_per_prompt), _prompt_rows(train_p, n_per_prompt)
+    test, train = prompt_rows(test_p, n_per_prompt), prompt_rows(train_p, n_per_prompt)
     unit = _unit_rows(g)
     if len(train) >= g.shape[1]:
         w, vecs = _smoothed_train_spectrum(unit[train], smoothing, float(len(train)))
@@ -276,13 +277,13 @@ def grace(
 
     def one_split(split: int) -> tuple[float, float, float]:
         perm = np.random.default_rng(split).permutation(n)
-        test_idx = _prompt_rows(perm[-n_test:], n_per_prompt)
+        test_idx = prompt_rows(perm[-n_test:], n_per_prompt)
         test_weight = float(weights[test_idx].sum())
         x_test = g[test_idx] * root_w[test_idx]
         mean = (weights[test_idx] @ g[test_idx])[None, :] / test_weight
         parts = None
         if grams is not None:
-            train_idx = _prompt_rows(perm[:-n_test], n_per_prompt)
+            train_idx = prompt_rows(perm[:-n_test], n_per_prompt)
             parts = _kernel_parts(grams, train_idx, test_idx, weights, smoothing)
         else:
             assert gram_all is not None
@@ -291,7 +292,7 @@ def grace(
             parts = _cholesky_parts(k_train, x_test, mean, smoothing, test_weight)
         if parts is None:  # rank-deficient K_tr: the eigen path
             w, vecs = _smoothed_train_spectrum(
-                unit[_prompt_rows(perm[:-n_test], n_per_prompt)], smoothing, weight_all - test_weight
+                unit[prompt_rows(perm[:-n_test], n_per_prompt)], smoothing, weight_all - test_weight
             )
             total = _whitened_energy(x_test, w, vecs)
             bias = _whitened_energy(mean, w, vecs)

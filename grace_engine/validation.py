@@ -13,6 +13,7 @@ way the score and the outcome point.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
@@ -246,9 +247,7 @@ class ValidationResult:
         gain = None
         if best is not None and mine is not None:
             gain = (mine - known[best]) if higher else (known[best] - mine)
-        teachers: dict[str, int] = {}
-        for r in self.ranking.mixed:
-            teachers[r.teacher] = teachers.get(r.teacher, 0) + 1
+        teachers = dict(Counter(r.teacher for r in self.ranking.mixed))
         return {
             "outcome": asdict(self.mixed.outcome),
             "per_seed": [asdict(o) for o in self.mixed.per_seed],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,6 @@ TIE = 0.02
 ROOT = Path(".grace/studies")
 
 
-def fold(gradients: np.ndarray, d: int) -> np.ndarray:
-    """The CountSketch to ``DIMS[-1]`` buckets folded to ``d``: bucket b goes to b mod d."""
-    folded: np.ndarray = gradients.reshape(gradients.shape[0], -1, d).sum(axis=1)
-    return folded
-
-
 def first_responses(ev: Evidence, m: int) -> Evidence:
     """The evidence of the first ``m`` responses of every prompt."""
     rows = (np.arange(ev.n_prompts)[:, None] * ev.m + np.arange(m)[None, :]).reshape(-1)
@@ -48,7 +41,7 @@ def values(name: str, evidence: dict[str, Evidence], order: list[str], d: int | 
     """Predictor ``name`` of every candidate in ``order`` (gradients folded to ``d`` when given)."""
     out = []
     for c in order:
-        ev = evidence[c] if d is None else replace(evidence[c], gradients=fold(evidence[c].gradients, d))
+        ev = evidence[c] if d is None else evidence[c].folded(d)
         v = value(name, ev, GraceSettings())
         assert v is not None
         out.append(v)
