@@ -301,14 +301,47 @@ class ProjectionPublic(BaseModel):
     grad_dim: int
     factor_dim: int | None
     checksum: str
+    folded_to: int | None = Field(
+        None, description="the d the projections were folded to before scoring (budget-aware ranking)"
+    )
+
+
+class RoundPublic(BaseModel):
+    """One round of a budget-aware ranking."""
+
+    index: int
+    n_prompts: int = Field(description="prompts scored in all, for the candidates still active")
+    proj_dim: int | None = Field(None, description="the d this round was scored at")
+    active: list[str]
+    examples: int = Field(description="gradient examples used in all so far")
+    seconds: float
+    settled: bool
+    leader: str
+    p_top1: dict[str, float]
+
+
+class BudgetPublic(BaseModel):
+    """What a budget-aware ranking spent against a full run (every candidate on every prompt)."""
+
+    stopped: Literal["settled", "budget", "exhausted"]
+    examples_used: int
+    examples_full: int
+    compute_fraction: float = Field(description="examples_used / examples_full")
+    seconds: float
+    rounds: list[RoundPublic]
+    dropped: dict[str, int] = Field(
+        description="candidates that left the race, with the round they left after"
+    )
 
 
 class ResultSummary(BaseModel):
     """What qualifies a ranking, as a worker stored it with the job."""
 
     settled: bool | None = Field(None, description="whether the bootstrap settles the leader")
+    proj_dim: int | None = Field(None, description="the projection dimension d the scores were computed at")
     uncertainty: UncertaintyPublic | None = None
     projection: ProjectionPublic | None = None
+    budget: BudgetPublic | None = Field(None, description="a budget-aware ranking's compute, else null")
     warnings: list[WarningPublic] = Field(
         default_factory=list, description="what qualifies the result: small samples, cut responses"
     )
@@ -318,7 +351,7 @@ def result_summary(result: dict[str, Any] | None) -> dict[str, Any]:
     """The fields of :class:`ResultSummary` from a stored result, for a response model's kwargs."""
     stored = result or {}
     return ResultSummary.model_validate(
-        {k: stored.get(k) for k in ("settled", "uncertainty", "projection")}
+        {k: stored.get(k) for k in ("settled", "proj_dim", "uncertainty", "projection", "budget")}
         | {"warnings": stored.get("warnings", [])}
     ).model_dump()
 

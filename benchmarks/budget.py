@@ -6,9 +6,9 @@
 Each setting computes every candidate's projected gradients on every prompt once, at d = 512. The
 full run is GRACE on all of them at the ``auto`` d for all prompts; each of the 20 seeded budget-aware
 runs (a seeded prompt order, rounds from 16 prompts doubling, candidates dropped below P(top-1) 1%)
-takes its rows from the same pass at the ``auto`` d for its first round. A smaller d is the d = 512
-CountSketch folded (bucket b to b mod d), itself a CountSketch to d dimensions, so the runs see the
-projection a budget-aware job would draw. The goal: the full run's top-1 with at most 30% of its
+takes its rows from the same pass and scores each round at the ``auto`` d for that round's prompts,
+as a budget-aware job does. A smaller d is the d = 512 CountSketch folded (bucket b to b mod d),
+itself a CountSketch to d dimensions. The goal: the full run's top-1 with at most 30% of its
 gradient examples.
 """
 
@@ -115,8 +115,11 @@ def main() -> None:
     full = {c: value("grace", ev.folded(d_full), settings) for c, ev in evidence.items()}
     full_top = min(full, key=lambda c: (full[c], c))
     budget = RankingBudget(initial_prompts=16)
-    d_budget = auto_proj_dim(budget.initial_prompts, m)
-    folded = {c: ev.folded(d_budget) for c, ev in evidence.items()}
+    d_first = auto_proj_dim(budget.initial_prompts, m)
+    folded = {c: ev.folded(d_full) for c, ev in evidence.items()}
+
+    def dim(n: int) -> int:
+        return auto_proj_dim(n, m)
 
     def assess(active: dict[str, Evidence]) -> Uncertainty:
         point = {c: float(value("grace", ev, settings) or 0.0) for c, ev in active.items()}
@@ -130,7 +133,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         _, u, report = adaptive_evidence(
-            names, N_PROMPTS, {c: m for c in names}, collect, assess, replace(budget, seed=seed)
+            names, N_PROMPTS, {c: m for c in names}, collect, assess, replace(budget, seed=seed), dim=dim
         )
         runs.append(
             {
@@ -140,6 +143,7 @@ def main() -> None:
                 "stopped": report.stopped,
                 "rounds": len(report.rounds),
                 "prompts": report.rounds[-1].n_prompts,
+                "proj_dim": report.rounds[-1].proj_dim,
                 "compute_fraction": report.compute_fraction,
                 "dropped": sorted(report.dropped),
                 "seconds": time.perf_counter() - t0,
@@ -148,7 +152,8 @@ def main() -> None:
         r = runs[-1]
         print(
             f"seed {seed:2d}: top-1 {r['top1']:<14} {'hit ' if r['hit'] else 'MISS'} {r['stopped']:<9} "
-            f"{r['rounds']} rounds, {r['prompts']:3d} prompts, {r['compute_fraction']:.1%} of the compute",
+            f"{r['rounds']} rounds, {r['prompts']:3d} prompts at d={r['proj_dim']}, "
+            f"{r['compute_fraction']:.1%} of the compute",
             flush=True,
         )
     fractions = np.array([r["compute_fraction"] for r in runs])
@@ -159,7 +164,11 @@ def main() -> None:
         "n_prompts": N_PROMPTS,
         "responses_per_prompt": m,
         "full_run": {"proj_dim": d_full, "grace": full, "top1": full_top},
-        "budget": {"initial_prompts": budget.initial_prompts, "growth": budget.growth, "proj_dim": d_budget},
+        "budget": {
+            "initial_prompts": budget.initial_prompts,
+            "growth": budget.growth,
+            "first_proj_dim": d_first,
+        },
         "bootstrap_resamples": RESAMPLES,
         "repeats": len(runs),
         "hit_rate": float(hits.mean()),
@@ -175,7 +184,7 @@ def main() -> None:
     out = Path(__file__).resolve().parent / f"budget-{args.setting}.json"
     out.write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
     print(
-        f"\nfull run (d={d_full}): top-1 {full_top}. Budget-aware (d={d_budget}, {len(runs)} seeds): "
+        f"\nfull run (d={d_full}): top-1 {full_top}. Budget-aware (d={d_first} first, {len(runs)} seeds): "
         f"hit rate {summary['hit_rate']:.0%}, within {GOAL:.0%} of the compute and a hit "
         f"{summary['hit_rate_within_goal']:.0%}; compute mean {fractions.mean():.1%}, "
         f"median {np.median(fractions):.1%}, max {fractions.max():.1%}. Wrote {out.name}."

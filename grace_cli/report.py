@@ -143,9 +143,11 @@ def format_warnings(warnings: Sequence[Mapping[str, Any]]) -> str:
 def format_table(result: RankingResult) -> str:
     """``grace rank``'s table: the ranking, the settings it was computed with, and its warnings."""
     cfg = result.config
+    p = result.projection
+    folded = f" (folded from {p.d})" if p is not None and p.folded_to is not None else ""
     footer = (
         f"student {result.student} | {result.n_prompts} prompts | gradient space {cfg.gradient_space.kind} "
-        f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim} | {cfg.n_splits} splits "
+        f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim}{folded} | {cfg.n_splits} splits "
         f"| seed {cfg.seed}"
     )
     u = result.uncertainty

@@ -9,6 +9,10 @@ falls below ``drop_below`` is dropped (successive halving; the two most likely l
 It stops when the ranking is settled, when the budget (gradient examples, or seconds checked between
 rounds) is spent, or when every prompt is scored, and reports the compute it used against a full run.
 
+The gradients are projected once, to the d a full run would use; each round folds them
+(:meth:`~grace_engine.predictors.Evidence.folded`) to the d its own prompts call for, and scores its
+prompts in the job's order, so a run that scores every prompt gives the full run's scores.
+
 The evidence source is a callable, so the same procedure drives a real job (it computes gradients)
 and a benchmark (it looks rows up in a full run's evidence).
 """
@@ -66,11 +70,12 @@ class RankingBudget:
 
 @dataclass(frozen=True)
 class Round:
-    """One round: ``n_prompts`` scored in all for the ``active`` candidates, ``examples`` used in all
-    so far, and what the bootstrap then said."""
+    """One round: ``n_prompts`` scored in all for the ``active`` candidates at ``proj_dim``
+    (None: as computed), ``examples`` used in all so far, and what the bootstrap then said."""
 
     index: int
     n_prompts: int
+    proj_dim: int | None
     active: list[str]
     examples: int
     seconds: float
@@ -115,6 +120,7 @@ def adaptive_evidence(
     assess: Assess,
     budget: RankingBudget,
     *,
+    dim: Callable[[int], int] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[dict[str, Evidence], Uncertainty, BudgetReport]:
     """Run the rounds (module docstring).
@@ -125,9 +131,11 @@ def adaptive_evidence(
         responses_per_prompt: ``m`` of each candidate (a prompt costs ``m`` examples).
         collect: ``(candidate, prompt indices) -> Evidence`` of those prompts, in that order.
         assess: the bootstrap of the ranking over evidence that shares its prompts.
+        dim: the projection dimension to score ``n`` prompts at (a divisor of the computed one);
+            None: as computed.
     Returns:
-        Every candidate's evidence (a dropped one's stops at the round it left, prompts in the
-        order they were taken), the last round's bootstrap (over the candidates still active), and
+        Every candidate's evidence, as computed (a dropped one's stops at the round it left),
+        prompts in the job's order; the last round's bootstrap (over the candidates still active);
         the report.
     """
     budget.validate()
@@ -157,14 +165,17 @@ def adaptive_evidence(
             break
         for c in active:
             part = collect(c, new)
-            evidence[c] = part if c not in evidence else Evidence.concat([evidence[c], part])
+            both = part if c not in evidence else Evidence.concat([evidence[c], part])
+            evidence[c] = both.in_prompt_order()
             used += len(new) * responses_per_prompt[c]
         have += len(new)
-        u = assess({c: evidence[c] for c in active})
+        d = None if dim is None else dim(have)
+        u = assess({c: evidence[c] if d is None else evidence[c].folded(d) for c in active})
         rounds.append(
             Round(
                 len(rounds),
                 have,
+                d,
                 list(active),
                 used,
                 clock() - started,

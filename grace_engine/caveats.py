@@ -155,5 +155,44 @@ def unsettled(
     )
 
 
+# A ranking whose order matches response length this closely may be measuring length.
+LENGTH_RHO = 0.9
+MIN_LENGTH_CANDIDATES = 4
+
+
+def tracks_length(*, score: str, rho: float, n_candidates: int) -> ResultWarning | None:
+    """The ranking by ``score`` follows mean response length (``rho``: Spearman of the score's
+    values with mean response tokens over ``n_candidates``), a known confounder."""
+    if score == "length" or n_candidates < MIN_LENGTH_CANDIDATES or abs(rho) < LENGTH_RHO:
+        return None
+    return ResultWarning(
+        "ranking_tracks_length",
+        f"the ranking by {score} follows response length (Spearman {rho:+.2f} with mean response tokens "
+        f"over {n_candidates} candidates): it may measure length rather than quality; compare it with "
+        "the length column, or with candidates of similar length",
+        {"score": score, "spearman_with_length": rho, "n_candidates": n_candidates},
+    )
+
+
+def accuracy_disagrees(*, score: str, top_pick: str, accuracy: dict[str, float]) -> ResultWarning | None:
+    """The prompts carry reference answers and the most accurate candidate is not the ranking's
+    top pick. In Studies A and B (studies/D) teacher accuracy predicted the distilled student
+    better than GRACE on both, with no worse regret; the README recommends ranking by it then."""
+    if score == "teacher_accuracy" or not accuracy:
+        return None
+    best = max(accuracy.values())
+    if accuracy[top_pick] >= best:
+        return None
+    leader = min(c for c, a in accuracy.items() if a == best)
+    return ResultWarning(
+        "accuracy_disagrees",
+        f"the ranking by {score} puts {top_pick!r} first, but {leader!r}'s responses are the most "
+        f"accurate ({best:.0%} against {accuracy[top_pick]:.0%}); in our ground-truth studies teacher "
+        "accuracy predicted the distilled student better than GRACE, so with reference answers "
+        "consider rank_by teacher_accuracy (README, Study D)",
+        {"score": score, "top_pick": top_pick, "most_accurate": leader, "accuracy": accuracy},
+    )
+
+
 def present(*warnings: ResultWarning | None) -> list[ResultWarning]:
     return [w for w in warnings if w is not None]

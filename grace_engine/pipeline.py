@@ -79,7 +79,7 @@ from grace_engine.predictors import (
     value,
 )
 from grace_engine.projection import ProjectionIdentity
-from grace_engine.ranking import RankedCandidate, rank_candidates
+from grace_engine.ranking import RankedCandidate, rank_candidates, spearman
 from grace_engine.scores import (
     GraceResult,
     auto_proj_dim,
@@ -146,14 +146,17 @@ class ScoringConfig:
         fewest responses per prompt of any candidate sets the rows)."""
         if self.proj_dim != "auto":
             return self
-        if self.budget is not None:  # one projection for all rounds, sized for the first
-            n_prompts = min(n_prompts, self.budget.initial_prompts)
+        return replace(self, proj_dim=self.auto_dim(n_prompts, candidates))
+
+    def auto_dim(self, n_prompts: int, candidates: Sequence[Candidate]) -> int:
+        """The ``auto`` rule's d for ``n_prompts`` prompts of these candidates (the fewest responses
+        per prompt of any candidate sets the rows)."""
         m = (
             min((c.responses_per_prompt or self.responses_per_prompt) for c in candidates)
             if candidates
             else 1
         )
-        return replace(self, proj_dim=auto_proj_dim(n_prompts, m, self.test_fraction))
+        return auto_proj_dim(n_prompts, m, self.test_fraction)
 
     @property
     def dim(self) -> int:
@@ -633,6 +636,30 @@ def _job_warnings(
     return found
 
 
+def _predictor_warnings(
+    score: str,
+    top_pick: str,
+    ranked: dict[str, float],
+    values: dict[str, dict[str, float | None]],
+    results: dict[str, CandidateResult],
+) -> list[ResultWarning]:
+    """What the other predictors say against the ranking: it follows length, or the most
+    accurate candidate is not its top pick."""
+    names = list(ranked)
+    lengths = [results[c].mean_response_tokens for c in names]
+    scores = [ranked[c] for c in names]
+    distinct = len(set(lengths)) > 1 and len(set(scores)) > 1  # spearman of a constant is undefined
+    rho = spearman(scores, lengths) if distinct else 0.0
+    accuracy = {c: v.get("teacher_accuracy") for c, v in values.items()}
+    known = {c: a for c, a in accuracy.items() if a is not None}
+    return caveats.present(
+        caveats.tracks_length(score=score, rho=rho, n_candidates=len(names)),
+        caveats.accuracy_disagrees(
+            score=score, top_pick=top_pick, accuracy=known if len(known) == len(accuracy) else {}
+        ),
+    )
+
+
 def rank_teachers(
     prompts: Sequence[Prompt],
     candidates: Sequence[Candidate],
@@ -713,9 +740,24 @@ def rank_teachers(
             point = {c: float(value(score, ev, settings) or 0.0) for c, ev in active.items()}
             return _bootstrap(cfg, active, point)
 
+        # Projected once at the full run's d; each round, and the result, at its own prompts' d.
+        def dim(n: int) -> int:
+            return cfg.auto_dim(n, candidates)
+
+        folds = given.proj_dim == "auto" and computer.d > 0
         evidence, last, spent = adaptive_evidence(
-            names, len(job.prompts), {c: collect.m(c) for c in names}, collect, assess, cfg.budget
+            names,
+            len(job.prompts),
+            {c: collect.m(c) for c in names},
+            collect,
+            assess,
+            cfg.budget,
+            dim=dim if folds else None,
         )
+        if folds:
+            final = dim(max(ev.n_prompts for ev in evidence.values()))
+            evidence = {c: ev.folded(final) for c, ev in evidence.items()}
+            job.cfg = replace(cfg, proj_dim=final)
         adaptive = (last, spent)
         for name in names:  # close the progress of candidates that stopped early
             job.report(ProgressEvent("gradients", collect.done[name], collect.done[name], name))
@@ -867,6 +909,7 @@ def _scored(
     ranking = _ranking(ranked_values, score, graces, None if adaptive is None else adaptive[1])
     job.report(ProgressEvent("score", len(candidates), len(candidates)))
     warnings = _job_warnings(job.prompts, candidates, cfg, results, job.fmt, gradients=computer.d > 0)
+    warnings += _predictor_warnings(score, ranking[0].name, ranked_values, values, results)
     if uncertainty is not None and not uncertainty.settled and uncertainty.runner_up is not None:
         warnings.append(
             caveats.unsettled(
@@ -892,7 +935,7 @@ def _scored(
         warnings=warnings,
         memory_budget_gb=job.budget.gb,
         uncertainty=uncertainty,
-        projection=computer.identity(),
+        projection=_identity(computer, cfg.dim),
         evidence=evidence,
         budget=None if adaptive is None else adaptive[1],
         mixed=route_by_grace(
@@ -904,6 +947,14 @@ def _scored(
         if computer.d > 0
         else [],
     )
+
+
+def _identity(computer: GradientComputer, scored_dim: int) -> ProjectionIdentity | None:
+    """The computer's projection, with the d its gradients were folded to when that differs."""
+    identity = computer.identity()
+    if identity is None or identity.d == scored_dim:
+        return identity
+    return replace(identity, folded_to=scored_dim)
 
 
 def _ranking(

@@ -24,6 +24,7 @@ name                 better when      needs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
@@ -115,11 +116,21 @@ class Evidence:
         )
 
     def folded(self, d: int) -> Evidence:
-        """The evidence with its CountSketch gradients folded to ``d`` dimensions (bucket b goes to
-        b mod d; ``d`` divides the current dimension): again a CountSketch, to ``d`` buckets, so one
-        gradient pass at a large d serves every smaller one (up to a constant scale)."""
+        """The evidence with its projected gradients folded to ``d`` dimensions (coordinate b goes
+        to b mod d; ``d`` divides the current dimension) and scaled by ``sqrt(d / current)``. A
+        CountSketch folds to a CountSketch with ``d`` buckets, a dense ±1 map to a dense map with
+        i.i.d. entries of the same variance, both with ``E<y, y'> = (d / D) <g, g'>`` as if projected
+        to ``d`` directly: one gradient pass at a large d serves every smaller one, in its units."""
         g = self.gradients
-        return replace(self, gradients=g.reshape(g.shape[0], -1, d).sum(axis=1))
+        if g.shape[1] == d:
+            return self
+        scale = math.sqrt(d / g.shape[1])
+        return replace(self, gradients=g.reshape(g.shape[0], -1, d).sum(axis=1) * scale)
+
+    def in_prompt_order(self) -> Evidence:
+        """The evidence with its prompts in the job's order (ascending index), so anything scored
+        from it depends on which prompts it holds, not on the order they were taken."""
+        return self if self.prompts is None else self.take(np.argsort(self.prompts, kind="stable"))
 
     @staticmethod
     def concat(parts: Sequence[Evidence]) -> Evidence:

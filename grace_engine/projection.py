@@ -51,6 +51,8 @@ class ProjectionIdentity:
     ``checksum`` hashes the map applied to a fixed probe, computed in float64 on the CPU from the
     projector's own tensors, so two runs agree on it exactly when their maps are equal, whatever
     device each ran on (every random number is drawn on a CPU generator and then moved).
+    ``folded_to``: the dimension the ``d``-dim projections were folded to before scoring
+    (coordinate b to b mod ``folded_to``, as a budget-aware ranking does); None: scored as projected.
     """
 
     kind: Literal["factorized", "dense"]
@@ -59,6 +61,7 @@ class ProjectionIdentity:
     grad_dim: int
     factor_dim: int | None
     checksum: str
+    folded_to: int | None = None
 
 
 def _checksum(probe: torch.Tensor) -> str:

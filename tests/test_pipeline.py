@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,14 @@ def test_ranking_is_sorted_complete_and_sane(
     # Random-token responses are the worst thing to distil from: last by GRACE, highest student NLL.
     assert result.ranking[-1].name == "noise"
     assert max(result.candidates.values(), key=lambda c: c.student_nll).name == "noise"
+    # The other predictors' say against the ranking travels as warnings.
+    codes = [w.code for w in result.warnings]
+    accuracy = {n: c.accuracy for n, c in result.candidates.items()}
+    disagree = accuracy[result.ranking[0].name] < max(a for a in accuracy.values() if a is not None)
+    assert codes.count("accuracy_disagrees") == int(disagree)
+    lengths = [result.candidates[r.name].mean_response_tokens for r in result.ranking]
+    rho = spearman([r.grace for r in result.ranking], lengths)
+    assert ("ranking_tracks_length" in codes) == (abs(rho) >= 0.9)
 
 
 def test_progress_reports_every_stage_in_order(demo: tuple[RankingResult, list[ProgressEvent]]) -> None:
@@ -461,7 +470,55 @@ def test_a_budget_aware_job_stops_early_when_one_candidate_dominates(
     assert spent.examples_used == sum(c.n_responses for c in result.candidates.values())
     assert result.settled
     assert result.ranking[0].name == "tutor-cold"
-    assert result.config.proj_dim == 16  # auto, sized for the first round's 8 prompts x 4
+    assert result.config.proj_dim == 16  # auto for 24 prompts x 4, and for every round's fewer
+    assert result.projection is not None
+    assert result.projection.folded_to is None
     data = result.to_dict(include_responses=False)
     assert data["budget"]["compute_fraction"] == pytest.approx(spent.compute_fraction)
     assert data["budget"]["rounds"][0]["n_prompts"] == 8
+
+
+def test_a_budget_aware_job_projects_once_and_scores_each_round_at_its_own_dim(
+    tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
+) -> None:
+    from grace_engine.adaptive import RankingBudget
+    from grace_engine.data import clean_solution
+    from grace_engine.scores import auto_proj_dim
+    from grace_engine.tiny_models import gsm8k_records
+
+    records = gsm8k_records()[100:172]
+    prompts = [Prompt(f"p{i}", r["question"]) for i, r in enumerate(records)]
+    short = [clean_solution(r["answer"])[:160] for r in records]  # within the tiny context
+    gold = {p.id: [s] * 2 for p, s in zip(prompts, short, strict=True)}
+    rng = random.Random(0)
+    noise = {p.id: ["".join(rng.choices("qxzjv#%&@ 0123", k=120))] * 2 for p in prompts}
+
+    def rank(names: dict[str, dict[str, list[str]]], **kw: Any) -> Any:
+        chosen = [Candidate(n, responses=r, responses_per_prompt=2) for n, r in names.items()]
+        cfg = ScoringConfig(responses_per_prompt=2, bootstrap=60, predictors=("grace", "g_norm"), **kw)
+        return rank_teachers(prompts, chosen, str(tiny.student), policy=policy, models=cache, config=cfg)
+
+    d_full = auto_proj_dim(72, 2)
+    assert d_full > auto_proj_dim(8, 2)  # the sample is large enough for the rounds' d to grow
+    full = rank({"a": gold, "b": gold})
+    swept = rank({"a": gold, "b": gold}, budget=RankingBudget(initial_prompts=8))
+    assert swept.budget is not None
+    assert swept.budget.stopped == "exhausted"
+    dims = [r.proj_dim for r in swept.budget.rounds]
+    assert dims[0] == auto_proj_dim(8, 2)
+    assert dims[-1] == d_full
+    assert dims == sorted(dims)
+    assert swept.config.proj_dim == full.config.proj_dim == d_full
+    for name in ("a", "b"):  # every prompt scored: the full run's scores, to float32 batching noise
+        assert swept.candidates[name].grace.score == pytest.approx(
+            full.candidates[name].grace.score, rel=1e-6
+        )
+        assert swept.candidates[name].g_norm == pytest.approx(full.candidates[name].g_norm, rel=1e-6)
+    quick = rank({"gold": gold, "noise": noise}, budget=RankingBudget(initial_prompts=8))
+    assert quick.budget is not None
+    assert quick.budget.stopped == "settled"
+    scored = quick.budget.rounds[-1]
+    assert quick.config.proj_dim == scored.proj_dim == auto_proj_dim(scored.n_prompts, 2) < d_full
+    assert quick.projection is not None
+    assert (quick.projection.d, quick.projection.folded_to) == (d_full, quick.config.proj_dim)
+    assert quick.to_dict()["projection"]["folded_to"] == quick.config.proj_dim

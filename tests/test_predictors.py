@@ -240,3 +240,28 @@ def test_the_unsettled_warning_says_which_condition_failed() -> None:
     assert "only" not in overlap_only.message
     assert "overlaps" in overlap_only.message
     assert overlap_only.numbers["prompts_needed"] is None
+
+
+def test_a_ranking_that_follows_length_is_flagged() -> None:
+    from grace_engine.caveats import tracks_length
+
+    flagged = tracks_length(score="grace", rho=-0.94, n_candidates=5)
+    assert flagged is not None
+    assert flagged.code == "ranking_tracks_length"
+    assert "Spearman -0.94" in flagged.message
+    assert tracks_length(score="grace", rho=0.85, n_candidates=5) is None
+    assert tracks_length(score="grace", rho=1.0, n_candidates=3) is None  # too few to tell
+    assert tracks_length(score="length", rho=1.0, n_candidates=9) is None
+
+
+def test_the_most_accurate_candidate_outside_the_top_pick_is_flagged() -> None:
+    from grace_engine.caveats import accuracy_disagrees
+
+    accuracy = {"a": 0.2, "b": 0.9, "c": 0.9}
+    flagged = accuracy_disagrees(score="grace", top_pick="a", accuracy=accuracy)
+    assert flagged is not None
+    assert flagged.numbers["most_accurate"] == "b"
+    assert "rank_by teacher_accuracy" in flagged.message
+    assert accuracy_disagrees(score="grace", top_pick="c", accuracy=accuracy) is None  # tied best
+    assert accuracy_disagrees(score="teacher_accuracy", top_pick="a", accuracy=accuracy) is None
+    assert accuracy_disagrees(score="grace", top_pick="a", accuracy={}) is None  # no answers

@@ -169,6 +169,8 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
     assert expected.projection is not None
     assert job["projection"]["checksum"] == expected.projection.checksum
     assert job["uncertainty"]["leader"] == job["ranking"][0]["name"]
+    assert job["proj_dim"] == expected.config.proj_dim == 64
+    assert job["budget"] is None
     # The mixed-teacher dataset: one chat example per prompt.
     dataset = client.get(f"/v1/jobs/{created['id']}/dataset", headers=caller.headers)
     assert dataset.status_code == 200, dataset.text
@@ -177,6 +179,23 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
     assert [r["prompt_id"] for r in rows] == [p["id"] for p in body["prompts"]]
     assert {r["teacher"] for r in rows} <= {"tutor", "noise"}
     assert all(r["messages"][0]["role"] == "user" for r in rows)
+
+
+def test_a_budget_aware_job_reports_its_rounds_and_compute(
+    client: TestClient, caller: Caller, settings: Settings, tmp_path: Path
+) -> None:
+    body = job_body()
+    body["scoring"] = {"responses_per_prompt": 2, "budget": {"initial_prompts": 4}}
+    job = succeeded_through_worker(client, caller, settings, tmp_path / "worker.log", "/v1/jobs", body)
+    spent = job["budget"]
+    assert spent["examples_full"] == 2 * 6 * 2
+    assert spent["rounds"][0]["n_prompts"] == 4
+    assert spent["examples_used"] == spent["rounds"][-1]["examples"] <= spent["examples_full"]
+    assert spent["compute_fraction"] == pytest.approx(spent["examples_used"] / spent["examples_full"])
+    assert spent["stopped"] in ("settled", "exhausted")
+    assert job["proj_dim"] == spent["rounds"][-1]["proj_dim"] == 16  # auto for 6 x 2
+    ranking = client.get(f"/v1/jobs/{job['id']}/ranking", headers=caller.headers).json()
+    assert ranking["budget"] == spent
 
 
 def test_cancel_while_running_stops_at_a_batch_boundary(
