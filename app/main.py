@@ -15,6 +15,7 @@ from app import errors
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory
+from app.guard import InputGuard
 from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
 from app.queue import JobQueue, RedisJobQueue
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
+    # The last added runs first: the size limit bounds what the guard reads.
+    app.add_middleware(InputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     for module in (jobs, influence, validations, datasets, rankings, scaling, health):

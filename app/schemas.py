@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from app.sanitize import text_problem
 from grace_engine.adaptive import RankingBudget
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
 from grace_engine.distillation import DistillConfig
@@ -22,14 +23,15 @@ from grace_engine.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from grace_engine.validation import ValidationConfig
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL (U+0000) characters")
+def _storable(value: str) -> str:
+    why = text_problem(value)
+    if why:
+        raise ValueError(why)
     return value
 
 
-# Text stored in PostgreSQL (jsonb/text cannot hold U+0000).
-Text = Annotated[str, AfterValidator(_no_nul)]
+# Text stored in PostgreSQL; the request guard applies the same rule to every string of a request.
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 class _Request(BaseModel):
@@ -586,7 +588,7 @@ ALL_SCENARIOS: list[ScenarioName] = [
 class ScalingPlanIn(_Request):
     n_student: Positive
     compute_flops: Positive
-    scenarios: Annotated[list[ScenarioName], Field(min_length=1)] = Field(
+    scenarios: Annotated[list[ScenarioName], Field(min_length=1, max_length=len(ALL_SCENARIOS))] = Field(
         default_factory=lambda: list(ALL_SCENARIOS)
     )
     coefficients: dict[str, float] | None = None

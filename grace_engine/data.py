@@ -1,6 +1,6 @@
 """Prompt and response records, JSONL IO, and the student's view of a response.
 
-The student sees ``template.format(prompt=...) + response + eos_token`` tokenized with its own
+The student sees ``template`` (its ``{prompt}`` replaced) ``+ response + eos_token`` tokenized with its own
 tokenizer and no added special tokens (no BOS). Labels are ``-100`` on the prompt part and the input
 ids on the response part, EOS included, so the loss of an example is the mean cross-entropy over
 its response tokens exactly as Hugging Face computes it with ``labels``.
@@ -20,6 +20,7 @@ import torch
 from grace_engine.errors import InvalidInput
 
 IGNORE_INDEX = -100
+PROMPT_PLACEHOLDER = "{prompt}"  # the only placeholder a student template has, substituted literally
 DEFAULT_STUDENT_TEMPLATE = "### Problem:\n{prompt}\n\n### Solution:\n"
 
 
@@ -169,16 +170,17 @@ class StudentFormat:
     truncate: bool = False
 
     def __post_init__(self) -> None:
-        if self.template.count("{prompt}") != 1:
+        if self.template.count(PROMPT_PLACEHOLDER) != 1:
             raise InvalidInput("must contain '{prompt}' exactly once", field="student_template")
-        try:
-            self.template.format(prompt="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise InvalidInput(
-                f"only the '{{prompt}}' placeholder is allowed ({exc})", field="student_template"
-            ) from exc
         if self.max_length is not None and self.max_length < 2:
             raise InvalidInput("must be at least 2 tokens", field="max_length")
+
+    def head(self, prompt: str) -> str:
+        """The text before the response: the template with its one ``{prompt}`` replaced by
+        ``prompt``. Literal substitution, never ``str.format``: every other brace is text, and
+        no format spec, conversion or field lookup (``{prompt!r}``, ``{prompt[0]}``) runs."""
+        before, _, after = self.template.partition(PROMPT_PLACEHOLDER)
+        return before + prompt + after
 
     def within(self, context: int | None) -> StudentFormat:
         """This format with ``max_length`` lowered to a model's context length where needed."""
@@ -221,7 +223,7 @@ def encode_for_student(
         raise InvalidInput("the student tokenizer has no EOS token", field="student")
     if not getattr(tokenizer, "is_fast", False):
         raise InvalidInput("a fast (Rust) tokenizer is required for the student", field="student")
-    head = fmt.template.format(prompt=prompt)
+    head = fmt.head(prompt)
     enc = tokenizer(head + response + eos_token, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets: list[tuple[int, int]] = list(enc["offset_mapping"])

@@ -135,7 +135,7 @@ def greedy_accuracy(
         resident=resident,
         should_cancel=should_cancel,
         field="eval_max_tokens",
-        model_input=lambda prompt: fmt.template.format(prompt=prompt),
+        model_input=fmt.head,
     )
     hits = [
         answers_match(extract_answer(texts[0]), reference_answer(e.answer or ""))

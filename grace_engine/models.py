@@ -59,6 +59,14 @@ def resolve_model(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path |
         raise ModelNotFound("no model given", field=field)
     if ref in policy.allowed_hub_ids:
         return ModelSource(ref, is_hub=True)
+    try:
+        return _resolve_path(ref, policy, field=field, base_dir=base_dir)
+    except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte, ...
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ModelNotFound(f"{ref[:100]!r} cannot be a model directory: {why}", field=field) from exc
+
+
+def _resolve_path(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path | None) -> ModelSource:
     given = Path(ref).expanduser()
     bases = [Path("/")] if given.is_absolute() else [base_dir or Path.cwd(), *policy.roots]
     inside = [

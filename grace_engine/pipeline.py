@@ -512,10 +512,7 @@ def _longest_example(
     """The most student tokens one example of this job can have, known before anything runs:
     supplied responses are measured, generated ones are taken at ``max_tokens`` (in the teacher's
     tokens, which is what the cap counts), both within the student's ``max_length``."""
-    head = max(
-        len(tokenizer(fmt.template.format(prompt=p.prompt), add_special_tokens=False)["input_ids"])
-        for p in prompts
-    )
+    head = max(len(tokenizer(fmt.head(p.prompt), add_special_tokens=False)["input_ids"]) for p in prompts)
     longest = 2
     for i, cand in enumerate(candidates):
         if cand.responses is None:

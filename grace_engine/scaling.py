@@ -17,10 +17,12 @@ ratio); pass your own :class:`Coefficients` for anything else.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -98,10 +100,44 @@ def _positive(value: float, field: str) -> float:
     return float(value)
 
 
+_Law = TypeVar("_Law", bound=Callable[..., Any])
+
+
+def _finite(law: _Law) -> _Law:
+    """Extreme coefficients or inputs (``beta: 1e300``, ``n_student: 1e308``) overflow the law;
+    that is bad input, not a crash. An overflow, a division by zero, a log of zero, or a
+    non-finite number in the result is an :class:`InvalidInput` naming ``coefficients`` when some
+    were given, else the law's first input."""
+    signature = inspect.signature(law)
+    first = next(iter(signature.parameters))
+
+    @functools.wraps(law)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        given = signature.bind(*args, **kwargs).arguments.get("coefficients")
+        field = "coefficients" if given is not None else first
+        try:
+            with np.errstate(all="ignore"):  # numpy's overflows surface as non-finite results
+                out = law(*args, **kwargs)
+        except (OverflowError, ZeroDivisionError, ValueError) as exc:  # math's range and domain errors
+            raise InvalidInput(f"the scaling law overflows for these inputs ({exc})", field=field) from exc
+        values = asdict(out).values() if isinstance(out, Plan) else [out]
+        if not all(math.isfinite(v) for v in values if isinstance(v, float)):
+            raise InvalidInput(
+                "the scaling law overflows for these inputs (a non-finite result)", field=field
+            )
+        return out
+
+    return cast(_Law, checked)
+
+
+@_finite
 def supervised_loss(n_params: float, n_tokens: float, coefficients: CoefficientsLike = None) -> float:
     """``L(N, D)`` of supervised training, nats/token."""
     k = Coefficients.resolve(coefficients)
-    n, d = _positive(n_params, "n_params"), _positive(n_tokens, "n_tokens")
+    return _supervised_loss(_positive(n_params, "n_params"), _positive(n_tokens, "n_tokens"), k)
+
+
+def _supervised_loss(n: float, d: float, k: Coefficients) -> float:
     return float(k.E + (k.A / n**k.alpha + k.B / d**k.beta) ** k.gamma)
 
 
@@ -109,6 +145,7 @@ def _log_softplus(z: float) -> float:
     return float(np.logaddexp(0.0, z))
 
 
+@_finite
 def student_loss(
     n_student: float, student_tokens: float, teacher_loss: float, coefficients: CoefficientsLike = None
 ) -> float:
@@ -125,7 +162,7 @@ def student_loss(
 
 
 def _student_loss(n: float, d: float, lt: float, k: Coefficients) -> float:
-    ls_alone = k.E + (k.A / n**k.alpha + k.B / d**k.beta) ** k.gamma
+    ls_alone = _supervised_loss(n, d, k)
     # log of (1 + (lt / (d1 ls_alone))^(1/f1))^(-c1 f1), as -c1 f1 softplus((1/f1) log(ratio)).
     log_gap = -k.c1 * k.f1 * _log_softplus(math.log(lt / (k.d1 * ls_alone)) / k.f1)
     log_term = (
@@ -220,10 +257,11 @@ def _objective(
     d_s = _student_tokens(n_s, n_t, d_t, budget, delta, k, n_ctx, n_vocab)
     if d_s <= 1.0:  # the teacher took the whole budget
         return math.inf
-    lt = k.E + (k.A / n_t**k.alpha + k.B / d_t**k.beta) ** k.gamma
+    lt = _supervised_loss(n_t, d_t, k)
     return _student_loss(n_s, d_s, lt, k)
 
 
+@_finite
 def plan(
     n_student: float,
     compute_flops: float,
@@ -283,13 +321,13 @@ def plan(
     assert best_x is not None
     n_t, d_t = 10.0 ** float(best_x[0]), 10.0 ** float(best_x[1])
     d_s = _student_tokens(n_s, n_t, d_t, budget, delta, k, n_ctx, n_vocab)
-    lt = supervised_loss(n_t, d_t, k)
+    lt = _supervised_loss(n_t, d_t, k)
     ls = _student_loss(n_s, d_s, lt, k)
     logits, pretrain = delta
     used = 3 * f_s * d_s + forward_flops_per_token(n_t, n_ctx, n_vocab, k) * (
         logits * d_s + pretrain * 3 * d_t
     )
-    sup = supervised_loss(n_s, supervised_tokens, k)
+    sup = _supervised_loss(n_s, supervised_tokens, k)
     return Plan(
         scenario=scenario,
         n_student=n_s,

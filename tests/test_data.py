@@ -98,10 +98,26 @@ def test_template_is_configurable_and_checked(tokenizer: Any) -> None:
     fmt = StudentFormat(template="Q: {prompt}\nA: ")
     ex = encode_for_student(tokenizer, PROMPT, RESPONSE, fmt)
     assert tokenizer.decode(ex.input_ids).startswith(f"Q: {PROMPT}\nA: ")
-    for bad in ("no placeholder", "{prompt} twice {prompt}", "{prompt} and {other}"):
+    for bad in ("no placeholder", "{prompt} twice {prompt}", "{prompt!r}", "{prompt[0]}", "{prompt.upper}"):
         with pytest.raises(InvalidInput) as err:
             StudentFormat(template=bad)
         assert err.value.field == "student_template"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "\\boxed{{}} {prompt} {other}",
+        "{prompt} {prompt!r} {prompt[0]} {0} {} {{",
+        "{:>{prompt}}",
+        "}{prompt}{",
+    ],
+)
+def test_only_the_literal_placeholder_is_substituted(template: str) -> None:
+    """Braces other than the one ``{prompt}`` are text: no str.format spec, conversion or lookup."""
+    head = StudentFormat(template=template).head("Q?")
+    before, after = template.split("{prompt}", 1)
+    assert head == before + "Q?" + after
 
 
 def test_max_length_errors_or_truncates(tokenizer: Any) -> None:

@@ -78,3 +78,10 @@ def test_cache_reuses_and_evicts(tiny: TinyModels) -> None:
     assert cache.get(student) is not first  # evicted by the tutor, loaded again
     assert not any(p.requires_grad for p in first.model.parameters())
     assert not first.model.training
+
+
+@pytest.mark.parametrize("ref", ["x" * 300, "a/" + "y" * 5000, "nul\x00byte", "a/" * 3000])
+def test_references_no_filesystem_can_hold_are_not_found_not_a_crash(tmp_path: Path, ref: str) -> None:
+    with pytest.raises(ModelNotFound) as err:
+        resolve_model(ref, ModelPolicy.from_paths([tmp_path]), field="student", base_dir=tmp_path)
+    assert err.value.field == "student"

@@ -124,3 +124,27 @@ def test_bad_inputs_name_the_field(call: object, field: str) -> None:
 
 def test_scenarios_are_the_four_of_the_paper() -> None:
     assert set(itertools.chain(SCENARIOS.values())) == {(0, 0), (1, 0), (0, 1), (1, 1)}
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: supervised_loss(1e9, 1e9, {"beta": 1e300}), "coefficients"),
+        (lambda: supervised_loss(1e-300, 1e9, {"alpha": 2.0}), "coefficients"),
+        (lambda: student_loss(1e9, 1e10, 2.0, {"beta": 1e300}), "coefficients"),
+        (lambda: student_loss(1e9, 1e10, 2.0, {"gamma_s": 1e300}), "coefficients"),
+        (
+            lambda: supervised_loss(1e9, 1e9, {"E": 1.7e308, "A": 1e308, "alpha": 1e-9, "gamma": 1.0}),
+            "coefficients",
+        ),
+        (lambda: plan(1e9, 1e21, "best_case", {"beta": 1e300}), "coefficients"),
+        (lambda: plan(1e9, 1e21, "best_case", {"gamma": 1e300}), "coefficients"),
+        (lambda: plan(1e9, 1e21, "teacher_inference", {"rho": 1e300, "omega": 1e-300}), "coefficients"),
+    ],
+)
+def test_an_overflowing_law_is_bad_input_not_a_crash(call: object, field: str) -> None:
+    """Extreme coefficients or inputs: every overflow is an InvalidInput naming the field."""
+    with pytest.raises(InvalidInput) as err:
+        call()  # type: ignore[operator]
+    assert err.value.field == field
+    assert "overflows" in str(err.value)

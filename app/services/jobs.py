@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import TERMINAL, Dataset, Job, JobStatus, Tenant
+from app.db.models import ID_LENGTH, TERMINAL, Dataset, Job, JobStatus, Tenant
 from app.errors import ApiError, not_found
 from app.queue import JobQueue
+from app.sanitize import text_problem
 from app.schemas import JobCreate, ValidationCreate, engine_prompts
 from grace_engine.data import validate_prompts
 from grace_engine.errors import InvalidInput
@@ -266,12 +267,43 @@ def _encode_cursor(job: Job) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# Bounds of a cursor's timestamp: every job was created inside them, and both survive conversion
+# to UTC and binding to PostgreSQL.
+CURSOR_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+CURSOR_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) of a cursor :func:`_encode_cursor` wrote. Anything else (wrong
+    encoding, shape or types, a naive or out-of-range time, an id no job can have) is a 422."""
+
+    def malformed(why: str) -> ApiError:
+        return ApiError(
+            422, "Validation Error", f"malformed cursor: {why}; pass next_cursor back as is", field="cursor"
+        )
+
     try:
-        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(job_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise ApiError(422, "Validation Error", "malformed cursor", field="cursor") from exc
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise malformed("not base64 of JSON") from exc
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise malformed("not a [time, id] pair")
+    created_text, job_id = value
+    try:
+        created = datetime.fromisoformat(created_text)
+    except ValueError as exc:
+        raise malformed("its time is not ISO 8601") from exc
+    if created.tzinfo is None:
+        raise malformed("its time has no time zone")
+    try:
+        created = created.astimezone(UTC)
+    except OverflowError as exc:
+        raise malformed("its time is out of range") from exc
+    if not CURSOR_EARLIEST <= created <= CURSOR_LATEST:
+        raise malformed("its time is out of range")
+    if not 1 <= len(job_id) <= ID_LENGTH or text_problem(job_id):
+        raise malformed("its id is not a job id")
+    return created, job_id
 
 
 def list_jobs(

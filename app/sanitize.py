@@ -1,0 +1,83 @@
+"""The one rule for text and numbers the API stores: no U+0000 (PostgreSQL's ``text`` and ``jsonb``
+cannot hold it), no lone UTF-16 surrogate (UTF-8 cannot encode it), and only finite numbers of a
+sane size (JSON has no NaN or Infinity; Python's parser accepts them and overflows ``1e999`` to
+infinity). Pure functions: the request guard (:mod:`app.guard`) and the schemas both use them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+MAX_INT_DIGITS = 30  # beyond any count or seed the API takes; far below Python's 4300-digit limit
+
+
+class _HugeInt:
+    """An integer literal too long to be meaningful, kept as text so the walk can name its field."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored, or None."""
+    found = _BAD_TEXT.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "must not contain NUL (U+0000) characters"
+    return f"must not contain a lone UTF-16 surrogate (U+{ord(char):04X}); send valid Unicode"
+
+
+def _number_problem(value: Any) -> str | None:
+    if isinstance(value, _HugeInt):
+        return f"integer with {len(value.text.lstrip('-'))} digits is out of range"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number (NaN, Infinity and overflowing values are not JSON numbers)"
+    return None
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(field, problem) of every bad string, key or number in a parsed JSON value."""
+    if isinstance(value, str):
+        why = text_problem(value)
+        if why:
+            yield path or "body", why
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            why = text_problem(key)
+            if why:
+                yield path or "body", f"an object key {why}"
+            else:
+                yield from _walk(item, _join(path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _walk(item, _join(path, i))
+    else:
+        why = _number_problem(value)
+        if why:
+            yield path or "body", why
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    return _HugeInt(text) if len(text.lstrip("-")) > MAX_INT_DIGITS else int(text)
+
+
+def body_problems(body: bytes) -> list[tuple[str, str]]:
+    """Problems of a JSON body; an unparsable one is left to the framework's own 422."""
+    try:
+        parsed = json.loads(body, parse_int=_parse_int, parse_constant=float)
+    except ValueError:
+        return []
+    return list(_walk(parsed, ""))

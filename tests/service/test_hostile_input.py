@@ -1,0 +1,226 @@
+"""Hostile input on PostgreSQL: text it cannot store, numbers JSON does not have, templates that
+would reach ``str.format``. Every case is a 422 problem naming the field, and nothing is stored."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import Caller, assert_problem, job_body
+
+
+def _post_raw(client: TestClient, caller: Caller, path: str, raw: str) -> Any:
+    """POST ``raw`` as the JSON text itself, so escapes like ``\\ud83d`` and ``NaN`` arrive as sent."""
+    headers = {**caller.headers, "Content-Type": "application/json"}
+    return client.post(path, content=raw.encode("utf-8"), headers=headers)
+
+
+def _no_jobs(client: TestClient, caller: Caller) -> None:
+    listed = client.get("/v1/jobs", headers=caller.headers)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/v1/rankings?student=%00", "student"),
+        ("/v1/rankings?student=tiny%00student&limit=5", "student"),
+        ("/v1/jobs?student=%00", "student"),
+        ("/v1/jobs?status=queued%00", "status"),
+        ("/v1/jobs?cursor=%00abc", "cursor"),
+        ("/v1/jobs/%00", "job_id"),
+        ("/v1/jobs/abc%00def/ranking", "job_id"),
+        ("/v1/jobs/abc%00/validation", "job_id"),
+        ("/v1/datasets/%00", "dataset_id"),
+    ],
+)
+def test_nul_in_the_path_or_query_is_a_422_naming_the_parameter(
+    client: TestClient, caller: Caller, url: str, field: str
+) -> None:
+    body = assert_problem(client.get(url, headers=caller.headers), 422, field)
+    assert "NUL" in body["detail"]
+
+
+# (JSON text of a job body with one bad value, the field the problem must name)
+_SURROGATES = [
+    ('"prompt": "\\ud83d"', "prompts[0].prompt"),
+    ('"prompt": "fine \\udc00 then"', "prompts[0].prompt"),
+    ('"id": "\\ud800\\ud800"', "prompts[0].id"),
+    ('"answer": "\\udfff"', "prompts[0].answer"),
+]
+
+
+@pytest.mark.parametrize(("member", "field"), _SURROGATES)
+def test_a_lone_surrogate_anywhere_in_a_body_is_a_422_naming_the_field(
+    client: TestClient, caller: Caller, member: str, field: str
+) -> None:
+    key = member.split(":", 1)[0].strip('"')
+    body = job_body()
+    body["prompts"][0][key] = "PLACEHOLDER"
+    raw = json.dumps(body).replace(f'"{key}": "PLACEHOLDER"', member, 1)
+    problem = assert_problem(_post_raw(client, caller, "/v1/jobs", raw), 422, field)
+    assert "surrogate" in problem["detail"]
+    _no_jobs(client, caller)
+
+
+def test_surrogates_in_names_keys_and_nested_lists_are_refused(client: TestClient, caller: Caller) -> None:
+    body = job_body()
+    body["candidates"][0]["name"] = "PLACEHOLDER"
+    raw = json.dumps(body).replace('"PLACEHOLDER"', '"tutor\\ud83d"', 1)
+    assert_problem(_post_raw(client, caller, "/v1/jobs", raw), 422, "candidates[0].name")
+    supplied = job_body()
+    supplied["candidates"][1] = {"name": "given", "responses": {"p0": ["ok", "PLACEHOLDER"]}}
+    raw = json.dumps(supplied).replace('"PLACEHOLDER"', '"\\udc00"', 1)
+    assert_problem(_post_raw(client, caller, "/v1/jobs", raw), 422, "candidates[1].responses.p0[1]")
+    raw = json.dumps(supplied).replace('"p0"', '"p\\ud800"', 1)
+    problem = assert_problem(_post_raw(client, caller, "/v1/jobs", raw), 422, "candidates[1].responses")
+    assert "object key" in problem["detail"]
+    # NUL in a body string is refused by the same rule
+    raw = json.dumps(job_body()).replace('"student"', '"student\\u0000"', 1)
+    assert_problem(_post_raw(client, caller, "/v1/jobs", raw), 422, "body")
+    _no_jobs(client, caller)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
+@pytest.mark.parametrize(
+    ("path", "template", "field"),
+    [
+        ("/v1/jobs", '{{"student": "student", "candidates": [{{"name": "t", "model": "tutor", '
+         '"temperature": {x}}}], "prompts": [{{"prompt": "a"}}, {{"prompt": "b"}}]}}',
+         "candidates[0].temperature"),
+        ("/v1/jobs", '{{"student": "student", "candidates": [{{"name": "t", "model": "tutor"}}], '
+         '"prompts": [{{"prompt": "a", "answer": {x}}}, {{"prompt": "b"}}]}}', "prompts[0].answer"),
+        ("/v1/scaling-law/predict", '{{"n_student": 1e8, "student_tokens": 1e9, "teacher_loss": 2.0, '
+         '"coefficients": {{"beta": {x}}}}}', "coefficients.beta"),
+        ("/v1/scaling-law/plan", '{{"n_student": {x}, "compute_flops": 1e21}}', "n_student"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_a_422_naming_the_field(
+    client: TestClient, caller: Caller, number: str, path: str, template: str, field: str
+) -> None:
+    problem = assert_problem(_post_raw(client, caller, path, template.format(x=number)), 422, field)
+    assert "finite" in problem["detail"]
+    _no_jobs(client, caller)
+
+
+def test_integers_too_long_to_mean_anything_are_refused(client: TestClient, caller: Caller) -> None:
+    body = job_body()
+    body["scoring"]["seed"] = 7
+    raw = json.dumps(body).replace('"seed": 7', '"seed": ' + "9" * 5000, 1)
+    problem = assert_problem(_post_raw(client, caller, "/v1/jobs", raw), 422, "scoring.seed")
+    assert "5000 digits" in problem["detail"]
+    _no_jobs(client, caller)
+
+
+@pytest.mark.parametrize("template", ["{prompt!r}", "{prompt[0]}", "{prompt.__class__}", "{0}{prompt!s}"])
+def test_a_template_without_the_literal_placeholder_is_refused(
+    client: TestClient, caller: Caller, template: str
+) -> None:
+    body = job_body()
+    body["scoring"]["student_template"] = template
+    assert_problem(
+        client.post("/v1/jobs", json=body, headers=caller.headers), 422, "scoring.student_template"
+    )
+    _no_jobs(client, caller)
+
+
+def test_braces_beside_the_placeholder_are_text(client: TestClient, caller: Caller) -> None:
+    body = job_body()
+    body["scoring"]["student_template"] = "\\boxed{{}} {prompt!r} {0} {prompt}\n"
+    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
+    assert accepted.status_code == 202, accepted.text
+
+
+def _cursor(value: object) -> str:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "!!!not-base64",
+        _cursor(b"\xff\xfe not utf-8"),
+        _cursor({"created": "2026-01-01T00:00:00+00:00", "id": "x"}),
+        _cursor(["2026-01-01T00:00:00+00:00"]),
+        _cursor([1, 2]),
+        _cursor(["2026-01-01T00:00:00+00:00", 7]),
+        _cursor(["yesterday", "x"]),
+        _cursor(["2026-01-01T00:00:00", "x"]),  # naive
+        _cursor(["9999-12-31T23:59:59-14:00", "x"]),  # past datetime.max once in UTC
+        _cursor(["0001-01-01T00:00:00+00:00", "x"]),
+        _cursor(["2026-01-01T00:00:00+00:00", "a\u0000b"]),
+        _cursor(["2026-01-01T00:00:00+00:00", "\ud800"]),
+        _cursor(["2026-01-01T00:00:00+00:00", "x" * 300]),
+    ],
+)
+def test_a_forged_cursor_is_a_422_naming_the_cursor(client: TestClient, caller: Caller, cursor: str) -> None:
+    body = assert_problem(
+        client.get("/v1/jobs", params={"cursor": cursor}, headers=caller.headers), 422, "cursor"
+    )
+    assert "malformed cursor" in body["detail"]
+
+
+def test_long_text_in_every_field_is_accepted_or_refused_never_a_server_error(
+    client: TestClient, caller: Caller
+) -> None:
+    """Names and ids longer than their columns: a 422 naming the field (or, within bounds, a 202)."""
+    for n in (201, 300, 1025, 5000):
+        long = "x" * n
+        variants: list[tuple[dict[str, Any], str]] = []
+        for key in ("student",):
+            b = job_body()
+            b[key] = long
+            variants.append((b, key))
+        b = job_body()
+        b["candidates"][0]["name"] = long
+        variants.append((b, "candidates[0].name"))
+        b = job_body()
+        b["candidates"][0]["model"] = long
+        variants.append((b, "candidates[0].model"))
+        b = job_body()
+        b["prompts"][0]["id"] = long
+        variants.append((b, "prompts[0].id"))
+        for body, field in variants:
+            r = client.post("/v1/jobs", json=body, headers={**caller.headers, "Idempotency-Key": long[:255]})
+            assert r.status_code in (202, 422), (field, n, r.text)
+            if r.status_code == 422:
+                assert_problem(r, 422, field)
+        dataset = {"name": long, "prompts": [{"id": long, "prompt": "a"}, {"prompt": "b"}]}
+        r = client.post("/v1/datasets", json=dataset, headers=caller.headers)
+        assert r.status_code in (201, 422), (n, r.text)
+        for url in (f"/v1/jobs/{long}", f"/v1/rankings?student={long}", f"/v1/datasets/{long}"):
+            r = client.get(url, headers=caller.headers)
+            assert r.status_code in (200, 404, 422), (url[:40], r.text)
+
+
+@pytest.mark.parametrize("n", [5, 5000, 200_000])
+def test_an_oversized_scenario_list_is_refused(client: TestClient, caller: Caller, n: int) -> None:
+    body = {"n_student": 1e8, "compute_flops": 1e21, "scenarios": ["best_case"] * n}
+    problem = assert_problem(
+        client.post("/v1/scaling-law/plan", json=body, headers=caller.headers), 422, "scenarios"
+    )
+    assert "at most 4" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/scaling-law/predict", {"n_student": 1e8, "student_tokens": 1e9, "teacher_loss": 2.0,
+                                     "coefficients": {"beta": 1e300}}),
+        ("/v1/scaling-law/predict", {"n_student": 1e8, "student_tokens": 1e9, "teacher_params": 1e9,
+                                     "teacher_tokens": 1e10, "coefficients": {"gamma": 1e300}}),
+        ("/v1/scaling-law/plan", {"n_student": 1e9, "compute_flops": 1e21, "coefficients": {"beta": 1e300}}),
+        ("/v1/scaling-law/plan", {"n_student": 1e9, "compute_flops": 1e21,
+                                  "coefficients": {"rho": 1e300, "omega": 1e-300}}),
+    ],
+)  # fmt: skip
+def test_an_overflowing_scaling_law_is_a_422(
+    client: TestClient, caller: Caller, path: str, body: dict[str, Any]
+) -> None:
+    assert_problem(client.post(path, json=body, headers=caller.headers), 422, "coefficients")
