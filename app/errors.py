@@ -14,10 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.contract import PROBLEM, match_path
 from grace_engine.errors import GraceError
 
 log = logging.getLogger("grace.api")
-PROBLEM = "application/problem+json"
 
 
 class ApiError(Exception):
@@ -112,9 +112,12 @@ def install(app: FastAPI) -> None:
         title = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}.get(
             exc.status_code, "HTTP Error"
         )
-        return problem(
-            request, exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method the path has, not only the first route's
+            route = match_path(request.app, request.url.path)
+            if route is not None:
+                headers["Allow"] = ", ".join(route.methods)
+        return problem(request, exc.status_code, title, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,35 +13,20 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.contract import match_path
 from app.errors import problem
 from app.limits import BodyTooLarge
 from app.sanitize import body_problems, text_problem
-
-
-def _path_params(scope: Scope) -> dict[str, str]:
-    """The path parameters of the route template ``scope``'s path matches, by the API's own
-    OpenAPI paths (the templates, whatever router nesting produced them)."""
-    app = scope["app"]
-    patterns = getattr(app.state, "guard_path_patterns", None)
-    if patterns is None:
-        patterns = [compile_path(template)[0] for template in app.openapi().get("paths", {})]
-        app.state.guard_path_patterns = patterns
-    for pattern in patterns:
-        found = pattern.match(scope.get("path", ""))
-        if found:
-            params: dict[str, str] = found.groupdict()
-            return params
-    return {}
 
 
 def _params_problems(scope: Scope) -> list[tuple[str, str]]:
     found = []
     path = scope.get("path", "")
     if text_problem(path):
-        named = [(k, v) for k, v in _path_params(scope).items() if text_problem(v)]
+        route = match_path(scope["app"], path)
+        named = [(k, v) for k, v in (route.params if route else {}).items() if text_problem(v)]
         found += [(k, str(text_problem(v))) for k, v in named] or [("path", str(text_problem(path)))]
     query = scope.get("query_string", b"").decode("latin-1")
     for key, value in parse_qsl(query, keep_blank_values=True, errors="replace"):

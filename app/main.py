@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 
-from app import errors
+from app import contract, errors
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(InputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
+    app.openapi = lambda: contract.openapi(app, secured=settings.auth_enabled)  # type: ignore[method-assign]
     for module in (jobs, influence, validations, datasets, rankings, scaling, health):
         app.include_router(module.router)
     return app

@@ -75,9 +75,13 @@ def _parse_int(text: str) -> int | _HugeInt:
 
 
 def body_problems(body: bytes) -> list[tuple[str, str]]:
-    """Problems of a JSON body; an unparsable one is left to the framework's own 422."""
+    """Problems of a JSON body, or that it is not JSON (an empty body is the framework's to judge)."""
+    if not body.strip():
+        return []
     try:
         parsed = json.loads(body, parse_int=_parse_int, parse_constant=float)
-    except ValueError:
-        return []
+    except UnicodeDecodeError:
+        return [("body", "is not UTF-8 text")]
+    except ValueError as exc:
+        return [("body", f"is not valid JSON ({exc})")]
     return list(_walk(parsed, ""))

@@ -9,7 +9,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.sanitize import text_problem
 from grace_engine.adaptive import RankingBudget
@@ -30,24 +40,71 @@ def _storable(value: str) -> str:
     return value
 
 
+# Python's str.isspace() characters (what str.strip() removes), as a JSON Schema character class.
+_SPACE = (
+    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680"
+    "\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+
+
+class _StorableSchema:
+    """Says in the JSON schema what the validators check: no NUL (lone surrogates cannot be written
+    in a JSON Schema pattern; generators do not produce them) and, for ``nonblank``, a character
+    that is not white space."""
+
+    def __init__(self, *, nonblank: bool = False) -> None:
+        self.nonblank = nonblank
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        found = handler(schema)
+        found["pattern"] = f"^[^\\u0000]*[^\\u0000{_SPACE}][^\\u0000]*$" if self.nonblank else "^[^\\u0000]*$"
+        return found
+
+
+def _nonblank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain more than white space")
+    return value
+
+
 # Text stored in PostgreSQL; the request guard applies the same rule to every string of a request.
-Text = Annotated[str, AfterValidator(_storable)]
+Text = Annotated[str, AfterValidator(_storable), _StorableSchema()]
+NonBlankText = Annotated[
+    str, AfterValidator(_storable), AfterValidator(_nonblank), _StorableSchema(nonblank=True)
+]
+
+
+def _present(**types: str) -> dict[str, Any]:
+    """JSON Schema: each named field is present and not null, of its JSON type."""
+    return {"required": list(types), "properties": {name: {"type": t} for name, t in types.items()}}
+
+
+def _exactly_one(*alternatives: dict[str, Any]) -> ConfigDict:
+    """A request model's config whose JSON schema says what its cross-field validator checks:
+    exactly one of ``alternatives`` holds."""
+    return ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": list(alternatives)})
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON true is not the number 1, nor "1" a number; what the schema says is what passes
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PromptIn(_Request):
     id: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
-    prompt: Annotated[Text, Field(min_length=1)]
+    prompt: NonBlankText
     answer: Text | float | int | None = Field(None, description="reference answer; enables teacher accuracy")
 
 
 class CandidateIn(_Request):
     """A teacher to score: a model with sampling settings, or responses you supply."""
 
-    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    # what _model_xor_responses checks
+    model_config = _exactly_one(_present(model="string"), _present(responses="object"))
+
+    name: Annotated[NonBlankText, Field(max_length=200)]
     model: Annotated[Text, Field(min_length=1, max_length=1024)] | None = None
     temperature: Annotated[float, Field(ge=0, le=10)] = 0.6
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -178,10 +235,15 @@ class JobCreate(_Request):
     """``POST /v1/jobs``: rank ``candidates`` as teachers for ``student`` on ``prompts`` (inline)
     or on an uploaded dataset (``dataset_id``)."""
 
+    # what _prompts_xor_dataset checks
+    model_config = _exactly_one(_present(prompts="array"), _present(dataset_id="string"))
+
     student: Annotated[Text, Field(min_length=1, max_length=1024)]
     candidates: Annotated[list[CandidateIn], Field(min_length=1)]
-    prompts: list[PromptIn] | None = None
-    dataset_id: str | None = None
+    prompts: Annotated[list[PromptIn], Field(min_length=2, description="GRACE needs at least 2")] | None = (
+        None
+    )
+    dataset_id: Annotated[Text, Field(max_length=36)] | None = None
     scoring: ScoringIn = Field(default_factory=ScoringIn)
 
     @model_validator(mode="after")
@@ -411,7 +473,7 @@ class RankingHistory(BaseModel):
 
 class ValidationIn(_Request):
     prompt: Annotated[Text, Field(min_length=1)]
-    solution: Annotated[Text, Field(min_length=1)]
+    solution: NonBlankText
 
 
 class InfluenceCreate(JobCreate):
@@ -446,7 +508,7 @@ class EvalIn(_Request):
     accuracy, its final answer."""
 
     prompt: Annotated[Text, Field(min_length=1)]
-    solution: Annotated[Text, Field(min_length=1)]
+    solution: NonBlankText
     answer: Text | float | int | None = None
 
 
@@ -545,6 +607,17 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 class ScalingPredictIn(_Request):
     """The student's loss after distillation on ``student_tokens`` from a teacher given by its loss
     or by its size and pretraining tokens."""
+
+    model_config = _exactly_one(  # what _one_teacher checks
+        {
+            **_present(teacher_loss="number"),
+            "not": {"anyOf": [_present(teacher_params="number"), _present(teacher_tokens="number")]},
+        },
+        {
+            **_present(teacher_params="number", teacher_tokens="number"),
+            "not": _present(teacher_loss="number"),
+        },
+    )
 
     n_student: Positive
     student_tokens: Positive

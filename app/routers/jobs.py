@@ -93,14 +93,17 @@ def list_jobs(
     settings: SettingsDep,
     status: Annotated[JobStatus | None, Query()] = None,
     student: Annotated[str | None, Query(max_length=1024)] = None,
-    limit: Annotated[int, Query(ge=1)] = 20,
+    limit: Annotated[
+        int,
+        Query(ge=1, description="page size; more than the server's maximum (100 by default) gets that many"),
+    ] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobsPublic:
     """Your jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    if limit > settings.page_size_max:
-        raise ApiError(422, "Validation Error", f"at most {settings.page_size_max}", field="limit")
+    # Clamped, not refused: the maximum is the operator's setting, which the schema cannot state.
+    page = min(limit, settings.page_size_max)
     jobs, next_cursor = job_service.list_jobs(
-        session=session, tenant=tenant, limit=limit, cursor=cursor, status=status, student=student
+        session=session, tenant=tenant, limit=page, cursor=cursor, status=status, student=student
     )
     return JobsPublic(data=[job_public(request, j) for j in jobs], next_cursor=next_cursor)
 

@@ -207,8 +207,6 @@ def create_job(
                 422, "Validation Error", "no dataset with this id for your API key", field="dataset_id"
             )
         n_prompts = dataset.n_prompts
-    elif n_prompts < 2:
-        raise ApiError(422, "Validation Error", "GRACE needs at least 2 prompts", field="prompts")
     check_limits(job_in, n_prompts, settings)
     if isinstance(job_in, ValidationCreate):
         check_validation_limits(job_in, settings)

@@ -7,8 +7,14 @@ nothing needs truncating between them.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,3 +161,40 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
     if field is not None:
         assert field in [e["field"] for e in doc.get("errors", [])], doc
     return doc
+
+
+@contextmanager
+def embedded_server(tmp_path: Path, model_root: Path, *, ready_within: float = 120.0) -> Iterator[str]:
+    """``grace serve`` with no database or Redis configured (the embedded default), on a free
+    loopback port, until ``/readyz`` answers 200; yields its base URL and stops it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
+    env.update(GRACE_DATA_DIR=str(tmp_path / "data"), GRACE_MODEL_ROOTS=str(model_root))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "grace_cli.main", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=out,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_within
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the service never became ready:\n" + log.read_text()
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
