@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.contract import PROBLEM, match_path
@@ -75,6 +77,8 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path or "body"
 
 
+RETRY_AFTER_SECONDS = 5  # what a 503 for a dependency outage asks clients to wait
+
 GRACE_STATUS = {
     "invalid_input": 422,
     "model_not_allowed": 422,
@@ -118,6 +122,21 @@ def install(app: FastAPI) -> None:
             if route is not None:
                 headers["Allow"] = ", ".join(route.methods)
         return problem(request, exc.status_code, title, str(exc.detail), headers=headers or None)
+
+    async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem(
+            request,
+            503,
+            "Service Unavailable",
+            "the database is unavailable; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            dependency="database",
+        )
+
+    # A lost or refused connection, or an exhausted pool: an outage, not a bug in the request.
+    for outage in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(outage, _dependency_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

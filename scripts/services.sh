@@ -2,6 +2,8 @@
 # Throwaway PostgreSQL and Redis servers on loopback for the test suite.
 #   eval "$(bash scripts/services.sh start DIR)"   starts both under DIR, prints the export lines
 #   bash scripts/services.sh stop DIR              stops both and removes DIR
+#   bash scripts/services.sh pg-stop|pg-start DIR  stops / restarts PostgreSQL alone, data and port
+#                                                   kept (the outage tests)
 # Installs the servers with apt-get when they are missing. Ports are free ones picked at start;
 # durability is switched off (fsync, snapshots): these servers hold test data only.
 set -euo pipefail
@@ -10,6 +12,10 @@ dir=${2:?directory}
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_run() {  # pg_run BIN DIR PORT: start the server on its port, wait until it accepts connections
+  as_postgres "$1/pg_ctl" -D "$2/pg/data" -l "$2/pg/log" -w -s start \
+    -o "-p $3 -k $2/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >&2
+}
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 install_missing() {
@@ -31,8 +37,7 @@ start)
   [ "$(id -u)" = 0 ] && chown postgres "$dir/pg"
   pg_port=$(free_port)
   as_postgres "$bin/initdb" -D "$dir/pg/data" -A trust -U grace --no-sync >/dev/null
-  as_postgres "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/log" -w -s start \
-    -o "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >&2
+  pg_run "$bin" "$dir" "$pg_port"
   as_postgres "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U grace grace_test
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir/redis" --daemonize yes \
@@ -51,5 +56,11 @@ stop)
   if [ -f "$dir/redis/redis.pid" ]; then kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true; fi
   rm -rf "$dir"
   ;;
-*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+pg-stop)
+  as_postgres "$(pg_bin)/pg_ctl" -D "$dir/pg/data" -m fast -w -s stop >&2
+  ;;
+pg-start)
+  pg_run "$(pg_bin)" "$dir" "$(cat "$dir/pg/port")"
+  ;;
+*) echo "usage: $0 start|stop|pg-stop|pg-start DIR" >&2; exit 2 ;;
 esac
