@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+# Ceilings of any one string (characters) and any one list or object (entries) in a request: far
+# above every operator limit (Settings.max_*), so they only stop absurd bodies, and early.
+MAX_TEXT = 1_000_000
+MAX_ITEMS = 100_000
 MAX_INT_DIGITS = 30  # beyond any count or seed the API takes; far below Python's 4300-digit limit
 
 
@@ -49,8 +53,14 @@ def _join(path: str, key: str | int) -> str:
 
 
 def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """(field, problem) of every bad string, key or number in a parsed JSON value."""
-    if isinstance(value, str):
+    """(field, problem) of every bad string, key or number in a parsed JSON value; an oversized
+    list, object or string is reported without looking inside it."""
+    size = len(value) if isinstance(value, str | list | dict) else 0
+    if isinstance(value, str) and size > MAX_TEXT:
+        yield path or "body", f"a string of {size} characters; at most {MAX_TEXT}"
+    elif not isinstance(value, str) and size > MAX_ITEMS:
+        yield path or "body", f"{size} entries; at most {MAX_ITEMS}"
+    elif isinstance(value, str):
         why = text_problem(value)
         if why:
             yield path or "body", why

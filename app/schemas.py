@@ -15,13 +15,14 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    StringConstraints,
     WithJsonSchema,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from app.sanitize import text_problem
+from app.sanitize import MAX_ITEMS, MAX_TEXT, text_problem
 from grace_engine.adaptive import RankingBudget
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
 from grace_engine.distillation import DistillConfig
@@ -70,10 +71,20 @@ def _nonblank(value: str) -> str:
 
 
 # Text stored in PostgreSQL; the request guard applies the same rule to every string of a request.
-Text = Annotated[str, AfterValidator(_storable), _StorableSchema()]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_storable), _StorableSchema()]
 NonBlankText = Annotated[
-    str, AfterValidator(_storable), AfterValidator(_nonblank), _StorableSchema(nonblank=True)
+    str,
+    StringConstraints(max_length=MAX_TEXT),
+    AfterValidator(_storable),
+    AfterValidator(_nonblank),
+    _StorableSchema(nonblank=True),
 ]
+
+# The schema states the guard's ceilings (app.sanitize), tighter ones where a list is naturally small;
+# the operator's limits (Settings.max_*, 422 "Limit Exceeded") are tighter still, checked after.
+MAX_LIST = MAX_ITEMS
+MAX_CANDIDATES = 1024
+MAX_RESPONSES = 1024  # responses supplied for one prompt
 
 
 def _present(**types: str) -> dict[str, Any]:
@@ -110,7 +121,12 @@ class CandidateIn(_Request):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_tokens: Annotated[int, Field(ge=1)] = 1024
     responses_per_prompt: Annotated[int, Field(ge=1)] | None = None
-    responses: dict[Text, list[Text]] | None = Field(None, description="prompt id -> that prompt's responses")
+    responses: (
+        Annotated[
+            dict[Text, Annotated[list[Text], Field(max_length=MAX_RESPONSES)]], Field(max_length=MAX_LIST)
+        ]
+        | None
+    ) = Field(None, description="prompt id -> that prompt's responses")
 
     @model_validator(mode="after")
     def _model_xor_responses(self) -> CandidateIn:
@@ -239,10 +255,13 @@ class JobCreate(_Request):
     model_config = _exactly_one(_present(prompts="array"), _present(dataset_id="string"))
 
     student: Annotated[Text, Field(min_length=1, max_length=1024)]
-    candidates: Annotated[list[CandidateIn], Field(min_length=1)]
-    prompts: Annotated[list[PromptIn], Field(min_length=2, description="GRACE needs at least 2")] | None = (
-        None
-    )
+    candidates: Annotated[list[CandidateIn], Field(min_length=1, max_length=MAX_CANDIDATES)]
+    prompts: (
+        Annotated[
+            list[PromptIn], Field(min_length=2, max_length=MAX_LIST, description="GRACE needs at least 2")
+        ]
+        | None
+    ) = None
     dataset_id: Annotated[Text, Field(max_length=36)] | None = None
     scoring: ScoringIn = Field(default_factory=ScoringIn)
 
@@ -266,7 +285,7 @@ def engine_prompts(prompts: list[PromptIn] | list[dict[str, Any]]) -> list[Promp
 
 class DatasetCreate(_Request):
     name: Annotated[Text, Field(max_length=200)] | None = None
-    prompts: Annotated[list[PromptIn], Field(min_length=2)]
+    prompts: Annotated[list[PromptIn], Field(min_length=2, max_length=MAX_LIST)]
 
 
 class DatasetPublic(BaseModel):
@@ -481,7 +500,7 @@ class InfluenceCreate(JobCreate):
     ``validation`` (reference solutions). ``scoring`` supplies m, proj_dim, gradient_space, seed and
     the student format; its GRACE-only settings are ignored."""
 
-    validation: Annotated[list[ValidationIn], Field(min_length=1)]
+    validation: Annotated[list[ValidationIn], Field(min_length=1, max_length=MAX_LIST)]
     method: Literal["exact", "projected", "finite_difference"] = "projected"
     keep_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
     drop_negative: bool = True
@@ -536,7 +555,7 @@ class ValidationCreate(JobCreate):
     the student on each candidate's responses, evaluate it on ``eval``, and correlate every score
     with the outcome. Generated responses a scoring job already stored are reused."""
 
-    eval: Annotated[list[EvalIn], Field(min_length=1)]
+    eval: Annotated[list[EvalIn], Field(min_length=1, max_length=MAX_LIST)]
     distill: DistillIn = Field(default_factory=DistillIn)
     train_seeds: Annotated[list[int], Field(min_length=1, max_length=10)] = Field(default_factory=lambda: [0])
     outcome: Literal["eval_nll", "accuracy"] = "eval_nll"
@@ -624,7 +643,7 @@ class ScalingPredictIn(_Request):
     teacher_loss: Positive | None = None
     teacher_params: Positive | None = None
     teacher_tokens: Positive | None = None
-    coefficients: dict[str, float] | None = None
+    coefficients: Annotated[dict[str, float], Field(max_length=32)] | None = None
 
     @model_validator(mode="after")
     def _one_teacher(self) -> ScalingPredictIn:
@@ -664,7 +683,7 @@ class ScalingPlanIn(_Request):
     scenarios: Annotated[list[ScenarioName], Field(min_length=1, max_length=len(ALL_SCENARIOS))] = Field(
         default_factory=lambda: list(ALL_SCENARIOS)
     )
-    coefficients: dict[str, float] | None = None
+    coefficients: Annotated[dict[str, float], Field(max_length=32)] | None = None
 
 
 class ScalingPlans(BaseModel):

@@ -205,7 +205,7 @@ def test_an_oversized_scenario_list_is_refused(client: TestClient, caller: Calle
     problem = assert_problem(
         client.post("/v1/scaling-law/plan", json=body, headers=caller.headers), 422, "scenarios"
     )
-    assert "at most 4" in problem["detail"]
+    assert ("at most 4" if n <= 100_000 else "at most 100000") in problem["detail"]  # schema, then guard
 
 
 @pytest.mark.parametrize(
@@ -224,3 +224,24 @@ def test_an_overflowing_scaling_law_is_a_422(
     client: TestClient, caller: Caller, path: str, body: dict[str, Any]
 ) -> None:
     assert_problem(client.post(path, json=body, headers=caller.headers), 422, "coefficients")
+
+
+def test_oversized_lists_and_strings_are_refused_before_validation(
+    client: TestClient, caller: Caller
+) -> None:
+    """The guard's ceilings (app.sanitize): reported at the list or string, naming it."""
+    from app.sanitize import MAX_ITEMS, MAX_TEXT
+
+    body = job_body()
+    body["prompts"] = [{"prompt": "a"}] * (MAX_ITEMS + 1)
+    problem = assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422, "prompts")
+    assert f"at most {MAX_ITEMS}" in problem["detail"]
+    body = job_body()
+    body["prompts"][1]["prompt"] = "x" * (MAX_TEXT + 1)
+    assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422, "prompts[1].prompt")
+    supplied = job_body()
+    supplied["candidates"][1] = {"name": "given", "responses": {f"p{i}": ["r"] for i in range(MAX_ITEMS + 1)}}
+    assert_problem(
+        client.post("/v1/jobs", json=supplied, headers=caller.headers), 422, "candidates[1].responses"
+    )
+    _no_jobs(client, caller)
