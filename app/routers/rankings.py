@@ -10,6 +10,7 @@ from sqlalchemy import select
 from app.db.models import Job, JobStatus
 from app.deps import CurrentTenant, SessionDep
 from app.schemas import RankingEntry, RankingHistory, RankingPublic, result_summary
+from app.services import jobs as job_service
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"])
 
@@ -24,6 +25,7 @@ def ranking_history(
     """Rankings of your succeeded jobs for ``student``, newest first."""
     jobs = session.scalars(
         select(Job)
+        .options(*job_service.LISTING)
         .where(Job.tenant_id == tenant.id, Job.student == student, Job.status == JobStatus.SUCCEEDED)
         .order_by(Job.finished_at.desc(), Job.id.desc())
         .limit(limit)

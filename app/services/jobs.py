@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.config import Settings
 from app.db.base import utcnow
@@ -304,6 +304,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     return created, job_id
 
 
+# A listing shows status and results, never the request body (prompts and supplied responses can
+# be megabytes per job): it is not loaded, and touching it would raise rather than load it quietly.
+LISTING = (defer(Job.request, raiseload=True),)
+
+
 def list_jobs(
     *,
     session: Session,
@@ -315,7 +320,7 @@ def list_jobs(
 ) -> tuple[list[Job], str | None]:
     """Newest first by (created_at, id); the cursor is the last row seen, so pages stay stable
     while new jobs arrive."""
-    query = select(Job).where(Job.tenant_id == tenant.id)
+    query = select(Job).options(*LISTING).where(Job.tenant_id == tenant.id)
     if status is not None:
         query = query.where(Job.status == status)
     if student is not None:

@@ -3,12 +3,13 @@ test runs one with the real JobRunner)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -296,3 +297,26 @@ def test_a_job_asking_for_vllm_on_a_cpu_worker_fails_clearly(
     job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
     assert job["error"]["code"] == "invalid_input"
     assert "generation_backend" in job["error"]["message"]
+
+
+def test_listings_never_load_request_bodies(client: TestClient, caller: Caller) -> None:
+    """GET /v1/jobs and /v1/rankings select what they show, not the (possibly huge) request."""
+    assert client.post("/v1/jobs", json=job_body(), headers=caller.headers).status_code == 202
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    seen: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert client.get("/v1/jobs", headers=caller.headers).status_code == 200
+        assert (
+            client.get("/v1/rankings", params={"student": "student"}, headers=caller.headers).status_code
+            == 200
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    listings = [s for s in seen if "FROM jobs" in s and "LIMIT" in s.upper()]
+    assert len(listings) == 2
+    assert not any(re.search(r"jobs\.request\b(?!_)", s) for s in listings), listings
