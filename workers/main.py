@@ -37,11 +37,13 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
     broker = make_broker(settings)
     dramatiq.set_broker(broker)
     queue = RedisJobQueue(settings, broker)
-    runner = JobRunner(settings, session_factory)
+    stop = stop or threading.Event()
+    runner = JobRunner(settings, session_factory, shutdown=stop)
 
     def run_job(job_id: str) -> None:
         queue.taken(job_id)
-        runner.run(job_id)
+        if runner.run(job_id) == "handed_back":
+            queue.enqueue(job_id)  # at once, for another worker; the reconciler would only later
 
     dramatiq.actor(
         run_job,
@@ -54,10 +56,9 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
     worker = Worker(broker, worker_threads=1, worker_timeout=1000)
     worker.queue_prefetch = 1  # Dramatiq's default (2 x threads) would hoard a job an idle worker could run
     reconciler = Reconciler(session_factory=session_factory, queue=queue, settings=settings)
-    stop = stop or threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: finishing the current batch boundary and stopping", signum)
+        log.info("signal %d: stopping at the running job's next batch boundary, handing it back", signum)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():

@@ -156,7 +156,10 @@ class JobSession:
                 session.commit()
 
     def should_cancel(self) -> bool:
-        """True once the job is being cancelled or no longer ours; polled between batches."""
+        """True once the job is being cancelled or no longer ours, or this worker is shutting
+        down; polled between batches."""
+        if self.runner.shutdown.is_set():
+            return True
         now = time.monotonic()
         if not self._stop_requested and now - self._last_poll >= self.runner.progress_interval:
             self._last_poll = now
@@ -177,8 +180,11 @@ class JobRunner:
         worker_id: str | None = None,
         models: ModelCache | None = None,
         progress_interval: float = 0.5,
+        shutdown: threading.Event | None = None,
     ) -> None:
         self.settings, self.session_factory = settings, session_factory
+        # Set on SIGTERM: the running job stops at its next batch boundary and goes back to the queue.
+        self.shutdown = shutdown or threading.Event()
         self.worker_id = worker_id or default_worker_id()
         self.policy = policy_from(settings)
         self.models = models or ModelCache(
@@ -243,6 +249,8 @@ class JobRunner:
             try:
                 request, result = self._execute(job_id, js)
             except Cancelled:
+                if self.shutdown.is_set():
+                    return self._hand_back(job_id)
                 return self._finish(job_id, JobStatus.CANCELLED)
             except GraceError as exc:
                 return self._finish(job_id, JobStatus.FAILED, exc.code, str(exc).replace("\x00", ""))
@@ -297,6 +305,29 @@ class JobRunner:
                 prompts, candidates, request.student, examples, method=request.method, **shared
             )
         return request, rank_teachers(prompts, candidates, request.student, **shared)
+
+    def _hand_back(self, job_id: str) -> str:
+        """Return a job this worker stopped for shutdown to the queue, as if never claimed: its
+        attempt is not counted (the job did nothing wrong) and its progress restarts. A cancel
+        that arrived meanwhile wins: the job is then cancelled, not queued."""
+        now = utcnow()
+        with self.session_factory() as session:
+            job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+            if job.worker_id != self.worker_id or job.status not in LIVE:
+                return "lost"
+            if job.status == JobStatus.CANCELLING:
+                job.status, job.finished_at, job.stage = JobStatus.CANCELLED, now, None
+                outcome = str(JobStatus.CANCELLED)
+            else:
+                job.status, job.stage, job.worker_id = JobStatus.QUEUED, None, None
+                job.attempts = max(job.attempts - 1, 0)
+                job.heartbeat_at, job.enqueued_at = None, None
+                job.progress = {}
+                outcome = "handed_back"
+            job.updated_at = now
+            session.commit()
+        log.info("job %s %s (worker shutting down)", job_id, outcome)
+        return outcome
 
     def _finish(
         self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None

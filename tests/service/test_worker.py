@@ -253,6 +253,35 @@ def test_killed_worker_job_completes_once_on_another_worker(
     assert rows == len(job["ranking"]) == 5
 
 
+def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    tiny: TinyModels,
+    tmp_path: Path,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """SIGTERM mid-job: the worker stops at the next batch boundary, the job goes back to the queue
+    without costing an attempt, the worker exits, and another worker finishes the job."""
+    log = tmp_path / "workers.log"
+    with worker_process(settings, log) as first:
+        job_id = start_slow_job(client, caller, tiny)
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=DEADLINE)  # well before the job would have finished: see the log line below
+        assert first.returncode == 0, log.read_text()[-3000:]
+    assert "handed_back (worker shutting down)" in log.read_text(), log.read_text()[-3000:]
+    back = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    assert back["status"] == "queued"
+    assert back["attempts"] == 0
+    with worker_process(settings, log):
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+    assert job["status"] == "succeeded", log.read_text()[-3000:]
+    assert job["attempts"] == 1  # only the worker that finished it counts
+    with session_factory() as session:
+        rows = session.scalar(select(func.count()).select_from(JobResult).where(JobResult.job_id == job_id))
+    assert rows == len(job["ranking"]) == 5
+
+
 @contextmanager
 def own_redis(tmp_path: Path) -> Iterator[Callable[[], None]]:
     """A private redis-server (no persistence) and a function that kills and restarts it empty."""
