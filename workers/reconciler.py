@@ -7,6 +7,9 @@
   attempts are used up.
 * A ``cancelling`` job whose worker died is ``cancelled``.
 
+Heartbeats are judged only once the reconciler has reached the database for a whole stale window
+(:class:`Reconciler`), so a database outage does not read as every worker dying.
+
 Sending twice is harmless: claims are conditional, so one worker wins.
 """
 
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
+from sqlalchemy import true as sql_true
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -28,12 +33,21 @@ from workers.runner import gave_up
 log = logging.getLogger("grace.reconciler")
 
 
-def reconcile(*, session_factory: sessionmaker[Session], queue: JobQueue, settings: Settings) -> list[str]:
-    """One pass; returns the ids sent again."""
+def reconcile(
+    *,
+    session_factory: sessionmaker[Session],
+    queue: JobQueue,
+    settings: Settings,
+    judge_heartbeats: bool = True,
+) -> list[str]:
+    """One pass; returns the ids sent again. ``judge_heartbeats`` False: leave running and
+    cancelling jobs alone (their heartbeats cannot be judged yet, see :class:`Reconciler`)."""
     now = utcnow()
     queued_before = now - timedelta(seconds=settings.requeue_queued_after_seconds)
     stale = now - timedelta(seconds=settings.stale_after_seconds)
-    dead = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
+    dead = and_(
+        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale), sql_true() if judge_heartbeats else false()
+    )
     with session_factory() as session:
         session.execute(
             update(Job)
@@ -80,12 +94,23 @@ class Reconciler(threading.Thread):
         super().__init__(name="grace-reconciler", daemon=True)
         self.session_factory, self.queue, self.settings = session_factory, queue, settings
         self._stopped = threading.Event()
+        # A heartbeat older than the stale bound means a dead worker only if the database could
+        # take that heartbeat all along. After an outage (or at start, not having watched), every
+        # worker first gets a whole stale window to beat again: a blip costs no job an attempt.
+        self._reachable_since = time.monotonic()
 
     def run(self) -> None:
         while not self._stopped.wait(self.settings.reconcile_every_seconds):
+            judge = time.monotonic() - self._reachable_since >= self.settings.stale_after_seconds
             try:
-                reconcile(session_factory=self.session_factory, queue=self.queue, settings=self.settings)
+                reconcile(
+                    session_factory=self.session_factory,
+                    queue=self.queue,
+                    settings=self.settings,
+                    judge_heartbeats=judge,
+                )
             except Exception:
+                self._reachable_since = time.monotonic()
                 log.warning("reconcile pass failed; retrying next interval", exc_info=True)
 
     def stop(self) -> None:

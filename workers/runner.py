@@ -14,12 +14,13 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -49,6 +50,8 @@ from grace_engine.pipeline import (
 from grace_engine.validation import ValidationResult, run_validation
 
 log = logging.getLogger("grace.worker")
+T = TypeVar("T")
+OUTAGE_RETRY_SECONDS = 0.5  # between tries of a job-thread transaction while the database is down
 Result = RankingResult | InfluenceResult | ValidationResult
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
 
@@ -147,13 +150,14 @@ class JobSession:
         now = time.monotonic()
         if changed or event.done >= event.total or now - self._last_write >= self.runner.progress_interval:
             self._last_write = now
-            with self.runner.session_factory() as session:
-                session.execute(
-                    update(Job)
-                    .where(self._owned())
-                    .values(progress=dict(self.progress), stage=event.stage, updated_at=utcnow())
-                )
-                session.commit()
+            values = {"progress": dict(self.progress), "stage": event.stage}
+
+            def write() -> None:
+                with self.runner.session_factory() as session:
+                    session.execute(update(Job).where(self._owned()).values(**values, updated_at=utcnow()))
+                    session.commit()
+
+            self.runner.through_outage(write, f"progress of job {self.job_id}")
 
     def should_cancel(self) -> bool:
         """True once the job is being cancelled or no longer ours, or this worker is shutting
@@ -163,8 +167,13 @@ class JobSession:
         now = time.monotonic()
         if not self._stop_requested and now - self._last_poll >= self.runner.progress_interval:
             self._last_poll = now
-            with self.runner.session_factory() as session:
-                row = session.execute(select(Job.status, Job.worker_id).where(Job.id == self.job_id)).one()
+
+            def read() -> Any:
+                with self.runner.session_factory() as session:
+                    query = select(Job.status, Job.worker_id).where(Job.id == self.job_id)
+                    return session.execute(query).one()
+
+            row = self.runner.through_outage(read, f"cancel poll of job {self.job_id}")
             self._stop_requested = row.status != JobStatus.RUNNING or row.worker_id != self.runner.worker_id
         return self._stop_requested
 
@@ -192,6 +201,20 @@ class JobRunner:
         )
         self.progress_interval = progress_interval
         self._backends: dict[str, GenerationBackend] = {}
+
+    def through_outage(self, step: Callable[[], T], what: str) -> T:
+        """``step`` (one database transaction), retried while the database is unreachable, for up
+        to the stale bound: a blip delays the job instead of failing it. Past the bound the job's
+        heartbeat is stale anyway and the error goes up."""
+        deadline = time.monotonic() + self.settings.stale_after_seconds
+        while True:
+            try:
+                return step()
+            except (OperationalError, InterfaceError):
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("%s: database unavailable, retrying", what)
+                time.sleep(OUTAGE_RETRY_SECONDS)
 
     def backend(self, requested: str | None) -> GenerationBackend:
         """This process's teacher backend for a job; engines (vLLM) persist between jobs."""

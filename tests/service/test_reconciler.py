@@ -84,3 +84,25 @@ def test_claim_guard(settings: Settings, session_factory: sessionmaker[Session],
     spent = make_job(status=JobStatus.RUNNING, attempts=3, max_attempts=3, heartbeat_at=long_ago)
     assert not runner.claim(spent)
     assert _job(session_factory, spent).error_code == "worker_lost"
+
+
+def test_heartbeats_are_not_judged_before_a_whole_stale_window_of_reachability(
+    settings: Settings, session_factory: sessionmaker[Session], make_job: Any
+) -> None:
+    """Right after an outage (or a start) stale heartbeats prove nothing: nothing running is
+    reclaimed, failed or cancelled; queued jobs are still re-sent."""
+    queue = RedisJobQueue(settings)
+    long_ago = utcnow() - timedelta(minutes=10)
+    orphan = make_job(status=JobStatus.RUNNING, attempts=1, max_attempts=3, heartbeat_at=long_ago)
+    exhausted = make_job(status=JobStatus.RUNNING, attempts=3, max_attempts=3, heartbeat_at=long_ago)
+    cancelling = make_job(status=JobStatus.CANCELLING, attempts=1, heartbeat_at=long_ago)
+    lost = make_job(status=JobStatus.QUEUED, enqueued_at=long_ago, created_at=long_ago)
+    resent = set(
+        reconcile(session_factory=session_factory, queue=queue, settings=settings, judge_heartbeats=False)
+    )
+    assert lost in resent
+    assert not {orphan, exhausted, cancelling} & resent
+    assert _job(session_factory, orphan).status == JobStatus.RUNNING
+    assert _job(session_factory, exhausted).status == JobStatus.RUNNING
+    assert _job(session_factory, cancelling).status == JobStatus.CANCELLING
+    queue.close()
