@@ -53,7 +53,12 @@ stop)
   if [ -n "$bin" ] && [ -d "$dir/pg/data" ]; then
     as_postgres "$bin/pg_ctl" -D "$dir/pg/data" -m immediate -s stop >/dev/null 2>&1 || true
   fi
-  if [ -f "$dir/redis/redis.pid" ]; then kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true; fi
+  if [ -f "$dir/redis/redis.pid" ]; then
+    pid=$(cat "$dir/redis/redis.pid")
+    kill "$pid" 2>/dev/null || true
+    # Redis writes its log while it shuts down; removing the directory under it fails.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   rm -rf "$dir"
   ;;
 pg-stop)

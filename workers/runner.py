@@ -7,6 +7,7 @@ another worker did. Results are replaced inside one transaction, never appended.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
@@ -28,6 +29,7 @@ from app.db.base import utcnow
 from app.db.models import Dataset, Job, JobResult, JobStatus, ResponseSet
 from app.schemas import InfluenceCreate, JobCreate, ValidationCreate, engine_prompts
 from app.services.jobs import policy_from
+from grace_engine.data import Prompt
 from grace_engine.errors import Cancelled, GraceError
 from grace_engine.generation import (
     Generated,
@@ -51,6 +53,7 @@ from grace_engine.validation import ValidationResult, run_validation
 
 log = logging.getLogger("grace.worker")
 T = TypeVar("T")
+P = ParamSpec("P")
 OUTAGE_RETRY_SECONDS = 0.5  # between tries of a job-thread transaction while the database is down
 Result = RankingResult | InfluenceResult | ValidationResult
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
@@ -70,25 +73,65 @@ def gave_up(settings: Settings, now: datetime) -> dict[str, Any]:
     }
 
 
+def through_outage(step: Callable[[], T], *, bound_seconds: float, what: str) -> T:
+    """``step`` (one database transaction), retried while the database is unreachable, for up to
+    ``bound_seconds`` (the stale bound): a blip delays the job instead of failing it. Past the
+    bound the job's heartbeat is stale anyway and the error goes up."""
+    deadline = time.monotonic() + bound_seconds
+    while True:
+        try:
+            return step()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s: database unavailable, retrying", what)
+            time.sleep(OUTAGE_RETRY_SECONDS)
+
+
+def _retried(method: Callable[Concatenate[JobRunner, P], T]) -> Callable[Concatenate[JobRunner, P], T]:
+    """A :class:`JobRunner` method that is one transaction, run through :func:`through_outage`."""
+
+    @functools.wraps(method)
+    def wrapper(self: JobRunner, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.through_outage(
+            lambda: method(self, *args, **kwargs), f"{method.__name__} of job {args[0]}"
+        )
+
+    return wrapper
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class DbResponseStore:
-    """Generated responses kept in ``response_sets``, scoped to the tenant."""
+    """Generated responses kept in ``response_sets``, scoped to the tenant; each read and write
+    goes through ``retry`` (:meth:`JobRunner.through_outage`)."""
 
-    def __init__(self, session_factory: sessionmaker[Session], tenant_id: str) -> None:
-        self.session_factory, self.tenant_id = session_factory, tenant_id
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        tenant_id: str,
+        retry: Callable[[Callable[[], Any], str], Any],
+    ) -> None:
+        self.session_factory, self.tenant_id, self.retry = session_factory, tenant_id, retry
 
     def _key(self, key: str) -> str:
         return hashlib.sha256(f"{self.tenant_id}/{key}".encode()).hexdigest()
 
     def get(self, key: str) -> Generated | None:
+        generated: Generated | None = self.retry(lambda: self._get(key), "response store read")
+        return generated
+
+    def put(self, key: str, generated: Generated) -> None:
+        self.retry(lambda: self._put(key, generated), "response store write")
+
+    def _get(self, key: str) -> Generated | None:
         with self.session_factory() as session:
             row = session.get(ResponseSet, self._key(key))
             return generated_from_json(row.responses_json) if row is not None else None
 
-    def put(self, key: str, generated: Generated) -> None:
+    def _put(self, key: str, generated: Generated) -> None:
         with self.session_factory() as session:
             row = session.get(ResponseSet, self._key(key))
             if row is not None:  # an entry from before cap counting, which get() ignores
@@ -203,18 +246,8 @@ class JobRunner:
         self._backends: dict[str, GenerationBackend] = {}
 
     def through_outage(self, step: Callable[[], T], what: str) -> T:
-        """``step`` (one database transaction), retried while the database is unreachable, for up
-        to the stale bound: a blip delays the job instead of failing it. Past the bound the job's
-        heartbeat is stale anyway and the error goes up."""
-        deadline = time.monotonic() + self.settings.stale_after_seconds
-        while True:
-            try:
-                return step()
-            except (OperationalError, InterfaceError):
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("%s: database unavailable, retrying", what)
-                time.sleep(OUTAGE_RETRY_SECONDS)
+        """:func:`through_outage` up to this worker's stale bound."""
+        return through_outage(step, bound_seconds=self.settings.stale_after_seconds, what=what)
 
     def backend(self, requested: str | None) -> GenerationBackend:
         """This process's teacher backend for a job; engines (vLLM) persist between jobs."""
@@ -230,6 +263,7 @@ class JobRunner:
             )
         return self._backends[name]
 
+    @_retried
     def claim(self, job_id: str) -> bool:
         """Take the job if it is queued, or running with a stale heartbeat, and attempts remain."""
         now = utcnow()
@@ -284,7 +318,9 @@ class JobRunner:
                 )
             return self._store(job_id, request, result)
 
-    def _execute(self, job_id: str, js: JobSession) -> tuple[JobCreate, Result]:
+    @_retried
+    def _load(self, job_id: str) -> tuple[JobCreate, str, list[Prompt]]:
+        """The job's request (as its kind's schema), tenant id and prompts."""
         with self.session_factory() as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -292,15 +328,15 @@ class JobRunner:
                 "influence": InfluenceCreate,
                 "validation": ValidationCreate,
             }
-            schema = schemas.get(job.kind, JobCreate)
-            request = schema.model_validate(job.request)
-            tenant_id = job.tenant_id
+            request = schemas.get(job.kind, JobCreate).model_validate(job.request)
             if request.prompts is not None:
-                prompts = engine_prompts(request.prompts)
-            else:
-                dataset = session.get(Dataset, request.dataset_id)
-                assert dataset is not None
-                prompts = engine_prompts(dataset.prompts)
+                return request, job.tenant_id, engine_prompts(request.prompts)
+            dataset = session.get(Dataset, request.dataset_id)
+            assert dataset is not None
+            return request, job.tenant_id, engine_prompts(dataset.prompts)
+
+    def _execute(self, job_id: str, js: JobSession) -> tuple[JobCreate, Result]:
+        request, tenant_id, prompts = self._load(job_id)
         candidates = [c.to_engine() for c in request.candidates]
         config = replace(request.scoring.to_engine(), release_below_gb=self.settings.vllm_release_below_gb)
         shared: dict[str, Any] = {
@@ -308,7 +344,7 @@ class JobRunner:
             "config": config,
             "generator": self.backend(request.scoring.generation_backend),
             "models": self.models,
-            "responses": DbResponseStore(self.session_factory, tenant_id),
+            "responses": DbResponseStore(self.session_factory, tenant_id, self.through_outage),
             "progress": js.update,
             "should_cancel": js.should_cancel,
             "budget": MemoryBudget.from_gb(self.settings.memory_budget_gb),
@@ -329,6 +365,7 @@ class JobRunner:
             )
         return request, rank_teachers(prompts, candidates, request.student, **shared)
 
+    @_retried
     def _hand_back(self, job_id: str) -> str:
         """Return a job this worker stopped for shutdown to the queue, as if never claimed: its
         attempt is not counted (the job did nothing wrong) and its progress restarts. A cancel
@@ -352,6 +389,7 @@ class JobRunner:
         log.info("job %s %s (worker shutting down)", job_id, outcome)
         return outcome
 
+    @_retried
     def _finish(
         self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None
     ) -> str:
@@ -374,6 +412,7 @@ class JobRunner:
         log.info("job %s %s", job_id, outcome)
         return outcome
 
+    @_retried
     def _store(self, job_id: str, request: JobCreate, result: Result) -> str:
         """Replace the job's results and mark it succeeded, in one transaction."""
         now = utcnow()

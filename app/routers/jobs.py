@@ -168,7 +168,7 @@ def get_ranking(job: CurrentJob) -> RankingPublic:
         }
     },
 )
-def get_dataset(job: CurrentJob) -> Response:
+def get_mixed_dataset(job: CurrentJob) -> Response:
     """The mixed-teacher dataset as JSON lines: for each prompt, the response of the candidate the
     scores favour there (score and validation jobs: per-prompt GRACE contributions; influence jobs:
     mean influence on the validation loss). Each line is ``{"messages": [user, assistant],

@@ -276,7 +276,26 @@ def test_health_ready_metrics(client: TestClient, caller: Caller) -> None:
         "grace_examples_scored",
     ):
         assert name in text
-    assert "openapi" in client.get("/openapi.json").json()
+
+
+def test_the_openapi_document_declares_bearer_auth_and_problem_errors(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    operations = [(path, op) for path, ops in doc["paths"].items() for op in ops.values()]
+    ids = [op["operationId"] for _, op in operations]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for path, op in operations:
+        if path.startswith("/v1/"):
+            assert op["security"] == [{"bearer": []}], path
+            assert {"401", "503"} <= set(op["responses"]), path
+        for status, response in op["responses"].items():
+            if int(status) >= 400:
+                assert list(response["content"]) == ["application/problem+json"], (path, status)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 
 def test_readyz_reports_unmigrated_database(redis_url: str, tiny: Any) -> None:

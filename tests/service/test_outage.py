@@ -1,6 +1,7 @@
 """Dependency outages on real servers: PostgreSQL stopped under a live API is a 503 with
 ``Retry-After`` on every route (never a 500), ``/readyz`` names it, and the API recovers by itself
-when PostgreSQL returns."""
+when PostgreSQL returns; PostgreSQL blips under a running job (two real workers) delay it but cost
+it no attempt."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.auth import create_key
+from app.config import Settings
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory
 from app.main import create_app
 from grace_engine.tiny_models import TinyModels
-from tests.service.conftest import assert_problem, job_body, service_settings
+from tests.service.conftest import Caller, assert_problem, job_body, service_settings
+from tests.service.test_worker import TERMINAL, slow_job, wait_for, worker_process
 
 SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 
@@ -47,17 +50,32 @@ def own_servers() -> Iterator[tuple[Path, dict[str, str]]]:
         _services("stop", str(where))
 
 
+def _migrated_with_key(url: str, settings: Settings) -> Caller:
+    upgrade(url)
+    engine = make_engine(settings)
+    with make_session_factory(engine)() as session:
+        key = create_key(session=session, tenant_name="outage")
+    engine.dispose()
+    return Caller(tenant="outage", key=key)
+
+
+def _recovered(client: TestClient, caller: Caller) -> None:
+    """Poll until the API answers again; until then every answer must be a 503 with Retry-After."""
+    deadline = time.monotonic() + 120
+    while (response := client.get("/v1/jobs", headers=caller.headers)).status_code != 200:
+        assert_problem(response, 503)
+        assert int(response.headers["Retry-After"]) > 0
+        assert time.monotonic() < deadline, "the API did not recover after PostgreSQL returned"
+        time.sleep(0.2)
+
+
 def test_a_database_outage_is_a_503_with_retry_after_and_the_api_recovers(
     own_servers: tuple[Path, dict[str, str]], tiny: TinyModels
 ) -> None:
     where, env = own_servers
     url = env["GRACE_TEST_DATABASE_URL"]
-    upgrade(url)
     settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root)
-    engine = make_engine(settings)
-    with make_session_factory(engine)() as session:
-        headers = {"Authorization": f"Bearer {create_key(session=session, tenant_name='outage')}"}
-    engine.dispose()
+    headers = _migrated_with_key(url, settings).headers
     with TestClient(create_app(settings)) as client:  # a 500 would raise here, not pass quietly
         assert client.get("/v1/jobs", headers=headers).status_code == 200
         _services("pg-stop", str(where))
@@ -79,9 +97,45 @@ def test_a_database_outage_is_a_503_with_retry_after_and_the_api_recovers(
         assert ready.json()["checks"]["database"].startswith("unreachable")
         assert ready.json()["checks"]["queue"] == "ok"
         _services("pg-start", str(where))
-        deadline = time.monotonic() + 120
-        while (status := client.get("/v1/jobs", headers=headers).status_code) != 200:
-            assert status == 503, status
-            assert time.monotonic() < deadline, "the API did not recover after PostgreSQL returned"
-            time.sleep(0.2)
+        _recovered(client, Caller(tenant="outage", key=headers["Authorization"].split()[1]))
         assert client.get("/readyz").status_code == 200
+
+
+BLIPS, BLIP_SECONDS = 3, 8.0
+
+
+def test_database_blips_under_a_running_job_cost_it_no_attempt(
+    own_servers: tuple[Path, dict[str, str]], tiny: TinyModels, tmp_path: Path
+) -> None:
+    """Three 8-second PostgreSQL outages while two workers are up and one runs the job: the job
+    waits each out (its writes retry up to the stale bound, 20 s here), nobody declares its
+    worker lost, and it succeeds on its first attempt."""
+    where, env = own_servers
+    url = env["GRACE_TEST_DATABASE_URL"]
+    settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root, stale_after_seconds=20.0)
+    caller = _migrated_with_key(url, settings)
+    log = tmp_path / "workers.log"
+    with (
+        worker_process(settings, log),
+        worker_process(settings, log),
+        TestClient(create_app(settings)) as client,
+    ):
+        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+        wait_for(client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] == "gradients")
+        for blip in range(BLIPS):
+            live = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+            assert live["status"] == "running", (blip, live["status"], log.read_text()[-3000:])
+            _services("pg-stop", str(where))
+            ends = time.monotonic() + BLIP_SECONDS
+            while time.monotonic() < ends:  # a dashboard polling through the outage
+                polled = client.get(f"/v1/jobs/{job_id}", headers=caller.headers)
+                assert_problem(polled, 503)
+                assert int(polled.headers["Retry-After"]) > 0
+                time.sleep(0.5)
+            _services("pg-start", str(where))
+            _recovered(client, caller)
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+    assert job["status"] == "succeeded", (job["error"], log.read_text()[-3000:])
+    assert job["attempts"] == 1, log.read_text()[-3000:]
+    assert "database unavailable, retrying" in log.read_text()  # the job did meet the outages
+    assert len(job["ranking"]) == 5
