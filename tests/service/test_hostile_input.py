@@ -9,8 +9,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.config import Settings
+from grace_engine.errors import InvalidInput, ModelNotAllowed, ModelNotFound, UnsupportedModel
 from tests.service.conftest import Caller, assert_problem, job_body
+from workers.runner import JobRunner
 
 
 def _post_raw(client: TestClient, caller: Caller, path: str, raw: str) -> Any:
@@ -129,13 +133,6 @@ def test_a_template_without_the_literal_placeholder_is_refused(
     _no_jobs(client, caller)
 
 
-def test_braces_beside_the_placeholder_are_text(client: TestClient, caller: Caller) -> None:
-    body = job_body()
-    body["scoring"]["student_template"] = "\\boxed{{}} {prompt!r} {0} {prompt}\n"
-    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
-    assert accepted.status_code == 202, accepted.text
-
-
 def _cursor(value: object) -> str:
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -245,3 +242,63 @@ def test_oversized_lists_and_strings_are_refused_before_validation(
         client.post("/v1/jobs", json=supplied, headers=caller.headers), 422, "candidates[1].responses"
     )
     _no_jobs(client, caller)
+
+
+def _odd_but_valid() -> list[tuple[str, dict[str, Any]]]:
+    """Jobs the schema accepts although little about them is ordinary."""
+    odd: list[tuple[str, dict[str, Any]]] = []
+    body = job_body()
+    body["scoring"]["student_template"] = "\\boxed{{}} {prompt!r} {0} {prompt}\n"
+    odd.append(("braces beside the placeholder", body))  # text: only the literal {prompt} is substituted
+    body = job_body()
+    for i, text in enumerate(
+        ["שלום 👋🏽 {} ", "\u200b\u200f\ufeff", " \t\n x \r", "}}{{", "é" * 60, "\\x00"]
+    ):
+        body["prompts"][i]["prompt"] = text
+    odd.append(("unicode, invisible and brace-only prompts", body))
+    body = job_body()
+    ids = [p["id"] for p in body["prompts"]]
+    texts = [["", " "], ["\n\n", "<|im_end|><|endoftext|>"], ["same", "same"]]
+    responses = {pid: texts[i % len(texts)] for i, pid in enumerate(ids)}
+    body["candidates"][1] = {"name": "odd text", "responses": responses}
+    odd.append(("empty, special-token and duplicate responses", body))
+    body = job_body()
+    responses = {pid: ["z" * 20_000, "ok"] for pid in ids}
+    body["candidates"][1] = {"name": "too long", "responses": responses}
+    odd.append(("responses longer than the student's context", body))
+    body = job_body()
+    body["candidates"][0].update(temperature=0.0, max_tokens=1)
+    body["prompts"] = body["prompts"][:2]
+    odd.append(("greedy single-token teacher on two prompts", body))
+    body = job_body()
+    body["candidates"] = [
+        {"name": n, "responses": {p["id"]: ["", ""] for p in body["prompts"]}} for n in "ab"
+    ]
+    odd.append(("nothing but empty responses", body))
+    return odd
+
+
+@pytest.mark.parametrize(("case", "body"), _odd_but_valid(), ids=[c for c, _ in _odd_but_valid()])
+def test_an_accepted_odd_job_ends_cleanly(
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    case: str,
+    body: dict[str, Any],
+) -> None:
+    """Succeeded, or failed with one of the engine's stable codes and a message; never a lost
+    worker or an internal error."""
+    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    outcome = JobRunner(settings, session_factory).run(job_id)
+    job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    assert outcome == job["status"], (case, outcome, job["status"])
+    if job["status"] == "failed":
+        stable = {cls.code for cls in (InvalidInput, ModelNotAllowed, ModelNotFound, UnsupportedModel)}
+        assert job["error"]["code"] in stable, (case, job["error"])
+        assert job["error"]["message"], case
+    else:
+        assert job["status"] == "succeeded", (case, job)
+        assert {row["name"] for row in job["ranking"]} == {c["name"] for c in body["candidates"]}
