@@ -311,6 +311,13 @@ class JobRunner:
                 return self._finish(job_id, JobStatus.CANCELLED)
             except GraceError as exc:
                 return self._finish(job_id, JobStatus.FAILED, exc.code, str(exc).replace("\x00", ""))
+            except (OperationalError, InterfaceError):
+                # Down past the stale bound: not the job's fault. It stays running, its heartbeat
+                # goes stale, and the reconciler sends it again (counting an attempt).
+                log.exception(
+                    "job %s: database unreachable past the stale bound; left for the reconciler", job_id
+                )
+                return "outage"
             except Exception as exc:
                 log.exception("job %s failed", job_id)
                 return self._finish(

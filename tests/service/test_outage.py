@@ -22,7 +22,7 @@ from app.db.session import make_engine, make_session_factory
 from app.main import create_app
 from grace_engine.tiny_models import TinyModels
 from tests.service.conftest import Caller, assert_problem, job_body, service_settings
-from tests.service.test_worker import TERMINAL, slow_job, wait_for, worker_process
+from tests.service.test_worker import DEADLINE, TERMINAL, slow_job, wait_for, worker_process
 
 SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 
@@ -139,3 +139,29 @@ def test_database_blips_under_a_running_job_cost_it_no_attempt(
     assert job["attempts"] == 1, log.read_text()[-3000:]
     assert "database unavailable, retrying" in log.read_text()  # the job did meet the outages
     assert len(job["ranking"]) == 5
+
+
+def test_an_outage_past_the_stale_bound_re_runs_the_job_instead_of_failing_it(
+    own_servers: tuple[Path, dict[str, str]], tiny: TinyModels, tmp_path: Path
+) -> None:
+    """PostgreSQL down for three stale bounds under a running job: the worker gives up on it without
+    marking it failed, and once the database is back the reconciler sends it again; it succeeds
+    on its second attempt."""
+    where, env = own_servers
+    url = env["GRACE_TEST_DATABASE_URL"]
+    settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root)  # stale after 3 s
+    caller = _migrated_with_key(url, settings)
+    log = tmp_path / "workers.log"
+    with worker_process(settings, log), TestClient(create_app(settings)) as client:
+        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+        wait_for(client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] == "gradients")
+        _services("pg-stop", str(where))
+        deadline = time.monotonic() + DEADLINE
+        while "left for the reconciler" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        _services("pg-start", str(where))
+        _recovered(client, caller)
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+    assert job["status"] == "succeeded", (job["error"], log.read_text()[-3000:])
+    assert job["attempts"] == 2
