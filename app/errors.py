@@ -67,14 +67,41 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def field_path(loc: tuple[int | str, ...]) -> str:
-    """``('body', 'candidates', 0, 'temperature')`` -> ``candidates[0].temperature``."""
-    path = ""
-    for part in loc:
-        if part in ("body", "query", "path", "header"):
+_SECTIONS = ("body", "query", "path", "header", "cookie")
+
+
+def field_path(loc: tuple[int | str, ...], body: Any = None) -> str:
+    """``('body', 'candidates', 0, 'temperature')`` -> ``candidates[0].temperature``.
+
+    pydantic puts the union members it tried (``int``, ``constrained-str``, a model's name) into
+    ``loc``, but they are not fields. Walking the request ``body`` along ``loc`` tells them apart:
+    a part that is no key or index of the value reached so far is a member's tag, unless it is the
+    last part of a location inside an object (a missing or unknown field)."""
+    path, value = "", body
+    in_body = bool(loc) and loc[0] == "body"
+    for i, part in enumerate(loc):
+        if i == 0 and part in _SECTIONS:
             continue
+        if in_body:
+            keyed = isinstance(value, dict) and part in value
+            indexed = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+            if keyed or indexed:
+                value = value[part]
+            elif not (isinstance(value, dict) and i == len(loc) - 1):
+                continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or "body"
+
+
+def field_errors(errors: Any, body: Any) -> list[dict[str, str]]:
+    """pydantic's errors as ``{field, message}``, one per field: a value no member of a union
+    accepts gives one error per member, joined here."""
+    merged: dict[str, list[str]] = {}
+    for error in errors:
+        messages = merged.setdefault(field_path(tuple(error["loc"]), body), [])
+        if error["msg"] not in messages:
+            messages.append(error["msg"])
+    return [{"field": field, "message": "; or ".join(messages)} for field, messages in merged.items()]
 
 
 RETRY_AFTER_SECONDS = 5  # what a 503 for a dependency outage asks clients to wait
@@ -99,7 +126,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": field_path(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        errors = field_errors(exc.errors(), exc.body)
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         return problem(
             request, 422, "Validation Error", f"{first['field']}: {first['message']}", errors=errors

@@ -302,3 +302,68 @@ def test_an_accepted_odd_job_ends_cleanly(
     else:
         assert job["status"] == "succeeded", (case, job)
         assert {row["name"] for row in job["ranking"]} == {c["name"] for c in body["candidates"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "field"),
+    [
+        ("/v1/jobs", {"scoring": {"responses_per_prompt": True}}, "scoring.responses_per_prompt"),
+        ("/v1/jobs", {"scoring": {"proj_dim": False}}, "scoring.proj_dim"),
+        ("/v1/jobs", {"scoring": {"proj_dim": "64"}}, "scoring.proj_dim"),
+        (
+            "/v1/jobs",
+            {"candidates": [{"name": "t", "model": "tutor", "temperature": "0.6"}]},
+            "candidates[0].temperature",
+        ),
+        (
+            "/v1/jobs",
+            {"candidates": [{"name": "t", "model": "tutor", "max_tokens": 32.5}]},
+            "candidates[0].max_tokens",
+        ),
+        ("/v1/jobs", {"student": 7}, "student"),
+        ("/v1/jobs", {"prompts": [{"prompt": True}, {"prompt": "b"}]}, "prompts[0].prompt"),
+    ],
+)
+def test_values_of_another_json_type_are_refused(
+    client: TestClient, caller: Caller, path: str, change: dict[str, Any], field: str
+) -> None:
+    """The schema is strict, as the OpenAPI document says: a boolean is not a number, a string not
+    an integer, a number not a string."""
+    body = job_body()
+    for key, value in change.items():
+        body[key] = {**body[key], **value} if isinstance(value, dict) else value
+    assert_problem(client.post(path, json=body, headers=caller.headers), 422, field)
+    _no_jobs(client, caller)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"n_student": False, "student_tokens": 1e9, "teacher_loss": 2.0},
+        {"n_student": 1e8, "student_tokens": True, "teacher_loss": 2.0},
+        {"n_student": 1e8, "student_tokens": 1e9, "teacher_loss": "2.0"},
+    ],
+)
+def test_scaling_law_inputs_of_another_json_type_are_refused(
+    client: TestClient, caller: Caller, body: dict[str, Any]
+) -> None:
+    field = next(k for k, v in body.items() if isinstance(v, bool | str))
+    assert_problem(client.post("/v1/scaling-law/predict", json=body, headers=caller.headers), 422, field)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/jobs", {"GET", "POST"}),
+        ("PUT", "/v1/jobs/some-id", {"GET"}),
+        ("GET", "/v1/jobs/some-id/cancel", {"POST"}),
+        ("POST", "/v1/rankings", {"GET"}),
+        ("PATCH", "/v1/datasets", {"POST"}),
+    ],
+)
+def test_a_405_lists_the_methods_the_path_has(
+    client: TestClient, caller: Caller, method: str, path: str, allowed: set[str]
+) -> None:
+    response = client.request(method, path, headers=caller.headers)
+    assert_problem(response, 405)
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == allowed
