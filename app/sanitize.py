@@ -18,6 +18,7 @@ _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 MAX_TEXT = 1_000_000
 MAX_ITEMS = 100_000
 MAX_INT_DIGITS = 30  # beyond any count or seed the API takes; far below Python's 4300-digit limit
+MAX_DEPTH = 32  # nesting of lists and objects; requests need 5, Python's recursion gives out near 1000
 
 
 class _HugeInt:
@@ -52,11 +53,13 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
+def _walk(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]:
     """(field, problem) of every bad string, key or number in a parsed JSON value; an oversized
-    list, object or string is reported without looking inside it."""
+    or too deeply nested list, object or string is reported without looking inside it."""
     size = len(value) if isinstance(value, str | list | dict) else 0
-    if isinstance(value, str) and size > MAX_TEXT:
+    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
+        yield path or "body", f"nested more than {MAX_DEPTH} levels deep"
+    elif isinstance(value, str) and size > MAX_TEXT:
         yield path or "body", f"a string of {size} characters; at most {MAX_TEXT}"
     elif not isinstance(value, str) and size > MAX_ITEMS:
         yield path or "body", f"{size} entries; at most {MAX_ITEMS}"
@@ -70,10 +73,10 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
             if why:
                 yield path or "body", f"an object key {why}"
             else:
-                yield from _walk(item, _join(path, key))
+                yield from _walk(item, _join(path, key), depth + 1)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _walk(item, _join(path, i))
+            yield from _walk(item, _join(path, i), depth + 1)
     else:
         why = _number_problem(value)
         if why:
@@ -92,6 +95,8 @@ def body_problems(body: bytes) -> list[tuple[str, str]]:
         parsed = json.loads(body, parse_int=_parse_int, parse_constant=float)
     except UnicodeDecodeError:
         return [("body", "is not UTF-8 text")]
+    except RecursionError:
+        return [("body", f"is nested more than {MAX_DEPTH} levels deep")]
     except ValueError as exc:
         return [("body", f"is not valid JSON ({exc})")]
     return list(_walk(parsed, ""))

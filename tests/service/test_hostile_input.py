@@ -367,3 +367,14 @@ def test_a_405_lists_the_methods_the_path_has(
     response = client.request(method, path, headers=caller.headers)
     assert_problem(response, 405)
     assert set(response.headers["Allow"].replace(" ", "").split(",")) == allowed
+
+
+@pytest.mark.parametrize("depth", [40, 990, 5_000, 200_000])
+@pytest.mark.parametrize("path", ["/v1/scaling-law/plan", "/v1/jobs", "/v1/datasets"])
+def test_deeply_nested_json_is_a_422(client: TestClient, caller: Caller, path: str, depth: int) -> None:
+    """Past the guard's depth (app.sanitize.MAX_DEPTH), and past where Python's parser recurses out."""
+    raw = '{"n_student": 1e8, "compute_flops": 1e21, "prompts": ' + "[" * depth + "]" * depth + "}"
+    problem = assert_problem(_post_raw(client, caller, path, raw), 422)
+    assert "levels deep" in problem["detail"], problem
+    assert problem["errors"][0]["field"].startswith("prompts" if depth < 900 else "body")
+    _no_jobs(client, caller)
