@@ -92,7 +92,8 @@ def body_problems(body: bytes) -> list[tuple[str, str]]:
     if not body.strip():
         return []
     try:
-        parsed = json.loads(body, parse_int=_parse_int, parse_constant=float)
+        # Decoded here: json.loads on bytes would also take UTF-16 and UTF-32, which RFC 8259 rules out.
+        parsed = json.loads(body.decode("utf-8"), parse_int=_parse_int, parse_constant=float)
     except UnicodeDecodeError:
         return [("body", "is not UTF-8 text")]
     except RecursionError:

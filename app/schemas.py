@@ -79,6 +79,7 @@ NonBlankText = Annotated[
     AfterValidator(_nonblank),
     _StorableSchema(nonblank=True),
 ]
+Seed = Annotated[int, Field(ge=0, description="seeds the projection, splits and sampling (0 or more)")]
 
 # The schema states the guard's ceilings (app.sanitize), tighter ones where a list is naturally small;
 # the operator's limits (Settings.max_*, 422 "Limit Exceeded") are tighter still, checked after.
@@ -200,7 +201,7 @@ class ScoringIn(_Request):
     gradient_space: Literal["full", "output_layer", "lora"] = "full"
     lora_rank: Annotated[int, Field(ge=1, le=1024)] = 8
     path: Literal["fast", "exact"] = "fast"
-    seed: int = 0
+    seed: Seed = 0
     length_factor: bool = False
     max_length: Annotated[int, Field(ge=2)] | None = None
     truncate: bool = False
@@ -557,7 +558,9 @@ class ValidationCreate(JobCreate):
 
     eval: Annotated[list[EvalIn], Field(min_length=1, max_length=MAX_LIST)]
     distill: DistillIn = Field(default_factory=DistillIn)
-    train_seeds: Annotated[list[int], Field(min_length=1, max_length=10)] = Field(default_factory=lambda: [0])
+    train_seeds: Annotated[list[Seed], Field(min_length=1, max_length=10)] = Field(
+        default_factory=lambda: [0]
+    )
     outcome: Literal["eval_nll", "accuracy"] = "eval_nll"
     accuracy: bool = Field(True, description="greedy-decode the eval problems that carry an answer")
     eval_max_tokens: Annotated[int, Field(ge=1, le=2048)] = 256

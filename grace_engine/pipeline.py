@@ -188,6 +188,8 @@ class ScoringConfig:
         if not 0.0 <= self.smoothing <= 1.0:
             raise InvalidInput("must be between 0 and 1", field="smoothing")
         check_predictors(self.predictors, self.ranking_score)
+        if self.seed < 0:
+            raise InvalidInput("must be 0 or more (NumPy's generators take no negative seed)", field="seed")
         if self.bootstrap < 0:
             raise InvalidInput("must be 0 (off) or more", field="bootstrap")
         if not 0.0 < self.confidence < 1.0:

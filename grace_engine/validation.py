@@ -175,6 +175,8 @@ class ValidationConfig:
         self.distill.validate()
         if not self.train_seeds:
             raise InvalidInput("needs at least one seed", field="train_seeds")
+        if min(self.train_seeds) < 0:
+            raise InvalidInput("seeds must be 0 or more", field="train_seeds")
         if len(set(self.train_seeds)) != len(self.train_seeds):
             raise InvalidInput("seeds must be distinct", field="train_seeds")
         if self.outcome not in OUTCOMES:

@@ -25,9 +25,9 @@ from app.errors import ApiError, not_found
 from app.queue import JobQueue
 from app.sanitize import text_problem
 from app.schemas import JobCreate, ValidationCreate, engine_prompts
-from grace_engine.data import validate_prompts
+from grace_engine.data import Prompt, validate_prompts
 from grace_engine.errors import InvalidInput
-from grace_engine.generation import validate_candidates
+from grace_engine.generation import provided_responses, validate_candidates
 from grace_engine.models import ModelPolicy, resolve_model
 
 log = logging.getLogger("grace.jobs")
@@ -131,23 +131,28 @@ def check_validation_limits(job_in: ValidationCreate, settings: Settings) -> Non
         raise ApiError(422, "Validation Error", exc.message, field=field) from exc
 
 
-def check_engine_inputs(job_in: JobCreate) -> None:
-    """The engine's own checks (duplicate ids and names, template), run before anything is stored."""
+def check_engine_inputs(job_in: JobCreate, prompts: list[Prompt]) -> None:
+    """The engine's own checks (duplicate ids and names, template, supplied responses that match
+    the prompts), run before anything is stored. ``prompts``: the job's, inline or its dataset's."""
     try:
         job_in.scoring.to_engine().validate()
     except InvalidInput as exc:
         raise ApiError(422, "Validation Error", exc.message, field=f"scoring.{exc.field}") from exc
-    if job_in.prompts is not None:
-        prompts = engine_prompts(job_in.prompts)
-        validate_prompts(prompts)
-        if job_in.scoring.rank_by == "teacher_accuracy" and any(p.answer is None for p in prompts):
-            raise ApiError(
-                422,
-                "Validation Error",
-                "ranking by teacher_accuracy needs an answer on every prompt",
-                field="scoring.rank_by",
+    validate_prompts(prompts)
+    if job_in.scoring.rank_by == "teacher_accuracy" and any(p.answer is None for p in prompts):
+        raise ApiError(
+            422,
+            "Validation Error",
+            "ranking by teacher_accuracy needs an answer on every prompt",
+            field="scoring.rank_by",
+        )
+    candidates = [c.to_engine() for c in job_in.candidates]
+    validate_candidates(candidates)
+    for i, c in enumerate(candidates):
+        if c.responses is not None:
+            provided_responses(
+                c, prompts, c.responses_per_prompt or job_in.scoring.responses_per_prompt, index=i
             )
-    validate_candidates([c.to_engine() for c in job_in.candidates])
 
 
 def check_models(job_in: JobCreate, settings: Settings) -> None:
@@ -199,18 +204,21 @@ def create_job(
         )
         if existing is not None:
             return _replay(existing, digest), False
-    n_prompts = len(job_in.prompts or [])
     if job_in.dataset_id is not None:
         dataset = session.get(Dataset, job_in.dataset_id)
         if dataset is None or dataset.tenant_id != tenant.id:
             raise ApiError(
                 422, "Validation Error", "no dataset with this id for your API key", field="dataset_id"
             )
-        n_prompts = dataset.n_prompts
-    check_limits(job_in, n_prompts, settings)
+        check_limits(job_in, dataset.n_prompts, settings)
+        prompts = engine_prompts(dataset.prompts)
+    else:
+        assert job_in.prompts is not None  # the schema requires prompts or dataset_id
+        check_limits(job_in, len(job_in.prompts), settings)
+        prompts = engine_prompts(job_in.prompts)
     if isinstance(job_in, ValidationCreate):
         check_validation_limits(job_in, settings)
-    check_engine_inputs(job_in)
+    check_engine_inputs(job_in, prompts)
     check_models(job_in, settings)
     now = utcnow()
     job = Job(
@@ -281,11 +289,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         )
 
     try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw.decode("utf-8"))  # decoded here: json.loads(bytes) also takes UTF-16
     except (ValueError, binascii.Error) as exc:
         raise malformed("not base64 of JSON") from exc
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
         raise malformed("not a [time, id] pair")
+    if any(text_problem(v) for v in value):  # fromisoformat would take a trailing NUL
+        raise malformed("it holds characters no cursor has")
     created_text, job_id = value
     try:
         created = datetime.fromisoformat(created_text)
@@ -299,7 +310,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise malformed("its time is out of range") from exc
     if not CURSOR_EARLIEST <= created <= CURSOR_LATEST:
         raise malformed("its time is out of range")
-    if not 1 <= len(job_id) <= ID_LENGTH or text_problem(job_id):
+    if not 1 <= len(job_id) <= ID_LENGTH:
         raise malformed("its id is not a job id")
     return created, job_id
 

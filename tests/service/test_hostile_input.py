@@ -153,6 +153,9 @@ def _cursor(value: object) -> str:
         _cursor(["0001-01-01T00:00:00+00:00", "x"]),
         _cursor(["2026-01-01T00:00:00+00:00", "a\u0000b"]),
         _cursor(["2026-01-01T00:00:00+00:00", "\ud800"]),
+        _cursor(["2026-01-01T00:00:00+00:00\u0000", "x"]),  # fromisoformat takes a trailing NUL
+        _cursor(json.dumps(["2026-01-01T00:00:00+00:00", "x"]).encode("utf-16")),
+        _cursor(json.dumps(["2026-01-01T00:00:00+00:00", "x"]).encode("utf-32-le")),
         _cursor(["2026-01-01T00:00:00+00:00", "x" * 300]),
     ],
 )
@@ -377,4 +380,57 @@ def test_deeply_nested_json_is_a_422(client: TestClient, caller: Caller, path: s
     problem = assert_problem(_post_raw(client, caller, path, raw), 422)
     assert "levels deep" in problem["detail"], problem
     assert problem["errors"][0]["field"].startswith("prompts" if depth < 900 else "body")
+    _no_jobs(client, caller)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-8-sig"])
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/datasets", "/v1/scaling-law/predict"])
+def test_a_body_in_another_encoding_than_utf8_is_a_422(
+    client: TestClient, caller: Caller, path: str, encoding: str
+) -> None:
+    """RFC 8259: JSON exchanged between systems is UTF-8 (and carries no byte order mark). Python's
+    json.loads on bytes would quietly take the others."""
+    body = {"/v1/datasets": {"prompts": [{"prompt": "a"}, {"prompt": "b"}]}, "/v1/jobs": job_body()}.get(
+        path, {"n_student": 1e8, "student_tokens": 1e9, "teacher_loss": 2.0}
+    )
+    headers = {**caller.headers, "Content-Type": "application/json"}
+    response = client.post(path, content=json.dumps(body).encode(encoding), headers=headers)
+    assert_problem(response, 422, "body")
+    _no_jobs(client, caller)
+
+
+@pytest.mark.parametrize(
+    ("scoring", "field"),
+    [({"seed": -1}, "scoring.seed"), ({"seed": -(10**20)}, "scoring.seed")],
+)
+def test_a_negative_seed_is_refused_at_submission(
+    client: TestClient, caller: Caller, scoring: dict[str, Any], field: str
+) -> None:
+    body = job_body()
+    body["scoring"].update(scoring)
+    assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422, field)
+    _no_jobs(client, caller)
+
+
+def test_supplied_responses_that_do_not_fit_the_prompts_are_refused_at_submission(
+    client: TestClient, caller: Caller
+) -> None:
+    """Unknown prompt ids, a missing prompt, a wrong count: a 422 naming the candidate, inline or
+    against a stored dataset, instead of a job that fails in the worker."""
+    ids = [p["id"] for p in job_body()["prompts"]]
+    full = {pid: ["a", "b"] for pid in ids}
+    cases = [
+        ({**full, **{f"q{i}": ["a", "b"] for i in range(5000)}}, "candidates[1].responses"),
+        ({pid: texts for pid, texts in full.items() if pid != ids[0]}, "candidates[1].responses"),
+        ({**full, ids[2]: ["a"]}, f"candidates[1].responses[{ids[2]}]"),
+    ]
+    dataset = client.post("/v1/datasets", json={"prompts": job_body()["prompts"]}, headers=caller.headers)
+    assert dataset.status_code == 201, dataset.text
+    for responses, field in cases:
+        inline = job_body()
+        inline["candidates"][1] = {"name": "given", "responses": responses}
+        assert_problem(client.post("/v1/jobs", json=inline, headers=caller.headers), 422, field)
+        stored = {**inline, "dataset_id": dataset.json()["id"]}
+        del stored["prompts"]
+        assert_problem(client.post("/v1/jobs", json=stored, headers=caller.headers), 422, field)
     _no_jobs(client, caller)

@@ -104,6 +104,7 @@ def test_validation_job_through_a_worker(
         ({"distill": {"max_steps": 10**9}}, "distill.max_steps"),
         ({"train_seeds": [1, 1]}, "train_seeds"),
         ({"train_seeds": []}, "train_seeds"),
+        ({"train_seeds": [0, -3]}, "train_seeds[1]"),
         ({"outcome": "accuracy", "eval": [{"prompt": "q", "solution": "s"}]}, "eval[0].answer"),
         ({"eval_max_tokens": 0}, "eval_max_tokens"),
     ],
