@@ -299,6 +299,9 @@ def plan(
             "no teacher within [1e6, 1e17] leaves compute for the student", field="compute_flops"
         )
     starts = np.argsort(losses, axis=None)[:5]
+    # Relative to the loss's size: an absolute 1e-12 is never met by losses of 1e10 (extreme
+    # coefficients), and each start would then spend all 4,000 iterations.
+    fatol = 1e-12 * max(1.0, float(np.min(losses[np.isfinite(losses)])))
     best_x, best_f = None, math.inf
     for flat in starts:
         i, j = np.unravel_index(flat, losses.shape)
@@ -311,7 +314,7 @@ def plan(
             args=(n_s, budget, delta, k, n_ctx, n_vocab),
             method="Nelder-Mead",
             bounds=[(lo, hi), (lo, hi)],
-            options={"xatol": 1e-7, "fatol": 1e-12, "maxiter": 4000},
+            options={"xatol": 1e-7, "fatol": fatol, "maxiter": 4000},
         )
         fx = float(res.fun) if math.isfinite(res.fun) else math.inf
         if fx < best_f:
