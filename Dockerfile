@@ -12,6 +12,7 @@ RUN useradd --create-home --uid 10001 grace
 RUN pip install "${TORCH_SPEC}"
 COPY pyproject.toml README.md alembic.ini ./
 COPY grace_engine ./grace_engine
+COPY grace_jobs ./grace_jobs
 COPY grace_cli ./grace_cli
 COPY app ./app
 COPY workers ./workers

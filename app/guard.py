@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.contract import match_path
 from app.errors import problem
 from app.limits import BodyTooLarge
-from app.sanitize import body_problems, text_problem
+from grace_jobs.sanitize import body_problems, text_problem
 
 
 def _params_problems(scope: Scope) -> list[tuple[str, str]]:

@@ -1,7 +1,5 @@
-"""Request and response bodies of the HTTP API (pydantic; no FastAPI, no ORM).
-
-Request models forbid unknown keys and convert themselves to engine objects
-(:meth:`JobCreate.to_engine`), so the worker runs exactly what the API accepted.
+"""Response bodies of the HTTP API, and the scaling law's synchronous inputs (pydantic; no
+FastAPI, no ORM). What a job asks for is in :mod:`grace_jobs.requests`.
 """
 
 from __future__ import annotations
@@ -10,283 +8,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    GetJsonSchemaHandler,
-    StringConstraints,
-    WithJsonSchema,
     model_validator,
 )
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
 
-from app.sanitize import MAX_ITEMS, MAX_TEXT, text_problem
-from grace_engine.adaptive import RankingBudget
-from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
-from grace_engine.distillation import DistillConfig
-from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
-from grace_engine.gradients import GradientSpace
-from grace_engine.pipeline import ScoringConfig
-from grace_engine.predictors import PREDICTOR_NAMES, PredictorName
-from grace_engine.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
-from grace_engine.validation import ValidationConfig
-
-
-def _storable(value: str) -> str:
-    why = text_problem(value)
-    if why:
-        raise ValueError(why)
-    return value
-
-
-# Python's str.isspace() characters (what str.strip() removes), as a JSON Schema character class.
-_SPACE = (
-    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680"
-    "\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+from grace_jobs.requests import (
+    StrictModel,
+    exactly_one,
+    present,
 )
-
-
-class _StorableSchema:
-    """Says in the JSON schema what the validators check: no NUL (lone surrogates cannot be written
-    in a JSON Schema pattern; generators do not produce them) and, for ``nonblank``, a character
-    that is not white space."""
-
-    def __init__(self, *, nonblank: bool = False) -> None:
-        self.nonblank = nonblank
-
-    def __get_pydantic_json_schema__(
-        self, schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        found = handler(schema)
-        found["pattern"] = f"^[^\\u0000]*[^\\u0000{_SPACE}][^\\u0000]*$" if self.nonblank else "^[^\\u0000]*$"
-        return found
-
-
-def _nonblank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must contain more than white space")
-    return value
-
-
-# Text stored in PostgreSQL; the request guard applies the same rule to every string of a request.
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_storable), _StorableSchema()]
-NonBlankText = Annotated[
-    str,
-    StringConstraints(max_length=MAX_TEXT),
-    AfterValidator(_storable),
-    AfterValidator(_nonblank),
-    _StorableSchema(nonblank=True),
-]
-Seed = Annotated[int, Field(ge=0, description="seeds the projection, splits and sampling (0 or more)")]
-
-# The schema states the guard's ceilings (app.sanitize), tighter ones where a list is naturally small;
-# the operator's limits (Settings.max_*, 422 "Limit Exceeded") are tighter still, checked after.
-MAX_LIST = MAX_ITEMS
-MAX_CANDIDATES = 1024
-MAX_RESPONSES = 1024  # responses supplied for one prompt
-
-
-def _present(**types: str) -> dict[str, Any]:
-    """JSON Schema: each named field is present and not null, of its JSON type."""
-    return {"required": list(types), "properties": {name: {"type": t} for name, t in types.items()}}
-
-
-def _exactly_one(*alternatives: dict[str, Any]) -> ConfigDict:
-    """A request model's config whose JSON schema says what its cross-field validator checks:
-    exactly one of ``alternatives`` holds."""
-    return ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": list(alternatives)})
-
-
-class _Request(BaseModel):
-    # strict: a JSON true is not the number 1, nor "1" a number; what the schema says is what passes
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class PromptIn(_Request):
-    id: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
-    prompt: NonBlankText
-    answer: Text | float | int | None = Field(None, description="reference answer; enables teacher accuracy")
-
-
-class CandidateIn(_Request):
-    """A teacher to score: a model with sampling settings, or responses you supply."""
-
-    # what _model_xor_responses checks
-    model_config = _exactly_one(_present(model="string"), _present(responses="object"))
-
-    name: Annotated[NonBlankText, Field(max_length=200)]
-    model: Annotated[Text, Field(min_length=1, max_length=1024)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=10)] = 0.6
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    max_tokens: Annotated[int, Field(ge=1)] = 1024
-    responses_per_prompt: Annotated[int, Field(ge=1)] | None = None
-    responses: (
-        Annotated[
-            dict[Text, Annotated[list[Text], Field(max_length=MAX_RESPONSES)]], Field(max_length=MAX_LIST)
-        ]
-        | None
-    ) = Field(None, description="prompt id -> that prompt's responses")
-
-    @model_validator(mode="after")
-    def _model_xor_responses(self) -> CandidateIn:
-        if (self.model is None) == (self.responses is None):
-            raise ValueError("give exactly one of 'model' or 'responses'")
-        return self
-
-    def to_engine(self) -> Candidate:
-        return Candidate(
-            name=self.name,
-            model=self.model,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_tokens,
-            responses_per_prompt=self.responses_per_prompt,
-            responses=self.responses,
-        )
-
-
-def _proj_dim(value: int | str) -> int | str:
-    # One validator for both forms, so an error names scoring.proj_dim, not a member of a union.
-    if value == "auto" or (isinstance(value, int) and 1 <= value <= MAX_PROJ_DIM):
-        return value
-    raise ValueError(f'must be "auto" or an integer from 1 to {MAX_PROJ_DIM}')
-
-
-MAX_PROJ_DIM = 16384
-ProjDim = Annotated[
-    int | str,
-    AfterValidator(_proj_dim),
-    WithJsonSchema(
-        {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_PROJ_DIM}, {"const": "auto"}]}
-    ),
-]
-
-
-class BudgetIn(_Request):
-    """A budget-aware ranking: score prompts in rounds until the ranking is settled or this is spent."""
-
-    examples: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="gradient examples (responses scored) at most, over all candidates"
-    )
-    seconds: Annotated[float, Field(gt=0, le=7 * 86400)] | None = Field(
-        None, description="wall seconds at most, checked between rounds"
-    )
-    initial_prompts: Annotated[int, Field(ge=4)] = 16
-    growth: Annotated[float, Field(gt=1, le=16)] = 2.0
-    drop_below: Annotated[float, Field(ge=0, lt=0.5)] = Field(
-        0.01, description="a candidate whose P(top-1) falls below this leaves the race"
-    )
-
-    def to_engine(self, seed: int) -> RankingBudget:
-        return RankingBudget(
-            self.examples, self.seconds, self.initial_prompts, self.growth, self.drop_below, seed
-        )
-
-
-PredictorList = Annotated[list[PredictorName], Field(min_length=1, max_length=len(PREDICTOR_NAMES))]
-
-
-class ScoringIn(_Request):
-    """Scoring settings; the defaults follow the paper."""
-
-    responses_per_prompt: Annotated[int, Field(ge=1)] = 4
-    proj_dim: ProjDim = Field(
-        "auto", description='projection dimension; "auto": from the training rows per split (README)'
-    )
-    n_splits: Annotated[int, Field(ge=1, le=1000)] = 10
-    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    smoothing: Annotated[float, Field(ge=0, le=1)] = 1e-3
-    gradient_space: Literal["full", "output_layer", "lora"] = "full"
-    lora_rank: Annotated[int, Field(ge=1, le=1024)] = 8
-    path: Literal["fast", "exact"] = "fast"
-    seed: Seed = 0
-    length_factor: bool = False
-    max_length: Annotated[int, Field(ge=2)] | None = None
-    truncate: bool = False
-    student_template: Text = DEFAULT_STUDENT_TEMPLATE
-    instruction: Text = DEFAULT_INSTRUCTION
-    generation_backend: Literal["auto", "vllm", "transformers"] | None = Field(
-        None, description="override the worker's GRACE_GENERATION_BACKEND for this job"
-    )
-    predictors: (
-        Annotated[list[PredictorName], Field(min_length=1, max_length=len(PREDICTOR_NAMES))] | None
-    ) = Field(
-        None,
-        description="predictors to compute (default: all); without grace, g_norm and g_vendi the "
-        "job runs the student's forward pass only",
-    )
-    rank_by: PredictorName | None = Field(
-        None, description="the predictor that orders the ranking (default: grace when computed)"
-    )
-    bootstrap: Annotated[int, Field(ge=0, le=2000)] = Field(
-        DEFAULT_RESAMPLES, description="bootstrap resamples over prompts for P(top-1) and intervals; 0: none"
-    )
-    confidence: Annotated[float, Field(gt=0, lt=1)] = DEFAULT_CONFIDENCE
-    budget: BudgetIn | None = Field(None, description="rank in rounds within a budget (README)")
-
-    def to_engine(self) -> ScoringConfig:
-        return ScoringConfig(
-            responses_per_prompt=self.responses_per_prompt,
-            proj_dim="auto" if self.proj_dim == "auto" else int(self.proj_dim),
-            n_splits=self.n_splits,
-            test_fraction=self.test_fraction,
-            smoothing=self.smoothing,
-            gradient_space=GradientSpace(self.gradient_space, lora_rank=self.lora_rank),
-            path=self.path,
-            seed=self.seed,
-            length_factor=self.length_factor,
-            student_format=StudentFormat(self.student_template, self.max_length, self.truncate),
-            instruction=self.instruction,
-            generation_backend=self.generation_backend or "auto",
-            predictors=tuple(self.predictors or PREDICTOR_NAMES),
-            rank_by=self.rank_by,
-            bootstrap=self.bootstrap,
-            confidence=self.confidence,
-            budget=None if self.budget is None else self.budget.to_engine(self.seed),
-        )
-
-
-class JobCreate(_Request):
-    """``POST /v1/jobs``: rank ``candidates`` as teachers for ``student`` on ``prompts`` (inline)
-    or on an uploaded dataset (``dataset_id``)."""
-
-    # what _prompts_xor_dataset checks
-    model_config = _exactly_one(_present(prompts="array"), _present(dataset_id="string"))
-
-    student: Annotated[Text, Field(min_length=1, max_length=1024)]
-    candidates: Annotated[list[CandidateIn], Field(min_length=1, max_length=MAX_CANDIDATES)]
-    prompts: (
-        Annotated[
-            list[PromptIn], Field(min_length=2, max_length=MAX_LIST, description="GRACE needs at least 2")
-        ]
-        | None
-    ) = None
-    dataset_id: Annotated[Text, Field(max_length=36)] | None = None
-    scoring: ScoringIn = Field(default_factory=ScoringIn)
-
-    @model_validator(mode="after")
-    def _prompts_xor_dataset(self) -> JobCreate:
-        if (self.prompts is None) == (self.dataset_id is None):
-            raise ValueError("give exactly one of 'prompts' or 'dataset_id'")
-        return self
-
-
-def engine_prompts(prompts: list[PromptIn] | list[dict[str, Any]]) -> list[Prompt]:
-    """Prompts as the engine wants them; a missing id becomes the prompt's position."""
-    out = []
-    for i, raw in enumerate(prompts):
-        p = raw if isinstance(raw, PromptIn) else PromptIn.model_validate(raw)
-        out.append(
-            Prompt(id=p.id or str(i), prompt=p.prompt, answer=None if p.answer is None else str(p.answer))
-        )
-    return out
-
-
-class DatasetCreate(_Request):
-    name: Annotated[Text, Field(max_length=200)] | None = None
-    prompts: Annotated[list[PromptIn], Field(min_length=2, max_length=MAX_LIST)]
 
 
 class DatasetPublic(BaseModel):
@@ -488,28 +220,6 @@ class RankingHistory(BaseModel):
     data: list[RankingPublic]
 
 
-# --- influence jobs ------------------------------------------------------------------------------
-
-
-class ValidationIn(_Request):
-    prompt: Annotated[Text, Field(min_length=1)]
-    solution: NonBlankText
-
-
-class InfluenceCreate(JobCreate):
-    """``POST /v1/influence``: the influence of each candidate response on the student's loss on
-    ``validation`` (reference solutions). ``scoring`` supplies m, proj_dim, gradient_space, seed and
-    the student format; its GRACE-only settings are ignored."""
-
-    validation: Annotated[list[ValidationIn], Field(min_length=1, max_length=MAX_LIST)]
-    method: Literal["exact", "projected", "finite_difference"] = "projected"
-    keep_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-    drop_negative: bool = True
-
-    def validation_examples(self) -> list[ValidationExample]:
-        return [ValidationExample(v.prompt, v.solution) for v in self.validation]
-
-
 class InfluencePublic(BaseModel):
     job_id: str
     method: str
@@ -518,73 +228,6 @@ class InfluencePublic(BaseModel):
     best_per_prompt: dict[str, dict[str, int]]
     selected: list[dict[str, Any]]
     responses: list[dict[str, Any]]
-
-
-# --- validation jobs -----------------------------------------------------------------------------
-
-
-class EvalIn(_Request):
-    """A held-out problem: its reference solution (the student's target) and, for greedy
-    accuracy, its final answer."""
-
-    prompt: Annotated[Text, Field(min_length=1)]
-    solution: NonBlankText
-    answer: Text | float | int | None = None
-
-
-class DistillIn(_Request):
-    """How each distilled student is trained; the defaults suit a 135M student on CPU."""
-
-    method: Literal["lora", "full"] = "lora"
-    epochs: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
-    max_steps: Annotated[int, Field(ge=1)] | None = Field(None, description="replaces epochs when set")
-    batch_size: Annotated[int, Field(ge=1, le=256)] = 8
-    learning_rate: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
-        None, description="default: 1e-3 for LoRA, 1e-4 for full fine-tuning"
-    )
-    weight_decay: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
-    lora_rank: Annotated[int, Field(ge=1, le=256)] = 16
-    lora_alpha: Annotated[int, Field(ge=1, le=1024)] = 32
-    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-    def to_engine(self) -> DistillConfig:
-        return DistillConfig(**self.model_dump())
-
-
-class ValidationCreate(JobCreate):
-    """``POST /v1/validations``: score ``candidates`` (as ``POST /v1/jobs``), distil a fresh copy of
-    the student on each candidate's responses, evaluate it on ``eval``, and correlate every score
-    with the outcome. Generated responses a scoring job already stored are reused."""
-
-    eval: Annotated[list[EvalIn], Field(min_length=1, max_length=MAX_LIST)]
-    distill: DistillIn = Field(default_factory=DistillIn)
-    train_seeds: Annotated[list[Seed], Field(min_length=1, max_length=10)] = Field(
-        default_factory=lambda: [0]
-    )
-    outcome: Literal["eval_nll", "accuracy"] = "eval_nll"
-    accuracy: bool = Field(True, description="greedy-decode the eval problems that carry an answer")
-    eval_max_tokens: Annotated[int, Field(ge=1, le=2048)] = 256
-    mixed: bool = Field(
-        False,
-        description="also distil on the mixed-teacher set (per prompt, the teacher GRACE favours there) "
-        "and compare it with the best single teacher",
-    )
-
-    def eval_examples(self) -> list[ValidationExample]:
-        return [
-            ValidationExample(e.prompt, e.solution, None if e.answer is None else str(e.answer))
-            for e in self.eval
-        ]
-
-    def to_validation(self) -> ValidationConfig:
-        return ValidationConfig(
-            distill=self.distill.to_engine(),
-            train_seeds=tuple(self.train_seeds),
-            outcome=self.outcome,
-            accuracy=self.accuracy,
-            eval_max_tokens=self.eval_max_tokens,
-            mixed=self.mixed,
-        )
 
 
 class CorrelationPublic(BaseModel):
@@ -626,18 +269,18 @@ class ValidationPublic(BaseModel):
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
-class ScalingPredictIn(_Request):
+class ScalingPredictIn(StrictModel):
     """The student's loss after distillation on ``student_tokens`` from a teacher given by its loss
     or by its size and pretraining tokens."""
 
-    model_config = _exactly_one(  # what _one_teacher checks
+    model_config = exactly_one(  # what _one_teacher checks
         {
-            **_present(teacher_loss="number"),
-            "not": {"anyOf": [_present(teacher_params="number"), _present(teacher_tokens="number")]},
+            **present(teacher_loss="number"),
+            "not": {"anyOf": [present(teacher_params="number"), present(teacher_tokens="number")]},
         },
         {
-            **_present(teacher_params="number", teacher_tokens="number"),
-            "not": _present(teacher_loss="number"),
+            **present(teacher_params="number", teacher_tokens="number"),
+            "not": present(teacher_loss="number"),
         },
     )
 
@@ -680,7 +323,7 @@ ALL_SCENARIOS: list[ScenarioName] = [
 ]
 
 
-class ScalingPlanIn(_Request):
+class ScalingPlanIn(StrictModel):
     n_student: Positive
     compute_flops: Positive
     scenarios: Annotated[list[ScenarioName], Field(min_length=1, max_length=len(ALL_SCENARIOS))] = Field(

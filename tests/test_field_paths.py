@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from app.errors import field_errors
-from app.schemas import JobCreate
+from grace_jobs.requests import JobCreate
 
 
 class _A(BaseModel):

@@ -28,7 +28,7 @@ from app.config import Settings
 from app.db.base import utcnow
 from app.db.models import Job, JobStatus
 from app.queue import JobQueue
-from workers.runner import gave_up
+from grace_jobs.lifecycle import gave_up
 
 log = logging.getLogger("grace.reconciler")
 
@@ -57,7 +57,7 @@ def reconcile(
         session.execute(
             update(Job)
             .where(Job.status == JobStatus.RUNNING, dead, Job.attempts >= Job.max_attempts)
-            .values(**gave_up(settings, now))
+            .values(**gave_up(settings.max_attempts, now))
         )
         session.commit()
         # Judged by when the job was last sent (or created, if never): a job just created may still

@@ -1,8 +1,6 @@
-"""Running one job: claim it, run ``grace_engine.pipeline.rank_teachers``, write the outcome.
-
-Every write is conditional on this worker still owning the job (``worker_id``) and the job still
-being live, so a worker that lost its job (declared dead, then came back) can never overwrite what
-another worker did. Results are replaced inside one transaction, never appended.
+"""Running one job in a worker: claim it, run the engine (``rank_teachers``, ``run_influence`` or
+``run_validation``) with progress, heartbeats and cancellation, and write the outcome. The state
+transitions themselves are :mod:`grace_jobs.lifecycle`'s, each retried through a database outage.
 """
 
 from __future__ import annotations
@@ -16,19 +14,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import Dataset, Job, JobResult, JobStatus, ResponseSet
-from app.schemas import InfluenceCreate, JobCreate, ValidationCreate, engine_prompts
-from app.services.jobs import policy_from
+from app.db.models import Dataset, Job, JobStatus, ResponseSet
 from grace_engine.data import Prompt
 from grace_engine.errors import Cancelled, GraceError
 from grace_engine.generation import (
@@ -39,38 +34,25 @@ from grace_engine.generation import (
     generated_to_json,
     select_backend,
 )
-from grace_engine.influence import InfluenceResult
 from grace_engine.memory import MemoryBudget
 from grace_engine.models import ModelCache
 from grace_engine.pipeline import (
     GenerationBackend,
     ProgressEvent,
-    RankingResult,
     rank_teachers,
     run_influence,
 )
-from grace_engine.validation import ValidationResult, run_validation
+from grace_engine.validation import run_validation
+from grace_jobs import lifecycle
+from grace_jobs.lifecycle import LIVE
+from grace_jobs.policy import policy_from
+from grace_jobs.requests import InfluenceCreate, JobCreate, ValidationCreate, engine_prompts
+from grace_jobs.results import Result, write_result
 
 log = logging.getLogger("grace.worker")
 T = TypeVar("T")
 P = ParamSpec("P")
 OUTAGE_RETRY_SECONDS = 0.5  # between tries of a job-thread transaction while the database is down
-Result = RankingResult | InfluenceResult | ValidationResult
-LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
-
-
-def gave_up(settings: Settings, now: datetime) -> dict[str, Any]:
-    """Column values of a job failed because the workers running it kept dying."""
-    return {
-        "status": JobStatus.FAILED,
-        "error_code": "worker_lost",
-        "error_message": (
-            f"the workers running this job were lost; gave up after {settings.max_attempts} attempts"
-        ),
-        "finished_at": now,
-        "updated_at": now,
-        "stage": None,
-    }
 
 
 def through_outage(step: Callable[[], T], *, bound_seconds: float, what: str) -> T:
@@ -265,36 +247,14 @@ class JobRunner:
 
     @_retried
     def claim(self, job_id: str) -> bool:
-        """Take the job if it is queued, or running with a stale heartbeat, and attempts remain."""
-        now = utcnow()
-        stale = now - timedelta(seconds=self.settings.stale_after_seconds)
-        claimable = or_(
-            Job.status == JobStatus.QUEUED,
-            and_(Job.status == JobStatus.RUNNING, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)),
-        )
         with self.session_factory() as session:
-            done = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.attempts < Job.max_attempts, claimable)
-                .values(
-                    status=JobStatus.RUNNING,
-                    attempts=Job.attempts + 1,
-                    worker_id=self.worker_id,
-                    heartbeat_at=now,
-                    started_at=func.coalesce(Job.started_at, now),
-                    updated_at=now,
-                    stage="starting",
-                )
+            return lifecycle.claim(
+                session,
+                job_id,
+                self.worker_id,
+                stale_after_seconds=self.settings.stale_after_seconds,
+                max_attempts=self.settings.max_attempts,
             )
-            if not done.rowcount:  # type: ignore[attr-defined]
-                # Out of attempts: the earlier workers died with it. Give up loudly.
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.attempts >= Job.max_attempts, claimable)
-                    .values(**gave_up(self.settings, now))
-                )
-            session.commit()
-            return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def run(self, job_id: str) -> str:
         """Claim and run ``job_id``; returns the outcome (``skipped`` when not claimable)."""
@@ -374,25 +334,8 @@ class JobRunner:
 
     @_retried
     def _hand_back(self, job_id: str) -> str:
-        """Return a job this worker stopped for shutdown to the queue, as if never claimed: its
-        attempt is not counted (the job did nothing wrong) and its progress restarts. A cancel
-        that arrived meanwhile wins: the job is then cancelled, not queued."""
-        now = utcnow()
         with self.session_factory() as session:
-            job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
-            if job.worker_id != self.worker_id or job.status not in LIVE:
-                return "lost"
-            if job.status == JobStatus.CANCELLING:
-                job.status, job.finished_at, job.stage = JobStatus.CANCELLED, now, None
-                outcome = str(JobStatus.CANCELLED)
-            else:
-                job.status, job.stage, job.worker_id = JobStatus.QUEUED, None, None
-                job.attempts = max(job.attempts - 1, 0)
-                job.heartbeat_at, job.enqueued_at = None, None
-                job.progress = {}
-                outcome = "handed_back"
-            job.updated_at = now
-            session.commit()
+            outcome = lifecycle.hand_back(session, job_id, self.worker_id)
         log.info("job %s %s (worker shutting down)", job_id, outcome)
         return outcome
 
@@ -400,79 +343,19 @@ class JobRunner:
     def _finish(
         self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None
     ) -> str:
-        now = utcnow()
         with self.session_factory() as session:
-            done = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.worker_id == self.worker_id, Job.status.in_(LIVE))
-                .values(
-                    status=status,
-                    error_code=code,
-                    error_message=message,
-                    finished_at=now,
-                    updated_at=now,
-                    stage=None,
-                )
-            )
-            session.commit()
-        outcome = str(status) if done.rowcount else "lost"  # type: ignore[attr-defined]
+            outcome = lifecycle.finish(session, job_id, self.worker_id, status, code, message)
         log.info("job %s %s", job_id, outcome)
         return outcome
 
     @_retried
     def _store(self, job_id: str, request: JobCreate, result: Result) -> str:
-        """Replace the job's results and mark it succeeded, in one transaction."""
-        now = utcnow()
         with self.session_factory() as session:
-            job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
-            if job.worker_id != self.worker_id or job.status not in LIVE:
-                log.warning(
-                    "job %s is no longer ours (%s, %s); results dropped", job_id, job.status, job.worker_id
-                )
-                return "lost"
-            if job.status == JobStatus.CANCELLING:
-                job.status, job.finished_at, job.updated_at, job.stage = JobStatus.CANCELLED, now, now, None
-                session.commit()
-                return str(JobStatus.CANCELLED)
-            session.execute(delete(JobResult).where(JobResult.job_id == job_id))
-            if isinstance(result, InfluenceResult):
-                assert isinstance(request, InfluenceCreate)
-                kept = result.select(keep_fraction=request.keep_fraction, drop_negative=request.drop_negative)
-                job.result = {**result.to_dict(), "selected": [asdict(r) for r in kept]}
-                job.examples_scored = len(result.responses)
-            elif isinstance(result, ValidationResult):
-                job.result = result.to_dict()
-                job.ranking = result.ranking.ranking_rows()
-                job.examples_scored = sum(c.n_responses for c in result.ranking.candidates.values())
-            else:
-                self._store_ranking(session, job, result)
-            job.status = JobStatus.SUCCEEDED
-            job.stage = "done"
-            job.finished_at = job.updated_at = now
-            session.commit()
-        log.info("job %s succeeded", job_id)
-        return str(JobStatus.SUCCEEDED)
-
-    @staticmethod
-    def _store_ranking(session: Session, job: Job, result: RankingResult) -> None:
-        full = result.to_dict(include_responses=False)
-        details = full["candidates"]
-        job.ranking = result.ranking_rows()
-        kept = ("warnings", "settled", "uncertainty", "projection", "proj_dim", "budget", "mixed")
-        job.result = {k: full[k] for k in kept}
-        for row in job.ranking:
-            session.add(
-                JobResult(
-                    job_id=job.id,
-                    candidate=row["name"],
-                    rank=row["rank"],
-                    grace=row["grace"],
-                    grace_std=row["grace_std"],
-                    g_norm=row["g_norm"],
-                    g_vendi=row["g_vendi"],
-                    student_nll=row["student_nll"],
-                    accuracy=row["accuracy"],
-                    details=details[row["name"]],
-                )
+            outcome = lifecycle.succeed(
+                session, job_id, self.worker_id, lambda job: write_result(session, job, request, result)
             )
-        job.examples_scored = sum(c.n_responses for c in result.candidates.values())
+        if outcome == "lost":
+            log.warning("job %s is no longer ours; results dropped", job_id)
+        else:
+            log.info("job %s %s", job_id, outcome)
+        return outcome

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.deps import CurrentTenant, SessionDep, SettingsDep
-from app.schemas import DatasetCreate, DatasetPublic
+from app.schemas import DatasetPublic
 from app.services import datasets as dataset_service
+from grace_jobs.requests import DatasetCreate
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

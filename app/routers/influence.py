@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from app.deps import CurrentJob, SubmissionDep
 from app.routers.jobs import finished, submit
-from app.schemas import InfluenceCreate, InfluencePublic, JobAccepted
+from app.schemas import InfluencePublic, JobAccepted
+from grace_jobs.requests import InfluenceCreate
 
 router = APIRouter(tags=["influence"])
 

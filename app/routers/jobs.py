@@ -14,7 +14,6 @@ from app.schemas import (
     CandidateScores,
     ErrorInfo,
     JobAccepted,
-    JobCreate,
     JobPublic,
     JobsPublic,
     Links,
@@ -26,6 +25,7 @@ from app.schemas import (
 )
 from app.services import jobs as job_service
 from grace_engine.mixture import MixedExample, chat_jsonl
+from grace_jobs.requests import JobCreate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

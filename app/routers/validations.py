@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from app.deps import CurrentJob, SubmissionDep
 from app.routers.jobs import finished, submit
-from app.schemas import JobAccepted, ValidationCreate, ValidationPublic
+from app.schemas import JobAccepted, ValidationPublic
+from grace_jobs.requests import ValidationCreate
 
 router = APIRouter(tags=["validations"])
 

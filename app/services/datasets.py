@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db.models import Dataset, Tenant
 from app.errors import ApiError, not_found
-from app.schemas import DatasetCreate, engine_prompts
 from grace_engine.data import validate_prompts
 from grace_engine.errors import InvalidInput
+from grace_jobs.requests import DatasetCreate, engine_prompts
 
 
 def create_dataset(

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,23 +19,19 @@ from sqlalchemy.orm import Session, defer
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import ID_LENGTH, TERMINAL, Dataset, Job, JobStatus, Tenant
+from app.db.models import ID_LENGTH, Dataset, Job, JobStatus, Tenant
 from app.errors import ApiError, not_found
 from app.queue import JobQueue
-from app.sanitize import text_problem
-from app.schemas import JobCreate, ValidationCreate, engine_prompts
 from grace_engine.data import Prompt, validate_prompts
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import provided_responses, validate_candidates
-from grace_engine.models import ModelPolicy, resolve_model
+from grace_engine.models import resolve_model
+from grace_jobs import lifecycle
+from grace_jobs.policy import policy_from
+from grace_jobs.requests import JobCreate, ValidationCreate, engine_prompts
+from grace_jobs.sanitize import text_problem
 
 log = logging.getLogger("grace.jobs")
-
-
-def policy_from(settings: Settings) -> ModelPolicy:
-    return ModelPolicy.from_paths(
-        settings.model_roots, settings.allowed_hub_ids, offline=not settings.hub_download
-    )
 
 
 def request_hash(job_in: JobCreate) -> str:
@@ -345,22 +340,11 @@ def list_jobs(
 
 
 def cancel_job(*, session: Session, job: Job) -> Job:
-    """queued -> cancelled now; running -> cancelling (the worker stops at its next batch);
-    cancelling stays; a finished job is a 409."""
-    now = utcnow()
-    for _ in range(3):  # the row may move under us (a worker claiming it); re-read and retry
-        session.refresh(job)
-        if job.status in TERMINAL:
-            raise ApiError(409, "Conflict", f"job already {job.status}", extra={"job_status": job.status})
-        if job.status == JobStatus.CANCELLING:
-            return job
-        target = JobStatus.CANCELLED if job.status == JobStatus.QUEUED else JobStatus.CANCELLING
-        values: dict[str, Any] = {"status": target, "cancel_requested_at": now, "updated_at": now}
-        if target == JobStatus.CANCELLED:
-            values.update(finished_at=now, stage=None)
-        done = session.execute(update(Job).where(Job.id == job.id, Job.status == job.status).values(**values))
-        session.commit()
-        if done.rowcount:  # type: ignore[attr-defined]
-            session.refresh(job)
-            return job
-    raise ApiError(409, "Conflict", "the job changed state while cancelling; retry")
+    """The cancel transition (:func:`grace_jobs.lifecycle.request_cancel`); an ended job, or one
+    that kept changing state meanwhile, is a 409."""
+    try:
+        return lifecycle.request_cancel(session, job)
+    except lifecycle.AlreadyFinished as exc:
+        raise ApiError(409, "Conflict", str(exc), extra={"job_status": exc.status}) from exc
+    except lifecycle.StateRace as exc:
+        raise ApiError(409, "Conflict", str(exc)) from exc

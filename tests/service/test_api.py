@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.models import Job, JobResult, JobStatus, Tenant
 from app.main import create_app
-from app.schemas import JobCreate
 from app.services.jobs import request_hash
+from grace_jobs.requests import JobCreate
 from tests.service.conftest import Caller, assert_problem, job_body, service_settings
 from workers.runner import JobRunner
 

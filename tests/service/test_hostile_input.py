@@ -229,8 +229,8 @@ def test_an_overflowing_scaling_law_is_a_422(
 def test_oversized_lists_and_strings_are_refused_before_validation(
     client: TestClient, caller: Caller
 ) -> None:
-    """The guard's ceilings (app.sanitize): reported at the list or string, naming it."""
-    from app.sanitize import MAX_ITEMS, MAX_TEXT
+    """The guard's ceilings (grace_jobs.sanitize): reported at the list or string, naming it."""
+    from grace_jobs.sanitize import MAX_ITEMS, MAX_TEXT
 
     body = job_body()
     body["prompts"] = [{"prompt": "a"}] * (MAX_ITEMS + 1)
@@ -375,7 +375,7 @@ def test_a_405_lists_the_methods_the_path_has(
 @pytest.mark.parametrize("depth", [40, 990, 5_000, 200_000])
 @pytest.mark.parametrize("path", ["/v1/scaling-law/plan", "/v1/jobs", "/v1/datasets"])
 def test_deeply_nested_json_is_a_422(client: TestClient, caller: Caller, path: str, depth: int) -> None:
-    """Past the guard's depth (app.sanitize.MAX_DEPTH), and past where Python's parser recurses out."""
+    """Past the guard's depth (grace_jobs.sanitize.MAX_DEPTH), and past where Python's parser recurses out."""
     raw = '{"n_student": 1e8, "compute_flops": 1e21, "prompts": ' + "[" * depth + "]" * depth + "}"
     problem = assert_problem(_post_raw(client, caller, path, raw), 422)
     assert "levels deep" in problem["detail"], problem

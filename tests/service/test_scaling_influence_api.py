@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.services.jobs import policy_from
 from grace_engine import scaling
 from grace_engine.data import Prompt, ValidationExample, clean_solution
 from grace_engine.generation import Candidate
 from grace_engine.pipeline import ScoringConfig, run_influence
 from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body
 from tests.service.test_worker import succeeded_through_worker
 

@@ -10,13 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.services.jobs import policy_from
 from grace_engine.data import Prompt, ValidationExample, clean_solution, reference_answer
 from grace_engine.distillation import DistillConfig
 from grace_engine.generation import Candidate
 from grace_engine.pipeline import ScoringConfig
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_engine.validation import ValidationConfig, run_validation
+from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body
 from tests.service.test_worker import succeeded_through_worker
 
