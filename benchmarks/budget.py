@@ -28,12 +28,14 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grace_engine.adaptive import RankingBudget, adaptive_evidence
+from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, StudentFormat
 from grace_engine.generation import Candidate, read_candidates
 from grace_engine.models import ModelCache, ModelPolicy
-from grace_engine.pipeline import DirectoryResponseStore, ScoringConfig, rank_teachers
 from grace_engine.predictors import Evidence, GraceSettings, value
+from grace_engine.responses import DirectoryResponseStore
 from grace_engine.scores import auto_proj_dim
+from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import build_tiny_models, gsm8k_records
 from grace_engine.uncertainty import Uncertainty, bootstrap
 from studies import candidates as cands

@@ -131,10 +131,11 @@ def _candidate_examples(cfg: Config, n_prompts: int, m: int, seq_len: int) -> di
 
 def _tiny_candidates(work: Path) -> tuple[Any, dict[str, list[Any]]]:
     """The tiny test student and its real candidates' responses (built and generated here)."""
+    from grace_engine.config import ScoringConfig
     from grace_engine.data import StudentFormat, encode_for_student, read_prompts
     from grace_engine.generation import read_candidates
     from grace_engine.models import ModelCache, ModelPolicy, resolve_model
-    from grace_engine.pipeline import ScoringConfig, collect_responses, resolve_candidates
+    from grace_engine.responses import collect_responses, resolve_candidates
     from grace_engine.tiny_models import build_tiny_models
 
     built = build_tiny_models(work)

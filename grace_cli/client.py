@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grace_engine.errors import GraceError
-from grace_engine.pipeline import ProgressEvent
+from grace_engine.progress import ProgressEvent
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

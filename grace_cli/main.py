@@ -308,12 +308,14 @@ def _budget(args: argparse.Namespace) -> MemoryBudget:
 def cmd_rank(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars, format_table
     from grace_engine.adaptive import RankingBudget
+    from grace_engine.config import ScoringConfig
     from grace_engine.data import StudentFormat, read_prompts
     from grace_engine.generation import read_candidates
     from grace_engine.gradients import GradientSpace
     from grace_engine.models import ModelCache
-    from grace_engine.pipeline import DirectoryResponseStore, ScoringConfig, rank_teachers
     from grace_engine.predictors import PREDICTOR_NAMES
+    from grace_engine.responses import DirectoryResponseStore
+    from grace_engine.scoring import rank_teachers
 
     _quiet_transformers()
     _set_threads(args.threads)
@@ -522,9 +524,10 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
 def cmd_influence(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars
+    from grace_engine.config import ScoringConfig
     from grace_engine.data import read_prompts, read_validation
     from grace_engine.generation import read_candidates
-    from grace_engine.pipeline import ScoringConfig, run_influence
+    from grace_engine.influence_job import run_influence
 
     _quiet_transformers()
     _set_threads(None)

@@ -6,7 +6,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from grace_engine.pipeline import ProgressEvent, RankingResult
+from grace_engine.progress import ProgressEvent
+from grace_engine.results import RankingResult
 
 _UNITS = {"generate": "prompt", "gradients": "resp", "score": "cand", "distil": "step", "evaluate": "model"}
 

@@ -70,11 +70,12 @@ def add_parser(sub: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from grace_cli.main import _budget, _local_policy, _quiet_transformers, _set_threads
     from grace_cli.report import ProgressBars, format_validation
+    from grace_engine.config import ScoringConfig
     from grace_engine.data import read_prompts, read_validation
     from grace_engine.distillation import DistillConfig
     from grace_engine.generation import read_candidates
     from grace_engine.gradients import GradientSpace
-    from grace_engine.pipeline import DirectoryResponseStore, ScoringConfig
+    from grace_engine.responses import DirectoryResponseStore
     from grace_engine.validation import ValidationConfig, run_validation
 
     _quiet_transformers()

@@ -2,7 +2,7 @@
 evaluate what came out, and measure how well GRACE and every baseline predicted it.
 
 :func:`run_validation` is the job: the candidates' scores and responses come from
-:func:`~grace_engine.pipeline.rank_teachers` (supplied, stored from an earlier job, or generated);
+:func:`~grace_engine.scoring.rank_teachers` (supplied, stored from an earlier job, or generated);
 for each training seed a fresh copy of the student is distilled on each candidate's responses
 (:mod:`~grace_engine.distillation`) and evaluated on held-out problems
 (:mod:`~grace_engine.evaluation`), next to the untrained student. :func:`correlate` then compares
@@ -24,6 +24,7 @@ import numpy as np
 
 from grace_engine import caveats
 from grace_engine.caveats import ResultWarning
+from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, ValidationExample
 from grace_engine.distillation import DistillConfig, TrainStats, distil
 from grace_engine.errors import Cancelled, InvalidInput
@@ -31,18 +32,12 @@ from grace_engine.evaluation import DEFAULT_MAX_NEW_TOKENS, Outcome, eval_exampl
 from grace_engine.generation import Candidate
 from grace_engine.memory import MemoryBudget, release_memory, resident_bytes
 from grace_engine.models import ModelCache, ModelPolicy, context_length, resolve_model
-from grace_engine.pipeline import (
-    GenerationBackend,
-    ProgressEvent,
-    ProgressFn,
-    RankingResult,
-    ResponseStore,
-    ScoringConfig,
-    rank_teachers,
-    student_examples,
-)
 from grace_engine.predictors import LOWER_IS_BETTER
+from grace_engine.progress import ProgressEvent, ProgressFn
 from grace_engine.ranking import spearman
+from grace_engine.responses import GenerationBackend, ResponseStore, student_examples
+from grace_engine.results import RankingResult
+from grace_engine.scoring import rank_teachers
 
 BOOTSTRAP_SAMPLES = 2000
 OutcomeName = Literal["eval_nll", "accuracy"]

@@ -25,11 +25,11 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from grace_engine.adaptive import RankingBudget
+from grace_engine.config import ScoringConfig
 from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
 from grace_engine.distillation import DistillConfig
 from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
 from grace_engine.gradients import GradientSpace
-from grace_engine.pipeline import ScoringConfig
 from grace_engine.predictors import PREDICTOR_NAMES, PredictorName
 from grace_engine.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
 from grace_engine.validation import ValidationConfig

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Job, JobResult
 from grace_engine.influence import InfluenceResult
-from grace_engine.pipeline import RankingResult
+from grace_engine.results import RankingResult
 from grace_engine.validation import ValidationResult
 from grace_jobs.requests import InfluenceCreate, JobCreate
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from grace_engine.config import ScoringConfig
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import (
     GenerationSettings,
@@ -16,7 +17,7 @@ from grace_engine.generation import (
     vllm_installed,
     vllm_sampling_kwargs,
 )
-from grace_engine.pipeline import ScoringConfig, make_backend
+from grace_engine.responses import make_backend
 
 
 @pytest.mark.parametrize(
@@ -79,7 +80,7 @@ def test_sampling_parameter_mapping() -> None:
 
 
 def test_vllm_is_imported_lazily() -> None:
-    modules = "grace_engine.generation, grace_engine.pipeline, app.main, workers.runner, grace_cli.main"
+    modules = "grace_engine.generation, grace_engine.scoring, app.main, workers.runner, grace_cli.main"
     code = f"import sys, {modules}\nprint('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

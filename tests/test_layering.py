@@ -27,7 +27,7 @@ def _modules(module: str) -> set[str]:
         ("grace_jobs.lifecycle", {"fastapi", "starlette", "uvicorn", "dramatiq", "redis"}),
         ("grace_jobs.requests", {"fastapi", "starlette", "uvicorn", "dramatiq", "redis", "sqlalchemy"}),
         (
-            "grace_engine.pipeline",
+            "grace_engine.scoring",
             {"fastapi", "starlette", "sqlalchemy", "dramatiq", "redis", "app", "workers"},
         ),
     ],

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from grace_engine.config import ScoringConfig
 from grace_engine.data import length_batches, read_prompts
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import Candidate, GenerationSettings, TransformersBackend, read_candidates
@@ -25,7 +26,9 @@ from grace_engine.memory import (
     resident_bytes,
 )
 from grace_engine.models import ModelCache, ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
-from grace_engine.pipeline import DirectoryResponseStore, ProgressEvent, ScoringConfig, rank_teachers
+from grace_engine.progress import ProgressEvent
+from grace_engine.responses import DirectoryResponseStore
+from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import TinyModels, tiny_llama
 
 

@@ -10,18 +10,16 @@ from typing import Any
 
 import pytest
 
+from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, StudentFormat, read_prompts
 from grace_engine.errors import Cancelled, GraceError, InvalidInput, ModelNotAllowed, ModelNotFound
 from grace_engine.generation import Candidate, Generated, read_candidates
 from grace_engine.models import ModelCache, ModelPolicy
-from grace_engine.pipeline import (
-    DirectoryResponseStore,
-    ProgressEvent,
-    RankingResult,
-    ScoringConfig,
-    rank_teachers,
-)
+from grace_engine.progress import ProgressEvent
 from grace_engine.ranking import spearman
+from grace_engine.responses import DirectoryResponseStore
+from grace_engine.results import RankingResult
+from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import TinyModels
 
 

@@ -34,14 +34,12 @@ from grace_engine.generation import (
     generated_to_json,
     select_backend,
 )
+from grace_engine.influence_job import run_influence
 from grace_engine.memory import MemoryBudget
 from grace_engine.models import ModelCache
-from grace_engine.pipeline import (
-    GenerationBackend,
-    ProgressEvent,
-    rank_teachers,
-    run_influence,
-)
+from grace_engine.progress import ProgressEvent
+from grace_engine.responses import GenerationBackend
+from grace_engine.scoring import rank_teachers
 from grace_engine.validation import run_validation
 from grace_jobs import lifecycle
 from grace_jobs.lifecycle import LIVE

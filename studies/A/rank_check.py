@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from grace_engine.config import ScoringConfig
 from grace_engine.data import encode_for_student, pad_token_id, read_prompts
 from grace_engine.generation import read_candidates
 from grace_engine.gradients import compute_gradients, make_gradient_computer
 from grace_engine.models import ModelCache, ModelPolicy, resolve_model
-from grace_engine.pipeline import ScoringConfig, rank_teachers
+from grace_engine.scoring import rank_teachers
 from studies.run import HERE
 
 WORK = Path(".grace/studies/A")

@@ -13,13 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from grace_engine.config import ScoringConfig
 from grace_engine.data import read_prompts
 from grace_engine.generation import Candidate, read_candidates
 from grace_engine.models import ModelCache, ModelPolicy
-from grace_engine.pipeline import DirectoryResponseStore, RankingResult, ScoringConfig, rank_teachers
 from grace_engine.predictors import Evidence, GraceSettings, value
 from grace_engine.ranking import spearman
+from grace_engine.responses import DirectoryResponseStore
+from grace_engine.results import RankingResult
 from grace_engine.scores import train_rows
+from grace_engine.scoring import rank_teachers
 from studies.run import HERE
 
 DIMS = (8, 16, 32, 64, 128, 256, 512, 1024)

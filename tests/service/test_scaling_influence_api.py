@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from grace_engine import scaling
+from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, ValidationExample, clean_solution
 from grace_engine.generation import Candidate
-from grace_engine.pipeline import ScoringConfig, run_influence
+from grace_engine.influence_job import run_influence
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body

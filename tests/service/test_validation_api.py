@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, ValidationExample, clean_solution, reference_answer
 from grace_engine.distillation import DistillConfig
 from grace_engine.generation import Candidate
-from grace_engine.pipeline import ScoringConfig
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_engine.validation import ValidationConfig, run_validation
 from grace_jobs.policy import policy_from

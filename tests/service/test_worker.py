@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.models import Job, JobResult
 from app.main import create_app
-from grace_engine.pipeline import rank_teachers
+from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import TinyModels
 from grace_jobs.policy import policy_from
 from grace_jobs.requests import JobCreate, engine_prompts

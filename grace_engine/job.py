@@ -1,0 +1,145 @@
+"""What every job does before its own work: check every model reference against the policy,
+load the student, size the job's longest example against the memory budget, and collect each
+candidate's responses (:func:`prepare_job`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grace_engine.config import ScoringConfig
+from grace_engine.data import (
+    Prompt,
+    StudentFormat,
+    validate_prompts,
+)
+from grace_engine.generation import (
+    Candidate,
+    Generated,
+    provided_responses,
+)
+from grace_engine.memory import BatchCost, MemoryBudget, resident_bytes
+from grace_engine.models import (
+    LoadedModel,
+    ModelCache,
+    ModelPolicy,
+    context_length,
+    resolve_model,
+)
+from grace_engine.progress import ProgressFn
+from grace_engine.responses import (
+    GenerationBackend,
+    Origin,
+    ResponseStore,
+    collect_responses,
+    make_backend,
+    release_if_short,
+    resolve_candidates,
+    student_examples,
+)
+
+
+def _longest_example(
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    cfg: ScoringConfig,
+    fmt: StudentFormat,
+) -> int:
+    """The most student tokens one example of this job can have, known before anything runs:
+    supplied responses are measured, generated ones are taken at ``max_tokens`` (in the teacher's
+    tokens, which is what the cap counts), both within the student's ``max_length``."""
+    head = max(len(tokenizer(fmt.head(p.prompt), add_special_tokens=False)["input_ids"]) for p in prompts)
+    longest = 2
+    for i, cand in enumerate(candidates):
+        if cand.responses is None:
+            longest = max(longest, head + cand.max_tokens + 1)
+        else:
+            m = cand.responses_per_prompt or cfg.responses_per_prompt
+            texts = provided_responses(cand, prompts, m, index=i)
+            examples = student_examples(tokenizer, prompts, texts, fmt, i)
+            longest = max(longest, *(len(e.input_ids) for e in examples))
+    return longest if fmt.max_length is None else min(longest, fmt.max_length)
+
+
+@dataclass
+class PreparedJob:
+    """What every job starts with: checked inputs, the candidates' responses, the student."""
+
+    cfg: ScoringConfig
+    prompts: list[Prompt]
+    generated: list[Generated]
+    origins: list[Origin]
+    student: LoadedModel
+    fmt: StudentFormat
+    budget: MemoryBudget
+    cost: BatchCost  # of one gradient batch on the student, probed once per job
+    cache: ModelCache
+    report: ProgressFn
+
+    def resident(self) -> float:
+        # The student stays alive through this job even if the cache has evicted it for a teacher.
+        return resident_bytes([*self.cache.models(), self.student.model])
+
+
+def prepare_job(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None,
+    base_dir: Path | None,
+    models: ModelCache | None,
+    responses: ResponseStore | None,
+    progress: ProgressFn | None,
+    should_cancel: Callable[[], bool] | None,
+    generator: GenerationBackend | None,
+    budget: MemoryBudget | None,
+    gradient_cost: Callable[[LoadedModel], BatchCost],
+) -> PreparedJob:
+    """Check every input and model reference, check the memory budget against the job's longest
+    possible example (``gradient_cost`` probes the student once), then collect the responses and
+    load the student.
+
+    The budget check needs the student loaded (its cost is probed); on a vLLM worker the student
+    waits until the teachers are done and have released the GPU, so there it follows generation.
+    """
+    cfg = config or ScoringConfig()
+    cfg.validate()
+    checked = validate_prompts(prompts)
+    sources = resolve_candidates(candidates, policy, base_dir)
+    student_source = resolve_model(student, policy, field="student", base_dir=base_dir)
+    cache = models or ModelCache(policy)
+    budget = budget or MemoryBudget()
+    report: ProgressFn = progress or (lambda _event: None)
+    backend = generator or make_backend(cfg)
+
+    def checked_student() -> tuple[LoadedModel, StudentFormat, BatchCost]:
+        loaded = cache.get(student_source, field="student")
+        fmt = cfg.student_format.within(context_length(loaded.model))
+        longest = _longest_example(loaded.tokenizer, checked, candidates, cfg, fmt)
+        cost = gradient_cost(loaded)
+        budget.plan(resident_bytes(cache.models()), cost, stage="gradient").require(longest)
+        return loaded, fmt, cost
+
+    early = checked_student() if backend.name != "vllm" else None
+    collected, origins = collect_responses(
+        checked,
+        candidates,
+        sources,
+        cfg,
+        cache=cache,
+        responses=responses,
+        report=report,
+        should_cancel=should_cancel,
+        backend=backend,
+        budget=budget,
+        also_resident=[early[0].model] if early else [],
+    )
+    release_if_short(backend, cfg)
+    loaded, fmt, cost = early or checked_student()
+    return PreparedJob(cfg, checked, collected, origins, loaded, fmt, budget, cost, cache, report)

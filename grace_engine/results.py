@@ -1,0 +1,156 @@
+"""What a scoring job returns: per candidate its scores and evidence, and the ranking."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from grace_engine.adaptive import BudgetReport
+from grace_engine.caveats import ResultWarning
+from grace_engine.config import ScoringConfig
+from grace_engine.generation import (
+    Responses,
+)
+from grace_engine.mixture import MixedExample
+from grace_engine.predictors import (
+    Evidence,
+)
+from grace_engine.projection import ProjectionIdentity
+from grace_engine.ranking import RankedCandidate
+from grace_engine.responses import Origin
+from grace_engine.scores import (
+    GraceResult,
+)
+from grace_engine.uncertainty import (
+    Uncertainty,
+)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """Every score of one candidate and the responses they were computed from.
+
+    Scores the job did not ask for (``predictors``) are None, as is ``accuracy`` without answers.
+    ``p_top1`` and ``interval`` come from the bootstrap over prompts of the ranking's score (None
+    without one). ``n_at_max_tokens`` counts generated responses that stopped at ``max_tokens``
+    (None for supplied responses, where it is unknown); ``n_truncated`` counts examples cut at the
+    student's ``max_length``.
+    """
+
+    name: str
+    grace: GraceResult | None
+    g_norm: float | None
+    g_vendi: float | None
+    student_nll: float | None
+    rsr: float | None
+    accuracy: float | None
+    p_top1: float | None
+    interval: tuple[float, float] | None
+    responses_per_prompt: int
+    n_responses: int
+    n_truncated: int
+    n_at_max_tokens: int | None
+    max_tokens: int | None
+    mean_response_tokens: float
+    response_source: Origin
+    responses: Responses = field(repr=False)
+
+    def score(self, name: str) -> float | None:
+        """Predictor ``name``'s value (see :mod:`~grace_engine.predictors`)."""
+        if name == "grace":
+            return None if self.grace is None else self.grace.score
+        if name == "length":
+            return self.mean_response_tokens
+        if name == "teacher_accuracy":
+            return self.accuracy
+        value: float | None = getattr(self, name)
+        return value
+
+
+@dataclass(frozen=True)
+class RankingResult:
+    """The outcome of :func:`~grace_engine.scoring.rank_teachers`: ranking best-first plus each
+    candidate's details, and the warnings that qualify them."""
+
+    student: str
+    ranking: list[RankedCandidate]
+    candidates: dict[str, CandidateResult]
+    config: ScoringConfig
+    grad_dim: int
+    n_prompts: int
+    warnings: list[ResultWarning] = field(default_factory=list)
+    memory_budget_gb: float | None = None
+    uncertainty: Uncertainty | None = None
+    projection: ProjectionIdentity | None = None
+    auto_proj_dim: bool = False  # config.proj_dim was chosen by the auto rule
+    budget: BudgetReport | None = None  # what a budget-aware ranking spent
+    # The mixed-teacher dataset routed by per-prompt GRACE contributions (empty without gradients).
+    mixed: list[MixedExample] = field(default_factory=list, repr=False)
+    # Per-example rows every score was computed from (not serialised): re-scoring, studies.
+    evidence: dict[str, Evidence] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def settled(self) -> bool | None:
+        """Whether the bootstrap settles the leader (None without a bootstrap)."""
+        return None if self.uncertainty is None else self.uncertainty.settled
+
+    def ranking_rows(self) -> list[dict[str, Any]]:
+        """The ranking best-first, one flat row per candidate with every predictor and its
+        bootstrap ``p_top1`` and ``interval``."""
+        rows = []
+        for r in self.ranking:
+            c = self.candidates[r.name]
+            rows.append(
+                {
+                    **asdict(r),
+                    "g_norm": c.g_norm,
+                    "g_vendi": c.g_vendi,
+                    "student_nll": c.student_nll,
+                    "rsr": c.rsr,
+                    "mean_response_tokens": c.mean_response_tokens,
+                    "accuracy": c.accuracy,
+                    "p_top1": c.p_top1,
+                    "interval": None if c.interval is None else list(c.interval),
+                }
+            )
+        return rows
+
+    def to_dict(self, *, include_responses: bool = True) -> dict[str, Any]:
+        """JSON-ready form (the CLI's ``--out`` and the API's result body)."""
+        details = {}
+        for name, c in self.candidates.items():
+            item = asdict(c)
+            if not include_responses:
+                item.pop("responses")
+            if c.grace is not None:
+                item["grace"]["split_std"] = c.grace.split_std
+            details[name] = item
+        return {
+            "student": self.student,
+            "n_prompts": self.n_prompts,
+            "grad_dim": self.grad_dim,
+            "proj_dim": self.config.proj_dim,
+            "auto_proj_dim": self.auto_proj_dim,
+            "config": asdict(self.config),
+            "memory_budget_gb": self.memory_budget_gb,
+            "projection": None if self.projection is None else asdict(self.projection),
+            "settled": self.settled,
+            "budget": _budget_dict(self.budget),
+            "mixed": [asdict(r) for r in self.mixed],
+            "uncertainty": _uncertainty_dict(self.uncertainty),
+            "ranking": [asdict(r) for r in self.ranking],
+            "candidates": details,
+            "warnings": [w.to_dict() for w in self.warnings],
+        }
+
+
+def _budget_dict(b: BudgetReport | None) -> dict[str, Any] | None:
+    return None if b is None else {**asdict(b), "compute_fraction": b.compute_fraction}
+
+
+def _uncertainty_dict(u: Uncertainty | None) -> dict[str, Any] | None:
+    if u is None:
+        return None
+    item = asdict(u)
+    item.pop("candidates")  # per candidate, p_top1 and interval sit with the candidate
+    return item

@@ -1,0 +1,434 @@
+"""One scoring job: prompts + candidate teachers -> responses -> student gradients -> scores -> ranking.
+
+Stages, reported through ``progress(ProgressEvent)``: ``generate`` (per candidate, prompts done),
+``gradients`` (per candidate, responses done), ``score``. ``should_cancel()`` is polled between
+batches and stages; when it returns true the job stops with :class:`~grace_engine.errors.Cancelled`.
+Every model reference is checked against the policy before anything is loaded, and one projection
+is built for the whole call so that candidates' scores are comparable. Every stage sizes its batches
+from one :class:`~grace_engine.memory.MemoryBudget`; a budget that cannot hold the student and the
+job's longest example is refused before any generation or gradient work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from grace_engine import caveats
+from grace_engine.adaptive import BudgetReport, adaptive_evidence
+from grace_engine.caveats import ResultWarning
+from grace_engine.config import ScoringConfig
+from grace_engine.data import (
+    Prompt,
+    StudentFormat,
+    pad_token_id,
+)
+from grace_engine.errors import InvalidInput
+from grace_engine.generation import (
+    Candidate,
+)
+from grace_engine.gradients import (
+    ForwardStatistics,
+    GradientComputer,
+    compute_gradients,
+    make_gradient_computer,
+)
+from grace_engine.job import PreparedJob, prepare_job
+from grace_engine.memory import BatchCost, MemoryBudget, grace_workers
+from grace_engine.mixture import route_by_grace
+from grace_engine.models import (
+    LoadedModel,
+    ModelCache,
+    ModelPolicy,
+)
+from grace_engine.predictors import (
+    Evidence,
+    grace_of,
+    needs_gradients,
+    value,
+)
+from grace_engine.progress import ProgressEvent, ProgressFn, check_cancel
+from grace_engine.projection import ProjectionIdentity
+from grace_engine.ranking import RankedCandidate, rank_candidates, spearman
+from grace_engine.responses import GenerationBackend, ResponseStore, student_examples
+from grace_engine.results import CandidateResult, RankingResult
+from grace_engine.scores import (
+    GraceResult,
+    log_length_factor,
+    prompt_rows,
+    response_correct,
+)
+from grace_engine.uncertainty import (
+    Uncertainty,
+    bootstrap,
+)
+
+
+def _job_warnings(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    cfg: ScoringConfig,
+    results: dict[str, CandidateResult],
+    fmt: StudentFormat,
+    *,
+    gradients: bool,
+) -> list[ResultWarning]:
+    m = min(r.responses_per_prompt for r in results.values())
+    found = caveats.present(caveats.few_prompts(len(prompts)))
+    if gradients:
+        found += caveats.present(
+            caveats.small_sample(n_prompts=len(prompts), test_fraction=cfg.test_fraction, m=m, d=cfg.dim)
+        )
+    for cand in candidates:
+        r = results[cand.name]
+        found += caveats.present(
+            caveats.at_max_tokens(
+                cand.name, n=r.n_at_max_tokens or 0, total=r.n_responses, max_tokens=cand.max_tokens
+            ),
+            caveats.cut_by_max_length(
+                cand.name, n=r.n_truncated, total=r.n_responses, max_length=fmt.max_length
+            ),
+        )
+    return found
+
+
+def _predictor_warnings(
+    score: str,
+    top_pick: str,
+    ranked: dict[str, float],
+    values: dict[str, dict[str, float | None]],
+    results: dict[str, CandidateResult],
+) -> list[ResultWarning]:
+    """What the other predictors say against the ranking: it follows length, or the most
+    accurate candidate is not its top pick."""
+    names = list(ranked)
+    lengths = [results[c].mean_response_tokens for c in names]
+    scores = [ranked[c] for c in names]
+    distinct = len(set(lengths)) > 1 and len(set(scores)) > 1  # spearman of a constant is undefined
+    rho = spearman(scores, lengths) if distinct else 0.0
+    accuracy = {c: v.get("teacher_accuracy") for c, v in values.items()}
+    known = {c: a for c, a in accuracy.items() if a is not None}
+    return caveats.present(
+        caveats.tracks_length(score=score, rho=rho, n_candidates=len(names)),
+        caveats.accuracy_disagrees(
+            score=score, top_pick=top_pick, accuracy=known if len(known) == len(accuracy) else {}
+        ),
+    )
+
+
+def rank_teachers(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None = None,
+    base_dir: Path | None = None,
+    models: ModelCache | None = None,
+    responses: ResponseStore | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    generator: GenerationBackend | None = None,
+    budget: MemoryBudget | None = None,
+) -> RankingResult:
+    """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
+
+    Args:
+        prompts: at least 2, unique ids.
+        candidates: unique names; each a model reference with sampling settings or supplied responses.
+        student: model reference (directory under a policy root, or an allowed hub id).
+        policy: where models may be loaded from; relative paths resolve against ``base_dir``.
+        models: a cache shared across calls by long-lived workers (default: a fresh one).
+        responses: store for generated responses, looked up before generating.
+        generator: a long-lived teacher backend (a worker keeps one, so vLLM engines persist
+            between jobs); default: the one ``config.generation_backend`` selects.
+        budget: the peak memory every stage sizes its batches from (default:
+            :func:`~grace_engine.memory.default_budget_gb`). Scores do not depend on it.
+    """
+    built: list[GradientComputer] = []
+    given = config or ScoringConfig()
+    given.validate()
+    cfg = given.resolved(len(prompts), candidates)
+
+    def probe(loaded: LoadedModel) -> BatchCost:
+        # The job's one projection, built here for the probe and kept: candidates' scores must be
+        # comparable, so every candidate goes through this same computer.
+        built.append(
+            make_gradient_computer(
+                loaded.model,
+                space=cfg.gradient_space,
+                d=cfg.dim,
+                seed=cfg.seed,
+                path=cfg.path,
+                factor_dim=cfg.factor_dim,
+            )
+            if needs_gradients(cfg.predictors)
+            else ForwardStatistics(loaded.model)
+        )
+        return built[-1].cost()
+
+    job = prepare_job(
+        prompts,
+        candidates,
+        student,
+        policy=policy,
+        config=cfg,
+        base_dir=base_dir,
+        models=models,
+        responses=responses,
+        progress=progress,
+        should_cancel=should_cancel,
+        generator=generator,
+        budget=budget,
+        gradient_cost=probe,
+    )
+    (computer,) = built
+    collect = Collector(job, candidates, computer, should_cancel)
+    names = [c.name for c in candidates]
+    adaptive = None
+    if cfg.budget is None:
+        everything = np.arange(len(job.prompts))
+        evidence = {name: collect(name, everything) for name in names}
+    else:
+        score, settings = cfg.ranking_score, cfg.grace_settings
+
+        def assess(active: dict[str, Evidence]) -> Uncertainty:
+            point = {c: float(value(score, ev, settings) or 0.0) for c, ev in active.items()}
+            return _bootstrap(cfg, active, point)
+
+        # Projected once at the full run's d; each round, and the result, at its own prompts' d.
+        def dim(n: int) -> int:
+            return cfg.auto_dim(n, candidates)
+
+        folds = given.proj_dim == "auto" and computer.d > 0
+        evidence, last, spent = adaptive_evidence(
+            names,
+            len(job.prompts),
+            {c: collect.m(c) for c in names},
+            collect,
+            assess,
+            cfg.budget,
+            dim=dim if folds else None,
+        )
+        if folds:
+            final = dim(max(ev.n_prompts for ev in evidence.values()))
+            evidence = {c: ev.folded(final) for c, ev in evidence.items()}
+            job.cfg = replace(cfg, proj_dim=final)
+        adaptive = (last, spent)
+        for name in names:  # close the progress of candidates that stopped early
+            job.report(ProgressEvent("gradients", collect.done[name], collect.done[name], name))
+    check_cancel(should_cancel)
+    truncated = {name: collect.truncated(name) for name in names}
+    return replace(
+        _scored(job, candidates, evidence, truncated, computer, adaptive),
+        auto_proj_dim=given.proj_dim == "auto",
+    )
+
+
+def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[str, float]) -> Uncertainty:
+    """The job's bootstrap of its ranking score over prompts (its resamples, confidence and seed)."""
+    return bootstrap(
+        evidence,
+        cfg.ranking_score,
+        point,
+        settings=cfg.grace_settings,
+        n_resamples=cfg.bootstrap,
+        confidence=cfg.confidence,
+        seed=cfg.seed,
+    )
+
+
+class Collector:
+    """Computes one candidate's evidence on chosen prompts through the job's one computer, in
+    batches the budget allows, reporting each candidate's gradients done so far."""
+
+    def __init__(
+        self,
+        job: PreparedJob,
+        candidates: Sequence[Candidate],
+        computer: GradientComputer,
+        should_cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.job, self.computer, self.should_cancel = job, computer, should_cancel
+        tokenizer = job.student.tokenizer
+        self.pad_id = pad_token_id(tokenizer)
+        self.index = {c.name: i for i, c in enumerate(candidates)}
+        self.encoded = [
+            student_examples(tokenizer, job.prompts, g.texts, job.fmt, i) for i, g in enumerate(job.generated)
+        ]
+        self.plan = job.budget.plan(job.resident(), job.cost, stage="gradient")
+        self.plan.require(max(len(e.input_ids) for examples in self.encoded for e in examples))
+        self.done = {c.name: 0 for c in candidates}
+
+    def m(self, name: str) -> int:
+        return len(self.job.generated[self.index[name]].texts[0])
+
+    def total(self, name: str) -> int:
+        return len(self.encoded[self.index[name]])
+
+    def truncated(self, name: str) -> int:
+        return sum(e.truncated for e in self.encoded[self.index[name]])
+
+    def __call__(self, name: str, prompts: npt.NDArray[np.int64]) -> Evidence:
+        job, cfg, i = self.job, self.job.cfg, self.index[name]
+        m, total, base = self.m(name), self.total(name), self.done[name]
+        rows = prompt_rows(prompts, m)
+        if base == 0:
+            job.report(ProgressEvent("gradients", 0, total, name))
+        grads = compute_gradients(
+            job.student.model,
+            self.computer,
+            [self.encoded[i][r] for r in rows],
+            pad_id=self.pad_id,
+            plan=self.plan,
+            max_tokens=cfg.max_tokens_per_batch,
+            max_batch=cfg.max_batch,
+            progress=lambda done, _total: job.report(ProgressEvent("gradients", base + done, total, name)),
+            should_cancel=self.should_cancel,
+        )
+        self.done[name] += len(rows)
+        g = grads.gradients.astype(np.float64)
+        if cfg.length_factor:
+            g *= log_length_factor(grads.n_tokens)[:, None]
+        texts = job.generated[i].texts
+        return Evidence(
+            g,
+            grads.losses,
+            grads.n_tokens.astype(np.float64),
+            grads.rank_sums,
+            response_correct([texts[p] for p in prompts], [job.prompts[p].answer for p in prompts]),
+            m,
+            prompts,
+        )
+
+
+def _scored(
+    job: PreparedJob,
+    candidates: Sequence[Candidate],
+    evidence: dict[str, Evidence],
+    truncated: dict[str, int],
+    computer: GradientComputer,
+    adaptive: tuple[Uncertainty, BudgetReport] | None = None,
+) -> RankingResult:
+    """Every requested predictor of every candidate, the ranking, its bootstrap and warnings."""
+    cfg = job.cfg
+    settings = cfg.grace_settings
+    graces: dict[str, GraceResult] = {}
+    values: dict[str, dict[str, float | None]] = {}
+    for name, ev in evidence.items():
+        if "grace" in cfg.predictors:
+            workers = grace_workers(job.budget, job.resident(), ev.gradients.shape)
+            graces[name] = grace_of(ev, settings, max_workers=workers)
+        values[name] = {
+            p: graces[name].score if p == "grace" else value(p, ev, settings) for p in cfg.predictors
+        }
+    score = cfg.ranking_score
+    point = {name: v[score] for name, v in values.items()}
+    missing = [name for name, v in point.items() if v is None]
+    if missing:
+        raise InvalidInput(
+            f"cannot rank by {score}: it has no value for {missing[0]!r} (teacher_accuracy needs "
+            "prompts with answers)",
+            field="rank_by",
+        )
+    ranked_values = {name: float(v) for name, v in point.items() if v is not None}
+    uncertainty = None
+    if adaptive is not None:
+        uncertainty = adaptive[0]
+    elif cfg.bootstrap > 0:
+        uncertainty = _bootstrap(cfg, evidence, ranked_values)
+    results = {}
+    for i, cand in enumerate(candidates):
+        ev, v, generated = evidence[cand.name], values[cand.name], job.generated[i]
+        # A candidate dropped by a budget-aware ranking is out of the last round's bootstrap.
+        u = None if uncertainty is None else uncertainty.candidates.get(cand.name)
+        examples = ev.losses.shape[0]
+        results[cand.name] = CandidateResult(
+            name=cand.name,
+            grace=graces.get(cand.name),
+            g_norm=v.get("g_norm"),
+            g_vendi=v.get("g_vendi"),
+            student_nll=v.get("student_nll"),
+            rsr=v.get("rsr"),
+            accuracy=v.get("teacher_accuracy"),
+            p_top1=(0.0 if adaptive is not None else None) if u is None else u.p_top1,
+            interval=None if u is None else u.interval,
+            responses_per_prompt=ev.m,
+            n_responses=examples,
+            n_truncated=truncated[cand.name],
+            n_at_max_tokens=None if job.origins[i] == "provided" else generated.n_at_cap,
+            max_tokens=None if cand.model is None else cand.max_tokens,
+            mean_response_tokens=float(np.mean(ev.n_tokens)),
+            response_source=job.origins[i],
+            responses=generated.texts,
+        )
+    ranking = _ranking(ranked_values, score, graces, None if adaptive is None else adaptive[1])
+    job.report(ProgressEvent("score", len(candidates), len(candidates)))
+    warnings = _job_warnings(job.prompts, candidates, cfg, results, job.fmt, gradients=computer.d > 0)
+    warnings += _predictor_warnings(score, ranking[0].name, ranked_values, values, results)
+    if uncertainty is not None and not uncertainty.settled and uncertainty.runner_up is not None:
+        warnings.append(
+            caveats.unsettled(
+                score=score,
+                leader=uncertainty.leader,
+                runner_up=uncertainty.runner_up,
+                p_top1=uncertainty.candidates[uncertainty.leader].p_top1,
+                intervals=(
+                    uncertainty.candidates[uncertainty.leader].interval,
+                    uncertainty.candidates[uncertainty.runner_up].interval,
+                ),
+                n_prompts=uncertainty.n_prompts,
+                prompts_needed=uncertainty.prompts_to_settle,
+            )
+        )
+    return RankingResult(
+        job.student.source.location,
+        ranking,
+        results,
+        cfg,
+        computer.grad_dim,
+        len(job.prompts),
+        warnings=warnings,
+        memory_budget_gb=job.budget.gb,
+        uncertainty=uncertainty,
+        projection=_identity(computer, cfg.dim),
+        evidence=evidence,
+        budget=None if adaptive is None else adaptive[1],
+        mixed=route_by_grace(
+            evidence,
+            job.prompts,
+            {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True)},
+            smoothing=cfg.smoothing,
+        )
+        if computer.d > 0
+        else [],
+    )
+
+
+def _identity(computer: GradientComputer, scored_dim: int) -> ProjectionIdentity | None:
+    """The computer's projection, with the d its gradients were folded to when that differs."""
+    identity = computer.identity()
+    if identity is None or identity.d == scored_dim:
+        return identity
+    return replace(identity, folded_to=scored_dim)
+
+
+def _ranking(
+    values: dict[str, float], score: str, graces: dict[str, GraceResult], spent: BudgetReport | None
+) -> list[RankedCandidate]:
+    """Best first. After a budget-aware run the candidates still in the race come first; those
+    dropped follow, the later a candidate left the better, and its value is on fewer prompts."""
+    if spent is None or not spent.dropped:
+        return rank_candidates(values, score, graces)
+    stayed = rank_candidates({c: v for c, v in values.items() if c not in spent.dropped}, score, graces)
+    by_round = sorted(set(spent.dropped.values()), reverse=True)
+    for r in by_round:
+        group = rank_candidates({c: values[c] for c, k in spent.dropped.items() if k == r}, score, graces)
+        stayed += [
+            replace(x, rank=len(stayed) + 1 + j, agreement_with_next=None) for j, x in enumerate(group)
+        ]
+    return stayed
