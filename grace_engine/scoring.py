@@ -31,6 +31,7 @@ from grace_engine.errors import InvalidInput
 from grace_engine.generation import (
     Candidate,
 )
+from grace_engine.gradient_store import GradientStore, StoredGradients, content_hash, gradient_key
 from grace_engine.gradients import (
     ForwardStatistics,
     GradientComputer,
@@ -134,6 +135,7 @@ def rank_teachers(
     should_cancel: Callable[[], bool] | None = None,
     generator: GenerationBackend | None = None,
     budget: MemoryBudget | None = None,
+    gradients: GradientStore | None = None,
 ) -> RankingResult:
     """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
 
@@ -148,6 +150,8 @@ def rank_teachers(
             between jobs); default: the one ``config.generation_backend`` selects.
         budget: the peak memory every stage sizes its batches from (default:
             :func:`~grace_engine.memory.default_budget_gb`). Scores do not depend on it.
+        gradients: store of projected gradients by content (:mod:`~grace_engine.gradient_store`):
+            a candidate found there is not computed again, and one computed is put there.
     """
     built: list[GradientComputer] = []
     given = config or ScoringConfig()
@@ -187,7 +191,8 @@ def rank_teachers(
         gradient_cost=probe,
     )
     (computer,) = built
-    collect = Collector(job, candidates, computer, should_cancel)
+    keys = _gradient_keys(job, candidates, computer) if gradients is not None else None
+    collect = Collector(job, candidates, computer, should_cancel, gradients, keys)
     names = [c.name for c in candidates]
     adaptive = None
     if cfg.budget is None:
@@ -229,6 +234,31 @@ def rank_teachers(
     )
 
 
+def _gradient_keys(
+    job: PreparedJob, candidates: Sequence[Candidate], computer: GradientComputer
+) -> dict[str, str] | None:
+    """Each candidate's content address under this job's student, format and projection; None for
+    a forward-only job (it has no gradients to store)."""
+    if computer.d == 0:
+        return None
+    student = content_hash(job.student.source)
+    cfg = job.cfg
+    return {
+        c.name: gradient_key(
+            student_hash=student,
+            fmt=job.fmt,
+            prompts=job.prompts,
+            responses=g.texts,
+            space=cfg.gradient_space,
+            d=computer.d,
+            seed=cfg.seed,
+            path=cfg.path,
+            factor_dim=cfg.factor_dim,
+        )
+        for c, g in zip(candidates, job.generated, strict=True)
+    }
+
+
 def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[str, float]) -> Uncertainty:
     """The job's bootstrap of its ranking score over prompts (its resamples, confidence and seed)."""
     return bootstrap(
@@ -244,7 +274,9 @@ def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[st
 
 class Collector:
     """Computes one candidate's evidence on chosen prompts through the job's one computer, in
-    batches the budget allows, reporting each candidate's gradients done so far."""
+    batches the budget allows, reporting each candidate's gradients done so far. With a ``store``
+    (and each candidate's content address in ``keys``), a candidate's stored gradients are used
+    instead, and gradients computed for all of a candidate's rows at once are stored."""
 
     def __init__(
         self,
@@ -252,8 +284,12 @@ class Collector:
         candidates: Sequence[Candidate],
         computer: GradientComputer,
         should_cancel: Callable[[], bool] | None,
+        store: GradientStore | None = None,
+        keys: dict[str, str] | None = None,
     ) -> None:
         self.job, self.computer, self.should_cancel = job, computer, should_cancel
+        self.store, self.keys = store, keys or {}
+        self.stored: dict[str, StoredGradients | None] = {}
         tokenizer = job.student.tokenizer
         self.pad_id = pad_token_id(tokenizer)
         self.index = {c.name: i for i, c in enumerate(candidates)}
@@ -263,6 +299,16 @@ class Collector:
         self.plan = job.budget.plan(job.resident(), job.cost, stage="gradient")
         self.plan.require(max(len(e.input_ids) for examples in self.encoded for e in examples))
         self.done = {c.name: 0 for c in candidates}
+
+    def _stored(self, name: str) -> StoredGradients | None:
+        """The candidate's stored gradients, looked up once; None without a store or a match (a
+        stored set of another shape is ignored: the key changed meaning)."""
+        if name not in self.stored:
+            key = self.keys.get(name)
+            found = self.store.get(key) if self.store is not None and key is not None else None
+            shape = (self.total(name), self.computer.d)
+            self.stored[name] = found if found is not None and found.gradients.shape == shape else None
+        return self.stored[name]
 
     def m(self, name: str) -> int:
         return len(self.job.generated[self.index[name]].texts[0])
@@ -279,17 +325,30 @@ class Collector:
         rows = prompt_rows(prompts, m)
         if base == 0:
             job.report(ProgressEvent("gradients", 0, total, name))
-        grads = compute_gradients(
-            job.student.model,
-            self.computer,
-            [self.encoded[i][r] for r in rows],
-            pad_id=self.pad_id,
-            plan=self.plan,
-            max_tokens=cfg.max_tokens_per_batch,
-            max_batch=cfg.max_batch,
-            progress=lambda done, _total: job.report(ProgressEvent("gradients", base + done, total, name)),
-            should_cancel=self.should_cancel,
-        )
+        stored = self._stored(name)
+        if stored is not None:
+            grads = stored.rows(rows)
+            job.report(ProgressEvent("gradients", base + len(rows), total, name))
+        else:
+
+            def report(done: int, _total: int) -> None:
+                job.report(ProgressEvent("gradients", base + done, total, name))
+
+            grads = compute_gradients(
+                job.student.model,
+                self.computer,
+                [self.encoded[i][r] for r in rows],
+                pad_id=self.pad_id,
+                plan=self.plan,
+                max_tokens=cfg.max_tokens_per_batch,
+                max_batch=cfg.max_batch,
+                progress=lambda done, _total: job.report(
+                    ProgressEvent("gradients", base + done, total, name)
+                ),
+                should_cancel=self.should_cancel,
+            )
+            if self.store is not None and name in self.keys and len(rows) == total:
+                self.store.put(self.keys[name], StoredGradients.of(grads))
         self.done[name] += len(rows)
         g = grads.gradients.astype(np.float64)
         if cfg.length_factor:

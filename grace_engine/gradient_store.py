@@ -1,0 +1,185 @@
+"""Projected per-example gradients, stored per candidate and found again by their content.
+
+A candidate's gradients depend only on the student's weights, how its responses are shown to the
+student, the prompts, the responses, the gradient space, the projection (d, seed, path, factor
+dim). :func:`gradient_key` hashes exactly those, so a re-score with settings that do not change
+gradients (splits, test fraction, smoothing, length factor, predictors, bootstrap) finds them, and
+adding a candidate to an earlier comparison computes only the new one.
+
+Stored are the raw outputs of :func:`~grace_engine.gradients.compute_gradients` (gradients before
+any length factor, NLL, response tokens, rank sums) as an ``.npz`` without pickles.
+:class:`DirectoryGradientStore` keeps them under a directory, bounded in bytes (least recently
+used first out); the service keeps them in its database (``workers.runner``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from grace_engine.data import Prompt, StudentFormat
+from grace_engine.gradients import GradientResult, GradientSpace, PathKind
+from grace_engine.models import ModelSource
+
+FORMAT_VERSION = 1  # bump when what is stored, or how gradients are computed, changes
+
+
+@dataclass(frozen=True)
+class StoredGradients:
+    """One candidate's per-example rows, in the job's row order (prompt-major, ``m`` per prompt):
+    ``gradients (N, d) float32``, ``losses (N,)`` nats/token, ``n_tokens (N,)``, ``rank_sums (N,)``."""
+
+    gradients: npt.NDArray[np.float32]
+    losses: npt.NDArray[np.float64]
+    n_tokens: npt.NDArray[np.int64]
+    rank_sums: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, result: GradientResult) -> StoredGradients:
+        return cls(result.gradients, result.losses, result.n_tokens, result.rank_sums)
+
+    def rows(self, index: npt.NDArray[np.int64]) -> GradientResult:
+        """The rows ``index`` as :func:`~grace_engine.gradients.compute_gradients` would return them."""
+        return GradientResult(
+            self.gradients[index], self.losses[index], self.n_tokens[index], self.rank_sums[index]
+        )
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        np.savez(out, **asdict(self))
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StoredGradients:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls(
+                z["gradients"].astype(np.float32),
+                z["losses"].astype(np.float64),
+                z["n_tokens"].astype(np.int64),
+                z["rank_sums"].astype(np.float64),
+            )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in asdict(self).values())
+
+
+_HASHES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def content_hash(source: ModelSource) -> str:
+    """SHA-256 of a model's content: every file under its directory (relative path and bytes),
+    cached per process while no file's size or modification time changes. A hub id is hashed by
+    its name (its files live in the hub cache, pinned by the policy's offline mode)."""
+    if source.is_hub:
+        return hashlib.sha256(f"hub:{source.location}".encode()).hexdigest()
+    root = Path(source.location)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    stamp = tuple((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(root), stamp)
+    with _HASH_LOCK:
+        if key in _HASHES:
+            return _HASHES[key]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    value = digest.hexdigest()
+    with _HASH_LOCK:
+        _HASHES[key] = value
+    return value
+
+
+def gradient_key(
+    *,
+    student_hash: str,
+    fmt: StudentFormat,
+    prompts: Sequence[Prompt],
+    responses: Sequence[Sequence[str]],
+    space: GradientSpace,
+    d: int,
+    seed: int,
+    path: PathKind,
+    factor_dim: int,
+) -> str:
+    """The content address of one candidate's projected gradients (hex SHA-256)."""
+    canonical = json.dumps(
+        {
+            "version": FORMAT_VERSION,
+            "student": student_hash,
+            "format": asdict(fmt),
+            "prompts": [p.prompt for p in prompts],
+            "responses": [list(r) for r in responses],
+            "space": asdict(space),
+            "projection": {"d": d, "seed": seed, "path": path, "factor_dim": factor_dim},
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class GradientStore(Protocol):
+    def get(self, key: str) -> StoredGradients | None: ...
+
+    def put(self, key: str, gradients: StoredGradients) -> None: ...
+
+
+class DirectoryGradientStore:
+    """Gradients as ``<root>/<key[:2]>/<key>.npz``, at most ``max_bytes`` in all: after each put
+    the least recently used files go first. Writes are atomic (a temporary file, then a rename),
+    so concurrent processes never read half a file."""
+
+    def __init__(self, root: str | Path, *, max_bytes: int) -> None:
+        self.root, self.max_bytes = Path(root), max_bytes
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> StoredGradients | None:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+            os.utime(path)  # recently used: evicted last
+        except FileNotFoundError:
+            return None
+        return StoredGradients.from_bytes(data)
+
+    def put(self, key: str, gradients: StoredGradients) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(gradients.to_bytes())
+        os.replace(tmp, path)
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = []
+        for p in self.root.glob("*/*.npz"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # evicted by a concurrent process
+                continue
+            entries.append((st.st_mtime_ns, st.st_size, p))
+        total = sum(size for _, size, _ in entries)
+        for _, size, p in sorted(entries, key=lambda e: e[0]):
+            if total <= self.max_bytes:
+                break
+            p.unlink(missing_ok=True)
+            total -= size
