@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     job_time_limit_seconds: int = Field(7 * 24 * 3600, ge=60)
     broker_heartbeat_ms: int = Field(15_000, ge=1000, description="Dramatiq worker heartbeat timeout")
     model_cache_size: int = Field(2, ge=1)
+    gradient_store_mb: int = Field(
+        2048,
+        ge=0,
+        description="the gradient store's bound (projected gradients kept for re-scores); 0 = off",
+    )
     memory_budget_gb: float | None = Field(
         None,
         gt=0,

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import Dataset, Job, JobStatus, ResponseSet
+from app.db.models import Dataset, GradientSet, Job, JobStatus, ResponseSet
 from grace_engine.data import Prompt
 from grace_engine.errors import Cancelled, GraceError
 from grace_engine.generation import (
@@ -34,6 +34,7 @@ from grace_engine.generation import (
     generated_to_json,
     select_backend,
 )
+from grace_engine.gradient_store import StoredGradients
 from grace_engine.influence_job import run_influence
 from grace_engine.memory import MemoryBudget
 from grace_engine.models import ModelCache
@@ -128,6 +129,74 @@ class DbResponseStore:
                 session.commit()
             except IntegrityError:  # the same responses stored by a concurrent run
                 session.rollback()
+
+
+class DbGradientStore:
+    """Projected gradients kept in ``gradient_sets`` (:mod:`grace_engine.gradient_store`), scoped to
+    the tenant, at most ``max_bytes`` in all: after a put the least recently used go first. In the
+    database rather than on a worker's disk, so every worker (and, with fan-out, the one that
+    assembles a ranking) reads what any other stored."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        tenant_id: str,
+        max_bytes: int,
+        retry: Callable[[Callable[[], Any], str], Any],
+    ) -> None:
+        self.session_factory, self.tenant_id, self.max_bytes = session_factory, tenant_id, max_bytes
+        self.retry = retry
+
+    def _key(self, key: str) -> str:
+        return hashlib.sha256(f"{self.tenant_id}/gradients/{key}".encode()).hexdigest()
+
+    def get(self, key: str) -> StoredGradients | None:
+        found: StoredGradients | None = self.retry(lambda: self._get(key), "gradient store read")
+        return found
+
+    def put(self, key: str, gradients: StoredGradients) -> None:
+        self.retry(lambda: self._put(key, gradients), "gradient store write")
+
+    def _get(self, key: str) -> StoredGradients | None:
+        with self.session_factory() as session:
+            row = session.get(GradientSet, self._key(key))
+            if row is None:
+                return None
+            data = row.data
+            row.used_at = utcnow()
+            session.commit()
+        return StoredGradients.from_bytes(data)
+
+    def _put(self, key: str, gradients: StoredGradients) -> None:
+        data = gradients.to_bytes()
+        with self.session_factory() as session:
+            session.merge(
+                GradientSet(
+                    key=self._key(key),
+                    tenant_id=self.tenant_id,
+                    data=data,
+                    nbytes=len(data),
+                    used_at=utcnow(),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:  # the same gradients stored by a concurrent run
+                session.rollback()
+            # Oldest first out until the bound holds; a row of a size is read, never its data.
+            total = session.scalar(select(func.coalesce(func.sum(GradientSet.nbytes), 0))) or 0
+            if total > self.max_bytes:
+                rows = session.execute(
+                    select(GradientSet.key, GradientSet.nbytes).order_by(GradientSet.used_at)
+                ).all()
+                doomed = []
+                for row in rows:
+                    if total <= self.max_bytes:
+                        break
+                    doomed.append(row.key)
+                    total -= row.nbytes
+                session.execute(delete(GradientSet).where(GradientSet.key.in_(doomed)))
+                session.commit()
 
 
 class JobSession:
@@ -328,7 +397,14 @@ class JobRunner:
             return request, run_influence(
                 prompts, candidates, request.student, examples, method=request.method, **shared
             )
-        return request, rank_teachers(prompts, candidates, request.student, **shared)
+        store = (
+            DbGradientStore(
+                self.session_factory, tenant_id, self.settings.gradient_store_mb << 20, self.through_outage
+            )
+            if self.settings.gradient_store_mb > 0
+            else None
+        )
+        return request, rank_teachers(prompts, candidates, request.student, gradients=store, **shared)
 
     @_retried
     def _hand_back(self, job_id: str) -> str:

@@ -18,7 +18,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, JSONType, UTCDateTime, utcnow
@@ -154,3 +164,18 @@ class ResponseSet(Base):
     # escaped "\u0000" inside a JSON string keeps exactly.
     responses_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GradientSet(Base):
+    """One candidate's projected per-example gradients (``grace_engine.gradient_store``), keyed
+    by a hash of (tenant, content address), so a re-score or a grown comparison reuses them. A
+    cache: bounded by ``GRACE_GRADIENT_STORE_MB``, least recently used first out."""
+
+    __tablename__ = "gradient_sets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,0 +1,118 @@
+"""The service's gradient store on PostgreSQL: a re-score with other splits computes no gradient,
+another tenant's identical job does not see the first tenant's gradients, and the store stays
+within its bound."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+import grace_engine.scoring
+from app.auth import create_key
+from app.config import Settings
+from app.db.migrate import upgrade
+from app.db.models import GradientSet, Tenant
+from grace_engine.gradient_store import StoredGradients
+from tests.service.conftest import Caller, fresh_database, job_body
+from workers.runner import DbGradientStore, JobRunner
+
+
+def _supplied_job(**scoring: Any) -> dict[str, Any]:
+    body = job_body()
+    ids = [p["id"] for p in body["prompts"]]
+    body["candidates"] = [
+        {"name": "short", "responses": {pid: ["4", "5"] for pid in ids}},
+        {"name": "long", "responses": {pid: ["Two and two make 4.", "It is 4, I think."] for pid in ids}},
+    ]
+    body["scoring"] = {"responses_per_prompt": 2, "proj_dim": 32, **scoring}
+    return body
+
+
+@pytest.fixture
+def gradient_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows each compute_gradients call computes; the real function still runs."""
+    real = grace_engine.scoring.compute_gradients
+    calls: list[int] = []
+
+    def counting(model: Any, computer: Any, examples: Any, **kwargs: Any) -> Any:
+        calls.append(len(examples))
+        return real(model, computer, examples, **kwargs)
+
+    monkeypatch.setattr(grace_engine.scoring, "compute_gradients", counting)
+    return calls
+
+
+def _run(client: TestClient, caller: Caller, runner: JobRunner, body: dict[str, Any]) -> dict[str, Any]:
+    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    assert runner.run(job_id) == "succeeded"
+    job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    return job
+
+
+def test_a_re_score_reuses_stored_gradients_within_the_tenant(
+    client: TestClient,
+    new_caller: Callable[[], Caller],
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    gradient_calls: list[int],
+) -> None:
+    runner = JobRunner(settings, session_factory)
+    first, other = new_caller(), new_caller()
+    _run(client, first, runner, _supplied_job())
+    assert gradient_calls == [12, 12]
+    with session_factory() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == first.tenant))
+        stored = session.scalar(
+            select(func.count()).select_from(GradientSet).where(GradientSet.tenant_id == tenant_id)
+        )
+    assert stored == 2
+    gradient_calls.clear()
+    rescored = _run(client, first, runner, _supplied_job(n_splits=4, test_fraction=0.3, length_factor=True))
+    assert gradient_calls == []
+    assert {row["name"] for row in rescored["ranking"]} == {"short", "long"}
+    gradient_calls.clear()
+    _run(client, other, runner, _supplied_job())  # same content, another tenant: its own gradients
+    assert gradient_calls == [12, 12]
+
+
+def test_the_database_store_keeps_within_its_bound_least_recently_used_out() -> None:
+    url = fresh_database("grace_gradients")  # its own: the bound counts every tenant's rows
+    upgrade(url)
+    engine = sa.create_engine(url)
+    factory = sessionmaker(engine)
+    with factory() as session:
+        create_key(session=session, tenant_name="bounded")
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == "bounded"))
+    assert tenant_id is not None
+
+    def rows(seed: int) -> StoredGradients:
+        g = np.random.default_rng(seed)
+        return StoredGradients(
+            g.standard_normal((16, 64)).astype(np.float32), g.random(16), g.integers(1, 9, 16), g.random(16)
+        )
+
+    size = len(rows(0).to_bytes())
+    store = DbGradientStore(factory, tenant_id, int(2.5 * size), lambda step, _what: step())
+    try:
+        store.put("a", rows(1))
+        store.put("b", rows(2))
+        assert store.get("a") is not None  # a is now more recent than b
+        store.put("c", rows(3))
+        assert store.get("b") is None
+        found = store.get("c")
+        assert found is not None
+        np.testing.assert_array_equal(found.gradients, rows(3).gradients)
+        assert store.get("a") is not None
+        with factory() as session:
+            assert (session.scalar(select(func.sum(GradientSet.nbytes))) or 0) <= 2.5 * size
+    finally:
+        engine.dispose()
