@@ -31,6 +31,7 @@ import numpy.typing as npt
 from grace_engine.data import Prompt, StudentFormat
 from grace_engine.gradients import GradientResult, GradientSpace, PathKind
 from grace_engine.models import ModelSource
+from grace_engine.projection import ProjectionIdentity
 
 FORMAT_VERSION = 1  # bump when what is stored, or how gradients are computed, changes
 
@@ -38,16 +39,40 @@ FORMAT_VERSION = 1  # bump when what is stored, or how gradients are computed, c
 @dataclass(frozen=True)
 class StoredGradients:
     """One candidate's per-example rows, in the job's row order (prompt-major, ``m`` per prompt):
-    ``gradients (N, d) float32``, ``losses (N,)`` nats/token, ``n_tokens (N,)``, ``rank_sums (N,)``."""
+    ``gradients (N, d) float32``, ``losses (N,)`` nats/token, ``n_tokens (N,)``, ``rank_sums (N,)``;
+    and what a result reports about them without the student: ``truncated`` examples, the
+    projection's ``identity``, the ``grad_dim`` it projected from, the format's ``max_length``
+    as applied (within the student's context)."""
 
     gradients: npt.NDArray[np.float32]
     losses: npt.NDArray[np.float64]
     n_tokens: npt.NDArray[np.int64]
     rank_sums: npt.NDArray[np.float64]
+    truncated: int = 0
+    identity: ProjectionIdentity | None = None
+    grad_dim: int = 0
+    max_length: int | None = None
 
     @classmethod
-    def of(cls, result: GradientResult) -> StoredGradients:
-        return cls(result.gradients, result.losses, result.n_tokens, result.rank_sums)
+    def of(
+        cls,
+        result: GradientResult,
+        *,
+        truncated: int,
+        identity: ProjectionIdentity | None,
+        grad_dim: int,
+        max_length: int | None,
+    ) -> StoredGradients:
+        return cls(
+            result.gradients,
+            result.losses,
+            result.n_tokens,
+            result.rank_sums,
+            truncated,
+            identity,
+            grad_dim,
+            max_length,
+        )
 
     def rows(self, index: npt.NDArray[np.int64]) -> GradientResult:
         """The rows ``index`` as :func:`~grace_engine.gradients.compute_gradients` would return them."""
@@ -56,23 +81,37 @@ class StoredGradients:
         )
 
     def to_bytes(self) -> bytes:
+        meta = {
+            "truncated": self.truncated,
+            "identity": None if self.identity is None else asdict(self.identity),
+            "grad_dim": self.grad_dim,
+            "max_length": self.max_length,
+        }
         out = io.BytesIO()
-        np.savez(out, **asdict(self))
+        np.savez(
+            out,
+            gradients=self.gradients,
+            losses=self.losses,
+            n_tokens=self.n_tokens,
+            rank_sums=self.rank_sums,
+            meta=np.array(json.dumps(meta)),  # a unicode array: no pickle needed to read it back
+        )
         return out.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StoredGradients:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
             return cls(
                 z["gradients"].astype(np.float32),
                 z["losses"].astype(np.float64),
                 z["n_tokens"].astype(np.int64),
                 z["rank_sums"].astype(np.float64),
+                int(meta["truncated"]),
+                None if meta["identity"] is None else ProjectionIdentity(**meta["identity"]),
+                int(meta["grad_dim"]),
+                meta["max_length"],
             )
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in asdict(self).values())
 
 
 _HASHES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}

@@ -26,6 +26,7 @@ from grace_engine.models import (
     LoadedModel,
     ModelCache,
     ModelPolicy,
+    ModelSource,
     context_length,
     resolve_model,
 )
@@ -38,6 +39,7 @@ from grace_engine.responses import (
     make_backend,
     release_if_short,
     resolve_candidates,
+    responses_at_hand,
     student_examples,
 )
 
@@ -65,24 +67,49 @@ def _longest_example(
     return longest if fmt.max_length is None else min(longest, fmt.max_length)
 
 
+StudentCheck = tuple[LoadedModel, StudentFormat, BatchCost]
+
+
 @dataclass
 class PreparedJob:
-    """What every job starts with: checked inputs, the candidates' responses, the student."""
+    """What every job starts with: checked inputs, the candidates' responses, and the student,
+    loaded (and checked against the memory budget) when first needed: a job whose gradients are
+    all stored never loads it."""
 
     cfg: ScoringConfig
     prompts: list[Prompt]
     generated: list[Generated]
     origins: list[Origin]
-    student: LoadedModel
-    fmt: StudentFormat
+    student_source: ModelSource
     budget: MemoryBudget
-    cost: BatchCost  # of one gradient batch on the student, probed once per job
     cache: ModelCache
     report: ProgressFn
+    load_student: Callable[[], StudentCheck]
+    checked: StudentCheck | None = None
+
+    def _student(self) -> StudentCheck:
+        if self.checked is None:
+            self.checked = self.load_student()
+        return self.checked
+
+    @property
+    def student(self) -> LoadedModel:
+        return self._student()[0]
+
+    @property
+    def fmt(self) -> StudentFormat:
+        """The student format within the student's context."""
+        return self._student()[1]
+
+    @property
+    def cost(self) -> BatchCost:
+        """Of one gradient batch on the student, probed once per job."""
+        return self._student()[2]
 
     def resident(self) -> float:
         # The student stays alive through this job even if the cache has evicted it for a teacher.
-        return resident_bytes([*self.cache.models(), self.student.model])
+        loaded = [] if self.checked is None else [self.checked[0].model]
+        return resident_bytes([*self.cache.models(), *loaded])
 
 
 def prepare_job(
@@ -100,6 +127,7 @@ def prepare_job(
     generator: GenerationBackend | None,
     budget: MemoryBudget | None,
     gradient_cost: Callable[[LoadedModel], BatchCost],
+    defer_student: bool = False,
 ) -> PreparedJob:
     """Check every input and model reference, check the memory budget against the job's longest
     possible example (``gradient_cost`` probes the student once), then collect the responses and
@@ -107,6 +135,8 @@ def prepare_job(
 
     The budget check needs the student loaded (its cost is probed); on a vLLM worker the student
     waits until the teachers are done and have released the GPU, so there it follows generation.
+    ``defer_student``: when every candidate's responses are at hand (supplied, or in
+    ``responses``), nothing is generated, and the student is left unloaded until first used.
     """
     cfg = config or ScoringConfig()
     cfg.validate()
@@ -126,7 +156,8 @@ def prepare_job(
         budget.plan(resident_bytes(cache.models()), cost, stage="gradient").require(longest)
         return loaded, fmt, cost
 
-    early = checked_student() if backend.name != "vllm" else None
+    deferred = defer_student and responses_at_hand(checked, candidates, sources, cfg, responses, backend)
+    early = checked_student() if backend.name != "vllm" and not deferred else None
     collected, origins = collect_responses(
         checked,
         candidates,
@@ -141,5 +172,9 @@ def prepare_job(
         also_resident=[early[0].model] if early else [],
     )
     release_if_short(backend, cfg)
-    loaded, fmt, cost = early or checked_student()
-    return PreparedJob(cfg, checked, collected, origins, loaded, fmt, budget, cost, cache, report)
+    job = PreparedJob(
+        cfg, checked, collected, origins, student_source, budget, cache, report, checked_student
+    )
+    if not deferred:
+        job.checked = early or checked_student()
+    return job

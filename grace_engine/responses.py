@@ -130,6 +130,38 @@ def resolve_candidates(
     }
 
 
+def _settings(cand: Candidate, cfg: ScoringConfig) -> GenerationSettings:
+    m = cand.responses_per_prompt or cfg.responses_per_prompt
+    return GenerationSettings(m, cand.temperature, cand.top_p, cand.max_tokens, cfg.seed, cfg.instruction)
+
+
+def _stored(responses: ResponseStore | None, key: str, n_prompts: int, m: int) -> Generated | None:
+    """A stored entry for ``key`` holding ``m`` responses for each of ``n_prompts`` prompts."""
+    stored = responses.get(key) if responses is not None else None
+    if stored is not None and len(stored.texts) == n_prompts and all(len(g) == m for g in stored.texts):
+        return stored
+    return None
+
+
+def responses_at_hand(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    sources: dict[int, ModelSource],
+    cfg: ScoringConfig,
+    responses: ResponseStore | None,
+    backend: GenerationBackend,
+) -> bool:
+    """Whether :func:`collect_responses` would generate nothing: every candidate's responses are
+    supplied or stored."""
+    for i, cand in enumerate(candidates):
+        if cand.responses is None:
+            settings = _settings(cand, cfg)
+            key = response_key(sources[i].location, settings, prompts, backend.name)
+            if _stored(responses, key, len(prompts), settings.m) is None:
+                return False
+    return True
+
+
 def collect_responses(
     prompts: Sequence[Prompt],
     candidates: Sequence[Candidate],
@@ -159,16 +191,10 @@ def collect_responses(
             origins.append("provided")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
             continue
-        settings = GenerationSettings(
-            m, cand.temperature, cand.top_p, cand.max_tokens, cfg.seed, cfg.instruction
-        )
+        settings = _settings(cand, cfg)
         key = response_key(sources[i].location, settings, prompts, backend.name)
-        stored = responses.get(key) if responses is not None else None
-        if (
-            stored is not None
-            and len(stored.texts) == len(prompts)
-            and all(len(g) == m for g in stored.texts)
-        ):
+        stored = _stored(responses, key, len(prompts), m)
+        if stored is not None:
             collected.append(stored)
             origins.append("stored")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))

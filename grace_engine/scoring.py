@@ -12,8 +12,9 @@ job's longest example is refused before any generation or gradient work.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,7 @@ from grace_engine.gradient_store import GradientStore, StoredGradients, content_
 from grace_engine.gradients import (
     ForwardStatistics,
     GradientComputer,
+    GradientResult,
     compute_gradients,
     make_gradient_computer,
 )
@@ -67,6 +69,18 @@ from grace_engine.uncertainty import (
     Uncertainty,
     bootstrap,
 )
+
+
+class Projection(Protocol):
+    """What a result records of the job's projection (a built computer, or its stored record)."""
+
+    @property
+    def d(self) -> int: ...
+
+    @property
+    def grad_dim(self) -> int: ...
+
+    def identity(self) -> ProjectionIdentity | None: ...
 
 
 def _job_warnings(
@@ -189,9 +203,17 @@ def rank_teachers(
         generator=generator,
         budget=budget,
         gradient_cost=probe,
+        defer_student=gradients is not None and needs_gradients(cfg.predictors) and cfg.budget is None,
     )
+    keys = _gradient_keys(job, candidates) if gradients is not None else None
+    if job.checked is None:  # deferred: every response at hand, maybe every gradient stored too
+        assert gradients is not None
+        assert keys is not None
+        stored = _all_stored(job, gradients, keys)
+        if stored is not None:
+            return replace(_from_store(job, candidates, stored), auto_proj_dim=given.proj_dim == "auto")
+    job.cost  # noqa: B018  (loads and checks the student now if it was deferred, which builds the computer)
     (computer,) = built
-    keys = _gradient_keys(job, candidates, computer) if gradients is not None else None
     collect = Collector(job, candidates, computer, should_cancel, gradients, keys)
     names = [c.name for c in candidates]
     adaptive = None
@@ -229,34 +251,95 @@ def rank_teachers(
     check_cancel(should_cancel)
     truncated = {name: collect.truncated(name) for name in names}
     return replace(
-        _scored(job, candidates, evidence, truncated, computer, adaptive),
+        _scored(job, candidates, evidence, truncated, computer, job.fmt, adaptive),
         auto_proj_dim=given.proj_dim == "auto",
     )
 
 
-def _gradient_keys(
-    job: PreparedJob, candidates: Sequence[Candidate], computer: GradientComputer
-) -> dict[str, str] | None:
-    """Each candidate's content address under this job's student, format and projection; None for
-    a forward-only job (it has no gradients to store)."""
-    if computer.d == 0:
-        return None
-    student = content_hash(job.student.source)
+def _gradient_keys(job: PreparedJob, candidates: Sequence[Candidate]) -> dict[str, str] | None:
+    """Each candidate's content address under this job's student, format (as requested: the
+    student's content fixes its context) and projection; None for a forward-only job (it has no
+    gradients to store)."""
     cfg = job.cfg
+    if not needs_gradients(cfg.predictors):
+        return None
+    student = content_hash(job.student_source)
     return {
         c.name: gradient_key(
             student_hash=student,
-            fmt=job.fmt,
+            fmt=cfg.student_format,
             prompts=job.prompts,
             responses=g.texts,
             space=cfg.gradient_space,
-            d=computer.d,
+            d=cfg.dim,
             seed=cfg.seed,
             path=cfg.path,
             factor_dim=cfg.factor_dim,
         )
         for c, g in zip(candidates, job.generated, strict=True)
     }
+
+
+def _all_stored(
+    job: PreparedJob, store: GradientStore, keys: dict[str, str]
+) -> dict[str, StoredGradients] | None:
+    """Every candidate's stored gradients, of the shape this job's would have; None if any is missing."""
+    found = {}
+    for name, generated in zip(keys, job.generated, strict=True):
+        stored = store.get(keys[name])
+        rows = len(job.prompts) * len(generated.texts[0])
+        if stored is None or stored.gradients.shape != (rows, job.cfg.dim):
+            return None
+        found[name] = stored
+    return found
+
+
+@dataclass(frozen=True)
+class _StoredProjection:
+    """What a result reports of a projection that is not built: the stored gradients' record of it."""
+
+    d: int
+    grad_dim: int
+    recorded: ProjectionIdentity | None
+
+    def identity(self) -> ProjectionIdentity | None:
+        return self.recorded
+
+
+def _from_store(
+    job: PreparedJob, candidates: Sequence[Candidate], stored: dict[str, StoredGradients]
+) -> RankingResult:
+    """The ranking from stored gradients alone: no student is loaded, no gradient computed."""
+    everything = np.arange(len(job.prompts))
+    evidence = {}
+    for i, cand in enumerate(candidates):
+        m = len(job.generated[i].texts[0])
+        evidence[cand.name] = _evidence(
+            job, i, stored[cand.name].rows(prompt_rows(everything, m)), everything
+        )
+        job.report(ProgressEvent("gradients", len(everything) * m, len(everything) * m, cand.name))
+    first = stored[candidates[0].name]
+    projection = _StoredProjection(job.cfg.dim, first.grad_dim, first.identity)
+    fmt = replace(job.cfg.student_format, max_length=first.max_length)
+    truncated = {name: s.truncated for name, s in stored.items()}
+    return _scored(job, candidates, evidence, truncated, projection, fmt)
+
+
+def _evidence(job: PreparedJob, i: int, grads: GradientResult, prompts: npt.NDArray[np.int64]) -> Evidence:
+    """Candidate ``i``'s evidence on ``prompts`` from its gradient rows there (raw, as computed)."""
+    cfg, texts = job.cfg, job.generated[i].texts
+    g = grads.gradients.astype(np.float64)
+    if cfg.length_factor:
+        g *= log_length_factor(grads.n_tokens)[:, None]
+    return Evidence(
+        g,
+        grads.losses,
+        grads.n_tokens.astype(np.float64),
+        grads.rank_sums,
+        response_correct([texts[p] for p in prompts], [job.prompts[p].answer for p in prompts]),
+        len(texts[0]),
+        prompts,
+    )
 
 
 def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[str, float]) -> Uncertainty:
@@ -348,21 +431,16 @@ class Collector:
                 should_cancel=self.should_cancel,
             )
             if self.store is not None and name in self.keys and len(rows) == total:
-                self.store.put(self.keys[name], StoredGradients.of(grads))
+                record = StoredGradients.of(
+                    grads,
+                    truncated=self.truncated(name),
+                    identity=self.computer.identity(),
+                    grad_dim=self.computer.grad_dim,
+                    max_length=job.fmt.max_length,
+                )
+                self.store.put(self.keys[name], record)
         self.done[name] += len(rows)
-        g = grads.gradients.astype(np.float64)
-        if cfg.length_factor:
-            g *= log_length_factor(grads.n_tokens)[:, None]
-        texts = job.generated[i].texts
-        return Evidence(
-            g,
-            grads.losses,
-            grads.n_tokens.astype(np.float64),
-            grads.rank_sums,
-            response_correct([texts[p] for p in prompts], [job.prompts[p].answer for p in prompts]),
-            m,
-            prompts,
-        )
+        return _evidence(job, i, grads, prompts)
 
 
 def _scored(
@@ -370,10 +448,12 @@ def _scored(
     candidates: Sequence[Candidate],
     evidence: dict[str, Evidence],
     truncated: dict[str, int],
-    computer: GradientComputer,
+    computer: Projection,
+    fmt: StudentFormat,
     adaptive: tuple[Uncertainty, BudgetReport] | None = None,
 ) -> RankingResult:
-    """Every requested predictor of every candidate, the ranking, its bootstrap and warnings."""
+    """Every requested predictor of every candidate, the ranking, its bootstrap and warnings.
+    ``computer``: the job's projection (built, or as stored); ``fmt``: the student format applied."""
     cfg = job.cfg
     settings = cfg.grace_settings
     graces: dict[str, GraceResult] = {}
@@ -427,7 +507,7 @@ def _scored(
         )
     ranking = _ranking(ranked_values, score, graces, None if adaptive is None else adaptive[1])
     job.report(ProgressEvent("score", len(candidates), len(candidates)))
-    warnings = _job_warnings(job.prompts, candidates, cfg, results, job.fmt, gradients=computer.d > 0)
+    warnings = _job_warnings(job.prompts, candidates, cfg, results, fmt, gradients=computer.d > 0)
     warnings += _predictor_warnings(score, ranking[0].name, ranked_values, values, results)
     if uncertainty is not None and not uncertainty.settled and uncertainty.runner_up is not None:
         warnings.append(
@@ -445,7 +525,7 @@ def _scored(
             )
         )
     return RankingResult(
-        job.student.source.location,
+        job.student_source.location,
         ranking,
         results,
         cfg,
@@ -468,7 +548,7 @@ def _scored(
     )
 
 
-def _identity(computer: GradientComputer, scored_dim: int) -> ProjectionIdentity | None:
+def _identity(computer: Projection, scored_dim: int) -> ProjectionIdentity | None:
     """The computer's projection, with the d its gradients were folded to when that differs."""
     identity = computer.identity()
     if identity is None or identity.d == scored_dim:

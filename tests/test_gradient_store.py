@@ -4,6 +4,8 @@ stored gradients (checked against a run that computes everything, at the same se
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import grace_engine.models
 import grace_engine.scoring
 from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, StudentFormat, read_prompts
@@ -155,6 +158,19 @@ def _counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@contextmanager
+def _no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any model or tokenizer load inside fails the test."""
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded")
+
+    with monkeypatch.context() as m:
+        m.setattr(grace_engine.models, "load_causal_lm", refuse)
+        m.setattr(grace_engine.models, "load_tokenizer", refuse)
+        yield
+
+
 def _same_scores(a: RankingResult, b: RankingResult) -> None:
     assert [c["name"] for c in a.ranking_rows()] == [c["name"] for c in b.ranking_rows()]
     for name, cand in a.candidates.items():
@@ -180,9 +196,15 @@ def test_a_re_score_with_other_splits_computes_no_gradient_and_matches_a_fresh_r
         replace(first, length_factor=True, smoothing=1e-2),
     ):
         calls.clear()
-        reused = _rank(setup, ("plain", "verbose"), changed, gradients=store)
+        with _no_model_loads(monkeypatch):
+            fresh = {**setup, "cache": ModelCache(setup["policy"])}  # nothing loaded in it yet
+            reused = _rank(fresh, ("plain", "verbose"), changed, gradients=store)
         assert calls == []
-        _same_scores(reused, _rank(setup, ("plain", "verbose"), changed))  # the reference computes
+        reference = _rank(setup, ("plain", "verbose"), changed)  # computes everything
+        _same_scores(reused, reference)
+        assert reused.projection == reference.projection
+        assert reused.grad_dim == reference.grad_dim
+        assert reused.to_dict()["warnings"] == reference.to_dict()["warnings"]
 
 
 def test_adding_a_candidate_computes_only_the_new_one(

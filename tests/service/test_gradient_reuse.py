@@ -1,4 +1,5 @@
-"""The service's gradient store on PostgreSQL: a re-score with other splits computes no gradient,
+"""The service's gradient store on PostgreSQL: a re-score with other splits loads no model and
+computes no gradient,
 another tenant's identical job does not see the first tenant's gradients, and the store stays
 within its bound."""
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import grace_engine.models
 import grace_engine.scoring
 from app.auth import create_key
 from app.config import Settings
@@ -49,6 +51,10 @@ def gradient_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def _refuse(*_args: Any, **_kwargs: Any) -> Any:
+    raise AssertionError("a model was loaded")
+
+
 def _run(client: TestClient, caller: Caller, runner: JobRunner, body: dict[str, Any]) -> dict[str, Any]:
     accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
     assert accepted.status_code == 202, accepted.text
@@ -64,6 +70,7 @@ def test_a_re_score_reuses_stored_gradients_within_the_tenant(
     settings: Settings,
     session_factory: sessionmaker[Session],
     gradient_calls: list[int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runner = JobRunner(settings, session_factory)
     first, other = new_caller(), new_caller()
@@ -76,7 +83,11 @@ def test_a_re_score_reuses_stored_gradients_within_the_tenant(
         )
     assert stored == 2
     gradient_calls.clear()
-    rescored = _run(client, first, runner, _supplied_job(n_splits=4, test_fraction=0.3, length_factor=True))
+    with monkeypatch.context() as m:  # a fresh worker, and any model load fails the job
+        m.setattr(grace_engine.models, "load_causal_lm", _refuse)
+        m.setattr(grace_engine.models, "load_tokenizer", _refuse)
+        body = _supplied_job(n_splits=4, test_fraction=0.3, length_factor=True)
+        rescored = _run(client, first, JobRunner(settings, session_factory), body)
     assert gradient_calls == []
     assert {row["name"] for row in rescored["ranking"]} == {"short", "long"}
     gradient_calls.clear()
