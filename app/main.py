@@ -19,7 +19,7 @@ from app.guard import InputGuard
 from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
 from app.queue import JobQueue, RedisJobQueue
-from app.routers import datasets, health, influence, jobs, rankings, scaling, validations
+from app.routers import datasets, health, influence, jobs, leaderboards, rankings, scaling, validations
 
 log = logging.getLogger("grace.api")
 VERSION = "0.2.0"
@@ -85,6 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.openapi = lambda: contract.openapi(app, secured=settings.auth_enabled)  # type: ignore[method-assign]
-    for module in (jobs, influence, validations, datasets, rankings, scaling, health):
+    for module in (jobs, influence, validations, datasets, rankings, leaderboards, scaling, health):
         app.include_router(module.router)
     return app

@@ -187,6 +187,7 @@ class JobPublic(ResultSummary):
     examples_scored: int
     error: ErrorInfo | None
     ranking: list[RankingEntry] | None
+    prompt_set: str | None = Field(None, description="hash of the prompt texts: `/v1/leaderboards?dataset=`")
     links: Links
 
 
@@ -213,6 +214,32 @@ class CandidateScores(BaseModel):
 class ScoresPublic(BaseModel):
     job_id: str
     candidates: list[CandidateScores]
+
+
+class LeaderboardEntry(BaseModel):
+    rank: int
+    candidate: str
+    grace: float | None
+    grace_std: float | None
+    g_norm: float | None
+    g_vendi: float | None
+    student_nll: float | None
+    accuracy: float | None
+    job_id: str = Field(description="the job that scored it (its latest score)")
+    scored_at: datetime
+
+
+class LeaderboardPublic(BaseModel):
+    """Every candidate you scored for ``student`` on one prompt set under one configuration,
+    best GRACE first, each with its latest score and the job that gave it."""
+
+    student: str
+    prompt_set: str = Field(description="hash of the prompt texts (a job's `prompt_set`)")
+    comparison: str | None = Field(description="the configuration ranked; null: nothing scored yet")
+    comparisons: list[str] = Field(description="every configuration scored for this student and prompt set")
+    total: int
+    data: list[LeaderboardEntry]
+    next_offset: int | None
 
 
 class RankingHistory(BaseModel):

@@ -242,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
     submit.add_argument("--idempotency-key")
     submit.add_argument("--quiet", "-q", action="store_true")
+    board = sub.add_parser(
+        "leaderboard", help="every candidate you scored for a student on one prompt set, ranked together"
+    )
+    board.add_argument("--url", default="http://127.0.0.1:8000")
+    board.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
+    board.add_argument("--student", required=True)
+    board.add_argument("--dataset", required=True, help="a dataset id, or a job's prompt_set")
+    board.add_argument("--comparison", help="a configuration's key (default: the latest job's)")
+    board.add_argument("--limit", type=_positive_int, default=50)
     return parser
 
 
@@ -449,6 +458,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import urllib.parse
+
+    from grace_cli.client import Client
+
+    params = {"student": args.student, "dataset": args.dataset, "limit": args.limit}
+    if args.comparison:
+        params["comparison"] = args.comparison
+    _status, _headers, board = Client(args.url, args.api_key).request(
+        "GET", "/v1/leaderboards?" + urllib.parse.urlencode(params)
+    )
+    if board["comparison"] is None:
+        print(f"nothing scored yet for {args.student} on prompt set {board['prompt_set'][:12]}")
+        return 0
+    others = len(board["comparisons"]) - 1
+    print(
+        f"{args.student} on prompt set {board['prompt_set'][:12]}, configuration {board['comparison'][:12]}"
+        + (f" ({others} other configuration(s): --comparison)" if others else "")
+    )
+    print(f"{'rank':>4}  {'candidate':<24} {'GRACE':>10} {'std':>8}  {'job':<10} scored")
+    for e in board["data"]:
+        grace = "-" if e["grace"] is None else f"{e['grace']:.4f}"
+        std = "-" if e["grace_std"] is None else f"{e['grace_std']:.4f}"
+        job = e["job_id"][:8]
+        print(f"{e['rank']:>4}  {e['candidate']:<24} {grace:>10} {std:>8}  {job:<10} {e['scored_at']}")
+    if board["next_offset"] is not None:
+        print(f"... {board['total'] - len(board['data'])} more (--limit)")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from grace_cli.client import Client
     from grace_cli.report import ProgressBars, format_ranking, format_warnings
@@ -578,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keys": cmd_keys,
         "submit": cmd_submit,
         "export": cmd_export,
+        "leaderboard": cmd_leaderboard,
         "scaling": cmd_scaling,
         "influence": cmd_influence,
         "validate": cmd_validate,

@@ -97,6 +97,7 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
+        Index("ix_jobs_tenant_leaderboard", "tenant_id", "student", "prompt_set"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
@@ -117,6 +118,10 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     examples_scored: Mapped[int] = mapped_column(Integer, default=0)
+    # Leaderboards (grace_jobs.leaderboards): the prompt set's hash, and the hash of everything a
+    # score depends on besides the candidate; equal ones compare across jobs. Score jobs only.
+    prompt_set: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    comparison: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -59,6 +59,7 @@ def job_public(request: Request, job: Job) -> JobPublic:
         examples_scored=job.examples_scored,
         error=ErrorInfo.model_validate(error) if error else None,
         ranking=[RankingEntry.model_validate(r) for r in job.ranking] if job.ranking else None,
+        prompt_set=job.prompt_set,
         **result_summary(job.result),
         links=links(request, job.id),
     )

@@ -27,6 +27,7 @@ from grace_engine.errors import InvalidInput
 from grace_engine.generation import provided_responses, validate_candidates
 from grace_engine.models import resolve_model
 from grace_jobs import lifecycle
+from grace_jobs.leaderboards import comparison_key, prompt_set_hash
 from grace_jobs.policy import policy_from
 from grace_jobs.requests import JobCreate, ValidationCreate, engine_prompts
 from grace_jobs.sanitize import text_problem
@@ -150,6 +151,16 @@ def check_engine_inputs(job_in: JobCreate, prompts: list[Prompt]) -> None:
             )
 
 
+def _comparison(job_in: JobCreate, prompts: list[Prompt]) -> tuple[str, str | None]:
+    """The job's prompt set, and its leaderboard comparison key: none for a budget-aware job,
+    whose final d depends on how many prompts it ends up scoring."""
+    prompt_set = prompt_set_hash(prompts)
+    if job_in.scoring.budget is not None:
+        return prompt_set, None
+    cfg = job_in.scoring.to_engine().resolved(len(prompts), [c.to_engine() for c in job_in.candidates])
+    return prompt_set, comparison_key(job_in.student, prompt_set, cfg)
+
+
 def check_models(job_in: JobCreate, settings: Settings) -> None:
     """Refuse at submission, not in the worker, a model the policy would not load."""
     policy = policy_from(settings)
@@ -215,6 +226,7 @@ def create_job(
         check_validation_limits(job_in, settings)
     check_engine_inputs(job_in, prompts)
     check_models(job_in, settings)
+    prompt_set, comparison = _comparison(job_in, prompts) if kind == "score" else (None, None)
     now = utcnow()
     job = Job(
         tenant_id=tenant.id,
@@ -226,6 +238,8 @@ def create_job(
         status=JobStatus.QUEUED,
         max_attempts=settings.max_attempts,
         progress={},
+        prompt_set=prompt_set,
+        comparison=comparison,
         created_at=now,
         updated_at=now,
     )

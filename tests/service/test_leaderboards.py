@@ -1,0 +1,108 @@
+"""/v1/leaderboards on PostgreSQL: candidates scored in different jobs ranked together under one
+configuration, each with its latest score and source job; configurations kept apart; pages;
+tenants isolated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from tests.service.conftest import Caller, assert_problem, job_body
+from workers.runner import JobRunner
+
+STYLES = {
+    "short": ["4", "5"],
+    "long": ["Two and two make 4.", "It is 4, I think."],
+    "longer": ["Let us see: two and two make four, so 4.", "Counting up from two, I get 4."],
+    "terse": ["four", "4!"],
+}
+
+
+def _job(names: tuple[str, ...], *, rename: dict[str, str] | None = None, **scoring: Any) -> dict[str, Any]:
+    body = job_body()
+    ids = [p["id"] for p in body["prompts"]]
+    body["candidates"] = [
+        {"name": (rename or {}).get(n, n), "responses": {pid: STYLES[n] for pid in ids}} for n in names
+    ]
+    body["scoring"] = {"responses_per_prompt": 2, "proj_dim": 32, **scoring}
+    return body
+
+
+def _run(client: TestClient, caller: Caller, runner: JobRunner, body: dict[str, Any]) -> dict[str, Any]:
+    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
+    assert accepted.status_code == 202, accepted.text
+    assert runner.run(accepted.json()["id"]) == "succeeded"
+    job: dict[str, Any] = client.get(f"/v1/jobs/{accepted.json()['id']}", headers=caller.headers).json()
+    return job
+
+
+def _board(client: TestClient, caller: Caller, **params: Any) -> dict[str, Any]:
+    response = client.get("/v1/leaderboards", params={"student": "student", **params}, headers=caller.headers)
+    assert response.status_code == 200, response.text
+    board: dict[str, Any] = response.json()
+    return board
+
+
+def test_candidates_from_several_jobs_rank_together(
+    client: TestClient,
+    new_caller: Callable[[], Caller],
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+) -> None:
+    runner = JobRunner(settings, session_factory)
+    owner, stranger = new_caller(), new_caller()
+    first = _run(client, owner, runner, _job(("short", "long")))
+    # "long" again, now with other responses: its newer score replaces the older one
+    second = _run(client, owner, runner, _job(("longer", "terse"), rename={"longer": "long"}))
+    assert first["prompt_set"] == second["prompt_set"]
+    board = _board(client, owner, dataset=first["prompt_set"])
+    assert board["total"] == 3
+    assert [e["rank"] for e in board["data"]] == [1, 2, 3]
+    graces = [e["grace"] for e in board["data"]]
+    assert graces == sorted(graces)
+    source = {e["candidate"]: e["job_id"] for e in board["data"]}
+    assert source == {"short": first["id"], "long": second["id"], "terse": second["id"]}
+    by_job = {r["name"]: r["grace"] for r in second["ranking"]}
+    assert next(e for e in board["data"] if e["candidate"] == "long")["grace"] == by_job["long"]
+
+    # the same prompts uploaded as a dataset name the same prompt set
+    uploaded = client.post("/v1/datasets", json={"prompts": job_body()["prompts"]}, headers=owner.headers)
+    assert uploaded.status_code == 201, uploaded.text
+    assert _board(client, owner, dataset=uploaded.json()["id"])["total"] == 3
+
+    # another configuration is another board; the default is the latest job's
+    _run(client, owner, runner, _job(("short",), seed=1))
+    newest = _board(client, owner, dataset=first["prompt_set"])
+    assert newest["total"] == 1
+    assert len(newest["comparisons"]) == 2
+    older = _board(client, owner, dataset=first["prompt_set"], comparison=newest["comparisons"][1])
+    assert older["total"] == 3
+
+    # pages
+    page = _board(client, owner, dataset=first["prompt_set"], comparison=older["comparison"], limit=2)
+    assert [e["rank"] for e in page["data"]] == [1, 2]
+    assert page["next_offset"] == 2
+    rest = _board(client, owner, dataset=first["prompt_set"], comparison=older["comparison"], offset=2)
+    assert [e["rank"] for e in rest["data"]] == [3]
+    assert rest["next_offset"] is None
+
+    # tenants: nothing of the owner's is visible, not even through the owner's dataset id
+    empty = _board(client, stranger, dataset=first["prompt_set"])
+    assert (empty["total"], empty["comparison"], empty["data"]) == (0, None, [])
+    foreign = client.get(
+        "/v1/leaderboards",
+        params={"student": "student", "dataset": uploaded.json()["id"]},
+        headers=stranger.headers,
+    )
+    assert_problem(foreign, 422, "dataset")
+
+
+def test_the_leaderboard_is_in_the_openapi_document(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    op = doc["paths"]["/v1/leaderboards"]["get"]
+    assert {p["name"] for p in op["parameters"]} >= {"student", "dataset", "comparison", "limit", "offset"}
+    assert op["security"] == [{"bearer": []}]
