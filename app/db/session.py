@@ -25,7 +25,11 @@ def make_engine(settings: Settings) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A bounded connect: an attempt that hangs (a server starting or stopping under load) must fail
+    # and be retried, or a worker's heartbeat thread stalls and a live worker looks dead.
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 10}
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
