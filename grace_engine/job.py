@@ -39,7 +39,7 @@ from grace_engine.responses import (
     make_backend,
     release_if_short,
     resolve_candidates,
-    responses_at_hand,
+    stored_responses,
     student_examples,
 )
 
@@ -136,7 +136,8 @@ def prepare_job(
     The budget check needs the student loaded (its cost is probed); on a vLLM worker the student
     waits until the teachers are done and have released the GPU, so there it follows generation.
     ``defer_student``: when every candidate's responses are at hand (supplied, or in
-    ``responses``), nothing is generated, and the student is left unloaded until first used.
+    ``responses``: looked up once, here), nothing is generated, and the student is left unloaded
+    until first used.
     """
     cfg = config or ScoringConfig()
     cfg.validate()
@@ -156,7 +157,9 @@ def prepare_job(
         budget.plan(resident_bytes(cache.models()), cost, stage="gradient").require(longest)
         return loaded, fmt, cost
 
-    deferred = defer_student and responses_at_hand(checked, candidates, sources, cfg, responses, backend)
+    found = stored_responses(checked, candidates, sources, cfg, responses, backend)
+    generating = sum(c.responses is None for c in candidates)
+    deferred = defer_student and len(found) == generating  # nothing to generate
     early = checked_student() if backend.name != "vllm" and not deferred else None
     collected, origins = collect_responses(
         checked,
@@ -170,6 +173,7 @@ def prepare_job(
         backend=backend,
         budget=budget,
         also_resident=[early[0].model] if early else [],
+        stored=found,
     )
     release_if_short(backend, cfg)
     job = PreparedJob(

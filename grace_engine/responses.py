@@ -130,36 +130,39 @@ def resolve_candidates(
     }
 
 
-def _settings(cand: Candidate, cfg: ScoringConfig) -> GenerationSettings:
+def _lookup(
+    cand: Candidate, source: ModelSource, cfg: ScoringConfig, prompts: Sequence[Prompt], backend: str
+) -> tuple[GenerationSettings, str]:
+    """A generating candidate's settings and the key its responses are stored under."""
     m = cand.responses_per_prompt or cfg.responses_per_prompt
-    return GenerationSettings(m, cand.temperature, cand.top_p, cand.max_tokens, cfg.seed, cfg.instruction)
+    settings = GenerationSettings(m, cand.temperature, cand.top_p, cand.max_tokens, cfg.seed, cfg.instruction)
+    return settings, response_key(source.location, settings, prompts, backend)
 
 
-def _stored(responses: ResponseStore | None, key: str, n_prompts: int, m: int) -> Generated | None:
-    """A stored entry for ``key`` holding ``m`` responses for each of ``n_prompts`` prompts."""
-    stored = responses.get(key) if responses is not None else None
-    if stored is not None and len(stored.texts) == n_prompts and all(len(g) == m for g in stored.texts):
-        return stored
-    return None
-
-
-def responses_at_hand(
+def stored_responses(
     prompts: Sequence[Prompt],
     candidates: Sequence[Candidate],
     sources: dict[int, ModelSource],
     cfg: ScoringConfig,
     responses: ResponseStore | None,
     backend: GenerationBackend,
-) -> bool:
-    """Whether :func:`collect_responses` would generate nothing: every candidate's responses are
-    supplied or stored."""
+) -> dict[int, Generated]:
+    """The stored responses of each generating candidate (by index) that has a complete entry:
+    ``m`` responses for every prompt. Supplied candidates are not looked up."""
+    found: dict[int, Generated] = {}
+    if responses is None:
+        return found
     for i, cand in enumerate(candidates):
         if cand.responses is None:
-            settings = _settings(cand, cfg)
-            key = response_key(sources[i].location, settings, prompts, backend.name)
-            if _stored(responses, key, len(prompts), settings.m) is None:
-                return False
-    return True
+            settings, key = _lookup(cand, sources[i], cfg, prompts, backend.name)
+            entry = responses.get(key)
+            if (
+                entry is not None
+                and len(entry.texts) == len(prompts)
+                and all(len(g) == settings.m for g in entry.texts)
+            ):
+                found[i] = entry
+    return found
 
 
 def collect_responses(
@@ -175,13 +178,17 @@ def collect_responses(
     backend: GenerationBackend | None = None,
     budget: MemoryBudget | None = None,
     also_resident: Sequence[Any] = (),
+    stored: dict[int, Generated] | None = None,
 ) -> tuple[list[Generated], list[Origin]]:
     """Every candidate's responses in prompt order: supplied, stored from an earlier run, or
     generated now (and stored) by ``backend`` (default: chosen by ``cfg.generation_backend``) in
-    batches sized by ``budget``, counting the cache's models and ``also_resident`` as taken."""
+    batches sized by ``budget``, counting the cache's models and ``also_resident`` as taken.
+    ``stored``: what :func:`stored_responses` found, when the caller already looked."""
     collected: list[Generated] = []
     origins: list[Origin] = []
     backend = backend or make_backend(cfg)
+    if stored is None:
+        stored = stored_responses(prompts, candidates, sources, cfg, responses, backend)
     for i, cand in enumerate(candidates):
         check_cancel(should_cancel)
         m = cand.responses_per_prompt or cfg.responses_per_prompt
@@ -191,15 +198,13 @@ def collect_responses(
             origins.append("provided")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
             continue
-        settings = _settings(cand, cfg)
-        key = response_key(sources[i].location, settings, prompts, backend.name)
-        stored = _stored(responses, key, len(prompts), m)
-        if stored is not None:
-            collected.append(stored)
+        if i in stored:
+            collected.append(stored[i])
             origins.append("stored")
             report(ProgressEvent("generate", len(prompts), len(prompts), cand.name))
             continue
         report(ProgressEvent("generate", 0, len(prompts), cand.name))
+        settings, key = _lookup(cand, sources[i], cfg, prompts, backend.name)
 
         def load(source: ModelSource = sources[i], field: str = f"candidates[{i}].model") -> tuple[Any, Any]:
             teacher = cache.get(source, field=field)

@@ -206,15 +206,13 @@ def rank_teachers(
         defer_student=gradients is not None and needs_gradients(cfg.predictors) and cfg.budget is None,
     )
     keys = _gradient_keys(job, candidates) if gradients is not None else None
-    if job.checked is None:  # deferred: every response at hand, maybe every gradient stored too
-        assert gradients is not None
-        assert keys is not None
-        stored = _all_stored(job, gradients, keys)
-        if stored is not None:
-            return replace(_from_store(job, candidates, stored), auto_proj_dim=given.proj_dim == "auto")
+    found = _stored_gradients(job, gradients, keys) if gradients is not None and keys is not None else {}
+    every = {n: g for n, g in found.items() if g is not None}
+    if job.checked is None and len(every) == len(candidates):  # deferred, and nothing to compute
+        return replace(_from_store(job, candidates, every), auto_proj_dim=given.proj_dim == "auto")
     job.cost  # noqa: B018  (loads and checks the student now if it was deferred, which builds the computer)
     (computer,) = built
-    collect = Collector(job, candidates, computer, should_cancel, gradients, keys)
+    collect = Collector(job, candidates, computer, should_cancel, gradients, keys, found)
     names = [c.name for c in candidates]
     adaptive = None
     if cfg.budget is None:
@@ -280,17 +278,16 @@ def _gradient_keys(job: PreparedJob, candidates: Sequence[Candidate]) -> dict[st
     }
 
 
-def _all_stored(
+def _stored_gradients(
     job: PreparedJob, store: GradientStore, keys: dict[str, str]
-) -> dict[str, StoredGradients] | None:
-    """Every candidate's stored gradients, of the shape this job's would have; None if any is missing."""
-    found = {}
+) -> dict[str, StoredGradients | None]:
+    """Each candidate's stored gradients, looked up once per job; None where there are none of the
+    shape this job's would have (a set of another shape is ignored: the key changed meaning)."""
+    found: dict[str, StoredGradients | None] = {}
     for name, generated in zip(keys, job.generated, strict=True):
         stored = store.get(keys[name])
         rows = len(job.prompts) * len(generated.texts[0])
-        if stored is None or stored.gradients.shape != (rows, job.cfg.dim):
-            return None
-        found[name] = stored
+        found[name] = stored if stored is not None and stored.gradients.shape == (rows, job.cfg.dim) else None
     return found
 
 
@@ -357,9 +354,10 @@ def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[st
 
 class Collector:
     """Computes one candidate's evidence on chosen prompts through the job's one computer, in
-    batches the budget allows, reporting each candidate's gradients done so far. With a ``store``
-    (and each candidate's content address in ``keys``), a candidate's stored gradients are used
-    instead, and gradients computed for all of a candidate's rows at once are stored."""
+    batches the budget allows, reporting each candidate's gradients done so far. A candidate in
+    ``stored`` (what :func:`_stored_gradients` found) is not computed; with a ``store`` (and each
+    candidate's content address in ``keys``), gradients computed for all of a candidate's rows at
+    once are stored."""
 
     def __init__(
         self,
@@ -369,10 +367,10 @@ class Collector:
         should_cancel: Callable[[], bool] | None,
         store: GradientStore | None = None,
         keys: dict[str, str] | None = None,
+        stored: dict[str, StoredGradients | None] | None = None,
     ) -> None:
         self.job, self.computer, self.should_cancel = job, computer, should_cancel
-        self.store, self.keys = store, keys or {}
-        self.stored: dict[str, StoredGradients | None] = {}
+        self.store, self.keys, self.stored = store, keys or {}, stored or {}
         tokenizer = job.student.tokenizer
         self.pad_id = pad_token_id(tokenizer)
         self.index = {c.name: i for i, c in enumerate(candidates)}
@@ -382,16 +380,6 @@ class Collector:
         self.plan = job.budget.plan(job.resident(), job.cost, stage="gradient")
         self.plan.require(max(len(e.input_ids) for examples in self.encoded for e in examples))
         self.done = {c.name: 0 for c in candidates}
-
-    def _stored(self, name: str) -> StoredGradients | None:
-        """The candidate's stored gradients, looked up once; None without a store or a match (a
-        stored set of another shape is ignored: the key changed meaning)."""
-        if name not in self.stored:
-            key = self.keys.get(name)
-            found = self.store.get(key) if self.store is not None and key is not None else None
-            shape = (self.total(name), self.computer.d)
-            self.stored[name] = found if found is not None and found.gradients.shape == shape else None
-        return self.stored[name]
 
     def m(self, name: str) -> int:
         return len(self.job.generated[self.index[name]].texts[0])
@@ -408,7 +396,7 @@ class Collector:
         rows = prompt_rows(prompts, m)
         if base == 0:
             job.report(ProgressEvent("gradients", 0, total, name))
-        stored = self._stored(name)
+        stored = self.stored.get(name)
         if stored is not None:
             grads = stored.rows(rows)
             job.report(ProgressEvent("gradients", base + len(rows), total, name))

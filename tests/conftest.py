@@ -3,13 +3,17 @@ once per checkout) and small random models."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from transformers.utils import logging as hf_logging
 
+import grace_engine.models
+import grace_engine.scoring
 from grace_engine.data import StudentBatch, StudentExample, collate
 from grace_engine.smollm2 import convert_smollm2
 from grace_engine.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, tiny_llama
@@ -74,3 +78,34 @@ def mixed_batch() -> StudentBatch:
 @pytest.fixture(scope="session")
 def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture
+def gradient_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows each call of rank_teachers' compute_gradients computes; the real function still runs."""
+    real = grace_engine.scoring.compute_gradients
+    calls: list[int] = []
+
+    def counting(model: Any, computer: Any, examples: Any, **kwargs: Any) -> Any:
+        calls.append(len(examples))
+        return real(model, computer, examples, **kwargs)
+
+    monkeypatch.setattr(grace_engine.scoring, "compute_gradients", counting)
+    return calls
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Callable[[], AbstractContextManager[None]]:
+    """A context inside which any model or tokenizer load fails the test."""
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded")
+
+    @contextmanager
+    def inside() -> Iterator[None]:
+        with monkeypatch.context() as m:
+            m.setattr(grace_engine.models, "load_causal_lm", refuse)
+            m.setattr(grace_engine.models, "load_tokenizer", refuse)
+            yield
+
+    return inside

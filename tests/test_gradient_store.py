@@ -4,8 +4,8 @@ stored gradients (checked against a run that computes everything, at the same se
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import grace_engine.models
-import grace_engine.scoring
 from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, StudentFormat, read_prompts
 from grace_engine.generation import Candidate
@@ -145,32 +143,6 @@ def _rank(
     )
 
 
-def _counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows each call of compute_gradients computes (the real function still runs)."""
-    real = grace_engine.scoring.compute_gradients
-    calls: list[int] = []
-
-    def counting(model: Any, computer: Any, examples: Any, **kwargs: Any) -> Any:
-        calls.append(len(examples))
-        return real(model, computer, examples, **kwargs)
-
-    monkeypatch.setattr(grace_engine.scoring, "compute_gradients", counting)
-    return calls
-
-
-@contextmanager
-def _no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Any model or tokenizer load inside fails the test."""
-
-    def refuse(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("a model was loaded")
-
-    with monkeypatch.context() as m:
-        m.setattr(grace_engine.models, "load_causal_lm", refuse)
-        m.setattr(grace_engine.models, "load_tokenizer", refuse)
-        yield
-
-
 def _same_scores(a: RankingResult, b: RankingResult) -> None:
     assert [c["name"] for c in a.ranking_rows()] == [c["name"] for c in b.ranking_rows()]
     for name, cand in a.candidates.items():
@@ -183,11 +155,14 @@ def _same_scores(a: RankingResult, b: RankingResult) -> None:
 
 
 def test_a_re_score_with_other_splits_computes_no_gradient_and_matches_a_fresh_run(
-    setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    setup: dict[str, Any],
+    tmp_path: Path,
+    gradient_calls: list[int],
+    no_model_loads: Callable[[], AbstractContextManager[None]],
 ) -> None:
     store = DirectoryGradientStore(tmp_path, max_bytes=10**9)
     first = ScoringConfig(responses_per_prompt=2, proj_dim=32, bootstrap=50)
-    calls = _counted(monkeypatch)
+    calls = gradient_calls
     _rank(setup, ("plain", "verbose"), first, gradients=store)
     assert calls == [24, 24]
     assert len(list(tmp_path.glob("*/*.npz"))) == 2
@@ -196,7 +171,7 @@ def test_a_re_score_with_other_splits_computes_no_gradient_and_matches_a_fresh_r
         replace(first, length_factor=True, smoothing=1e-2),
     ):
         calls.clear()
-        with _no_model_loads(monkeypatch):
+        with no_model_loads():
             fresh = {**setup, "cache": ModelCache(setup["policy"])}  # nothing loaded in it yet
             reused = _rank(fresh, ("plain", "verbose"), changed, gradients=store)
         assert calls == []
@@ -208,12 +183,13 @@ def test_a_re_score_with_other_splits_computes_no_gradient_and_matches_a_fresh_r
 
 
 def test_adding_a_candidate_computes_only_the_new_one(
-    setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    setup: dict[str, Any], tmp_path: Path, gradient_calls: list[int]
 ) -> None:
     store = DirectoryGradientStore(tmp_path, max_bytes=10**9)
     config = ScoringConfig(responses_per_prompt=2, proj_dim=32, bootstrap=50)
     _rank(setup, ("plain", "verbose"), config, gradients=store)
-    calls = _counted(monkeypatch)
+    calls = gradient_calls
+    calls.clear()
     grown = _rank(setup, ("plain", "verbose", "terse"), config, gradients=store)
     assert calls == [24]
     calls.clear()

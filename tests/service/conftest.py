@@ -150,6 +150,29 @@ def job_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def supplied_job(responses: dict[str, list[str]], **scoring: Any) -> dict[str, Any]:
+    """job_body's prompts, with candidates that supply responses (name -> the same two responses
+    for every prompt): nothing is generated. m = 2, d = 32 unless ``scoring`` says otherwise."""
+    body = job_body()
+    ids = [p["id"] for p in body["prompts"]]
+    body["candidates"] = [
+        {"name": n, "responses": {pid: texts for pid in ids}} for n, texts in responses.items()
+    ]
+    body["scoring"] = {"responses_per_prompt": 2, "proj_dim": 32, **scoring}
+    return body
+
+
+def run_to_success(client: TestClient, caller: Caller, runner: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit ``body``, run it with ``runner`` (a workers.runner.JobRunner) in this process, and
+    return the job's JSON, which must have succeeded."""
+    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    assert runner.run(job_id) == "succeeded"
+    job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    return job
+
+
 def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
     """RFC 9457 shape on every error path, and the offending field when there is one."""
     assert response.status_code == status, response.text

@@ -6,62 +6,23 @@ within its bound."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-import grace_engine.models
-import grace_engine.scoring
 from app.auth import create_key
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.db.models import GradientSet, Tenant
 from grace_engine.gradient_store import StoredGradients
-from tests.service.conftest import Caller, fresh_database, job_body
+from tests.service.conftest import Caller, fresh_database, run_to_success, supplied_job
 from workers.runner import DbGradientStore, JobRunner
 
-
-def _supplied_job(**scoring: Any) -> dict[str, Any]:
-    body = job_body()
-    ids = [p["id"] for p in body["prompts"]]
-    body["candidates"] = [
-        {"name": "short", "responses": {pid: ["4", "5"] for pid in ids}},
-        {"name": "long", "responses": {pid: ["Two and two make 4.", "It is 4, I think."] for pid in ids}},
-    ]
-    body["scoring"] = {"responses_per_prompt": 2, "proj_dim": 32, **scoring}
-    return body
-
-
-@pytest.fixture
-def gradient_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows each compute_gradients call computes; the real function still runs."""
-    real = grace_engine.scoring.compute_gradients
-    calls: list[int] = []
-
-    def counting(model: Any, computer: Any, examples: Any, **kwargs: Any) -> Any:
-        calls.append(len(examples))
-        return real(model, computer, examples, **kwargs)
-
-    monkeypatch.setattr(grace_engine.scoring, "compute_gradients", counting)
-    return calls
-
-
-def _refuse(*_args: Any, **_kwargs: Any) -> Any:
-    raise AssertionError("a model was loaded")
-
-
-def _run(client: TestClient, caller: Caller, runner: JobRunner, body: dict[str, Any]) -> dict[str, Any]:
-    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
-    assert accepted.status_code == 202, accepted.text
-    job_id = accepted.json()["id"]
-    assert runner.run(job_id) == "succeeded"
-    job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
-    return job
+RESPONSES = {"short": ["4", "5"], "long": ["Two and two make 4.", "It is 4, I think."]}
 
 
 def test_a_re_score_reuses_stored_gradients_within_the_tenant(
@@ -70,11 +31,11 @@ def test_a_re_score_reuses_stored_gradients_within_the_tenant(
     settings: Settings,
     session_factory: sessionmaker[Session],
     gradient_calls: list[int],
-    monkeypatch: pytest.MonkeyPatch,
+    no_model_loads: Callable[[], AbstractContextManager[None]],
 ) -> None:
     runner = JobRunner(settings, session_factory)
     first, other = new_caller(), new_caller()
-    _run(client, first, runner, _supplied_job())
+    run_to_success(client, first, runner, supplied_job(RESPONSES))
     assert gradient_calls == [12, 12]
     with session_factory() as session:
         tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == first.tenant))
@@ -83,15 +44,14 @@ def test_a_re_score_reuses_stored_gradients_within_the_tenant(
         )
     assert stored == 2
     gradient_calls.clear()
-    with monkeypatch.context() as m:  # a fresh worker, and any model load fails the job
-        m.setattr(grace_engine.models, "load_causal_lm", _refuse)
-        m.setattr(grace_engine.models, "load_tokenizer", _refuse)
-        body = _supplied_job(n_splits=4, test_fraction=0.3, length_factor=True)
-        rescored = _run(client, first, JobRunner(settings, session_factory), body)
+    with no_model_loads():  # a fresh worker, and any model load fails the job
+        body = supplied_job(RESPONSES, n_splits=4, test_fraction=0.3, length_factor=True)
+        rescored = run_to_success(client, first, JobRunner(settings, session_factory), body)
     assert gradient_calls == []
     assert {row["name"] for row in rescored["ranking"]} == {"short", "long"}
     gradient_calls.clear()
-    _run(client, other, runner, _supplied_job())  # same content, another tenant: its own gradients
+    # the same content from another tenant: it computes its own
+    run_to_success(client, other, runner, supplied_job(RESPONSES))
     assert gradient_calls == [12, 12]
 
 

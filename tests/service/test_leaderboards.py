@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from tests.service.conftest import Caller, assert_problem, job_body
+from tests.service.conftest import Caller, assert_problem, job_body, run_to_success, supplied_job
 from workers.runner import JobRunner
 
 STYLES = {
@@ -23,21 +23,7 @@ STYLES = {
 
 
 def _job(names: tuple[str, ...], *, rename: dict[str, str] | None = None, **scoring: Any) -> dict[str, Any]:
-    body = job_body()
-    ids = [p["id"] for p in body["prompts"]]
-    body["candidates"] = [
-        {"name": (rename or {}).get(n, n), "responses": {pid: STYLES[n] for pid in ids}} for n in names
-    ]
-    body["scoring"] = {"responses_per_prompt": 2, "proj_dim": 32, **scoring}
-    return body
-
-
-def _run(client: TestClient, caller: Caller, runner: JobRunner, body: dict[str, Any]) -> dict[str, Any]:
-    accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
-    assert accepted.status_code == 202, accepted.text
-    assert runner.run(accepted.json()["id"]) == "succeeded"
-    job: dict[str, Any] = client.get(f"/v1/jobs/{accepted.json()['id']}", headers=caller.headers).json()
-    return job
+    return supplied_job({(rename or {}).get(n, n): STYLES[n] for n in names}, **scoring)
 
 
 def _board(client: TestClient, caller: Caller, **params: Any) -> dict[str, Any]:
@@ -55,9 +41,9 @@ def test_candidates_from_several_jobs_rank_together(
 ) -> None:
     runner = JobRunner(settings, session_factory)
     owner, stranger = new_caller(), new_caller()
-    first = _run(client, owner, runner, _job(("short", "long")))
+    first = run_to_success(client, owner, runner, _job(("short", "long")))
     # "long" again, now with other responses: its newer score replaces the older one
-    second = _run(client, owner, runner, _job(("longer", "terse"), rename={"longer": "long"}))
+    second = run_to_success(client, owner, runner, _job(("longer", "terse"), rename={"longer": "long"}))
     assert first["prompt_set"] == second["prompt_set"]
     board = _board(client, owner, dataset=first["prompt_set"])
     assert board["total"] == 3
@@ -75,7 +61,7 @@ def test_candidates_from_several_jobs_rank_together(
     assert _board(client, owner, dataset=uploaded.json()["id"])["total"] == 3
 
     # another configuration is another board; the default is the latest job's
-    _run(client, owner, runner, _job(("short",), seed=1))
+    run_to_success(client, owner, runner, _job(("short",), seed=1))
     newest = _board(client, owner, dataset=first["prompt_set"])
     assert newest["total"] == 1
     assert len(newest["comparisons"]) == 2
