@@ -41,16 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade(
                 settings.sqlalchemy_url
             )  # the embedded default migrates itself; production runs `grace migrate`
-        reconciler = None
+        embedded = None
         queue: JobQueue
         if settings.embedded:
-            from workers.inprocess import InProcessQueue
-            from workers.reconciler import Reconciler
-            from workers.runner import JobRunner
+            # The composition root of the embedded default: API and in-process worker in one
+            # process. Imported here so that production API processes never load worker code.
+            from workers.inprocess import start_embedded
 
-            queue = InProcessQueue(JobRunner(settings, session_factory))
-            reconciler = Reconciler(session_factory=session_factory, queue=queue, settings=settings)
-            reconciler.start()
+            embedded = start_embedded(settings, session_factory)
+            queue = embedded.queue
             log.info("embedded mode: %s, in-process worker", settings.sqlalchemy_url)
         else:
             queue = RedisJobQueue(settings)
@@ -68,9 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if reconciler is not None:
-                reconciler.stop()
-            queue.close()
+            if embedded is not None:
+                embedded.close()
+            else:
+                queue.close()
             engine.dispose()
 
     app = FastAPI(

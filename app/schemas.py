@@ -62,6 +62,21 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+class UnitPublic(BaseModel):
+    """One unit of the job's work, claimed and attempted on its own: one candidate of a fanned-out
+    scoring job, or the whole job (``candidate`` null)."""
+
+    candidate: str | None
+    status: str
+    stage: str | None
+    attempts: int
+    worker_id: str | None = Field(description="the worker that ran (or runs) this unit")
+    progress: dict[str, CandidateProgress]
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: ErrorInfo | None
+
+
 class WarningPublic(BaseModel):
     """A condition that qualifies a result (design §2.10): a stable ``code``, a ``message`` that
     says what to change, and the numbers behind it as further fields."""
@@ -184,6 +199,8 @@ class JobPublic(ResultSummary):
     started_at: datetime | None
     finished_at: datetime | None
     progress: Progress
+    units: list[UnitPublic]
+    assembled_by: str | None = Field(None, description="the worker that wrote the results")
     examples_scored: int
     error: ErrorInfo | None
     ranking: list[RankingEntry] | None

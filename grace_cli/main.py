@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
 
-    sub.add_parser("worker", help="run a queue worker (needs GRACE_DATABASE_URL and GRACE_REDIS_URL)")
+    worker = sub.add_parser(
+        "worker", help="run a queue worker (needs GRACE_DATABASE_URL and GRACE_REDIS_URL)"
+    )
+    worker.add_argument(
+        "--threads", type=_positive_int, help="torch threads (default: every CPU this process may use)"
+    )
 
     migrate = sub.add_parser("migrate", help="bring the database schema to the latest revision (Alembic)")
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
@@ -402,7 +407,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_transformers()
-    _set_threads(None)
+    _set_threads(args.threads)
     run_worker(Settings())
     return 0
 

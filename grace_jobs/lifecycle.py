@@ -1,27 +1,36 @@
-"""A job's states and the transitions between them, as conditional UPDATEs on ``jobs``.
+"""A job's states, its units' states, and the transitions between them.
 
-    queued --claim--> running --succeed/fail--> succeeded | failed
-      |                 |--cancel--> cancelling --(next batch boundary)--> cancelled
-      |                 `--hand back (worker shutting down)--> queued   (attempt not counted)
-      `--cancel--> cancelled
+A job's work is done in units (:class:`~app.db.models.JobUnit`): one per candidate of a fanned-out
+scoring job (:func:`plan_units`), else one for the whole job. A unit is what a worker claims,
+attempts, heartbeats and hands back; the job's state follows its units (:func:`_settle`)::
 
-Every worker-side transition is conditional on that worker still owning the job (``worker_id``)
-and the job still being live, so a worker declared dead that comes back can never overwrite what
-another worker did. A claim counts an attempt; a claim with none left fails the job as
-``worker_lost``. Each function is one transaction on the session it is given.
+    unit:  queued --claim--> running --done--> succeeded
+              ^                 |--error / out of attempts--> failed    (fails the job)
+              `--hand back------|--job cancelled or failed--> cancelled
+    job:   queued --first claim--> running --all units succeeded, assembled--> succeeded
+                                      |--a unit failed--> failed
+                                      `--cancel--> cancelling --no unit running--> cancelled
+
+Every transition is one transaction that first takes the job's row (:func:`_lock`), so transitions
+of one job's units, an API cancel and the assembly are serialised: two units finishing together see
+each other, exactly one of them sees the last one done, and exactly one assembly is written. A
+worker-side transition is conditional on that worker still owning the unit, so a worker declared
+dead that comes back can never overwrite what another worker did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
-from app.db.models import TERMINAL, Job, JobResult, JobStatus
+from app.db.models import TERMINAL, Job, JobResult, JobStatus, JobUnit
+from grace_engine.predictors import needs_gradients
+from grace_jobs.requests import JobCreate
 
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
 
@@ -34,138 +43,308 @@ class AlreadyFinished(Exception):
         self.status = status
 
 
-class StateRace(Exception):
-    """The job kept changing state under a transition; the caller may retry."""
+def unit_key(job_id: str, position: int) -> str:
+    """A unit's queue message: ``{job_id}/{position}``."""
+    return f"{job_id}/{position}"
 
 
-def gave_up(max_attempts: int, now: datetime) -> dict[str, Any]:
-    """Column values of a job failed because the workers running it kept dying."""
-    return {
-        "status": JobStatus.FAILED,
-        "error_code": "worker_lost",
-        "error_message": f"the workers running this job were lost; gave up after {max_attempts} attempts",
-        "finished_at": now,
-        "updated_at": now,
-        "stage": None,
-    }
+def parse_unit_key(key: str) -> tuple[str, int]:
+    """The ``(job_id, position)`` of a :func:`unit_key` (a bare job id: its first unit)."""
+    job_id, _, position = key.partition("/")
+    return job_id, int(position or 0)
+
+
+def fans_out(job_in: JobCreate, kind: str, *, gradient_store: bool) -> bool:
+    """Whether a job runs as one unit per candidate. A scoring job does, when its candidates' work
+    is independent until the ranking: more than one candidate, gradients that the store can hand
+    to the assembly (it is on), and no budget (a budget-aware job chooses each round's prompts
+    from every candidate's scores so far)."""
+    return (
+        kind == "score"
+        and gradient_store
+        and len(job_in.candidates) > 1
+        and job_in.scoring.budget is None
+        and needs_gradients(job_in.scoring.to_engine().predictors)
+    )
+
+
+def plan_units(job: Job, candidates: Sequence[str] | None, now: datetime) -> None:
+    """Give a new ``job`` its units: one per name in ``candidates``, or one for the whole job."""
+    names: Sequence[str | None] = list(candidates) if candidates else [None]
+    job.units = [
+        JobUnit(position=i, candidate=name, status=JobStatus.QUEUED, attempts=0, progress={}, updated_at=now)
+        for i, name in enumerate(names)
+    ]
+
+
+def worker_lost(max_attempts: int) -> tuple[str, str]:
+    """The error of a unit whose workers kept dying."""
+    return "worker_lost", f"the workers running this job were lost; gave up after {max_attempts} attempts"
+
+
+def _lock(session: Session, job_id: str) -> Job | None:
+    """The job, its row taken for this transaction. A write, not ``FOR UPDATE``: it serialises on
+    PostgreSQL (the row lock) and on SQLite (the database's write lock) alike."""
+    now = utcnow()
+    session.execute(update(Job).where(Job.id == job_id).values(updated_at=now))
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def _unit(job: Job, position: int) -> JobUnit | None:
+    return next((u for u in job.units if u.position == position), None)
+
+
+def _end(unit: JobUnit, status: JobStatus, now: datetime, error: tuple[str, str] | None = None) -> None:
+    unit.status, unit.finished_at, unit.updated_at, unit.stage = status, now, now, None
+    if error is not None:
+        unit.error_code, unit.error_message = error
+
+
+def _settle(job: Job, now: datetime) -> None:
+    """Move the job to where its units say it is: failed once a unit failed, cancelled once a
+    cancelling job has no unit running, queued while no unit has started. Units still queued of a
+    job that is ending are cancelled; running ones stop at their next batch (their worker polls)."""
+    job.attempts = max((u.attempts for u in job.units), default=0)
+    if job.status in TERMINAL:
+        return
+    failed = next((u for u in job.units if u.status == JobStatus.FAILED), None)
+    if failed is not None:
+        job.status, job.error_code, job.error_message = (
+            JobStatus.FAILED,
+            failed.error_code,
+            failed.error_message,
+        )
+    elif job.status == JobStatus.CANCELLING and not any(u.status == JobStatus.RUNNING for u in job.units):
+        job.status = JobStatus.CANCELLED
+    elif all(u.status == JobStatus.QUEUED for u in job.units):
+        job.status = JobStatus.QUEUED
+    if job.status in TERMINAL or job.status == JobStatus.CANCELLING:
+        for u in job.units:
+            if u.status == JobStatus.QUEUED:
+                _end(u, JobStatus.CANCELLED, now)
+    if job.status in TERMINAL:
+        job.finished_at, job.stage = now, None
+
+
+def _stale(unit: JobUnit, now: datetime, stale_after_seconds: float) -> bool:
+    cutoff = now - timedelta(seconds=stale_after_seconds)
+    return unit.status == JobStatus.RUNNING and (unit.heartbeat_at is None or unit.heartbeat_at < cutoff)
+
+
+def _retire(job: Job, unit: JobUnit, now: datetime, max_attempts: int) -> bool:
+    """End a unit that must not run (again): its job is ending or ended, or it is out of attempts
+    (failing the job as ``worker_lost``). False for a unit that may run."""
+    if job.status in TERMINAL or job.status == JobStatus.CANCELLING:
+        _end(unit, JobStatus.CANCELLED, now)
+    elif unit.attempts >= job.max_attempts:
+        _end(unit, JobStatus.FAILED, now, worker_lost(max_attempts))
+    else:
+        return False
+    _settle(job, now)
+    return True
 
 
 def claim(
-    session: Session, job_id: str, worker_id: str, *, stale_after_seconds: float, max_attempts: int
+    session: Session,
+    job_id: str,
+    position: int,
+    worker_id: str,
+    *,
+    stale_after_seconds: float,
+    max_attempts: int,
 ) -> bool:
-    """Take the job if it is queued, or running with a stale heartbeat, and attempts remain
-    (``max_attempts``: the setting, for the message of a job that has none left)."""
+    """Take the unit if it is queued, or running with a stale heartbeat, its job is live and
+    attempts remain (``max_attempts``: the setting, for the message of a unit that has none)."""
+    job = _lock(session, job_id)
     now = utcnow()
-    stale = now - timedelta(seconds=stale_after_seconds)
-    claimable = or_(
-        Job.status == JobStatus.QUEUED,
-        and_(Job.status == JobStatus.RUNNING, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)),
-    )
-    done = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.attempts < Job.max_attempts, claimable)
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            worker_id=worker_id,
-            heartbeat_at=now,
-            started_at=func.coalesce(Job.started_at, now),
-            updated_at=now,
-            stage="starting",
-        )
-    )
-    if not done.rowcount:  # type: ignore[attr-defined]
-        # Out of attempts: the earlier workers died with it. Give up loudly.
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.attempts >= Job.max_attempts, claimable)
-            .values(**gave_up(max_attempts, now))
-        )
+    unit = _unit(job, position) if job is not None else None
+    if (
+        job is None
+        or unit is None
+        or not (unit.status == JobStatus.QUEUED or _stale(unit, now, stale_after_seconds))
+    ):
+        session.commit()
+        return False
+    if _retire(job, unit, now, max_attempts):
+        session.commit()
+        return False
+    unit.status, unit.worker_id, unit.stage = JobStatus.RUNNING, worker_id, "starting"
+    unit.attempts += 1
+    unit.heartbeat_at = unit.updated_at = now
+    unit.started_at = unit.started_at or now
+    unit.progress = {}  # a re-run starts over
+    job.status = JobStatus.RUNNING
+    job.started_at = job.started_at or now
+    job.stage = job.stage or "starting"
+    _settle(job, now)
     session.commit()
-    return bool(done.rowcount)  # type: ignore[attr-defined]
+    return True
+
+
+def reap(
+    session: Session, job_id: str, position: int, *, stale_after_seconds: float, max_attempts: int
+) -> bool:
+    """The reconciler's transition for a unit whose worker stopped beating: cancelled if its job is
+    ending, failed if out of attempts; True if it should be sent again (a worker re-claims it)."""
+    job = _lock(session, job_id)
+    now = utcnow()
+    unit = _unit(job, position) if job is not None else None
+    if job is None or unit is None or not _stale(unit, now, stale_after_seconds):
+        session.commit()
+        return False
+    retired = _retire(job, unit, now, max_attempts)
+    session.commit()
+    return not retired
+
+
+def _owned(job: Job | None, position: int, worker_id: str) -> JobUnit | None:
+    """The unit, if ``worker_id`` still runs it."""
+    unit = _unit(job, position) if job is not None else None
+    if unit is None or unit.worker_id != worker_id or unit.status != JobStatus.RUNNING:
+        return None
+    return unit
 
 
 def finish(
     session: Session,
     job_id: str,
+    position: int,
     worker_id: str,
     status: JobStatus,
     code: str | None = None,
     message: str | None = None,
 ) -> str:
-    """End a live job of ``worker_id`` as ``status``; ``lost`` if it is no longer its."""
-    now = utcnow()
-    done = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(LIVE))
-        .values(
-            status=status, error_code=code, error_message=message, finished_at=now, updated_at=now, stage=None
-        )
-    )
-    session.commit()
-    return str(status) if done.rowcount else "lost"  # type: ignore[attr-defined]
-
-
-def hand_back(session: Session, job_id: str, worker_id: str) -> str:
-    """Return a job its worker stopped for shutdown to the queue, as if never claimed: its attempt
-    is not counted (the job did nothing wrong) and its progress restarts. A cancel that arrived
-    meanwhile wins: the job is then cancelled, not queued."""
-    now = utcnow()
-    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
-    if job.worker_id != worker_id or job.status not in LIVE:
+    """End a running unit of ``worker_id`` as failed or cancelled (and its job as that says);
+    ``lost`` if it is no longer its. Returns the job's status."""
+    job = _lock(session, job_id)
+    unit = _owned(job, position, worker_id)
+    if job is None or unit is None:
+        session.commit()
         return "lost"
-    if job.status == JobStatus.CANCELLING:
-        job.status, job.finished_at, job.stage = JobStatus.CANCELLED, now, None
+    now = utcnow()
+    _end(unit, status, now, (code, message or "") if code else None)
+    _settle(job, now)
+    session.commit()
+    return str(job.status)
+
+
+def hand_back(session: Session, job_id: str, position: int, worker_id: str) -> str:
+    """Return a unit its worker stopped for shutdown to the queue, as if never claimed: its attempt
+    is not counted (the unit did nothing wrong) and its progress restarts. A cancel that arrived
+    meanwhile wins: the unit is then cancelled, not queued."""
+    job = _lock(session, job_id)
+    unit = _owned(job, position, worker_id)
+    if job is None or unit is None:
+        session.commit()
+        return "lost"
+    now = utcnow()
+    if job.status != JobStatus.RUNNING:
+        _end(unit, JobStatus.CANCELLED, now)
         outcome = str(JobStatus.CANCELLED)
     else:
-        job.status, job.stage, job.worker_id = JobStatus.QUEUED, None, None
-        job.attempts = max(job.attempts - 1, 0)
-        job.heartbeat_at, job.enqueued_at = None, None
-        job.progress = {}
+        unit.status, unit.stage, unit.worker_id = JobStatus.QUEUED, None, None
+        unit.attempts = max(unit.attempts - 1, 0)
+        unit.heartbeat_at, unit.enqueued_at, unit.progress, unit.updated_at = None, None, {}, now
         outcome = "handed_back"
-    job.updated_at = now
+    _settle(job, now)
     session.commit()
     return outcome
 
 
-def succeed(session: Session, job_id: str, worker_id: str, write: Callable[[Job], None]) -> str:
-    """Replace the job's results (``write`` sets them on the locked row) and mark it succeeded, in
-    one transaction; a cancel that arrived meanwhile wins, and a job no longer ours is ``lost``."""
-    now = utcnow()
-    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
-    if job.worker_id != worker_id or job.status not in LIVE:
-        return "lost"
-    if job.status == JobStatus.CANCELLING:
-        job.status, job.finished_at, job.updated_at, job.stage = JobStatus.CANCELLED, now, now, None
+def unit_done(session: Session, job_id: str, position: int, worker_id: str, result: dict[str, Any]) -> str:
+    """A candidate unit's work is done (its gradients stored, ``result`` its own scores).
+    ``assemble`` when it was the job's last: the caller then assembles the ranking
+    (:func:`succeed`); else the job's status, or ``lost``."""
+    job = _lock(session, job_id)
+    unit = _owned(job, position, worker_id)
+    if job is None or unit is None:
         session.commit()
-        return str(JobStatus.CANCELLED)
+        return "lost"
+    now = utcnow()
+    _end(unit, JobStatus.SUCCEEDED, now)
+    unit.result = result
+    _settle(job, now)
+    last = job.status == JobStatus.RUNNING and all(u.status == JobStatus.SUCCEEDED for u in job.units)
+    session.commit()
+    return "assemble" if last else str(job.status)
+
+
+def awaiting_assembly(session: Session, job_id: str, *, stale_after_seconds: float) -> bool:
+    """True for a running job whose units all succeeded more than the stale bound ago and which
+    still has no results: its assembler was lost (or never ran), and it may be assembled again."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.RUNNING or not job.units:
+        return False
+    if any(u.status != JobStatus.SUCCEEDED for u in job.units):
+        return False
+    cutoff = utcnow() - timedelta(seconds=stale_after_seconds)
+    return all(u.finished_at is not None and u.finished_at < cutoff for u in job.units)
+
+
+def succeed(
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    write: Callable[[Job], None],
+    position: int | None = None,
+) -> str:
+    """Write the job's results (``write`` sets them on the locked row) and mark it succeeded, in one
+    transaction. ``position``: the whole-job unit that computed them (it must still be this
+    worker's); None for an assembly, which needs every unit succeeded and the job not yet done
+    (a second assembler writes nothing: ``duplicate``). A cancel that arrived meanwhile wins.
+    Returns ``succeeded`` when this call wrote the results; else the job's status, ``duplicate`` or
+    ``lost``."""
+    job = _lock(session, job_id)
+    now = utcnow()
+    unit = _owned(job, position, worker_id) if position is not None else None
+    if job is None or (position is not None and unit is None):
+        session.commit()
+        return "lost"
+    if unit is not None:
+        _end(unit, JobStatus.SUCCEEDED, now)
+    if job.status == JobStatus.SUCCEEDED:
+        session.commit()
+        return "duplicate"
+    if job.status == JobStatus.CANCELLING:
+        _settle(job, now)
+    ready = job.status == JobStatus.RUNNING and all(u.status == JobStatus.SUCCEEDED for u in job.units)
+    if not ready:
+        session.commit()
+        return str(job.status)
     session.execute(delete(JobResult).where(JobResult.job_id == job_id))
     write(job)
-    job.status = JobStatus.SUCCEEDED
-    job.stage = "done"
+    job.status, job.stage, job.worker_id = JobStatus.SUCCEEDED, "done", worker_id
     job.finished_at = job.updated_at = now
     session.commit()
     return str(JobStatus.SUCCEEDED)
 
 
-def request_cancel(session: Session, job: Job) -> Job:
-    """queued -> cancelled now; running -> cancelling (the worker stops at its next batch);
-    cancelling stays. Raises :class:`AlreadyFinished` for an ended job, :class:`StateRace` when
-    the row kept moving (a worker claiming it)."""
-    now = utcnow()
-    for _ in range(3):  # the row may move under us; re-read and retry
-        session.refresh(job)
-        if job.status in TERMINAL:
-            raise AlreadyFinished(job.status)
-        if job.status == JobStatus.CANCELLING:
-            return job
-        target = JobStatus.CANCELLED if job.status == JobStatus.QUEUED else JobStatus.CANCELLING
-        values: dict[str, Any] = {"status": target, "cancel_requested_at": now, "updated_at": now}
-        if target == JobStatus.CANCELLED:
-            values.update(finished_at=now, stage=None)
-        done = session.execute(update(Job).where(Job.id == job.id, Job.status == job.status).values(**values))
+def fail(session: Session, job_id: str, code: str, message: str) -> str:
+    """Fail a live job whose assembly failed (its units all succeeded)."""
+    job = _lock(session, job_id)
+    if job is None or job.status not in LIVE:
         session.commit()
-        if done.rowcount:  # type: ignore[attr-defined]
-            session.refresh(job)
-            return job
-    raise StateRace("the job changed state while cancelling; retry")
+        return "lost"
+    now = utcnow()
+    job.status, job.error_code, job.error_message = JobStatus.FAILED, code, message
+    job.finished_at, job.stage = now, None
+    session.commit()
+    return str(job.status)
+
+
+def request_cancel(session: Session, job: Job) -> Job:
+    """A queued job is cancelled now (with its units); a running one is ``cancelling`` until its
+    running units stop at their next batch, and cancelled then. Raises :class:`AlreadyFinished` for
+    an ended job."""
+    locked = _lock(session, job.id)
+    assert locked is not None
+    if locked.status in TERMINAL:
+        session.commit()
+        raise AlreadyFinished(locked.status)
+    now = utcnow()
+    if locked.status != JobStatus.CANCELLING:
+        locked.status, locked.cancel_requested_at = JobStatus.CANCELLING, now
+        _settle(locked, now)
+    session.commit()
+    session.refresh(locked)
+    return locked

@@ -1,4 +1,5 @@
-"""The embedded default's queue: one worker thread inside the API process (no Redis)."""
+"""The embedded default's queue: one worker thread inside the API process (no Redis), and
+:func:`start_embedded`, which wires it with its runner and reconciler for the API's lifespan."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import logging
 import queue
 import threading
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from workers.reconciler import Reconciler
 from workers.runner import JobRunner
 
 log = logging.getLogger("grace.worker")
@@ -53,3 +58,22 @@ class InProcessQueue:
                 self.runner.run(job_id)
             except Exception:  # keep the thread alive for the next job
                 log.exception("in-process worker failed on job %s", job_id)
+
+
+class EmbeddedWorker:
+    """The in-process queue, the runner draining it and the reconciler watching it, stopped
+    together."""
+
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+        self.queue = InProcessQueue(JobRunner(settings, session_factory))
+        self.reconciler = Reconciler(session_factory=session_factory, queue=self.queue, settings=settings)
+        self.reconciler.start()
+
+    def close(self) -> None:
+        self.reconciler.stop()
+        self.queue.close()
+
+
+def start_embedded(settings: Settings, session_factory: sessionmaker[Session]) -> EmbeddedWorker:
+    """The embedded default's worker side, running until :meth:`EmbeddedWorker.close`."""
+    return EmbeddedWorker(settings, session_factory)

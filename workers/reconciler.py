@@ -1,16 +1,19 @@
-"""The reconciler: Postgres is the truth, the queue only a delivery mechanism.
+"""The reconciler: Postgres is the truth, the queue only a delivery mechanism. It works on units
+(:mod:`grace_jobs.lifecycle`), each its own message ``{job_id}/{position}``.
 
-* A ``queued`` job older than ``requeue_queued_after_seconds`` whose id is not pending in the queue
-  (never sent, or lost with a Redis restart) is sent again.
-* A ``running`` job whose heartbeat is older than ``stale_after_seconds`` lost its worker: it is
-  sent again (a worker re-claims it, counting an attempt), or failed with ``worker_lost`` when
-  attempts are used up.
-* A ``cancelling`` job whose worker died is ``cancelled``.
+* A ``queued`` unit of a live job, sent longer than ``requeue_queued_after_seconds`` ago (or never)
+  and not pending in the queue (never sent, or lost with a Redis restart), is sent again.
+* A ``running`` unit whose heartbeat is older than ``stale_after_seconds`` lost its worker: it is
+  sent again (a worker re-claims it, counting an attempt); failed with ``worker_lost`` when
+  attempts are used up (failing its job); cancelled when its job is being cancelled (a cancelling
+  job is cancelled once no unit runs).
+* A running job whose units all succeeded longer than the stale bound ago without results lost its
+  assembler: its last unit is sent again, and the worker taking it assembles.
 
 Heartbeats are judged only once the reconciler has reached the database for a whole stale window
 (:class:`Reconciler`), so a database outage does not read as every worker dying.
 
-Sending twice is harmless: claims are conditional, so one worker wins.
+Sending twice is harmless: claims and the assembly are guarded by the job's row, so one worker wins.
 """
 
 from __future__ import annotations
@@ -18,17 +21,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select, update
-from sqlalchemy import true as sql_true
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import Job, JobStatus
+from app.db.models import Job, JobStatus, JobUnit
 from app.queue import JobQueue
-from grace_jobs.lifecycle import gave_up
+from grace_jobs import lifecycle
 
 log = logging.getLogger("grace.reconciler")
 
@@ -40,48 +44,70 @@ def reconcile(
     settings: Settings,
     judge_heartbeats: bool = True,
 ) -> list[str]:
-    """One pass; returns the ids sent again. ``judge_heartbeats`` False: leave running and
-    cancelling jobs alone (their heartbeats cannot be judged yet, see :class:`Reconciler`)."""
+    """One pass; returns the unit keys sent again. ``judge_heartbeats`` False: leave running units
+    alone (their heartbeats cannot be judged yet, see :class:`Reconciler`)."""
     now = utcnow()
     queued_before = now - timedelta(seconds=settings.requeue_queued_after_seconds)
     stale = now - timedelta(seconds=settings.stale_after_seconds)
-    dead = and_(
-        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale), sql_true() if judge_heartbeats else false()
-    )
     with session_factory() as session:
-        session.execute(
-            update(Job)
-            .where(Job.status == JobStatus.CANCELLING, dead)
-            .values(status=JobStatus.CANCELLED, finished_at=now, updated_at=now, stage=None)
-        )
-        session.execute(
-            update(Job)
-            .where(Job.status == JobStatus.RUNNING, dead, Job.attempts >= Job.max_attempts)
-            .values(**gave_up(settings.max_attempts, now))
-        )
-        session.commit()
-        # Judged by when the job was last sent (or created, if never): a job just created may still
-        # be on its way into the queue.
-        waiting = session.scalars(
-            select(Job.id).where(
-                Job.status == JobStatus.QUEUED,
-                func.coalesce(Job.enqueued_at, Job.created_at) < queued_before,
+        # Judged by when the unit was last sent (or its job created, if never): a unit just created
+        # may still be on its way into the queue.
+        waiting = session.execute(
+            select(JobUnit.job_id, JobUnit.position)
+            .join(Job, Job.id == JobUnit.job_id)
+            .where(
+                JobUnit.status == JobStatus.QUEUED,
+                Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+                func.coalesce(JobUnit.enqueued_at, Job.created_at) < queued_before,
             )
         ).all()
-        orphaned = session.scalars(
-            select(Job.id).where(and_(Job.status == JobStatus.RUNNING, dead, Job.attempts < Job.max_attempts))
-        ).all()
-    resend = [j for j in waiting if not queue.is_pending(j)] + list(orphaned)
-    for job_id in resend:
-        try:
-            queue.enqueue(job_id)
-        except Exception:
-            log.warning("could not re-enqueue job %s; next pass retries", job_id, exc_info=True)
-            continue
+        dead: Sequence[Any] = []
+        unassembled: Sequence[Any] = []
+        if judge_heartbeats:
+            dead = session.execute(
+                select(JobUnit.job_id, JobUnit.position).where(
+                    JobUnit.status == JobStatus.RUNNING,
+                    or_(JobUnit.heartbeat_at.is_(None), JobUnit.heartbeat_at < stale),
+                )
+            ).all()
+            other = aliased(JobUnit)
+            unfinished = exists().where(other.job_id == Job.id, other.status != JobStatus.SUCCEEDED)
+            recent = exists().where(other.job_id == Job.id, other.finished_at >= stale)
+            unassembled = session.execute(
+                select(JobUnit.job_id, func.max(JobUnit.position))
+                .join(Job, Job.id == JobUnit.job_id)
+                .where(Job.status == JobStatus.RUNNING, ~unfinished, ~recent)
+                .group_by(JobUnit.job_id)
+            ).all()
+    orphaned = []
+    for job_id, position in dead:
         with session_factory() as session:
-            session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+            if lifecycle.reap(
+                session,
+                job_id,
+                position,
+                stale_after_seconds=settings.stale_after_seconds,
+                max_attempts=settings.max_attempts,
+            ):
+                orphaned.append((job_id, position))
+    keys = [lifecycle.unit_key(j, p) for j, p in waiting]
+    resend = [k for k in keys if not queue.is_pending(k)]
+    resend += [lifecycle.unit_key(j, p) for j, p in [*orphaned, *unassembled]]
+    for key in resend:
+        try:
+            queue.enqueue(key)
+        except Exception:
+            log.warning("could not re-enqueue unit %s; next pass retries", key, exc_info=True)
+            continue
+        job_id, position = lifecycle.parse_unit_key(key)
+        with session_factory() as session:
+            session.execute(
+                update(JobUnit)
+                .where(JobUnit.job_id == job_id, JobUnit.position == position)
+                .values(enqueued_at=utcnow())
+            )
             session.commit()
-        log.info("re-enqueued job %s", job_id)
+        log.info("re-enqueued unit %s", key)
     return resend
 
 

@@ -1,6 +1,8 @@
-"""Running one job in a worker: claim it, run the engine (``rank_teachers``, ``run_influence`` or
-``run_validation``) with progress, heartbeats and cancellation, and write the outcome. The state
-transitions themselves are :mod:`grace_jobs.lifecycle`'s, each retried through a database outage.
+"""Running one unit of a job in a worker: claim it, run the engine (``rank_teachers`` for the whole
+job or one candidate, ``run_influence`` or ``run_validation``) with progress, heartbeats and
+cancellation, and write the outcome; after a fanned-out job's last unit, assemble its ranking. The
+state transitions themselves are :mod:`grace_jobs.lifecycle`'s, each retried through a database
+outage.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import Dataset, GradientSet, Job, JobStatus, ResponseSet
+from app.db.models import Dataset, GradientSet, Job, JobStatus, JobUnit, ResponseSet
 from grace_engine.data import Prompt
 from grace_engine.errors import Cancelled, GraceError
 from grace_engine.generation import (
@@ -40,6 +42,7 @@ from grace_engine.memory import MemoryBudget
 from grace_engine.models import ModelCache
 from grace_engine.progress import ProgressEvent
 from grace_engine.responses import GenerationBackend
+from grace_engine.results import RankingResult
 from grace_engine.scoring import rank_teachers
 from grace_engine.validation import run_validation
 from grace_jobs import lifecycle
@@ -199,12 +202,13 @@ class DbGradientStore:
                 session.commit()
 
 
-class JobSession:
-    """Progress, heartbeat and cancellation polling for one claimed job."""
+class UnitSession:
+    """Progress, heartbeat and cancellation polling for one claimed unit."""
 
-    def __init__(self, runner: JobRunner, job_id: str) -> None:
-        self.runner, self.job_id = runner, job_id
-        self.progress: dict[str, Any] = {"stage": None, "candidates": {}}
+    def __init__(self, runner: JobRunner, job_id: str, position: int) -> None:
+        self.runner, self.job_id, self.position = runner, job_id, position
+        self.progress: dict[str, Any] = {}
+        self.stage: str | None = None
         self._last_write = 0.0
         self._last_poll = 0.0
         self._stop_requested = False
@@ -212,9 +216,14 @@ class JobSession:
         self._beat = threading.Thread(target=self._heartbeat, name=f"heartbeat-{job_id[:8]}", daemon=True)
 
     def _owned(self) -> Any:
-        return and_(Job.id == self.job_id, Job.worker_id == self.runner.worker_id, Job.status.in_(LIVE))
+        return and_(
+            JobUnit.job_id == self.job_id,
+            JobUnit.position == self.position,
+            JobUnit.worker_id == self.runner.worker_id,
+            JobUnit.status == JobStatus.RUNNING,
+        )
 
-    def __enter__(self) -> JobSession:
+    def __enter__(self) -> UnitSession:
         self._beat.start()
         return self
 
@@ -226,19 +235,19 @@ class JobSession:
         while not self._stop.wait(self.runner.settings.heartbeat_seconds):
             try:
                 with self.runner.session_factory() as session:
-                    session.execute(update(Job).where(self._owned()).values(heartbeat_at=utcnow()))
+                    session.execute(update(JobUnit).where(self._owned()).values(heartbeat_at=utcnow()))
                     session.commit()
             except Exception:  # a missed beat is survivable; the next one retries
-                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+                log.warning("heartbeat for unit %s/%d failed", self.job_id, self.position, exc_info=True)
 
     def update(self, event: ProgressEvent) -> None:
         if event.candidate is not None:
-            self.progress["candidates"].setdefault(event.candidate, {})[event.stage] = {
+            self.progress.setdefault(event.candidate, {})[event.stage] = {
                 "done": event.done,
                 "total": event.total,
             }
-        changed = event.stage != self.progress["stage"]
-        self.progress["stage"] = event.stage
+        changed = event.stage != self.stage
+        self.stage = event.stage
         now = time.monotonic()
         if changed or event.done >= event.total or now - self._last_write >= self.runner.progress_interval:
             self._last_write = now
@@ -246,14 +255,20 @@ class JobSession:
 
             def write() -> None:
                 with self.runner.session_factory() as session:
-                    session.execute(update(Job).where(self._owned()).values(**values, updated_at=utcnow()))
+                    at = utcnow()
+                    session.execute(update(JobUnit).where(self._owned()).values(**values, updated_at=at))
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.status.in_(LIVE))
+                        .values(stage=event.stage, updated_at=at)
+                    )
                     session.commit()
 
             self.runner.through_outage(write, f"progress of job {self.job_id}")
 
     def should_cancel(self) -> bool:
-        """True once the job is being cancelled or no longer ours, or this worker is shutting
-        down; polled between batches."""
+        """True once the job is no longer running (cancelled, or failed by another unit), the unit
+        is no longer ours, or this worker is shutting down; polled between batches."""
         if self.runner.shutdown.is_set():
             return True
         now = time.monotonic()
@@ -262,16 +277,24 @@ class JobSession:
 
             def read() -> Any:
                 with self.runner.session_factory() as session:
-                    query = select(Job.status, Job.worker_id).where(Job.id == self.job_id)
+                    query = (
+                        select(Job.status, JobUnit.status.label("unit"), JobUnit.worker_id)
+                        .join(JobUnit, JobUnit.job_id == Job.id)
+                        .where(Job.id == self.job_id, JobUnit.position == self.position)
+                    )
                     return session.execute(query).one()
 
             row = self.runner.through_outage(read, f"cancel poll of job {self.job_id}")
-            self._stop_requested = row.status != JobStatus.RUNNING or row.worker_id != self.runner.worker_id
+            self._stop_requested = (
+                row.status != JobStatus.RUNNING
+                or row.unit != JobStatus.RUNNING
+                or row.worker_id != self.runner.worker_id
+            )
         return self._stop_requested
 
 
 class JobRunner:
-    """Runs jobs one at a time in this process; loaded models stay cached between jobs."""
+    """Runs units of jobs one at a time in this process; loaded models stay cached between them."""
 
     def __init__(
         self,
@@ -284,7 +307,7 @@ class JobRunner:
         shutdown: threading.Event | None = None,
     ) -> None:
         self.settings, self.session_factory = settings, session_factory
-        # Set on SIGTERM: the running job stops at its next batch boundary and goes back to the queue.
+        # Set on SIGTERM: the running unit stops at its next batch boundary and goes back to the queue.
         self.shutdown = shutdown or threading.Event()
         self.worker_id = worker_id or default_worker_id()
         self.policy = policy_from(settings)
@@ -313,48 +336,72 @@ class JobRunner:
         return self._backends[name]
 
     @_retried
-    def claim(self, job_id: str) -> bool:
+    def claim(self, job_id: str, position: int = 0) -> bool:
         with self.session_factory() as session:
             return lifecycle.claim(
                 session,
                 job_id,
+                position,
                 self.worker_id,
                 stale_after_seconds=self.settings.stale_after_seconds,
                 max_attempts=self.settings.max_attempts,
             )
 
-    def run(self, job_id: str) -> str:
-        """Claim and run ``job_id``; returns the outcome (``skipped`` when not claimable)."""
-        if not self.claim(job_id):
-            log.info("job %s not claimable (finished, cancelled, or owned by a live worker); skipped", job_id)
+    def run(self, key: str) -> str:
+        """Claim and run the unit ``key`` (:func:`~grace_jobs.lifecycle.unit_key`; a job id: its
+        first unit), and assemble the ranking when it was the job's last; returns the outcome
+        (``skipped`` when not claimable)."""
+        job_id, position = lifecycle.parse_unit_key(key)
+        if not self.claim(job_id, position):
+            if self._awaiting_assembly(job_id):
+                return self._assemble(job_id)
+            log.info("unit %s not claimable (finished, cancelled, or owned by a live worker); skipped", key)
             return "skipped"
-        log.info("job %s claimed by %s", job_id, self.worker_id)
-        with JobSession(self, job_id) as js:
-            try:
-                request, result = self._execute(job_id, js)
-            except Cancelled:
-                if self.shutdown.is_set():
-                    return self._hand_back(job_id)
-                return self._finish(job_id, JobStatus.CANCELLED)
-            except GraceError as exc:
-                return self._finish(job_id, JobStatus.FAILED, exc.code, str(exc).replace("\x00", ""))
-            except (OperationalError, InterfaceError):
-                # Down past the stale bound: not the job's fault. It stays running, its heartbeat
-                # goes stale, and the reconciler sends it again (counting an attempt).
-                log.exception(
-                    "job %s: database unreachable past the stale bound; left for the reconciler", job_id
-                )
-                return "outage"
-            except Exception as exc:
-                log.exception("job %s failed", job_id)
-                return self._finish(
-                    job_id, JobStatus.FAILED, "internal_error", f"{type(exc).__name__}: {exc}"
-                )
-            return self._store(job_id, request, result)
+        log.info("unit %s claimed by %s", key, self.worker_id)
+        with UnitSession(self, job_id, position) as us:
+
+            def work() -> str:
+                request, candidate, result = self._execute(job_id, position, us)
+                if candidate is None:
+                    return self._store(job_id, request, result, position)
+                return self._unit_done(job_id, position, result)
+
+            def end(status: JobStatus, code: str | None, message: str | None) -> str:
+                if status == JobStatus.CANCELLED and self.shutdown.is_set():
+                    return self._hand_back(job_id, position)
+                return self._finish(job_id, position, status, code, message)
+
+            outcome = self._guarded(job_id, work, end)
+        return self._assemble(job_id) if outcome == "assemble" else outcome
+
+    def _guarded(
+        self, job_id: str, work: Callable[[], str], end: Callable[[JobStatus, str | None, str | None], str]
+    ) -> str:
+        """``work()``'s outcome, or ``end(status, code, message)``'s when it stopped: cancelled, or
+        failed (bad input: its code; a bug: ``internal_error``)."""
+        try:
+            return work()
+        except Cancelled:
+            return end(JobStatus.CANCELLED, None, None)
+        except GraceError as exc:
+            return end(JobStatus.FAILED, exc.code, str(exc).replace("\x00", ""))
+        except (OperationalError, InterfaceError):
+            # Down past the stale bound: not the job's fault. Its unit stays running, the heartbeat
+            # goes stale, and the reconciler sends it again (counting an attempt).
+            log.exception(
+                "job %s: database unreachable past the stale bound; left for the reconciler", job_id
+            )
+            return "outage"
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            return end(JobStatus.FAILED, "internal_error", f"{type(exc).__name__}: {exc}")
 
     @_retried
-    def _load(self, job_id: str) -> tuple[JobCreate, str, list[Prompt]]:
-        """The job's request (as its kind's schema), tenant id and prompts."""
+    def _load(
+        self, job_id: str, position: int | None = None
+    ) -> tuple[JobCreate, str, list[Prompt], str | None]:
+        """The job's request (as its kind's schema), tenant id, prompts, and the candidate of unit
+        ``position`` (None: the whole job)."""
         with self.session_factory() as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -363,73 +410,190 @@ class JobRunner:
                 "validation": ValidationCreate,
             }
             request = schemas.get(job.kind, JobCreate).model_validate(job.request)
+            unit = next((u for u in job.units if u.position == position), None)
+            candidate = unit.candidate if unit is not None else None
             if request.prompts is not None:
-                return request, job.tenant_id, engine_prompts(request.prompts)
+                return request, job.tenant_id, engine_prompts(request.prompts), candidate
             dataset = session.get(Dataset, request.dataset_id)
             assert dataset is not None
-            return request, job.tenant_id, engine_prompts(dataset.prompts)
+            return request, job.tenant_id, engine_prompts(dataset.prompts), candidate
 
-    def _execute(self, job_id: str, js: JobSession) -> tuple[JobCreate, Result]:
-        request, tenant_id, prompts = self._load(job_id)
-        candidates = [c.to_engine() for c in request.candidates]
+    def _shared(
+        self,
+        request: JobCreate,
+        tenant_id: str,
+        progress: Callable[[ProgressEvent], None],
+        should_cancel: Callable[[], bool],
+    ) -> dict[str, Any]:
+        """What every engine call of a job is given: policy, config, teacher backend, model cache,
+        response store, memory budget, progress and cancellation."""
         config = replace(request.scoring.to_engine(), release_below_gb=self.settings.vllm_release_below_gb)
-        shared: dict[str, Any] = {
+        return {
             "policy": self.policy,
             "config": config,
             "generator": self.backend(request.scoring.generation_backend),
             "models": self.models,
             "responses": DbResponseStore(self.session_factory, tenant_id, self.through_outage),
-            "progress": js.update,
-            "should_cancel": js.should_cancel,
+            "progress": progress,
+            "should_cancel": should_cancel,
             "budget": MemoryBudget.from_gb(self.settings.memory_budget_gb),
         }
+
+    def _gradient_store(self, tenant_id: str) -> DbGradientStore | None:
+        if self.settings.gradient_store_mb <= 0:
+            return None
+        return DbGradientStore(
+            self.session_factory, tenant_id, self.settings.gradient_store_mb << 20, self.through_outage
+        )
+
+    def _execute(self, job_id: str, position: int, us: UnitSession) -> tuple[JobCreate, str | None, Result]:
+        """Run unit ``position``: the whole job, or one candidate of a scoring job, scored under the
+        job's one projection (its d resolved for all its candidates) with its gradients stored for
+        the assembly. Returns the request, the unit's candidate and its result."""
+        request, tenant_id, prompts, candidate = self._load(job_id, position)
+        candidates = [c.to_engine() for c in request.candidates]
+        shared = self._shared(request, tenant_id, us.update, us.should_cancel)
         if isinstance(request, ValidationCreate):
-            return request, run_validation(
-                prompts,
-                candidates,
-                request.student,
-                request.eval_examples(),
-                validation=request.to_validation(),
-                **shared,
+            return (
+                request,
+                None,
+                run_validation(
+                    prompts,
+                    candidates,
+                    request.student,
+                    request.eval_examples(),
+                    validation=request.to_validation(),
+                    **shared,
+                ),
             )
         if isinstance(request, InfluenceCreate):
             examples = request.validation_examples()
-            return request, run_influence(
-                prompts, candidates, request.student, examples, method=request.method, **shared
+            return (
+                request,
+                None,
+                run_influence(
+                    prompts, candidates, request.student, examples, method=request.method, **shared
+                ),
             )
-        store = (
-            DbGradientStore(
-                self.session_factory, tenant_id, self.settings.gradient_store_mb << 20, self.through_outage
-            )
-            if self.settings.gradient_store_mb > 0
-            else None
+        store = self._gradient_store(tenant_id)
+        if candidate is not None:
+            shared["config"] = shared["config"].resolved(len(prompts), candidates)
+            candidates = [c for c in candidates if c.name == candidate]
+        return (
+            request,
+            candidate,
+            rank_teachers(prompts, candidates, request.student, gradients=store, **shared),
         )
-        return request, rank_teachers(prompts, candidates, request.student, gradients=store, **shared)
 
     @_retried
-    def _hand_back(self, job_id: str) -> str:
+    def _awaiting_assembly(self, job_id: str) -> bool:
         with self.session_factory() as session:
-            outcome = lifecycle.hand_back(session, job_id, self.worker_id)
-        log.info("job %s %s (worker shutting down)", job_id, outcome)
+            return lifecycle.awaiting_assembly(
+                session, job_id, stale_after_seconds=self.settings.stale_after_seconds
+            )
+
+    def _assemble(self, job_id: str) -> str:
+        """Rank a fanned-out job's candidates together from the gradients its units stored (no model
+        is loaded while they are all there) and write the results, at most once per job
+        (:func:`grace_jobs.lifecycle.succeed`)."""
+        request, tenant_id, prompts, _ = self._load(job_id)
+        last_poll = [0.0]
+
+        def stage(event: ProgressEvent) -> None:
+            del event  # the units reported their own progress; the job is assembling
+
+        def stopped() -> bool:  # polled like a unit's, but a shutdown lets a short assembly finish
+            now = time.monotonic()
+            if now - last_poll[0] < self.progress_interval:
+                return False
+            last_poll[0] = now
+            return self._job_status(job_id) != JobStatus.RUNNING
+
+        def work() -> str:
+            self._set_stage(job_id, "assemble")
+            candidates = [c.to_engine() for c in request.candidates]
+            shared = self._shared(request, tenant_id, stage, stopped)
+            result = rank_teachers(
+                prompts, candidates, request.student, gradients=self._gradient_store(tenant_id), **shared
+            )
+            return self._store(job_id, request, result, None)
+
+        def end(status: JobStatus, code: str | None, message: str | None) -> str:
+            if status == JobStatus.CANCELLED:  # the job was cancelled (or failed) meanwhile
+                return str(self._job_status(job_id))
+            return self._fail(job_id, code or "internal_error", message or "")
+
+        return self._guarded(job_id, work, end)
+
+    @_retried
+    def _job_status(self, job_id: str) -> str | None:
+        with self.session_factory() as session:
+            return session.scalar(select(Job.status).where(Job.id == job_id))
+
+    @_retried
+    def _set_stage(self, job_id: str, stage: str) -> None:
+        with self.session_factory() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(LIVE))
+                .values(stage=stage, updated_at=utcnow())
+            )
+            session.commit()
+
+    @_retried
+    def _hand_back(self, job_id: str, position: int) -> str:
+        with self.session_factory() as session:
+            outcome = lifecycle.hand_back(session, job_id, position, self.worker_id)
+        log.info("unit %s %s (worker shutting down)", lifecycle.unit_key(job_id, position), outcome)
         return outcome
 
     @_retried
     def _finish(
-        self, job_id: str, status: JobStatus, code: str | None = None, message: str | None = None
+        self,
+        job_id: str,
+        position: int,
+        status: JobStatus,
+        code: str | None = None,
+        message: str | None = None,
     ) -> str:
         with self.session_factory() as session:
-            outcome = lifecycle.finish(session, job_id, self.worker_id, status, code, message)
-        log.info("job %s %s", job_id, outcome)
+            outcome = lifecycle.finish(session, job_id, position, self.worker_id, status, code, message)
+        log.info("unit %s %s: job %s", lifecycle.unit_key(job_id, position), status, outcome)
         return outcome
 
     @_retried
-    def _store(self, job_id: str, request: JobCreate, result: Result) -> str:
+    def _fail(self, job_id: str, code: str, message: str) -> str:
+        with self.session_factory() as session:
+            outcome = lifecycle.fail(session, job_id, code, message)
+        log.info("job %s assembly failed (%s): %s", job_id, code, outcome)
+        return outcome
+
+    @_retried
+    def _unit_done(self, job_id: str, position: int, result: Result) -> str:
+        assert isinstance(result, RankingResult)
+        (own,) = result.ranking_rows()
+        with self.session_factory() as session:
+            outcome = lifecycle.unit_done(session, job_id, position, self.worker_id, own)
+        log.info("unit %s done: %s", lifecycle.unit_key(job_id, position), outcome)
+        return outcome
+
+    @_retried
+    def _store(self, job_id: str, request: JobCreate, result: Result, position: int | None) -> str:
+        """Write the results of the whole-job unit ``position``, or of an assembly (None)."""
         with self.session_factory() as session:
             outcome = lifecycle.succeed(
-                session, job_id, self.worker_id, lambda job: write_result(session, job, request, result)
+                session,
+                job_id,
+                self.worker_id,
+                lambda job: write_result(session, job, request, result),
+                position,
             )
         if outcome == "lost":
             log.warning("job %s is no longer ours; results dropped", job_id)
+        elif outcome == "duplicate":
+            log.info("job %s was already assembled; this assembly is dropped", job_id)
+        elif position is None:
+            log.info("job %s assembly by %s: %s", job_id, self.worker_id, outcome)
         else:
             log.info("job %s %s", job_id, outcome)
         return outcome

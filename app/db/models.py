@@ -2,13 +2,15 @@
 
 Job state machine (transitions only move forward; every one is stamped)::
 
-    queued ──claim──> running ──done──> succeeded
-      │                 │  └──error──> failed        (also: attempts exhausted -> failed/worker_lost)
-      │                 └──cancel──> cancelling ──next batch boundary──> cancelled
+    queued ──first unit claimed──> running ──assembled──> succeeded
+      │                              │  └──a unit failed──> failed   (also: attempts exhausted)
+      │                              └──cancel──> cancelling ──no unit running──> cancelled
       └──cancel──> cancelled
 
-A running job whose heartbeat goes stale stays ``running`` and may be claimed again by another
-worker (``attempts`` counts claims); that is a re-delivery, not a step back.
+A job's work is done in units (:class:`JobUnit`, :mod:`grace_jobs.lifecycle`): each is claimed,
+attempted and heartbeated on its own. A running unit whose heartbeat goes stale stays ``running``
+and may be claimed again by another worker (``attempts`` counts claims); that is a re-delivery, not
+a step back.
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ class Dataset(Base):
 
 
 class Job(Base):
-    """A scoring job. ``request`` is the validated request body; results land in ``ranking`` and
-    :class:`JobResult` rows."""
+    """A scoring job. ``request`` is the validated request body; its work is done in ``units``;
+    results land in ``ranking`` and :class:`JobResult` rows, written by the worker ``worker_id``
+    (the one that assembled them)."""
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -109,13 +112,12 @@ class Job(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
     request_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     ranking: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # influence jobs
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # the most any of its units took
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)  # per unit
     worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     examples_scored: Mapped[int] = mapped_column(Integer, default=0)
     # Leaderboards (grace_jobs.leaderboards): the prompt set's hash, and the hash of everything a
@@ -126,13 +128,48 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     results: Mapped[list[JobResult]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="JobResult.rank"
     )
+    units: Mapped[list[JobUnit]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="JobUnit.position", lazy="selectin"
+    )
+
+
+class JobUnit(Base):
+    """One unit of a job's work, each its own queue message (``{job_id}/{position}``) with its own
+    claim, attempts, heartbeat and progress: one candidate of a fanned-out scoring job, or the whole
+    job (``candidate`` null). States: queued, running, succeeded, failed, cancelled. ``result``:
+    the candidate's own scores, for a candidate unit."""
+
+    __tablename__ = "job_units"
+    __table_args__ = (
+        UniqueConstraint("job_id", "position"),
+        Index("ix_job_units_status_heartbeat", "status", "heartbeat_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    candidate: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="units")
 
 
 class JobResult(Base):

@@ -11,6 +11,7 @@ from app.db.models import Job, JobStatus
 from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep, Submission, SubmissionDep
 from app.errors import ApiError
 from app.schemas import (
+    CandidateProgress,
     CandidateScores,
     ErrorInfo,
     JobAccepted,
@@ -21,6 +22,7 @@ from app.schemas import (
     RankingEntry,
     RankingPublic,
     ScoresPublic,
+    UnitPublic,
     result_summary,
 )
 from app.services import jobs as job_service
@@ -42,8 +44,26 @@ def accepted(request: Request, response: Response, job: Job) -> JobAccepted:
     return JobAccepted(id=job.id, status=job.status, links=job_links)
 
 
+def _error(code: str | None, message: str | None) -> ErrorInfo | None:
+    return ErrorInfo(code=code, message=message or "") if code else None
+
+
 def job_public(request: Request, job: Job) -> JobPublic:
-    error = {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
+    units = [
+        UnitPublic(
+            candidate=u.candidate,
+            status=u.status,
+            stage=u.stage,
+            attempts=u.attempts,
+            worker_id=u.worker_id,
+            progress={name: CandidateProgress.model_validate(p) for name, p in (u.progress or {}).items()},
+            started_at=u.started_at,
+            finished_at=u.finished_at,
+            error=_error(u.error_code, u.error_message),
+        )
+        for u in job.units
+    ]
+    candidates = {name: p for u in units for name, p in u.progress.items()}
     return JobPublic(
         id=job.id,
         kind=job.kind,
@@ -55,9 +75,11 @@ def job_public(request: Request, job: Job) -> JobPublic:
         updated_at=job.updated_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        progress=Progress.model_validate(job.progress or {}),
+        progress=Progress(stage=job.stage, candidates=candidates),
+        units=units,
+        assembled_by=job.worker_id,
         examples_scored=job.examples_scored,
-        error=ErrorInfo.model_validate(error) if error else None,
+        error=_error(job.error_code, job.error_message),
         ranking=[RankingEntry.model_validate(r) for r in job.ranking] if job.ranking else None,
         prompt_set=job.prompt_set,
         **result_summary(job.result),

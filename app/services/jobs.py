@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, defer
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import ID_LENGTH, Dataset, Job, JobStatus, Tenant
+from app.db.models import ID_LENGTH, Dataset, Job, JobStatus, JobUnit, Tenant
 from app.errors import ApiError, not_found
 from app.queue import JobQueue
 from grace_engine.data import Prompt, validate_prompts
@@ -237,12 +237,13 @@ def create_job(
         idempotency_key=idempotency_key,
         status=JobStatus.QUEUED,
         max_attempts=settings.max_attempts,
-        progress={},
         prompt_set=prompt_set,
         comparison=comparison,
         created_at=now,
         updated_at=now,
     )
+    fan_out = lifecycle.fans_out(job_in, kind, gradient_store=settings.gradient_store_mb > 0)
+    lifecycle.plan_units(job, [c.name for c in job_in.candidates] if fan_out else None, now)
     session.add(job)
     try:
         session.commit()
@@ -259,13 +260,23 @@ def create_job(
 
 
 def enqueue(*, session: Session, job: Job, queue: JobQueue) -> None:
-    """Send the job id; on failure the job stays queued for the reconciler to send again."""
-    try:
-        queue.enqueue(job.id)
-    except Exception:
-        log.warning("could not enqueue job %s now; the reconciler will retry", job.id, exc_info=True)
+    """Send each of the job's units; a unit that could not be sent stays queued for the reconciler
+    to send again."""
+    now = utcnow()
+    sent = []
+    for unit in job.units:
+        try:
+            queue.enqueue(lifecycle.unit_key(job.id, unit.position))
+        except Exception:
+            log.warning("could not enqueue job %s now; the reconciler will retry", job.id, exc_info=True)
+            break
+        sent.append(unit.position)
+    if not sent:
         return
-    session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
+    session.execute(
+        update(JobUnit).where(JobUnit.job_id == job.id, JobUnit.position.in_(sent)).values(enqueued_at=now)
+    )
+    session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=now))
     session.commit()
     session.refresh(job)
 
@@ -354,11 +365,8 @@ def list_jobs(
 
 
 def cancel_job(*, session: Session, job: Job) -> Job:
-    """The cancel transition (:func:`grace_jobs.lifecycle.request_cancel`); an ended job, or one
-    that kept changing state meanwhile, is a 409."""
+    """The cancel transition (:func:`grace_jobs.lifecycle.request_cancel`); an ended job is a 409."""
     try:
         return lifecycle.request_cancel(session, job)
     except lifecycle.AlreadyFinished as exc:
         raise ApiError(409, "Conflict", str(exc), extra={"job_status": exc.status}) from exc
-    except lifecycle.StateRace as exc:
-        raise ApiError(409, "Conflict", str(exc)) from exc

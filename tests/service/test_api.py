@@ -17,7 +17,7 @@ from app.db.models import Job, JobResult, JobStatus, Tenant
 from app.main import create_app
 from app.services.jobs import request_hash
 from grace_jobs.requests import JobCreate
-from tests.service.conftest import Caller, assert_problem, job_body, service_settings
+from tests.service.conftest import Caller, assert_problem, job_body, run_job, service_settings
 from workers.runner import JobRunner
 
 
@@ -69,7 +69,6 @@ def test_idempotency_key(client: TestClient, caller: Caller, session_factory: se
                 request_hash=request_hash(JobCreate.model_validate(job_body())),
                 idempotency_key="in-flight",
                 status=JobStatus.QUEUED,
-                progress={},
             )
         )
         session.commit()
@@ -123,7 +122,7 @@ def test_results_ranking_scores_and_history(
     job_id = _submit(client, caller).json()["id"]
     assert_problem(client.get(f"/v1/jobs/{job_id}/scores", headers=caller.headers), 409)
     runner = JobRunner(settings, session_factory)
-    assert runner.run(job_id) == "succeeded"
+    assert run_job(runner, job_id) == "succeeded"
     assert runner.run(job_id) == "skipped"  # a duplicate delivery of a finished job does nothing
     job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
     assert job["status"] == "succeeded"
@@ -145,7 +144,7 @@ def test_results_ranking_scores_and_history(
         assert len(rows) == 2
     # The same teachers, settings and prompts again: responses come from the store, not generated.
     again = _submit(client, caller).json()["id"]
-    assert runner.run(again) == "succeeded"
+    assert run_job(runner, again) == "succeeded"
     reused = client.get(f"/v1/jobs/{again}/scores", headers=caller.headers).json()["candidates"]
     assert {c["details"]["response_source"] for c in reused} == {"stored"}
     first = {c["name"]: c["details"]["grace"]["score"] for c in scores}
@@ -312,7 +311,7 @@ def test_a_job_asking_for_vllm_on_a_cpu_worker_fails_clearly(
     body = job_body()
     body["scoring"]["generation_backend"] = "vllm"
     job_id = _submit(client, caller, body).json()["id"]
-    assert JobRunner(settings, session_factory).run(job_id) == "failed"
+    assert run_job(JobRunner(settings, session_factory), job_id) == "failed"
     job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
     assert job["error"]["code"] == "invalid_input"
     assert "generation_backend" in job["error"]["message"]

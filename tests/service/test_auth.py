@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.models import ApiKey
 from grace_cli.main import main
-from tests.service.conftest import Caller, assert_problem, job_body
+from tests.service.conftest import Caller, assert_problem, job_body, run_job
 from workers.runner import JobRunner
 
 
@@ -40,7 +40,7 @@ def test_tenants_see_only_their_own_jobs(
 ) -> None:
     alice, bob = new_caller(), new_caller()
     job_id = client.post("/v1/jobs", json=job_body(), headers=alice.headers).json()["id"]
-    assert JobRunner(settings, session_factory).run(job_id) == "succeeded"
+    assert run_job(JobRunner(settings, session_factory), job_id) == "succeeded"
     for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/ranking", f"/v1/jobs/{job_id}/scores"):
         assert client.get(path, headers=alice.headers).status_code == 200
         assert_problem(client.get(path, headers=bob.headers), 404)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from grace_engine.errors import InvalidInput, ModelNotAllowed, ModelNotFound, UnsupportedModel
-from tests.service.conftest import Caller, assert_problem, job_body
+from tests.service.conftest import Caller, assert_problem, job_body, run_job
 from workers.runner import JobRunner
 
 
@@ -295,7 +295,7 @@ def test_an_accepted_odd_job_ends_cleanly(
     accepted = client.post("/v1/jobs", json=body, headers=caller.headers)
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
-    outcome = JobRunner(settings, session_factory).run(job_id)
+    outcome = run_job(JobRunner(settings, session_factory), job_id)
     job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
     assert outcome == job["status"], (case, outcome, job["status"])
     if job["status"] == "failed":

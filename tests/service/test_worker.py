@@ -271,8 +271,13 @@ def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(
         assert first.returncode == 0, log.read_text()[-3000:]
     assert "handed_back (worker shutting down)" in log.read_text(), log.read_text()[-3000:]
     back = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
-    assert back["status"] == "queued"
-    assert back["attempts"] == 0
+    # The unit it was running is queued again, its attempt not counted; no unit is left running
+    # (the job is queued again if that was its only unit under way, else it waits, running).
+    assert not [u for u in back["units"] if u["status"] == "running"], back["units"]
+    handed = [u for u in back["units"] if u["status"] == "queued" and u["started_at"] is not None]
+    assert len(handed) == 1, back["units"]
+    assert handed[0]["attempts"] == 0
+    assert back["status"] == ("queued" if all(u["status"] == "queued" for u in back["units"]) else "running")
     with worker_process(settings, log):
         job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
     assert job["status"] == "succeeded", log.read_text()[-3000:]

@@ -1,0 +1,197 @@
+"""Fan-out: a scoring job's candidates are units of work of their own, spread over workers, each
+with its own attempts and progress, and the ranking is assembled exactly once. Real worker
+processes (``grace worker``) on real PostgreSQL and Redis; the guard itself under threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from grace_engine.scoring import rank_teachers
+from grace_engine.tiny_models import TinyModels
+from grace_jobs import lifecycle
+from grace_jobs.policy import policy_from
+from grace_jobs.requests import JobCreate, engine_prompts
+from tests.service.conftest import Caller, supplied_job
+from tests.service.test_worker import DEADLINE, TERMINAL, slow_job, wait_for, worker_process
+
+
+def _ready(*logs: Path) -> None:
+    """Wait until every worker logging to ``logs`` consumes, so the first cannot take every unit
+    before the second is up."""
+    deadline = time.monotonic() + DEADLINE
+    while not all(log.exists() and "consuming" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs if log.exists()]
+        time.sleep(0.2)
+
+
+def _logs(*logs: Path) -> str:
+    return "".join(log.read_text() for log in logs)
+
+
+def _on(worker_pid: int, unit: dict[str, Any]) -> bool:
+    """Whether the unit ran (or runs) on the worker process ``worker_pid`` (ids are host:pid:tag)."""
+    return f":{worker_pid}:" in (unit["worker_id"] or "")
+
+
+def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
+    client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
+) -> None:
+    body = slow_job(tiny)
+    body["candidates"] = body["candidates"][:4]
+    logs = (tmp_path / "a.log", tmp_path / "b.log")
+    with worker_process(settings, logs[0]), worker_process(settings, logs[1]):
+        _ready(*logs)
+        job_id = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+    text = _logs(*logs)
+    assert job["status"] == "succeeded", text[-3000:]
+    names = [c["name"] for c in body["candidates"]]
+    units = job["units"]
+    assert [u["candidate"] for u in units] == names
+    assert all(u["status"] == "succeeded" and u["attempts"] == 1 for u in units), units
+    workers = {u["worker_id"] for u in units}
+    assert len(workers) == 2, units  # spread over both
+    assert job["assembled_by"] in workers
+    assert text.count(f"job {job_id} assembly by") == 1, text[-3000:]
+    for u in units:  # each unit reports its own candidate's progress, to the end
+        (progress,) = u["progress"].values()
+        assert set(u["progress"]) == {u["candidate"]}
+        assert progress["gradients"]["done"] == progress["gradients"]["total"] > 0
+    # The assembled ranking is the one a single engine call gives: one projection for all units.
+    request = JobCreate.model_validate(body)
+    expected = rank_teachers(
+        engine_prompts(request.prompts or []),
+        [c.to_engine() for c in request.candidates],
+        request.student,
+        policy=policy_from(settings),
+        config=request.scoring.to_engine(),
+    )
+    assert [r["name"] for r in job["ranking"]] == [r.name for r in expected.ranking]
+    for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
+        assert got["grace"] == pytest.approx(want["grace"], rel=1e-5)
+        assert got["p_top1"] == pytest.approx(want["p_top1"], abs=1e-9)
+    assert sum(r["p_top1"] for r in job["ranking"]) == pytest.approx(1.0, abs=1e-9)
+    assert job["proj_dim"] == expected.config.proj_dim
+
+
+def test_a_killed_worker_costs_only_the_unit_it_was_running(
+    client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
+) -> None:
+    """kill -9 of a worker that has finished one unit and is in the middle of another: the finished
+    unit is kept (attempt 1, its worker), the other worker re-runs the lost one (attempt 2), every
+    other unit ran once, and the job is assembled once."""
+    logs = (tmp_path / "a.log", tmp_path / "b.log")
+    with worker_process(settings, logs[0]) as victim, worker_process(settings, logs[1]):
+        _ready(*logs)
+        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+
+        def mid_job(j: dict[str, Any]) -> bool:
+            assert j["status"] not in TERMINAL, "the job ended before the victim was caught mid-unit"
+            mine = [u for u in j["units"] if _on(victim.pid, u)]
+            return any(u["status"] == "succeeded" for u in mine) and any(
+                u["status"] == "running" and u["stage"] in ("generate", "gradients") for u in mine
+            )
+
+        before = wait_for(client, caller, job_id, mid_job)
+        victim.kill()  # SIGKILL: no cleanup, no ack, the heartbeat just stops
+        victim.wait()
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+    text = _logs(*logs)
+    assert job["status"] == "succeeded", text[-3000:]
+    kept = [u["candidate"] for u in before["units"] if _on(victim.pid, u) and u["status"] == "succeeded"]
+    units = {u["candidate"]: u for u in job["units"]}
+    for name in kept:  # finished before the kill: not done again
+        assert units[name]["attempts"] == 1, units[name]
+        assert _on(victim.pid, units[name]), units[name]
+    rerun = [u for u in units.values() if u["attempts"] == 2]
+    assert len(rerun) == 1, job["units"]  # only the unit the victim was running
+    assert not _on(victim.pid, rerun[0])
+    assert all(u["attempts"] == 1 for u in units.values() if u is not rerun[0])
+    assert all(u["status"] == "succeeded" for u in units.values())
+    assert job["attempts"] == 2
+    assert text.count(f"job {job_id} assembly by") == 1, text[-3000:]
+    assert len(job["ranking"]) == 5
+
+
+def test_cancel_stops_every_unit(
+    client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
+) -> None:
+    logs = (tmp_path / "a.log", tmp_path / "b.log")
+    with worker_process(settings, logs[0]), worker_process(settings, logs[1]):
+        _ready(*logs)
+        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+        wait_for(
+            client,
+            caller,
+            job_id,
+            lambda j: len({u["worker_id"] for u in j["units"] if u["status"] == "running"}) == 2,
+        )
+        r = client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers)
+        assert r.status_code == 202
+        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
+    assert job["status"] == "cancelled", _logs(*logs)[-3000:]
+    assert job["ranking"] is None
+    states = [u["status"] for u in job["units"]]
+    assert set(states) <= {"succeeded", "cancelled"}, states
+    assert states.count("cancelled") >= 2  # both running units stopped, and any not yet started
+
+
+ROUNDS = 8
+
+
+def _finish_together(
+    client: TestClient, caller: Caller, session_factory: sessionmaker[Session]
+) -> tuple[str, list[str], list[str]]:
+    """One race: a two-unit job whose units two workers finish at the same instant and whose
+    results both then try to write at the same instant. The job id, the two finish outcomes
+    followed by the two write outcomes, and which workers' writes ran."""
+    body = supplied_job({"a": ["x", "y"], "b": ["y", "z"]})
+    job_id: str = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
+    workers = ("w-1", "w-2")
+    for position, worker in enumerate(workers):
+        with session_factory() as session:
+            assert lifecycle.claim(session, job_id, position, worker, stale_after_seconds=60, max_attempts=3)
+    barrier = threading.Barrier(2)
+    finished: list[str] = []
+    wrote: list[str] = []
+    written: list[str] = []
+
+    def finish(position: int) -> None:
+        worker = workers[position]
+        barrier.wait()
+        with session_factory() as session:
+            finished.append(lifecycle.unit_done(session, job_id, position, worker, {}))
+        barrier.wait()
+        with session_factory() as session:
+            wrote.append(lifecycle.succeed(session, job_id, worker, lambda job: written.append(worker)))
+
+    threads = [threading.Thread(target=finish, args=(p,)) for p in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=DEADLINE)
+    return job_id, finished + wrote, written
+
+
+def test_units_finishing_together_assemble_exactly_once(
+    client: TestClient, caller: Caller, session_factory: sessionmaker[Session]
+) -> None:
+    """Over and over: exactly one of two units finishing together sees the job complete, exactly
+    one of two writers writes, and no finish is lost."""
+    for _ in range(ROUNDS):
+        job_id, outcomes, written = _finish_together(client, caller, session_factory)
+        assert sorted(outcomes[:2]) == ["assemble", "running"], outcomes
+        assert sorted(outcomes[2:]) == ["duplicate", "succeeded"], outcomes
+        assert len(written) == 1
+        job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+        assert job["status"] == "succeeded"
+        assert job["assembled_by"] == written[0]
+        assert [u["status"] for u in job["units"]] == ["succeeded", "succeeded"]
