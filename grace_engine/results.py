@@ -153,4 +153,5 @@ def _uncertainty_dict(u: Uncertainty | None) -> dict[str, Any] | None:
         return None
     item = asdict(u)
     item.pop("candidates")  # per candidate, p_top1 and interval sit with the candidate
+    item.pop("draws")  # n_resamples numbers per candidate: for a later bootstrap, not for reading
     return item

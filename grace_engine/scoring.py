@@ -11,7 +11,7 @@ job's longest example is refused before any generation or gradient work.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -150,6 +150,7 @@ def rank_teachers(
     generator: GenerationBackend | None = None,
     budget: MemoryBudget | None = None,
     gradients: GradientStore | None = None,
+    bootstrap_draws: Mapping[str, npt.NDArray[np.float64]] | None = None,
 ) -> RankingResult:
     """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
 
@@ -166,6 +167,10 @@ def rank_teachers(
             :func:`~grace_engine.memory.default_budget_gb`). Scores do not depend on it.
         gradients: store of projected gradients by content (:mod:`~grace_engine.gradient_store`):
             a candidate found there is not computed again, and one computed is put there.
+        bootstrap_draws: per candidate, its bootstrap draws (``result.uncertainty.draws``) from an
+            earlier call on the same prompts with the same config and that candidate's same
+            responses: a fanned-out job's units score their candidate alone, and the assembly
+            reuses them instead of resampling again. Not for budget-aware rankings.
     """
     built: list[GradientComputer] = []
     given = config or ScoringConfig()
@@ -209,7 +214,9 @@ def rank_teachers(
     found = _stored_gradients(job, gradients, keys) if gradients is not None and keys is not None else {}
     every = {n: g for n, g in found.items() if g is not None}
     if job.checked is None and len(every) == len(candidates):  # deferred, and nothing to compute
-        return replace(_from_store(job, candidates, every), auto_proj_dim=given.proj_dim == "auto")
+        return replace(
+            _from_store(job, candidates, every, bootstrap_draws), auto_proj_dim=given.proj_dim == "auto"
+        )
     job.cost  # noqa: B018  (loads and checks the student now if it was deferred, which builds the computer)
     (computer,) = built
     collect = Collector(job, candidates, computer, should_cancel, gradients, keys, found)
@@ -249,7 +256,7 @@ def rank_teachers(
     check_cancel(should_cancel)
     truncated = {name: collect.truncated(name) for name in names}
     return replace(
-        _scored(job, candidates, evidence, truncated, computer, job.fmt, adaptive),
+        _scored(job, candidates, evidence, truncated, computer, job.fmt, adaptive, bootstrap_draws),
         auto_proj_dim=given.proj_dim == "auto",
     )
 
@@ -304,7 +311,10 @@ class _StoredProjection:
 
 
 def _from_store(
-    job: PreparedJob, candidates: Sequence[Candidate], stored: dict[str, StoredGradients]
+    job: PreparedJob,
+    candidates: Sequence[Candidate],
+    stored: dict[str, StoredGradients],
+    known: Mapping[str, npt.NDArray[np.float64]] | None,
 ) -> RankingResult:
     """The ranking from stored gradients alone: no student is loaded, no gradient computed."""
     everything = np.arange(len(job.prompts))
@@ -319,7 +329,7 @@ def _from_store(
     projection = _StoredProjection(job.cfg.dim, first.grad_dim, first.identity)
     fmt = replace(job.cfg.student_format, max_length=first.max_length)
     truncated = {name: s.truncated for name, s in stored.items()}
-    return _scored(job, candidates, evidence, truncated, projection, fmt)
+    return _scored(job, candidates, evidence, truncated, projection, fmt, known=known)
 
 
 def _evidence(job: PreparedJob, i: int, grads: GradientResult, prompts: npt.NDArray[np.int64]) -> Evidence:
@@ -339,8 +349,14 @@ def _evidence(job: PreparedJob, i: int, grads: GradientResult, prompts: npt.NDAr
     )
 
 
-def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[str, float]) -> Uncertainty:
-    """The job's bootstrap of its ranking score over prompts (its resamples, confidence and seed)."""
+def _bootstrap(
+    cfg: ScoringConfig,
+    evidence: dict[str, Evidence],
+    point: dict[str, float],
+    known: Mapping[str, npt.NDArray[np.float64]] | None = None,
+) -> Uncertainty:
+    """The job's bootstrap of its ranking score over prompts (its resamples, confidence and seed);
+    ``known``: candidates' draws from the same job (:func:`~grace_engine.uncertainty.bootstrap`)."""
     return bootstrap(
         evidence,
         cfg.ranking_score,
@@ -349,6 +365,7 @@ def _bootstrap(cfg: ScoringConfig, evidence: dict[str, Evidence], point: dict[st
         n_resamples=cfg.bootstrap,
         confidence=cfg.confidence,
         seed=cfg.seed,
+        known=known,
     )
 
 
@@ -439,9 +456,11 @@ def _scored(
     computer: Projection,
     fmt: StudentFormat,
     adaptive: tuple[Uncertainty, BudgetReport] | None = None,
+    known: Mapping[str, npt.NDArray[np.float64]] | None = None,
 ) -> RankingResult:
     """Every requested predictor of every candidate, the ranking, its bootstrap and warnings.
-    ``computer``: the job's projection (built, or as stored); ``fmt``: the student format applied."""
+    ``computer``: the job's projection (built, or as stored); ``fmt``: the student format applied;
+    ``known``: bootstrap draws already computed (:func:`rank_teachers`)."""
     cfg = job.cfg
     settings = cfg.grace_settings
     graces: dict[str, GraceResult] = {}
@@ -467,7 +486,7 @@ def _scored(
     if adaptive is not None:
         uncertainty = adaptive[0]
     elif cfg.bootstrap > 0:
-        uncertainty = _bootstrap(cfg, evidence, ranked_values)
+        uncertainty = _bootstrap(cfg, evidence, ranked_values, known)
     results = {}
     for i, cand in enumerate(candidates):
         ev, v, generated = evidence[cand.name], values[cand.name], job.generated[i]

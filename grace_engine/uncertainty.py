@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -60,6 +60,9 @@ class Uncertainty:
     runner_up: str | None
     settled: bool
     prompts_to_settle: int | None
+    # Per candidate, its score on each resample (NaN where undefined): what a later bootstrap of the
+    # same job may be given instead of computing it again (``bootstrap(known=...)``).
+    draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _clears(leader: tuple[float, float], other: tuple[float, float], lower_is_better: bool) -> bool:
@@ -92,6 +95,7 @@ def bootstrap(
     n_resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
+    known: Mapping[str, np.ndarray] | None = None,
 ) -> Uncertainty:
     """Bootstrap predictor ``score`` of every candidate over prompts (module docstring).
 
@@ -101,6 +105,10 @@ def bootstrap(
             direction; the leader and runner-up are taken from them.
         n_resamples: resamples (each computes ``score`` once per candidate).
         seed: of the resampling generator.
+        known: per candidate, its ``draws`` from an earlier bootstrap with the same evidence,
+            score, settings, prompts, resamples and seed (a fanned-out job's units compute their
+            own): used as they are. A candidate's draws depend on nothing else, because every
+            candidate is resampled with the same draw of prompts.
     """
     if n_resamples < 1:
         raise InvalidInput("must be at least 1", field="bootstrap")
@@ -111,22 +119,32 @@ def bootstrap(
     if len(n) != 1:
         raise InvalidInput("candidates must share their prompts", field="candidates")
     n_prompts = n.pop()
-    rng = np.random.default_rng(seed)
+    given = {c: np.asarray(d, dtype=np.float64) for c, d in (known or {}).items() if c in evidence}
+    if any(d.shape != (n_resamples,) for d in given.values()):
+        raise ValueError("known draws must have one value per resample")
+    todo = [c for c in names if c not in given]
     lower = LOWER_IS_BETTER[score]
+    rng = np.random.default_rng(seed)
     # All resamples are drawn up front, so the result does not depend on how they are scheduled.
     resamples = [rng.integers(0, n_prompts, n_prompts) for _ in range(n_resamples)]
 
     def one(draw: np.ndarray) -> list[float]:
         prompts, counts = np.unique(draw, return_counts=True)
         if len(prompts) < 2:  # GRACE needs two distinct prompts; only with n = 2 can this happen
-            return [math.nan] * len(names)
+            return [math.nan] * len(todo)
         weights = counts.astype(np.float64)
-        values = [value(score, evidence[c].take(prompts), settings, weights, max_workers=1) for c in names]
+        values = [value(score, evidence[c].take(prompts), settings, weights, max_workers=1) for c in todo]
         return [math.nan if v is None else v for v in values]
 
-    # One resample per core, each single-threaded: many small factorisations scale better this way.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(available_cpus()) as pool:
-        draws = np.array(list(pool.map(one, resamples)), dtype=np.float64).reshape(n_resamples, len(names))
+    computed = np.empty((n_resamples, 0))
+    if todo:
+        # One resample per core, each single-threaded: many small factorisations scale better so.
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(available_cpus()) as pool:
+            computed = np.array(list(pool.map(one, resamples)), dtype=np.float64).reshape(
+                n_resamples, len(todo)
+            )
+    by_name = {**given, **{c: computed[:, j] for j, c in enumerate(todo)}}
+    draws = np.stack([by_name[c] for c in names], axis=1)
     kept = draws[~np.isnan(draws).any(axis=1)]
     if kept.shape[0] == 0:
         raise InvalidInput(f"{score} cannot be bootstrapped on these prompts", field="bootstrap")
@@ -160,4 +178,5 @@ def bootstrap(
         runner_up=runner_up,
         settled=settled,
         prompts_to_settle=needed,
+        draws=by_name,
     )

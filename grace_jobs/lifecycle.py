@@ -300,11 +300,11 @@ def succeed(
     if job is None or (position is not None and unit is None):
         session.commit()
         return "lost"
-    if unit is not None:
-        _end(unit, JobStatus.SUCCEEDED, now)
     if job.status == JobStatus.SUCCEEDED:
         session.commit()
         return "duplicate"
+    if unit is not None:
+        _end(unit, JobStatus.CANCELLED if job.status == JobStatus.CANCELLING else JobStatus.SUCCEEDED, now)
     if job.status == JobStatus.CANCELLING:
         _settle(job, now)
     ready = job.status == JobStatus.RUNNING and all(u.status == JobStatus.SUCCEEDED for u in job.units)

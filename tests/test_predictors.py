@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -187,6 +188,30 @@ def test_bootstrap_settles_a_dominant_leader() -> None:
     assert lo <= hi < u.candidates[u.runner_up].interval[0]  # type: ignore[index]
     again = bootstrap(evidence, "grace", point, settings=GraceSettings(), n_resamples=60, seed=1)  # type: ignore[arg-type]
     assert again == u  # seeded: the same resamples whatever the thread schedule
+
+
+def test_a_bootstrap_from_each_candidates_own_draws_is_the_joint_bootstrap() -> None:
+    """A fanned-out job's units each bootstrap their candidate alone; given those draws, the
+    assembly's bootstrap is exactly the one over every candidate at once (same draws, same p_top1
+    and intervals), and it also accepts a mix of given and computed draws."""
+    rng = np.random.default_rng(5)
+    evidence = {f"c{k}": _evidence(rng, 30, 2, 6, scale=s) for k, s in enumerate((0.6, 1.0, 1.05))}
+    point = {c: value("grace", ev, GraceSettings()) for c, ev in evidence.items()}
+    kwargs: dict[str, Any] = {"settings": GraceSettings(), "n_resamples": 50, "seed": 7}
+    joint = bootstrap(evidence, "grace", point, **kwargs)  # type: ignore[arg-type]
+    alone = {
+        c: bootstrap({c: ev}, "grace", {c: point[c]}, **kwargs).draws[c]  # type: ignore[arg-type, dict-item]
+        for c, ev in evidence.items()
+    }
+    for c in evidence:
+        np.testing.assert_array_equal(alone[c], joint.draws[c])
+    assembled = bootstrap(evidence, "grace", point, known=alone, **kwargs)  # type: ignore[arg-type]
+    assert assembled.candidates == joint.candidates
+    assert (assembled.leader, assembled.settled) == (joint.leader, joint.settled)
+    mixed = bootstrap(evidence, "grace", point, known={"c1": alone["c1"]}, **kwargs)  # type: ignore[arg-type]
+    assert mixed.candidates == joint.candidates
+    with pytest.raises(ValueError, match="one value per resample"):
+        bootstrap(evidence, "grace", point, known={"c1": alone["c1"][:10]}, **kwargs)  # type: ignore[arg-type]
 
 
 def test_bootstrap_does_not_settle_twins_and_says_how_many_prompts() -> None:

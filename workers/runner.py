@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -497,6 +499,7 @@ class JobRunner:
         is loaded while they are all there) and write the results, at most once per job
         (:func:`grace_jobs.lifecycle.succeed`)."""
         request, tenant_id, prompts, _ = self._load(job_id)
+        draws = self._unit_draws(job_id)
         last_poll = [0.0]
 
         def stage(event: ProgressEvent) -> None:
@@ -513,8 +516,9 @@ class JobRunner:
             self._set_stage(job_id, "assemble")
             candidates = [c.to_engine() for c in request.candidates]
             shared = self._shared(request, tenant_id, stage, stopped)
+            store = self._gradient_store(tenant_id)
             result = rank_teachers(
-                prompts, candidates, request.student, gradients=self._gradient_store(tenant_id), **shared
+                prompts, candidates, request.student, gradients=store, bootstrap_draws=draws, **shared
             )
             return self._store(job_id, request, result, None)
 
@@ -524,6 +528,17 @@ class JobRunner:
             return self._fail(job_id, code or "internal_error", message or "")
 
         return self._guarded(job_id, work, end)
+
+    @_retried
+    def _unit_draws(self, job_id: str) -> dict[str, npt.NDArray[np.float64]]:
+        """Each candidate unit's bootstrap draws (:meth:`_unit_done`), for the assembly."""
+        with self.session_factory() as session:
+            units = session.scalars(select(JobUnit).where(JobUnit.job_id == job_id)).all()
+            return {
+                u.candidate: np.array([np.nan if v is None else v for v in u.result["draws"]])
+                for u in units
+                if u.candidate is not None and u.result is not None and "draws" in u.result
+            }
 
     @_retried
     def _job_status(self, job_id: str) -> str | None:
@@ -572,6 +587,9 @@ class JobRunner:
     def _unit_done(self, job_id: str, position: int, result: Result) -> str:
         assert isinstance(result, RankingResult)
         (own,) = result.ranking_rows()
+        if result.uncertainty is not None:  # for the assembly: JSON has no NaN
+            (draws,) = result.uncertainty.draws.values()
+            own["draws"] = [None if np.isnan(v) else float(v) for v in draws]
         with self.session_factory() as session:
             outcome = lifecycle.unit_done(session, job_id, position, self.worker_id, own)
         log.info("unit %s done: %s", lifecycle.unit_key(job_id, position), outcome)

@@ -315,6 +315,10 @@ def test_a_job_asking_for_vllm_on_a_cpu_worker_fails_clearly(
     job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
     assert job["error"]["code"] == "invalid_input"
     assert "generation_backend" in job["error"]["message"]
+    # One unit per candidate: the first failed, which failed the job, and the other never ran.
+    assert [u["status"] for u in job["units"]] == ["failed", "cancelled"]
+    assert job["units"][0]["error"] == job["error"]
+    assert job["units"][1]["attempts"] == 0
 
 
 def test_listings_never_load_request_bodies(client: TestClient, caller: Caller) -> None:
