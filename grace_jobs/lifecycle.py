@@ -13,7 +13,9 @@ attempts, heartbeats and hands back; the job's state follows its units (:func:`_
 
 Every transition is one transaction that first takes the job's row (:func:`_lock`), so transitions
 of one job's units, an API cancel and the assembly are serialised: two units finishing together see
-each other, exactly one of them sees the last one done, and exactly one assembly is written. A
+each other, exactly one of them sees the last one done, and exactly one assembly is written. Whatever
+else writes a job's row and its units' in one transaction (the API marking units sent, progress)
+takes them in the same order, job first: the other order deadlocks with a claim. A
 worker-side transition is conditional on that worker still owning the unit, so a worker declared
 dead that comes back can never overwrite what another worker did.
 """

@@ -258,12 +258,13 @@ class UnitSession:
             def write() -> None:
                 with self.runner.session_factory() as session:
                     at = utcnow()
-                    session.execute(update(JobUnit).where(self._owned()).values(**values, updated_at=at))
+                    # The job's row before the unit's, the order of every transition: no deadlock.
                     session.execute(
                         update(Job)
                         .where(Job.id == self.job_id, Job.status.in_(LIVE))
                         .values(stage=event.stage, updated_at=at)
                     )
+                    session.execute(update(JobUnit).where(self._owned()).values(**values, updated_at=at))
                     session.commit()
 
             self.runner.through_outage(write, f"progress of job {self.job_id}")

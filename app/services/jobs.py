@@ -273,10 +273,12 @@ def enqueue(*, session: Session, job: Job, queue: JobQueue) -> None:
         sent.append(unit.position)
     if not sent:
         return
+    # The job's row first, as in every transition (grace_jobs.lifecycle): workers are already
+    # claiming these units, and the other order deadlocks with a claim.
+    session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=now))
     session.execute(
         update(JobUnit).where(JobUnit.job_id == job.id, JobUnit.position.in_(sent)).values(enqueued_at=now)
     )
-    session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=now))
     session.commit()
     session.refresh(job)
 

@@ -4,16 +4,25 @@ processes (``grace worker``) on real PostgreSQL and Redis; the guard itself unde
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.db.base import utcnow
+from app.db.models import Job, JobUnit
+from app.queue import RedisJobQueue
+from app.services import jobs as job_service
+from grace_engine.progress import ProgressEvent
 from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import TinyModels
 from grace_jobs import lifecycle
@@ -21,6 +30,7 @@ from grace_jobs.policy import policy_from
 from grace_jobs.requests import JobCreate, engine_prompts
 from tests.service.conftest import Caller, supplied_job
 from tests.service.test_worker import DEADLINE, TERMINAL, slow_job, wait_for, worker_process
+from workers.runner import JobRunner, UnitSession
 
 
 def _ready(*logs: Path) -> None:
@@ -195,3 +205,58 @@ def test_units_finishing_together_assemble_exactly_once(
         assert job["status"] == "succeeded"
         assert job["assembled_by"] == written[0]
         assert [u["status"] for u in job["units"]] == ["succeeded", "succeeded"]
+
+
+def _blocked_on_job_row(
+    session_factory: sessionmaker[Session], job_id: str, write: Callable[[], None]
+) -> list[str]:
+    """Run ``write`` (a transaction on the job and its units) in a thread while another transaction
+    holds the job's row; once it waits for that row, which of the job's unit rows it already holds
+    (those another transaction cannot lock). Empty when it takes the job's row first."""
+    with session_factory() as holder, session_factory() as probe:
+        holder.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+        thread = threading.Thread(target=write)
+        thread.start()
+        deadline = time.monotonic() + DEADLINE
+        waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+        while not probe.scalar(waiting):
+            assert time.monotonic() < deadline, "the write never waited for the job's row"
+            time.sleep(0.05)
+        held = []
+        for unit in probe.scalars(select(JobUnit).where(JobUnit.job_id == job_id)).all():
+            try:
+                with probe.begin_nested():
+                    probe.execute(
+                        select(JobUnit.id).where(JobUnit.id == unit.id).with_for_update(nowait=True)
+                    )
+            except OperationalError:
+                held.append(lifecycle.unit_key(job_id, unit.position))
+        probe.rollback()
+        holder.rollback()
+        thread.join(timeout=DEADLINE)
+    return held
+
+
+def test_writes_to_a_job_and_its_units_take_the_job_row_first(
+    client: TestClient, caller: Caller, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Every transition takes a job's row, then its units'. The API marking units sent and a unit's
+    progress write touch both too, and in the other order they deadlock with a claim (found by
+    benchmarks/fanout.py as a 503 on POST /v1/jobs): neither may hold a unit row while it waits."""
+    body = supplied_job({"a": ["x", "y"], "b": ["y", "z"]})
+    job_id = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
+    queue = RedisJobQueue(settings)
+
+    def mark_sent() -> None:
+        with session_factory() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job_service.enqueue(session=session, job=job, queue=queue)
+
+    assert _blocked_on_job_row(session_factory, job_id, mark_sent) == []
+    runner = JobRunner(settings, session_factory, worker_id="w-order")
+    assert runner.claim(job_id, 0)
+    unit = UnitSession(runner, job_id, 0)
+    report = functools.partial(unit.update, ProgressEvent("gradients", 1, 4, "a"))
+    assert _blocked_on_job_row(session_factory, job_id, report) == []
+    queue.close()
