@@ -1,18 +1,23 @@
-"""Fan-out speed-up: one 4-candidate scoring job on real PostgreSQL + Redis, run by 1 and then by 2
+"""Fan-out speed-up: one 4-candidate scoring job on real PostgreSQL + Redis, run by 1 and by 2
 `grace worker` processes, each with 1 torch thread. Goal (issue 14): 2 workers finish it at least
 1.8x faster than 1.
 
 It starts its own PostgreSQL and Redis (scripts/services.sh) unless given --database-url and
---redis-url, builds the tiny offline models, runs `grace serve` (API only) and the workers on
-loopback, and stops everything at the end. Each run is its own tenant, so no run reuses another's
-stored responses or gradients and every run does the same work from scratch: generation, gradients
-and scores for every candidate, then the assembly. A run is timed from submission to success, with
-the workers already up. Per worker count, the first run is *cold* (each worker loads its models
-and warms torch up) and reported apart; the speed-up is taken over the *warm* runs after it, the
-steady state of long-lived workers that keep their models cached.
+--redis-url, builds the tiny offline models, and on loopback runs two configurations side by side:
+one worker on one queue and two workers on another, each queue with its own `grace serve` (API
+only). Runs alternate between them (1, 2, 1, 2, ...), so a machine whose speed drifts (a shared
+host: the same loop takes 4 to 6 s from one minute to the next) slows both alike; the speed-up is
+the median of the paired ratios. Each run is its own tenant, so no run reuses another's stored
+responses or gradients: every run generates, computes gradients and scores for every candidate,
+then assembles. A run is timed from submission to success. The first pair is *cold* (the workers
+load their models and warm torch up) and reported apart; the speed-up is over the *warm* pairs
+after it, the steady state of long-lived workers that keep their models cached.
 
-    python benchmarks/fanout.py                  # 1 cold + 3 warm runs per worker count (~4 min on 2 cores)
-    python benchmarks/fanout.py --runs 1 --responses 2
+For scale, the machine's own ceiling: a pure-Python loop in 1 and in 2 processes, paired the same
+way (the throughput ratio two processes get on this machine).
+
+    python benchmarks/fanout.py                  # 1 cold + 5 warm pairs (~5 min on 2 cores)
+    python benchmarks/fanout.py --runs 2 --responses 8
 
 The last line printed is one JSON object (also written to --out).
 """
@@ -31,13 +36,14 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 GRACE = [sys.executable, "-m", "grace_cli.main"]
 TIMEOUT = 1800.0  # seconds for any one run; far above the expected minute or two
+LOOP = "x = 0\nfor i in range(20_000_000):\n    x += i * i"  # the machine-ceiling reference
 
 
 def _free_port() -> int:
@@ -87,6 +93,26 @@ def _wait_ready(base: str) -> None:
 
 
 @contextmanager
+def _serve(env: dict[str, str], log: Path) -> Iterator[str]:
+    """A `grace serve` (API only) on a free loopback port; its base URL once ready."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [*GRACE, "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(base)
+            yield base
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+@contextmanager
 def _workers(n: int, env: dict[str, str], logs: Path) -> Iterator[None]:
     """``n`` `grace worker --threads 1` processes, once each consumes."""
     paths = [logs / f"worker-{n}-{i}.log" for i in range(n)]
@@ -107,7 +133,16 @@ def _workers(n: int, env: dict[str, str], logs: Path) -> Iterator[None]:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=60)
+            proc.wait(timeout=300)  # a unit stops at its next batch boundary
+
+
+def _loops(n: int) -> float:
+    """Seconds ``n`` processes take to run :data:`LOOP` side by side."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", LOOP]) for _ in range(n)]
+    for proc in procs:
+        proc.wait()
+    return time.perf_counter() - start
 
 
 def _run(base: str, key: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -129,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=3, help="warm runs per worker count (median reported)")
+    parser.add_argument("--runs", type=int, default=5, help="warm pairs of runs (median ratio reported)")
     parser.add_argument("--responses", type=int, default=4, help="responses per prompt (m)")
     parser.add_argument("--database-url", help="an existing PostgreSQL (default: a throwaway one)")
     parser.add_argument("--redis-url", help="an existing Redis (default: a throwaway one)")
@@ -146,73 +181,68 @@ def main(argv: list[str] | None = None) -> int:
         "prompts": prompts,
         "scoring": {"responses_per_prompt": args.responses},
     }
-    cold: dict[int, float] = {}
-    seconds: dict[int, list[float]] = {1: [], 2: []}
+    times: dict[int, list[float]] = {1: [], 2: []}
     spread: dict[int, list[int]] = {1: [], 2: []}
-    with _services(args.database_url, args.redis_url) as (database_url, redis_url):
+    with _services(args.database_url, args.redis_url) as (database_url, redis_url), ExitStack() as stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
         env.update(
             GRACE_DATABASE_URL=database_url,
             GRACE_REDIS_URL=redis_url,
             GRACE_MODEL_ROOTS=str(models),
             GRACE_AUTH="on",
-            GRACE_QUEUE_NAME=f"fanout-{os.getpid()}",
         )
         subprocess.run([*GRACE, "migrate"], env=env, check=True, capture_output=True)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        serve_log = (work / "serve.log").open("wb")
-        server = subprocess.Popen(
-            [*GRACE, "serve", "--port", str(port), "--log-level", "warning"],
-            env=env,
-            stdout=serve_log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_ready(base)
+        bases = {}
+        for n in (1, 2):  # one queue per configuration, each with its API and its workers
+            queue_env = {**env, "GRACE_QUEUE_NAME": f"fanout-{os.getpid()}-{n}"}
+            bases[n] = stack.enter_context(_serve(queue_env, work / f"serve-{n}.log"))
+            stack.enter_context(_workers(n, queue_env, work))
+        for run in range(args.runs + 1):
             for n in (1, 2):
-                with _workers(n, env, work):
-                    for run in range(args.runs + 1):
-                        made = subprocess.run(
-                            [*GRACE, "keys", "create", "--tenant", f"fanout-{n}-{run}"],
-                            env=env,
-                            check=True,
-                            capture_output=True,
-                            text=True,
-                        )
-                        key = made.stdout.split()[-1]
-                        took, job = _run(base, key, body)
-                        used = len({u["worker_id"] for u in job["units"]})
-                        if run == 0:
-                            cold[n] = took
-                        else:
-                            seconds[n].append(took)
-                            spread[n].append(used)
-                        what = "cold" if run == 0 else f"warm run {run}"
-                        print(f"{n} worker(s), {what}: {took:.1f} s, units on {used} worker(s)")
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    one, two = statistics.median(seconds[1]), statistics.median(seconds[2])
+                made = subprocess.run(
+                    [*GRACE, "keys", "create", "--tenant", f"fanout-{n}-{run}"],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                took, job = _run(bases[n], made.stdout.split()[-1], body)
+                times[n].append(took)
+                spread[n].append(len({u["worker_id"] for u in job["units"]}))
+                what = "cold" if run == 0 else f"warm run {run}"
+                print(f"{n} worker(s), {what}: {took:.1f} s, units on {spread[n][-1]} worker(s)")
+    ratios = [a / b for a, b in zip(times[1][1:], times[2][1:], strict=True)]
+    ceiling = []
+    for _ in range(args.runs):
+        one_loop, two_loops = _loops(1), _loops(2)
+        ceiling.append(2 * one_loop / two_loops)
     result = {
         "candidates": len(candidates),
         "prompts": len(prompts),
         "responses_per_prompt": args.responses,
         "threads_per_worker": 1,
         "cpus": os.cpu_count(),
-        "cold_1_worker": cold[1],
-        "cold_2_workers": cold[2],
-        "cold_speedup": cold[1] / cold[2],
-        "seconds_1_worker": seconds[1],
-        "seconds_2_workers": seconds[2],
-        "median_1_worker": one,
-        "median_2_workers": two,
-        "speedup": one / two,
+        "cold_1_worker": times[1][0],
+        "cold_2_workers": times[2][0],
+        "cold_speedup": times[1][0] / times[2][0],
+        "warm_1_worker": times[1][1:],
+        "warm_2_workers": times[2][1:],
+        "warm_speedups": ratios,
+        "speedup": statistics.median(ratios),
         "goal": 1.8,
+        "machine_ceiling": statistics.median(ceiling),
+        "machine_ceilings": ceiling,
         "workers_used_per_run": spread,
     }
-    print(f"cold: 1 worker {cold[1]:.1f} s, 2 workers {cold[2]:.1f} s; speed-up {cold[1] / cold[2]:.2f}x")
-    print(f"warm median: 1 worker {one:.1f} s, 2 workers {two:.1f} s; speed-up {one / two:.2f}x (goal 1.8x)")
+    print(
+        f"cold: 1 worker {times[1][0]:.1f} s, 2 workers {times[2][0]:.1f} s; "
+        f"speed-up {result['cold_speedup']:.2f}x"
+    )
+    print(
+        f"warm: speed-up {result['speedup']:.2f}x, median of {len(ratios)} pairs "
+        f"({min(ratios):.2f}-{max(ratios):.2f}; goal 1.8x); the machine's own ceiling for two "
+        f"processes {result['machine_ceiling']:.2f}x"
+    )
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
     return 0
