@@ -21,6 +21,7 @@ from grace_engine.generation import (
     Generated,
     provided_responses,
 )
+from grace_engine.gradients import ForwardStatistics
 from grace_engine.memory import BatchCost, MemoryBudget, resident_bytes
 from grace_engine.models import (
     LoadedModel,
@@ -182,3 +183,39 @@ def prepare_job(
     if not deferred:
         job.checked = early or checked_student()
     return job
+
+
+def generate_responses(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    student: str,
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None,
+    models: ModelCache | None,
+    responses: ResponseStore,
+    progress: ProgressFn | None,
+    should_cancel: Callable[[], bool] | None,
+    generator: GenerationBackend | None,
+    budget: MemoryBudget | None,
+    base_dir: Path | None = None,
+) -> PreparedJob:
+    """The first step of every job alone: the candidates' responses, supplied, found in
+    ``responses`` or generated and put there, with the inputs and the budget checked as for the
+    student's forward pass. A fanned-out influence or validation job runs it per candidate, each
+    in its own unit, so that the job's last step finds every response stored."""
+    return prepare_job(
+        prompts,
+        candidates,
+        student,
+        policy=policy,
+        config=config,
+        base_dir=base_dir,
+        models=models,
+        responses=responses,
+        progress=progress,
+        should_cancel=should_cancel,
+        generator=generator,
+        budget=budget,
+        gradient_cost=lambda loaded: ForwardStatistics(loaded.model).cost(),
+    )

@@ -1,10 +1,15 @@
 """A job's states, its units' states, and the transitions between them.
 
-A job's work is done in units (:class:`~app.db.models.JobUnit`): one per candidate of a fanned-out
-scoring job (:func:`plan_units`), else one for the whole job. A unit is what a worker claims,
-attempts, heartbeats and hands back; the job's state follows its units (:func:`_settle`)::
+A job's work is done in units (:class:`~app.db.models.JobUnit`, :func:`plan_units`): a scoring job
+with several candidates has one per candidate, and the worker finishing the last assembles the
+ranking; an influence or validation job with several candidates has one per candidate that only
+collects its responses, then a whole-job unit, ``waiting`` until they are done (the worker
+finishing the last releases it and runs it); any other job has one whole-job unit. A unit is what a
+worker claims, attempts, heartbeats and hands back; the job's state follows its units
+(:func:`_settle`)::
 
-    unit:  queued --claim--> running --done--> succeeded
+    unit:  waiting --the units before it done--> queued
+           queued --claim--> running --done--> succeeded
               ^                 |--error / out of attempts--> failed    (fails the job)
               `--hand back------|--job cancelled or failed--> cancelled
     job:   queued --first claim--> running --all units succeeded, assembled--> succeeded
@@ -35,6 +40,8 @@ from grace_engine.predictors import needs_gradients
 from grace_jobs.requests import JobCreate
 
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
+WAITING = "waiting"  # a unit's state until the units it needs are done
+NOT_STARTED = (JobStatus.QUEUED, WAITING)
 
 
 class AlreadyFinished(Exception):
@@ -56,26 +63,36 @@ def parse_unit_key(key: str) -> tuple[str, int]:
     return job_id, int(position or 0)
 
 
-def fans_out(job_in: JobCreate, kind: str, *, gradient_store: bool) -> bool:
-    """Whether a job runs as one unit per candidate. A scoring job does, when its candidates' work
-    is independent until the ranking: more than one candidate, gradients that the store can hand
-    to the assembly (it is on), and no budget (a budget-aware job chooses each round's prompts
-    from every candidate's scores so far)."""
-    return (
-        kind == "score"
-        and gradient_store
-        and len(job_in.candidates) > 1
-        and job_in.scoring.budget is None
-        and needs_gradients(job_in.scoring.to_engine().predictors)
-    )
+def fan_out(job_in: JobCreate, kind: str, *, gradient_store: bool) -> str | None:
+    """How a job's work splits by candidate: ``score`` (a unit per candidate does generation,
+    gradients and its scores; the ranking is assembled from the stored gradients), ``responses``
+    (a unit per candidate collects its responses, then one unit does the rest), or None (one
+    unit). A scoring job fans out when its candidates' work is independent until the ranking: more
+    than one candidate, gradients that the store can hand to the assembly (it is on), and no budget
+    (a budget-aware job picks each round's prompts from every candidate's scores so far). An
+    influence or validation job's influence, distillation and correlations need every candidate;
+    only its generation splits, worth it when there is some."""
+    if len(job_in.candidates) < 2:
+        return None
+    if kind == "score":
+        fans = gradient_store and job_in.scoring.budget is None
+        return "score" if fans and needs_gradients(job_in.scoring.to_engine().predictors) else None
+    return "responses" if any(c.model is not None for c in job_in.candidates) else None
 
 
-def plan_units(job: Job, candidates: Sequence[str] | None, now: datetime) -> None:
-    """Give a new ``job`` its units: one per name in ``candidates``, or one for the whole job."""
-    names: Sequence[str | None] = list(candidates) if candidates else [None]
+def plan_units(
+    job: Job, candidates: Sequence[str] | None, now: datetime, *, then_whole: bool = False
+) -> None:
+    """Give a new ``job`` its units: one per name in ``candidates`` (followed, with ``then_whole``,
+    by a whole-job unit waiting for them), or one for the whole job."""
+    names: list[str | None] = list(candidates) if candidates else [None]
+    states: list[str] = [JobStatus.QUEUED] * len(names)
+    if candidates and then_whole:
+        names.append(None)
+        states.append(WAITING)
     job.units = [
-        JobUnit(position=i, candidate=name, status=JobStatus.QUEUED, attempts=0, progress={}, updated_at=now)
-        for i, name in enumerate(names)
+        JobUnit(position=i, candidate=name, status=state, attempts=0, progress={}, updated_at=now)
+        for i, (name, state) in enumerate(zip(names, states, strict=True))
     ]
 
 
@@ -118,11 +135,11 @@ def _settle(job: Job, now: datetime) -> None:
         )
     elif job.status == JobStatus.CANCELLING and not any(u.status == JobStatus.RUNNING for u in job.units):
         job.status = JobStatus.CANCELLED
-    elif all(u.status == JobStatus.QUEUED for u in job.units):
+    elif all(u.status in NOT_STARTED for u in job.units):
         job.status = JobStatus.QUEUED
     if job.status in TERMINAL or job.status == JobStatus.CANCELLING:
         for u in job.units:
-            if u.status == JobStatus.QUEUED:
+            if u.status in NOT_STARTED:
                 _end(u, JobStatus.CANCELLED, now)
     if job.status in TERMINAL:
         job.finished_at, job.stage = now, None
@@ -254,9 +271,10 @@ def hand_back(session: Session, job_id: str, position: int, worker_id: str) -> s
 
 
 def unit_done(session: Session, job_id: str, position: int, worker_id: str, result: dict[str, Any]) -> str:
-    """A candidate unit's work is done (its gradients stored, ``result`` its own scores).
-    ``assemble`` when it was the job's last: the caller then assembles the ranking
-    (:func:`succeed`); else the job's status, or ``lost``."""
+    """A candidate unit's work is done (its responses, and for a scoring job its gradients,
+    stored; ``result`` its own scores). When it was the last candidate unit: ``assemble`` (the
+    caller assembles the ranking, :func:`succeed`), or ``release`` when a whole-job unit waits
+    for them (now queued: the caller runs it). Else the job's status, or ``lost``."""
     job = _lock(session, job_id)
     unit = _owned(job, position, worker_id)
     if job is None or unit is None:
@@ -266,9 +284,15 @@ def unit_done(session: Session, job_id: str, position: int, worker_id: str, resu
     _end(unit, JobStatus.SUCCEEDED, now)
     unit.result = result
     _settle(job, now)
-    last = job.status == JobStatus.RUNNING and all(u.status == JobStatus.SUCCEEDED for u in job.units)
+    whole = next((u for u in job.units if u.candidate is None), None)
+    others = [u for u in job.units if u is not whole]
+    last = job.status == JobStatus.RUNNING and all(u.status == JobStatus.SUCCEEDED for u in others)
+    if last and whole is not None and whole.status == WAITING:
+        whole.status, whole.enqueued_at, whole.updated_at = JobStatus.QUEUED, now, now  # handed over
     session.commit()
-    return "assemble" if last else str(job.status)
+    if not last:
+        return str(job.status)
+    return "assemble" if whole is None else "release"
 
 
 def awaiting_assembly(session: Session, job_id: str, *, stale_after_seconds: float) -> bool:

@@ -72,7 +72,11 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
     reconciler.start()
     log.info("worker %s consuming %r", runner.worker_id, settings.queue_name)
     try:
-        stop.wait()
+        # Woken every second: a signal that the kernel delivers to another thread only runs its
+        # Python handler once the main thread runs again, and a wait without a timeout never does
+        # (a benchmark's SIGTERM to a busy worker went unanswered for a minute).
+        while not stop.wait(timeout=1.0):
+            pass
     finally:
         reconciler.stop()
         worker.stop()

@@ -40,6 +40,7 @@ from grace_engine.generation import (
 )
 from grace_engine.gradient_store import StoredGradients
 from grace_engine.influence_job import run_influence
+from grace_engine.job import generate_responses
 from grace_engine.memory import MemoryBudget
 from grace_engine.models import ModelCache
 from grace_engine.progress import ProgressEvent
@@ -361,13 +362,18 @@ class JobRunner:
             log.info("unit %s not claimable (finished, cancelled, or owned by a live worker); skipped", key)
             return "skipped"
         log.info("unit %s claimed by %s", key, self.worker_id)
+        released: list[int] = []
         with UnitSession(self, job_id, position) as us:
 
             def work() -> str:
                 request, candidate, result = self._execute(job_id, position, us)
                 if candidate is None:
+                    assert result is not None
                     return self._store(job_id, request, result, position)
-                return self._unit_done(job_id, position, result)
+                outcome = self._unit_done(job_id, position, result)
+                if outcome == "release":  # plan_units puts the whole-job unit after the candidates'
+                    released.append(len(request.candidates))
+                return outcome
 
             def end(status: JobStatus, code: str | None, message: str | None) -> str:
                 if status == JobStatus.CANCELLED and self.shutdown.is_set():
@@ -375,6 +381,8 @@ class JobRunner:
                 return self._finish(job_id, position, status, code, message)
 
             outcome = self._guarded(job_id, work, end)
+        if outcome == "release":  # this worker goes on with the job's last unit at once
+            return self.run(lifecycle.unit_key(job_id, released[0]))
         return self._assemble(job_id) if outcome == "assemble" else outcome
 
     def _guarded(
@@ -449,13 +457,20 @@ class JobRunner:
             self.session_factory, tenant_id, self.settings.gradient_store_mb << 20, self.through_outage
         )
 
-    def _execute(self, job_id: str, position: int, us: UnitSession) -> tuple[JobCreate, str | None, Result]:
-        """Run unit ``position``: the whole job, or one candidate of a scoring job, scored under the
+    def _execute(
+        self, job_id: str, position: int, us: UnitSession
+    ) -> tuple[JobCreate, str | None, Result | None]:
+        """Run unit ``position``: the whole job; or one candidate of a scoring job, scored under the
         job's one projection (its d resolved for all its candidates) with its gradients stored for
-        the assembly. Returns the request, the unit's candidate and its result."""
+        the assembly; or one candidate's responses of another job, stored for its whole-job unit.
+        Returns the request, the unit's candidate and its result (None for responses alone)."""
         request, tenant_id, prompts, candidate = self._load(job_id, position)
         candidates = [c.to_engine() for c in request.candidates]
         shared = self._shared(request, tenant_id, us.update, us.should_cancel)
+        if candidate is not None and isinstance(request, InfluenceCreate | ValidationCreate):
+            mine = [c for c in candidates if c.name == candidate]
+            generate_responses(prompts, mine, request.student, **shared)
+            return request, candidate, None
         if isinstance(request, ValidationCreate):
             return (
                 request,
@@ -585,11 +600,12 @@ class JobRunner:
         return outcome
 
     @_retried
-    def _unit_done(self, job_id: str, position: int, result: Result) -> str:
-        assert isinstance(result, RankingResult)
-        (own,) = result.ranking_rows()
-        if result.uncertainty is not None:  # for the assembly: JSON has no NaN
-            (draws,) = result.uncertainty.draws.values()
+    def _unit_done(self, job_id: str, position: int, result: Result | None) -> str:
+        own: dict[str, Any] = {}
+        if isinstance(result, RankingResult):  # a scoring job's candidate: its scores
+            (own,) = result.ranking_rows()
+        if isinstance(result, RankingResult) and result.uncertainty is not None:
+            (draws,) = result.uncertainty.draws.values()  # for the assembly; JSON has no NaN
             own["draws"] = [None if np.isnan(v) else float(v) for v in draws]
         with self.session_factory() as session:
             outcome = lifecycle.unit_done(session, job_id, position, self.worker_id, own)

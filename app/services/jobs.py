@@ -242,8 +242,9 @@ def create_job(
         created_at=now,
         updated_at=now,
     )
-    fan_out = lifecycle.fans_out(job_in, kind, gradient_store=settings.gradient_store_mb > 0)
-    lifecycle.plan_units(job, [c.name for c in job_in.candidates] if fan_out else None, now)
+    fan_out = lifecycle.fan_out(job_in, kind, gradient_store=settings.gradient_store_mb > 0)
+    names = [c.name for c in job_in.candidates] if fan_out else None
+    lifecycle.plan_units(job, names, now, then_whole=fan_out == "responses")
     session.add(job)
     try:
         session.commit()
@@ -265,6 +266,8 @@ def enqueue(*, session: Session, job: Job, queue: JobQueue) -> None:
     now = utcnow()
     sent = []
     for unit in job.units:
+        if unit.status == lifecycle.WAITING:  # sent when the units it waits for are done
+            continue
         try:
             queue.enqueue(lifecycle.unit_key(job.id, unit.position))
         except Exception:

@@ -23,13 +23,10 @@ from app.db.models import Job, JobUnit
 from app.queue import RedisJobQueue
 from app.services import jobs as job_service
 from grace_engine.progress import ProgressEvent
-from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import TinyModels
 from grace_jobs import lifecycle
-from grace_jobs.policy import policy_from
-from grace_jobs.requests import JobCreate, engine_prompts
 from tests.service.conftest import Caller, supplied_job
-from tests.service.test_worker import DEADLINE, TERMINAL, slow_job, wait_for, worker_process
+from tests.service.test_worker import DEADLINE, TERMINAL, engine_ranking, slow_job, wait_for, worker_process
 from workers.runner import JobRunner, UnitSession
 
 
@@ -76,14 +73,7 @@ def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
         assert set(u["progress"]) == {u["candidate"]}
         assert progress["gradients"]["done"] == progress["gradients"]["total"] > 0
     # The assembled ranking is the one a single engine call gives: one projection for all units.
-    request = JobCreate.model_validate(body)
-    expected = rank_teachers(
-        engine_prompts(request.prompts or []),
-        [c.to_engine() for c in request.candidates],
-        request.student,
-        policy=policy_from(settings),
-        config=request.scoring.to_engine(),
-    )
+    expected = engine_ranking(body, settings)
     assert [r["name"] for r in job["ranking"]] == [r.name for r in expected.ranking]
     for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
         assert got["grace"] == pytest.approx(want["grace"], rel=1e-5)

@@ -18,7 +18,7 @@ from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_engine.validation import ValidationConfig, run_validation
 from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body
-from tests.service.test_worker import succeeded_through_worker
+from tests.service.test_worker import assert_generation_fanned_out, succeeded_through_worker
 
 
 def _eval() -> list[dict[str, str]]:
@@ -56,6 +56,7 @@ def test_validation_job_through_a_worker(
     job = succeeded_through_worker(client, caller, settings, log, "/v1/validations", body, timeout=600)
     job_id = job["id"]
     assert job["kind"] == "validation"
+    assert_generation_fanned_out(job, [c["name"] for c in body["candidates"]])
     assert job["progress"]["candidates"]["tutor"]["distil"] == {"done": 3, "total": 3}
     assert [r["name"] for r in job["ranking"]] == ["tutor", "noise"]
     result = client.get(f"/v1/jobs/{job_id}/validation", headers=caller.headers).json()

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.models import Job, JobResult
 from app.main import create_app
+from grace_engine.results import RankingResult
 from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import TinyModels
 from grace_jobs.policy import policy_from
@@ -128,6 +129,32 @@ def succeeded_through_worker(
     return job
 
 
+def assert_generation_fanned_out(job: dict[str, Any], names: list[str]) -> None:
+    """An influence or validation job with several candidates: a unit per candidate collected its
+    responses, then the whole-job unit, released by the last of them, did the rest."""
+    *candidates, whole = job["units"]
+    assert [u["candidate"] for u in candidates] == names
+    assert whole["candidate"] is None
+    assert all(u["status"] == "succeeded" and u["attempts"] == 1 for u in job["units"]), job["units"]
+    assert whole["started_at"] >= max(u["finished_at"] for u in candidates)
+    for u in candidates:  # its own candidate's responses, nothing else
+        assert set(u["progress"]) == {u["candidate"]}
+        stages = {stage for stage, done in u["progress"][u["candidate"]].items() if done is not None}
+        assert stages == {"generate"}, u["progress"]
+
+
+def engine_ranking(body: dict[str, Any], settings: Settings) -> RankingResult:
+    """What one engine call in this process ranks for the job ``body``: what the service must give."""
+    request = JobCreate.model_validate(body)
+    return rank_teachers(
+        engine_prompts(request.prompts or []),
+        [c.to_engine() for c in request.candidates],
+        request.student,
+        policy=policy_from(settings),
+        config=request.scoring.to_engine(),
+    )
+
+
 def test_job_runs_to_the_same_ranking_as_the_engine(
     client: TestClient, caller: Caller, settings: Settings, tmp_path: Path
 ) -> None:
@@ -146,14 +173,7 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
     assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
     assert seen[-1] == "succeeded"
     assert set(seen) <= {"queued", "running", "succeeded"}
-    request = JobCreate.model_validate(body)
-    expected = rank_teachers(
-        engine_prompts(request.prompts or []),
-        [c.to_engine() for c in request.candidates],
-        request.student,
-        policy=policy_from(settings),
-        config=request.scoring.to_engine(),
-    )
+    expected = engine_ranking(body, settings)
     assert [r["name"] for r in job["ranking"]] == [r.name for r in expected.ranking]
     for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
         assert got["grace"] == pytest.approx(want["grace"], rel=1e-6)
