@@ -1,4 +1,5 @@
-"""The job queue as the API and the workers see it: job ids only; Postgres holds the state.
+"""The job queue as the API and the workers see it: unit ids (``{job_id}/{position}``) only;
+Postgres holds the state.
 
 Production: Dramatiq on Redis. The API sends messages by actor name, so it never imports worker
 code. Dramatiq's defaults are tuned for short tasks; for hours-long GPU jobs the broker here
@@ -20,7 +21,7 @@ MAINTENANCE_CHANCE = 100_000  # per million broker commands: 10%, so an idle que
 
 
 class JobQueue(Protocol):
-    """Where job ids wait for a worker. ``is_pending`` says whether a sent id is still waiting in
+    """Where unit ids wait for a worker. ``is_pending`` says whether a sent id is still waiting in
     this queue (not yet taken by a worker); the reconciler resends queued jobs that are not."""
 
     def enqueue(self, job_id: str) -> None: ...
@@ -48,7 +49,7 @@ def make_broker(settings: Settings) -> RedisBroker:
 
 
 class RedisJobQueue:
-    """Enqueues ``run_job(job_id)`` messages for ``grace worker`` processes."""
+    """Enqueues ``run_job(unit_id)`` messages for ``grace worker`` processes."""
 
     def __init__(self, settings: Settings, broker: RedisBroker | None = None) -> None:
         self.broker = broker or make_broker(settings)

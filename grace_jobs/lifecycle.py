@@ -102,11 +102,14 @@ def worker_lost(max_attempts: int) -> tuple[str, str]:
 
 
 def _lock(session: Session, job_id: str) -> Job | None:
-    """The job, its row taken for this transaction. A write, not ``FOR UPDATE``: it serialises on
-    PostgreSQL (the row lock) and on SQLite (the database's write lock) alike."""
+    """The job and its units as they are now, its row taken for this transaction. A write, not
+    ``FOR UPDATE``: it serialises on PostgreSQL (the row lock) and on SQLite (the database's write
+    lock) alike. What the session held is expired first, so a job loaded earlier in it (the API's
+    request) is read again with its units, not decided on as it was."""
     now = utcnow()
     session.execute(update(Job).where(Job.id == job_id).values(updated_at=now))
-    return session.get(Job, job_id, populate_existing=True)
+    session.expire_all()
+    return session.get(Job, job_id)
 
 
 def _unit(job: Job, position: int) -> JobUnit | None:

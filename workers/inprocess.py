@@ -18,7 +18,7 @@ _STOP = "__stop__"
 
 
 class InProcessQueue:
-    """A FIFO of job ids drained by a single thread that runs them with ``runner``."""
+    """A FIFO of unit ids drained by a single thread that runs them with ``runner``."""
 
     def __init__(self, runner: JobRunner) -> None:
         self.runner = runner

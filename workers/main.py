@@ -1,7 +1,7 @@
 """``grace worker``: a long-lived Dramatiq worker process for Redis-queued jobs.
 
-One process, one worker thread (one job at a time; on a GPU machine, one process per GPU), a
-prefetch of one message so an idle worker can take the next job, no Dramatiq retries (attempts are
+One process, one worker thread (one unit of work at a time; on a GPU machine, one process per
+GPU), a prefetch of one message so an idle worker can take the next unit, no Dramatiq retries (attempts are
 counted in Postgres), a time limit sized for hours-long jobs, and a reconciler thread. Loaded models
 stay cached in the process between jobs.
 """
