@@ -120,19 +120,22 @@ def prepare_job(
     *,
     policy: ModelPolicy,
     config: ScoringConfig | None,
-    base_dir: Path | None,
     models: ModelCache | None,
     responses: ResponseStore | None,
     progress: ProgressFn | None,
     should_cancel: Callable[[], bool] | None,
     generator: GenerationBackend | None,
     budget: MemoryBudget | None,
-    gradient_cost: Callable[[LoadedModel], BatchCost],
+    gradient_cost: Callable[[LoadedModel], BatchCost] | None = None,
     defer_student: bool = False,
+    base_dir: Path | None = None,
 ) -> PreparedJob:
     """Check every input and model reference, check the memory budget against the job's longest
-    possible example (``gradient_cost`` probes the student once), then collect the responses and
-    load the student.
+    possible example (``gradient_cost`` probes the student once; default: the student's forward
+    pass, as for responses collected alone), then collect the responses (stored in ``responses``
+    when generated) and load the student. A fanned-out influence or validation job's candidate
+    unit is this call alone, for its candidate, so that the job's last unit finds every response
+    stored.
 
     The budget check needs the student loaded (its cost is probed); on a vLLM worker the student
     waits until the teachers are done and have released the GPU, so there it follows generation.
@@ -154,7 +157,7 @@ def prepare_job(
         loaded = cache.get(student_source, field="student")
         fmt = cfg.student_format.within(context_length(loaded.model))
         longest = _longest_example(loaded.tokenizer, checked, candidates, cfg, fmt)
-        cost = gradient_cost(loaded)
+        cost = gradient_cost(loaded) if gradient_cost is not None else ForwardStatistics(loaded.model).cost()
         budget.plan(resident_bytes(cache.models()), cost, stage="gradient").require(longest)
         return loaded, fmt, cost
 
@@ -183,39 +186,3 @@ def prepare_job(
     if not deferred:
         job.checked = early or checked_student()
     return job
-
-
-def generate_responses(
-    prompts: Sequence[Prompt],
-    candidates: Sequence[Candidate],
-    student: str,
-    *,
-    policy: ModelPolicy,
-    config: ScoringConfig | None,
-    models: ModelCache | None,
-    responses: ResponseStore,
-    progress: ProgressFn | None,
-    should_cancel: Callable[[], bool] | None,
-    generator: GenerationBackend | None,
-    budget: MemoryBudget | None,
-    base_dir: Path | None = None,
-) -> PreparedJob:
-    """The first step of every job alone: the candidates' responses, supplied, found in
-    ``responses`` or generated and put there, with the inputs and the budget checked as for the
-    student's forward pass. A fanned-out influence or validation job runs it per candidate, each
-    in its own unit, so that the job's last step finds every response stored."""
-    return prepare_job(
-        prompts,
-        candidates,
-        student,
-        policy=policy,
-        config=config,
-        base_dir=base_dir,
-        models=models,
-        responses=responses,
-        progress=progress,
-        should_cancel=should_cancel,
-        generator=generator,
-        budget=budget,
-        gradient_cost=lambda loaded: ForwardStatistics(loaded.model).cost(),
-    )

@@ -219,12 +219,15 @@ def reap(
     return not retired
 
 
-def _owned(job: Job | None, position: int, worker_id: str) -> JobUnit | None:
-    """The unit, if ``worker_id`` still runs it."""
+def _owned(session: Session, job_id: str, position: int, worker_id: str) -> tuple[Job, JobUnit] | None:
+    """The job (:func:`_lock`) and its unit ``position``, if ``worker_id`` still runs that unit;
+    else None, with the transaction ended: the caller's transition is ``lost``."""
+    job = _lock(session, job_id)
     unit = _unit(job, position) if job is not None else None
-    if unit is None or unit.worker_id != worker_id or unit.status != JobStatus.RUNNING:
+    if job is None or unit is None or unit.worker_id != worker_id or unit.status != JobStatus.RUNNING:
+        session.commit()
         return None
-    return unit
+    return job, unit
 
 
 def finish(
@@ -238,11 +241,10 @@ def finish(
 ) -> str:
     """End a running unit of ``worker_id`` as failed or cancelled (and its job as that says);
     ``lost`` if it is no longer its. Returns the job's status."""
-    job = _lock(session, job_id)
-    unit = _owned(job, position, worker_id)
-    if job is None or unit is None:
-        session.commit()
+    owned = _owned(session, job_id, position, worker_id)
+    if owned is None:
         return "lost"
+    job, unit = owned
     now = utcnow()
     _end(unit, status, now, (code, message or "") if code else None)
     _settle(job, now)
@@ -254,11 +256,10 @@ def hand_back(session: Session, job_id: str, position: int, worker_id: str) -> s
     """Return a unit its worker stopped for shutdown to the queue, as if never claimed: its attempt
     is not counted (the unit did nothing wrong) and its progress restarts. A cancel that arrived
     meanwhile wins: the unit is then cancelled, not queued."""
-    job = _lock(session, job_id)
-    unit = _owned(job, position, worker_id)
-    if job is None or unit is None:
-        session.commit()
+    owned = _owned(session, job_id, position, worker_id)
+    if owned is None:
         return "lost"
+    job, unit = owned
     now = utcnow()
     if job.status != JobStatus.RUNNING:
         _end(unit, JobStatus.CANCELLED, now)
@@ -278,11 +279,10 @@ def unit_done(session: Session, job_id: str, position: int, worker_id: str, resu
     stored; ``result`` its own scores). When it was the last candidate unit: ``assemble`` (the
     caller assembles the ranking, :func:`succeed`), or ``release`` when a whole-job unit waits
     for them (now queued: the caller runs it). Else the job's status, or ``lost``."""
-    job = _lock(session, job_id)
-    unit = _owned(job, position, worker_id)
-    if job is None or unit is None:
-        session.commit()
+    owned = _owned(session, job_id, position, worker_id)
+    if owned is None:
         return "lost"
+    job, unit = owned
     now = utcnow()
     _end(unit, JobStatus.SUCCEEDED, now)
     unit.result = result
@@ -323,12 +323,19 @@ def succeed(
     (a second assembler writes nothing: ``duplicate``). A cancel that arrived meanwhile wins.
     Returns ``succeeded`` when this call wrote the results; else the job's status, ``duplicate`` or
     ``lost``."""
-    job = _lock(session, job_id)
+    unit: JobUnit | None = None
+    if position is None:  # an assembly: no unit of its own
+        locked = _lock(session, job_id)
+        if locked is None:
+            session.commit()
+            return "lost"
+        job = locked
+    else:
+        owned = _owned(session, job_id, position, worker_id)
+        if owned is None:
+            return "lost"
+        job, unit = owned
     now = utcnow()
-    unit = _owned(job, position, worker_id) if position is not None else None
-    if job is None or (position is not None and unit is None):
-        session.commit()
-        return "lost"
     if job.status == JobStatus.SUCCEEDED:
         session.commit()
         return "duplicate"

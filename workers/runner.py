@@ -40,7 +40,7 @@ from grace_engine.generation import (
 )
 from grace_engine.gradient_store import StoredGradients
 from grace_engine.influence_job import run_influence
-from grace_engine.job import generate_responses
+from grace_engine.job import prepare_job
 from grace_engine.memory import MemoryBudget
 from grace_engine.models import ModelCache
 from grace_engine.progress import ProgressEvent
@@ -91,9 +91,11 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class DbResponseStore:
-    """Generated responses kept in ``response_sets``, scoped to the tenant; each read and write
-    goes through ``retry`` (:meth:`JobRunner.through_outage`)."""
+class _TenantRows:
+    """One tenant's rows of a cache table, each under a hash of (tenant, ``namespace``, key); each
+    read and write goes through ``retry`` (:meth:`JobRunner.through_outage`)."""
+
+    namespace = ""
 
     def __init__(
         self,
@@ -104,7 +106,11 @@ class DbResponseStore:
         self.session_factory, self.tenant_id, self.retry = session_factory, tenant_id, retry
 
     def _key(self, key: str) -> str:
-        return hashlib.sha256(f"{self.tenant_id}/{key}".encode()).hexdigest()
+        return hashlib.sha256(f"{self.tenant_id}/{self.namespace}{key}".encode()).hexdigest()
+
+
+class DbResponseStore(_TenantRows):
+    """Generated responses kept in ``response_sets``, scoped to the tenant."""
 
     def get(self, key: str) -> Generated | None:
         generated: Generated | None = self.retry(lambda: self._get(key), "response store read")
@@ -137,11 +143,13 @@ class DbResponseStore:
                 session.rollback()
 
 
-class DbGradientStore:
+class DbGradientStore(_TenantRows):
     """Projected gradients kept in ``gradient_sets`` (:mod:`grace_engine.gradient_store`), scoped to
     the tenant, at most ``max_bytes`` in all: after a put the least recently used go first. In the
     database rather than on a worker's disk, so every worker (and, with fan-out, the one that
     assembles a ranking) reads what any other stored."""
+
+    namespace = "gradients/"
 
     def __init__(
         self,
@@ -150,11 +158,8 @@ class DbGradientStore:
         max_bytes: int,
         retry: Callable[[Callable[[], Any], str], Any],
     ) -> None:
-        self.session_factory, self.tenant_id, self.max_bytes = session_factory, tenant_id, max_bytes
-        self.retry = retry
-
-    def _key(self, key: str) -> str:
-        return hashlib.sha256(f"{self.tenant_id}/gradients/{key}".encode()).hexdigest()
+        super().__init__(session_factory, tenant_id, retry)
+        self.max_bytes = max_bytes
 
     def get(self, key: str) -> StoredGradients | None:
         found: StoredGradients | None = self.retry(lambda: self._get(key), "gradient store read")
@@ -469,7 +474,7 @@ class JobRunner:
         shared = self._shared(request, tenant_id, us.update, us.should_cancel)
         if candidate is not None and isinstance(request, InfluenceCreate | ValidationCreate):
             mine = [c for c in candidates if c.name == candidate]
-            generate_responses(prompts, mine, request.student, **shared)
+            prepare_job(prompts, mine, request.student, **shared)
             return request, candidate, None
         if isinstance(request, ValidationCreate):
             return (
