@@ -21,17 +21,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from grace_engine import caveats
 from grace_engine.caveats import ResultWarning
 from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt, ValidationExample
+from grace_engine.data import Prompt, StudentFormat, ValidationExample
 from grace_engine.distillation import DistillConfig, TrainStats, distil
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.evaluation import DEFAULT_MAX_NEW_TOKENS, Outcome, eval_examples, evaluate
 from grace_engine.generation import Candidate
+from grace_engine.gradient_store import GradientStore
+from grace_engine.job import prepare_job
 from grace_engine.memory import MemoryBudget, release_memory, resident_bytes
-from grace_engine.models import ModelCache, ModelPolicy, context_length, resolve_model
+from grace_engine.models import LoadedModel, ModelCache, ModelPolicy, context_length, resolve_model
 from grace_engine.predictors import LOWER_IS_BETTER
 from grace_engine.progress import ProgressEvent, ProgressFn
 from grace_engine.ranking import spearman
@@ -200,6 +203,19 @@ class CandidateValidation:
     per_seed: list[Outcome]
     training: list[TrainStats]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; :meth:`from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CandidateValidation:
+        return cls(
+            d["name"],
+            Outcome(**d["outcome"]),
+            [Outcome(**o) for o in d["per_seed"]],
+            [TrainStats(**t) for t in d["training"]],
+        )
+
 
 def _mean_outcome(runs: Sequence[Outcome]) -> Outcome:
     accs = [r.accuracy for r in runs]
@@ -352,6 +368,162 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _checked_student(
+    student: str,
+    eval_set: Sequence[ValidationExample],
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None,
+    base_dir: Path | None,
+    cache: ModelCache,
+) -> tuple[LoadedModel, StudentFormat]:
+    """The student and its format, with the eval set checked against them before any other work."""
+    loaded = cache.get(resolve_model(student, policy, field="student", base_dir=base_dir), field="student")
+    fmt = (config or ScoringConfig()).student_format.within(context_length(loaded.model))
+    eval_examples(loaded.tokenizer, eval_set, fmt)
+    return loaded, fmt
+
+
+@dataclass
+class _Bench:
+    """Distils copies of ``loaded`` and evaluates them on ``eval_set``, one trained copy alive at a
+    time; progress counts ``n_models`` evaluations (stage ``evaluate``) and each candidate's
+    optimizer steps over all seeds (``distil``)."""
+
+    loaded: LoadedModel
+    fmt: StudentFormat
+    prompts: Sequence[Prompt]
+    eval_set: Sequence[ValidationExample]
+    vcfg: ValidationConfig
+    cache: ModelCache
+    budget: MemoryBudget
+    report: ProgressFn
+    should_cancel: Callable[[], bool] | None
+    n_models: int
+    evaluated: int = 0
+
+    def resident(self) -> float:
+        return resident_bytes([*self.cache.models(), self.loaded.model])
+
+    def evaluate(self, model: Any) -> Outcome:
+        outcome = evaluate(
+            model,
+            self.loaded.tokenizer,
+            self.eval_set,
+            self.fmt,
+            accuracy=self.vcfg.accuracy,
+            max_new_tokens=self.vcfg.eval_max_tokens,
+            budget=self.budget,
+            resident=self.resident() + (0 if model is self.loaded.model else resident_bytes([model])),
+            should_cancel=self.should_cancel,
+        )
+        self.evaluated += 1
+        self.report(ProgressEvent("evaluate", self.evaluated, self.n_models))
+        return outcome
+
+    def distil(self, name: str, index: int, texts: list[list[str]]) -> CandidateValidation:
+        """Candidate ``index`` (``name``), distilled on its responses ``texts`` once per seed."""
+        seeds = self.vcfg.train_seeds
+        examples = student_examples(self.loaded.tokenizer, self.prompts, texts, self.fmt, index)
+        per_seed, training = [], []
+        steps_done = 0
+        for seed in seeds:
+            if self.should_cancel is not None and self.should_cancel():
+                raise Cancelled()
+
+            def step(done: int, total: int, before: int = steps_done) -> None:
+                self.report(ProgressEvent("distil", before + done, total * len(seeds), name))
+
+            trained, stats = distil(
+                self.loaded.model,
+                self.loaded.tokenizer,
+                examples,
+                replace(self.vcfg.distill, seed=seed),
+                budget=self.budget,
+                resident=self.resident(),
+                progress=step,
+                should_cancel=self.should_cancel,
+            )
+            steps_done += stats.steps
+            training.append(stats)
+            per_seed.append(self.evaluate(trained))
+            del trained
+            release_memory()  # one trained copy alive at a time, its freed memory back to the OS
+        return CandidateValidation(name, _mean_outcome(per_seed), per_seed, training)
+
+
+@dataclass(frozen=True)
+class CandidateRun:
+    """One candidate's part of a validation job (:func:`validate_candidate`): its distilled
+    students, and its scores under the job's projection when its gradients were stored."""
+
+    validation: CandidateValidation
+    ranking: RankingResult | None
+
+
+def validate_candidate(
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Candidate],
+    name: str,
+    student: str,
+    eval_set: Sequence[ValidationExample],
+    *,
+    policy: ModelPolicy,
+    config: ScoringConfig | None = None,
+    validation: ValidationConfig | None = None,
+    base_dir: Path | None = None,
+    models: ModelCache | None = None,
+    responses: ResponseStore | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    generator: GenerationBackend | None = None,
+    budget: MemoryBudget | None = None,
+    gradients: GradientStore | None = None,
+) -> CandidateRun:
+    """The candidate ``name`` of a validation job over ``candidates``, alone: its responses
+    collected (and stored in ``responses``), the student distilled on them per seed and evaluated.
+    With a gradient store, the candidate is also scored under the job's projection (its d resolved
+    for all ``candidates``) and its gradients stored, so the job's :func:`run_validation` computes
+    none. A fanned-out validation job runs this per candidate, then ``run_validation(distilled=)``.
+    """
+    vcfg = validation or ValidationConfig()
+    vcfg.validate(eval_set)
+    names = [c.name for c in candidates]
+    if name not in names:
+        raise InvalidInput(f"no candidate named {name!r}", field="candidates")
+    index = names.index(name)
+    cache = models or ModelCache(policy)
+    budget = budget or MemoryBudget()
+    loaded, fmt = _checked_student(
+        student, eval_set, policy=policy, config=config, base_dir=base_dir, cache=cache
+    )
+    cfg = (config or ScoringConfig()).resolved(len(prompts), candidates)
+    common: dict[str, Any] = {
+        "policy": policy,
+        "config": cfg,
+        "base_dir": base_dir,
+        "models": cache,
+        "responses": responses,
+        "progress": progress,
+        "should_cancel": should_cancel,
+        "generator": generator,
+        "budget": budget,
+    }
+    mine = [candidates[index]]
+    ranking = None
+    if gradients is not None:
+        ranking = rank_teachers(prompts, mine, student, gradients=gradients, **common)
+        texts = ranking.candidates[name].responses
+    else:
+        texts = prepare_job(prompts, mine, student, **common).generated[0].texts
+    release_memory()  # what scoring freed, before training allocates
+    report: ProgressFn = progress or (lambda _event: None)
+    bench = _Bench(
+        loaded, fmt, prompts, eval_set, vcfg, cache, budget, report, should_cancel, len(vcfg.train_seeds)
+    )
+    return CandidateRun(bench.distil(name, index, texts), ranking)
+
+
 def run_validation(
     prompts: Sequence[Prompt],
     candidates: Sequence[Candidate],
@@ -368,9 +540,14 @@ def run_validation(
     should_cancel: Callable[[], bool] | None = None,
     generator: GenerationBackend | None = None,
     budget: MemoryBudget | None = None,
+    gradients: GradientStore | None = None,
+    bootstrap_draws: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    distilled: Mapping[str, CandidateValidation] | None = None,
 ) -> ValidationResult:
-    """Score ``candidates`` for ``student`` on ``prompts`` (as :func:`rank_teachers`), then distil
-    the student on each candidate's responses and evaluate it on ``eval_set``.
+    """Score ``candidates`` for ``student`` on ``prompts`` (as :func:`rank_teachers`, with its
+    ``gradients`` and ``bootstrap_draws``), then distil the student on each candidate's responses
+    and evaluate it on ``eval_set``; a candidate in ``distilled`` (:func:`validate_candidate`, same
+    settings) is not distilled again.
 
     Stages beyond scoring: ``distil`` (per candidate, optimizer steps over all seeds) and
     ``evaluate`` (students evaluated, the untrained one first). The budget bounds every stage;
@@ -378,13 +555,16 @@ def run_validation(
     """
     vcfg = validation or ValidationConfig()
     vcfg.validate(eval_set)
+    done = dict(distilled or {})
+    unknown = sorted(set(done) - {c.name for c in candidates})
+    if unknown:
+        raise InvalidInput(f"distilled names no candidate: {', '.join(unknown)}", field="distilled")
     report: ProgressFn = progress or (lambda _event: None)
     cache = models or ModelCache(policy)
     budget = budget or MemoryBudget()
-    # The eval set is checked against the student before any scoring work.
-    loaded = cache.get(resolve_model(student, policy, field="student", base_dir=base_dir), field="student")
-    fmt = (config or ScoringConfig()).student_format.within(context_length(loaded.model))
-    eval_examples(loaded.tokenizer, eval_set, fmt)
+    loaded, fmt = _checked_student(
+        student, eval_set, policy=policy, config=config, base_dir=base_dir, cache=cache
+    )
     ranking = rank_teachers(
         prompts,
         candidates,
@@ -398,69 +578,21 @@ def run_validation(
         should_cancel=should_cancel,
         generator=generator,
         budget=budget,
+        gradients=gradients,
+        bootstrap_draws=bootstrap_draws,
     )
     release_memory()  # what scoring freed, before evaluation and training allocate
-    tokenizer = loaded.tokenizer
     mixed_texts = _mixed_texts(ranking, len(prompts)) if vcfg.mixed else None
-    n_models = 1 + (len(candidates) + (mixed_texts is not None)) * len(vcfg.train_seeds)
-
-    def resident() -> float:
-        return resident_bytes([*cache.models(), loaded.model])
-
-    def evaluate_one(model: Any, done: int) -> Outcome:
-        outcome = evaluate(
-            model,
-            tokenizer,
-            eval_set,
-            fmt,
-            accuracy=vcfg.accuracy,
-            max_new_tokens=vcfg.eval_max_tokens,
-            budget=budget,
-            resident=resident() + (0 if model is loaded.model else resident_bytes([model])),
-            should_cancel=should_cancel,
-        )
-        report(ProgressEvent("evaluate", done, n_models))
-        return outcome
-
+    to_distil = len(candidates) - len(done) + (mixed_texts is not None)
+    n_models = 1 + to_distil * len(vcfg.train_seeds)
+    bench = _Bench(loaded, fmt, prompts, eval_set, vcfg, cache, budget, report, should_cancel, n_models)
     report(ProgressEvent("evaluate", 0, n_models))
-    untrained = evaluate_one(loaded.model, 1)
-    evaluated = 1
-
-    def validate_one(name: str, index: int, texts: list[list[str]]) -> CandidateValidation:
-        nonlocal evaluated
-        examples = student_examples(tokenizer, prompts, texts, fmt, index)
-        per_seed, training = [], []
-        steps_done = 0
-        for seed in vcfg.train_seeds:
-            if should_cancel is not None and should_cancel():
-                raise Cancelled()
-
-            def step(done: int, total: int, before: int = steps_done) -> None:
-                report(ProgressEvent("distil", before + done, total * len(vcfg.train_seeds), name))
-
-            trained, stats = distil(
-                loaded.model,
-                tokenizer,
-                examples,
-                replace(vcfg.distill, seed=seed),
-                budget=budget,
-                resident=resident(),
-                progress=step,
-                should_cancel=should_cancel,
-            )
-            steps_done += stats.steps
-            training.append(stats)
-            evaluated += 1
-            per_seed.append(evaluate_one(trained, evaluated))
-            del trained
-            release_memory()  # one trained copy alive at a time, its freed memory back to the OS
-        return CandidateValidation(name, _mean_outcome(per_seed), per_seed, training)
-
+    untrained = bench.evaluate(loaded.model)
     results = {
-        cand.name: validate_one(cand.name, i, ranking.candidates[cand.name].responses)
+        cand.name: done.get(cand.name) or bench.distil(cand.name, i, ranking.candidates[cand.name].responses)
         for i, cand in enumerate(candidates)
     }
-    mixed = None if mixed_texts is None else validate_one(MIXED, len(candidates), mixed_texts)
+    mixed = None if mixed_texts is None else bench.distil(MIXED, len(candidates), mixed_texts)
     correlations, notes = correlations_for(
         ranking, {n: v.outcome for n, v in results.items()}, seed=vcfg.bootstrap_seed
     )

@@ -2,9 +2,10 @@
 
 A job's work is done in units (:class:`~app.db.models.JobUnit`, :func:`plan_units`): a scoring job
 with several candidates has one per candidate, and the worker finishing the last assembles the
-ranking; an influence or validation job with several candidates has one per candidate that only
-collects its responses, then a whole-job unit, ``waiting`` until they are done (the worker
-finishing the last releases it and runs it); any other job has one whole-job unit. A unit is what a
+ranking; a validation job with several candidates has one per candidate that distils the student
+on that candidate's responses, and an influence job one per candidate that only collects its
+responses, each followed by a whole-job unit, ``waiting`` until they are done (the worker finishing
+the last releases it and runs it); any other job has one whole-job unit. A unit is what a
 worker claims, attempts, heartbeats and hands back; the job's state follows its units
 (:func:`_settle`)::
 
@@ -65,18 +66,24 @@ def parse_unit_key(key: str) -> tuple[str, int]:
 
 def fan_out(job_in: JobCreate, kind: str, *, gradient_store: bool) -> str | None:
     """How a job's work splits by candidate: ``score`` (a unit per candidate does generation,
-    gradients and its scores; the ranking is assembled from the stored gradients), ``responses``
-    (a unit per candidate collects its responses, then one unit does the rest), or None (one
-    unit). A scoring job fans out when its candidates' work is independent until the ranking: more
-    than one candidate, gradients that the store can hand to the assembly (it is on), and no budget
-    (a budget-aware job picks each round's prompts from every candidate's scores so far). An
-    influence or validation job's influence, distillation and correlations need every candidate;
+    gradients and its scores; the ranking is assembled from the stored gradients), ``distil`` (a
+    unit per candidate collects its responses, stores its gradients when the store is on, and
+    distils and evaluates the student on them; then one unit does the rest), ``responses`` (a unit
+    per candidate collects its responses, then one unit does the rest), or None (one unit).
+
+    A scoring job fans out when its candidates' work is independent until the ranking: more than
+    one candidate, gradients that the store can hand to the assembly (it is on), and no budget (a
+    budget-aware job picks each round's prompts from every candidate's scores so far). A validation
+    job's distillations are independent (its untrained student, mixed-teacher set and correlations
+    are its last unit's). An influence job's influence needs every candidate's gradients at once;
     only its generation splits, worth it when there is some."""
     if len(job_in.candidates) < 2:
         return None
     if kind == "score":
         fans = gradient_store and job_in.scoring.budget is None
         return "score" if fans and needs_gradients(job_in.scoring.to_engine().predictors) else None
+    if kind == "validation":
+        return "distil"
     return "responses" if any(c.model is not None for c in job_in.candidates) else None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from scipy import stats
 
 from grace_cli.main import main
 from grace_cli.report import format_validation
+from grace_engine.config import ScoringConfig
 from grace_engine.data import (
     StudentExample,
     StudentFormat,
@@ -20,14 +22,26 @@ from grace_engine.data import (
     clean_solution,
     encode_for_student,
     read_prompts,
+    read_validation,
 )
 from grace_engine.distillation import DistillConfig, _trainable_copy, distil, micro_batch, training_cost
 from grace_engine.errors import InvalidInput
 from grace_engine.evaluation import evaluate
+from grace_engine.generation import Candidate
+from grace_engine.gradient_store import DirectoryGradientStore
 from grace_engine.memory import GB, PLANNED_SHARE, MemoryBudget, module_bytes, resident_bytes
 from grace_engine.models import ModelCache, ModelPolicy, resolve_model
+from grace_engine.progress import ProgressEvent
+from grace_engine.responses import DirectoryResponseStore
 from grace_engine.tiny_models import TinyModels, gsm8k_records
-from grace_engine.validation import ValidationConfig, correlate, kendall_tau_b, run_validation
+from grace_engine.validation import (
+    CandidateValidation,
+    ValidationConfig,
+    correlate,
+    kendall_tau_b,
+    run_validation,
+    validate_candidate,
+)
 
 
 def _named(values: list[float]) -> dict[str, float]:
@@ -317,3 +331,80 @@ def test_validation_settings_are_checked_before_any_work(tiny: TinyModels) -> No
     with pytest.raises(InvalidInput) as err:
         run_validation(prompts, [], str(tiny.student), too_long, policy=policy)
     assert err.value.field == "eval[0].solution"
+
+
+def test_candidates_validated_alone_finish_into_the_whole_jobs_result(
+    tiny: TinyModels, tmp_path: Path
+) -> None:
+    """A fanned-out validation job: each candidate distilled by its own validate_candidate call
+    (gradients stored), then run_validation with what they left, is the one-call job exactly, and
+    its last call distils no candidate and computes no gradient."""
+    policy = ModelPolicy.from_paths([tiny.root])
+    prompts = read_prompts(tiny.prompts_file)[:8]
+    keep = {"tutor-cold", "noise", "tutor-hot"}
+    candidates = [
+        Candidate(**{k: v for k, v in c.items() if k != "description"})
+        for c in json.loads(tiny.candidates_file.read_text())["candidates"]
+        if c["name"] in keep
+    ]
+    eval_set = read_validation(tiny.eval_file)[:4]
+    common: dict[str, Any] = {
+        "policy": policy,
+        "config": ScoringConfig(responses_per_prompt=2),  # d "auto": resolved for all candidates
+        "validation": ValidationConfig(
+            distill=DistillConfig(method="full", max_steps=2, batch_size=4, learning_rate=1e-3),
+            train_seeds=(0, 1),
+            eval_max_tokens=4,
+        ),
+        "responses": DirectoryResponseStore(tmp_path / "responses"),
+    }
+    whole = run_validation(prompts, candidates, str(tiny.student), eval_set, **common)
+    store = DirectoryGradientStore(tmp_path / "gradients", max_bytes=10**9)
+    parts = {
+        c.name: validate_candidate(
+            prompts, candidates, c.name, str(tiny.student), eval_set, gradients=store, **common
+        )
+        for c in candidates
+    }
+    stored = sorted(p.name for p in store.root.rglob("*"))
+    assert len(stored) >= len(candidates)
+    events: list[ProgressEvent] = []
+    # What a unit hands to the job's last one goes through JSON.
+    distilled = {
+        n: CandidateValidation.from_dict(json.loads(json.dumps(r.validation.to_dict())))
+        for n, r in parts.items()
+    }
+    assert distilled == {n: r.validation for n, r in parts.items()}
+    draws = {}
+    for n, r in parts.items():
+        assert r.ranking is not None
+        assert r.ranking.uncertainty is not None
+        draws[n] = r.ranking.uncertainty.draws[n]
+    finished = run_validation(
+        prompts, candidates, str(tiny.student), eval_set, gradients=store, bootstrap_draws=draws,
+        distilled=distilled, progress=events.append, **common,
+    )  # fmt: skip
+    assert not [e for e in events if e.stage == "distil"]
+    gradients = [e for e in events if e.stage == "gradients"]  # found in the store: at once, done
+    assert sorted(e.candidate or "" for e in gradients) == sorted(keep)
+    assert all(e.done == e.total for e in gradients)
+    assert [e.done for e in events if e.stage == "evaluate"][-1] == 1  # the untrained student only
+    assert sorted(p.name for p in store.root.rglob("*")) == stored
+
+    def learnt(v: CandidateValidation) -> tuple[Any, ...]:  # all but the wall times
+        return v.outcome, v.per_seed, [(t.steps, t.examples, t.micro_batch, t.train_loss) for t in v.training]
+
+    assert {n: learnt(v) for n, v in finished.candidates.items()} == {
+        n: learnt(v) for n, v in whole.candidates.items()
+    }
+    assert finished.untrained == whole.untrained
+    assert finished.to_dict()["correlations"] == whole.to_dict()["correlations"]
+    assert [r.name for r in finished.ranking.ranking] == [r.name for r in whole.ranking.ranking]
+    for n in keep:
+        assert finished.ranking.candidates[n].score("grace") == pytest.approx(
+            whole.ranking.candidates[n].score("grace"), rel=1e-9
+        )
+    assert finished.ranking.uncertainty == whole.ranking.uncertainty
+    with pytest.raises(InvalidInput) as err:
+        validate_candidate(prompts, candidates, "nobody", str(tiny.student), eval_set, **common)
+    assert err.value.field == "candidates"

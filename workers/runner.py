@@ -1,8 +1,8 @@
 """Running one unit of a job in a worker: claim it, run the engine (``rank_teachers`` for the whole
-job or one candidate, ``run_influence`` or ``run_validation``) with progress, heartbeats and
-cancellation, and write the outcome; after a fanned-out job's last unit, assemble its ranking. The
-state transitions themselves are :mod:`grace_jobs.lifecycle`'s, each retried through a database
-outage.
+job or one candidate, ``run_influence``, ``run_validation`` or ``validate_candidate``) with
+progress, heartbeats and cancellation, and write the outcome; after a fanned-out job's last unit,
+assemble its ranking. The state transitions themselves are :mod:`grace_jobs.lifecycle`'s, each
+retried through a database outage.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from grace_engine.progress import ProgressEvent
 from grace_engine.responses import GenerationBackend
 from grace_engine.results import RankingResult
 from grace_engine.scoring import rank_teachers
-from grace_engine.validation import run_validation
+from grace_engine.validation import CandidateRun, CandidateValidation, run_validation, validate_candidate
 from grace_jobs import lifecycle
 from grace_jobs.lifecycle import LIVE
 from grace_jobs.policy import policy_from
@@ -89,6 +89,15 @@ def _retried(method: Callable[Concatenate[JobRunner, P], T]) -> Callable[Concate
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _draws(units: dict[str, dict[str, Any]]) -> dict[str, npt.NDArray[np.float64]]:
+    """Each candidate unit's bootstrap draws (:meth:`JobRunner._unit_done`)."""
+    return {
+        c: np.array([np.nan if v is None else v for v in r["draws"]])
+        for c, r in units.items()
+        if "draws" in r
+    }
 
 
 class _TenantRows:
@@ -374,6 +383,7 @@ class JobRunner:
                 request, candidate, result = self._execute(job_id, position, us)
                 if candidate is None:
                     assert result is not None
+                    assert not isinstance(result, CandidateRun)
                     return self._store(job_id, request, result, position)
                 outcome = self._unit_done(job_id, position, result)
                 if outcome == "release":  # plan_units puts the whole-job unit after the candidates'
@@ -464,32 +474,39 @@ class JobRunner:
 
     def _execute(
         self, job_id: str, position: int, us: UnitSession
-    ) -> tuple[JobCreate, str | None, Result | None]:
-        """Run unit ``position``: the whole job; or one candidate of a scoring job, scored under the
-        job's one projection (its d resolved for all its candidates) with its gradients stored for
-        the assembly; or one candidate's responses of another job, stored for its whole-job unit.
-        Returns the request, the unit's candidate and its result (None for responses alone)."""
+    ) -> tuple[JobCreate, str | None, Result | CandidateRun | None]:
+        """Run unit ``position``: the whole job (with what its candidate units left: distilled
+        students, bootstrap draws, and in the stores responses and gradients); or one candidate of
+        a scoring job, scored under the job's one projection (its d resolved for all its
+        candidates) with its gradients stored for the assembly; or one candidate of a validation
+        job, distilled (:func:`~grace_engine.validation.validate_candidate`); or one candidate's
+        responses of an influence job, stored for its whole-job unit. Returns the request, the
+        unit's candidate and its result (None for responses alone)."""
         request, tenant_id, prompts, candidate = self._load(job_id, position)
         candidates = [c.to_engine() for c in request.candidates]
         shared = self._shared(request, tenant_id, us.update, us.should_cancel)
-        if candidate is not None and isinstance(request, InfluenceCreate | ValidationCreate):
-            mine = [c for c in candidates if c.name == candidate]
-            prepare_job(prompts, mine, request.student, **shared)
-            return request, candidate, None
+        store = self._gradient_store(tenant_id)
         if isinstance(request, ValidationCreate):
-            return (
-                request,
-                None,
-                run_validation(
-                    prompts,
-                    candidates,
-                    request.student,
-                    request.eval_examples(),
-                    validation=request.to_validation(),
-                    **shared,
-                ),
-            )
+            run = {
+                "prompts": prompts,
+                "candidates": candidates,
+                "student": request.student,
+                "eval_set": request.eval_examples(),
+                "validation": request.to_validation(),
+                "gradients": store,
+                **shared,
+            }
+            if candidate is not None:
+                return request, candidate, validate_candidate(name=candidate, **run)
+            units = self._unit_results(job_id)
+            distilled = {c: CandidateValidation.from_dict(r["validation"]) for c, r in units.items()}
+            draws = _draws(units)
+            return request, None, run_validation(distilled=distilled, bootstrap_draws=draws or None, **run)
         if isinstance(request, InfluenceCreate):
+            if candidate is not None:
+                mine = [c for c in candidates if c.name == candidate]
+                prepare_job(prompts, mine, request.student, **shared)
+                return request, candidate, None
             examples = request.validation_examples()
             return (
                 request,
@@ -498,7 +515,6 @@ class JobRunner:
                     prompts, candidates, request.student, examples, method=request.method, **shared
                 ),
             )
-        store = self._gradient_store(tenant_id)
         if candidate is not None:
             shared["config"] = shared["config"].resolved(len(prompts), candidates)
             candidates = [c for c in candidates if c.name == candidate]
@@ -520,7 +536,7 @@ class JobRunner:
         is loaded while they are all there) and write the results, at most once per job
         (:func:`grace_jobs.lifecycle.succeed`)."""
         request, tenant_id, prompts, _ = self._load(job_id)
-        draws = self._unit_draws(job_id)
+        draws = _draws(self._unit_results(job_id))
         last_poll = [0.0]
 
         def stage(event: ProgressEvent) -> None:
@@ -551,14 +567,14 @@ class JobRunner:
         return self._guarded(job_id, work, end)
 
     @_retried
-    def _unit_draws(self, job_id: str) -> dict[str, npt.NDArray[np.float64]]:
-        """Each candidate unit's bootstrap draws (:meth:`_unit_done`), for the assembly."""
+    def _unit_results(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """What each finished candidate unit of the job left for its last one (:meth:`_unit_done`)."""
         with self.session_factory() as session:
             units = session.scalars(select(JobUnit).where(JobUnit.job_id == job_id)).all()
             return {
-                u.candidate: np.array([np.nan if v is None else v for v in u.result["draws"]])
+                u.candidate: u.result
                 for u in units
-                if u.candidate is not None and u.result is not None and "draws" in u.result
+                if u.candidate is not None and u.status == JobStatus.SUCCEEDED and u.result is not None
             }
 
     @_retried
@@ -605,12 +621,16 @@ class JobRunner:
         return outcome
 
     @_retried
-    def _unit_done(self, job_id: str, position: int, result: Result | None) -> str:
+    def _unit_done(self, job_id: str, position: int, result: Result | CandidateRun | None) -> str:
         own: dict[str, Any] = {}
-        if isinstance(result, RankingResult):  # a scoring job's candidate: its scores
-            (own,) = result.ranking_rows()
+        if isinstance(result, CandidateRun):  # a validation job's candidate: its distilled students
+            own["validation"] = result.validation.to_dict()
+            result = result.ranking
+        if isinstance(result, RankingResult):  # a candidate's scores
+            (row,) = result.ranking_rows()
+            own.update(row)
         if isinstance(result, RankingResult) and result.uncertainty is not None:
-            (draws,) = result.uncertainty.draws.values()  # for the assembly; JSON has no NaN
+            (draws,) = result.uncertainty.draws.values()  # for the last unit; JSON has no NaN
             own["draws"] = [None if np.isnan(v) else float(v) for v in draws]
         with self.session_factory() as session:
             outcome = lifecycle.unit_done(session, job_id, position, self.worker_id, own)

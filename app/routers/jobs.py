@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
@@ -63,7 +63,12 @@ def job_public(request: Request, job: Job) -> JobPublic:
         )
         for u in job.units
     ]
-    candidates = {name: p for u in units for name, p in u.progress.items()}
+    # A candidate's stages may come from several units (its own, then the whole-job unit's).
+    stages: dict[str, dict[str, Any]] = {}
+    for u in units:
+        for name, p in u.progress.items():
+            stages.setdefault(name, {}).update(p.model_dump(exclude_none=True))
+    candidates = {name: CandidateProgress.model_validate(s) for name, s in stages.items()}
     return JobPublic(
         id=job.id,
         kind=job.kind,

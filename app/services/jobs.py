@@ -244,7 +244,7 @@ def create_job(
     )
     fan_out = lifecycle.fan_out(job_in, kind, gradient_store=settings.gradient_store_mb > 0)
     names = [c.name for c in job_in.candidates] if fan_out else None
-    lifecycle.plan_units(job, names, now, then_whole=fan_out == "responses")
+    lifecycle.plan_units(job, names, now, then_whole=fan_out in ("distil", "responses"))
     session.add(job)
     try:
         session.commit()

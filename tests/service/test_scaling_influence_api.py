@@ -18,7 +18,7 @@ from grace_engine.influence_job import run_influence
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body
-from tests.service.test_worker import assert_generation_fanned_out, succeeded_through_worker
+from tests.service.test_worker import assert_fanned_out, succeeded_through_worker
 
 
 def test_predict_round_trip(client: TestClient, caller: Caller) -> None:
@@ -120,7 +120,7 @@ def test_influence_job_through_a_worker(
     job = succeeded_through_worker(client, caller, settings, tmp_path / "worker.log", "/v1/influence", body)
     job_id = job["id"]
     assert job["kind"] == "influence"
-    assert_generation_fanned_out(job, [c["name"] for c in body["candidates"]])
+    assert_fanned_out(job, [c["name"] for c in body["candidates"]], {"generate"})
     result = client.get(f"/v1/jobs/{job_id}/influence", headers=caller.headers).json()
     assert result["method"] == "projected"
     assert len(result["responses"]) == 24

@@ -18,7 +18,7 @@ from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_engine.validation import ValidationConfig, run_validation
 from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body
-from tests.service.test_worker import assert_generation_fanned_out, succeeded_through_worker
+from tests.service.test_worker import assert_fanned_out, succeeded_through_worker
 
 
 def _eval() -> list[dict[str, str]]:
@@ -56,8 +56,11 @@ def test_validation_job_through_a_worker(
     job = succeeded_through_worker(client, caller, settings, log, "/v1/validations", body, timeout=600)
     job_id = job["id"]
     assert job["kind"] == "validation"
-    assert_generation_fanned_out(job, [c["name"] for c in body["candidates"]])
+    # Each candidate's unit generated, stored its gradients and distilled the student.
+    assert_fanned_out(job, [c["name"] for c in body["candidates"]], {"generate", "gradients", "distil"})
     assert job["progress"]["candidates"]["tutor"]["distil"] == {"done": 3, "total": 3}
+    last = job["units"][-1]["progress"]  # it distilled no candidate again
+    assert not [name for name, stages in last.items() if stages.get("distil")], last
     assert [r["name"] for r in job["ranking"]] == ["tutor", "noise"]
     result = client.get(f"/v1/jobs/{job_id}/validation", headers=caller.headers).json()
     assert set(result["candidates"]) == {"tutor", "noise"}

@@ -129,18 +129,18 @@ def succeeded_through_worker(
     return job
 
 
-def assert_generation_fanned_out(job: dict[str, Any], names: list[str]) -> None:
-    """An influence or validation job with several candidates: a unit per candidate collected its
-    responses, then the whole-job unit, released by the last of them, did the rest."""
+def assert_fanned_out(job: dict[str, Any], names: list[str], stages: set[str]) -> None:
+    """An influence or validation job with several candidates: a unit per candidate did its part
+    (reported as ``stages``), then the whole-job unit, released by the last of them, did the rest."""
     *candidates, whole = job["units"]
     assert [u["candidate"] for u in candidates] == names
     assert whole["candidate"] is None
     assert all(u["status"] == "succeeded" and u["attempts"] == 1 for u in job["units"]), job["units"]
     assert whole["started_at"] >= max(u["finished_at"] for u in candidates)
-    for u in candidates:  # its own candidate's responses, nothing else
+    for u in candidates:  # its own candidate's work, nothing else
         assert set(u["progress"]) == {u["candidate"]}
-        stages = {stage for stage, done in u["progress"][u["candidate"]].items() if done is not None}
-        assert stages == {"generate"}, u["progress"]
+        done = {stage for stage, done in u["progress"][u["candidate"]].items() if done is not None}
+        assert done == stages, u["progress"]
 
 
 def engine_ranking(body: dict[str, Any], settings: Settings) -> RankingResult:
