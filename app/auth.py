@@ -14,7 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db.base import utcnow
 from app.db.models import ApiKey, Tenant
+from grace_engine.errors import InvalidInput
+from grace_jobs import webhooks
 
 KEY_PREFIX = "gk_"
 DEFAULT_TENANT = "default"
@@ -50,3 +53,38 @@ def create_key(*, session: Session, tenant_name: str) -> str:
 def tenant_for_key(*, session: Session, key: str) -> Tenant | None:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)))
     return row.tenant if row is not None else None
+
+
+def _tenant(session: Session, name: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise InvalidInput(f"no tenant named {name!r}", field="tenant")
+    return tenant
+
+
+def list_keys(*, session: Session, tenant_name: str) -> list[ApiKey]:
+    """The tenant's keys, oldest first (their prefixes; the keys themselves are not stored)."""
+    tenant = _tenant(session, tenant_name)
+    return list(
+        session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.created_at))
+    )
+
+
+def revoke_key(*, session: Session, prefix: str) -> None:
+    """Revoke the one active key with this prefix (``keys list`` shows them)."""
+    keys = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).all()
+    if len(keys) != 1:
+        raise InvalidInput(
+            "no active key has this prefix" if not keys else "several keys have this prefix", field="prefix"
+        )
+    keys[0].revoked_at = utcnow()
+    session.commit()
+
+
+def rotate_webhook_secret(*, session: Session, tenant_name: str) -> str:
+    """A new webhook signing secret for the tenant (created if needed); the old one stops at once."""
+    tenant = get_or_create_tenant(session=session, name=tenant_name)
+    secret = webhooks.new_secret()
+    tenant.webhook_secret, tenant.webhook_secret_at = secret, utcnow()
+    session.commit()
+    return secret

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="peak memory a job's batches are sized from; unset = half the machine's, at most 8 GB",
     )
+    # Webhooks (Standard Webhooks, delivered from the outbox by every worker's dispatcher).
+    webhook_allow_private: bool = Field(
+        False, description="allow webhook targets on loopback and private networks (tests, on-prem)"
+    )
+    webhook_max_attempts: int = Field(8, ge=1, description="deliveries of one event before it is failed")
+    webhook_backoff_seconds: float = Field(
+        2.0, gt=0, description="the first retry's delay; each next one doubles, up to an hour"
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="how often the dispatcher looks for due events"
+    )
     device: str = "cpu"
     generation_backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="teacher generation; 'auto' = vLLM when installed and a GPU is visible"

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from app import contract, errors
@@ -19,7 +20,17 @@ from app.guard import InputGuard
 from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
 from app.queue import JobQueue, RedisJobQueue
-from app.routers import datasets, health, influence, jobs, leaderboards, rankings, scaling, validations
+from app.routers import (
+    datasets,
+    health,
+    influence,
+    jobs,
+    leaderboards,
+    rankings,
+    scaling,
+    validations,
+    webhooks,
+)
 
 log = logging.getLogger("grace.api")
 VERSION = "0.2.0"
@@ -73,7 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 queue.close()
             engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc from the Swagger UI and ReDoc bundles packaged with fastapi-offline: the
+    # default pages load them from a CDN, which leaves them blank on an offline host.
+    app = FastAPIOffline(
         title="grace-service",
         version=VERSION,
         summary="Rank candidate teacher LLMs for distilling a student, by the GRACE score.",
@@ -85,6 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.openapi = lambda: contract.openapi(app, secured=settings.auth_enabled)  # type: ignore[method-assign]
-    for module in (jobs, influence, validations, datasets, rankings, leaderboards, scaling, health):
+    for module in (jobs, influence, validations, datasets, rankings, leaderboards, scaling, webhooks, health):
         app.include_router(module.router)
     return app

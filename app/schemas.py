@@ -28,6 +28,11 @@ class DatasetPublic(BaseModel):
     created_at: datetime
 
 
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    next_cursor: str | None
+
+
 class Links(BaseModel):
     self: str
     cancel: str
@@ -380,3 +385,34 @@ class ScalingPlans(BaseModel):
     plans: list[dict[str, Any]]
     coefficients: dict[str, float]
     coefficients_source: str
+
+
+class WebhookSecretPublic(BaseModel):
+    secret: str = Field(description="whsec_...: shown once; sign-verification key for your deliveries")
+    created_at: datetime
+
+
+class DeliveryPublic(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class WebhookEventPublic(BaseModel):
+    id: str = Field(description="the webhook-id header: stable across retries, deduplicate on it")
+    type: str
+    url: str
+    status: str = Field(description="pending, delivered or failed (attempts used up)")
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    deliveries: list[DeliveryPublic]
+
+
+class DeliveriesPublic(BaseModel):
+    job_id: str
+    webhook_url: str | None
+    data: list[WebhookEventPublic]

@@ -1,4 +1,6 @@
-"""The ``grace`` command line: ``grace tiny-models DIR`` and ``grace rank ...``.
+"""The ``grace`` command line: local scoring (``grace rank``, ``validate``, ``influence``), the
+service (``serve``, ``worker``, ``migrate``, ``keys``) and its clients (``submit``, ``jobs``,
+``datasets``, ``leaderboard``, on :mod:`grace_client`).
 
 Bad input ends with one line on stderr, ``grace: error: <field>: <message>``, and exit status 2.
 """
@@ -18,8 +20,17 @@ from grace_cli.gsm8k import add_parser as add_gsm8k_parser
 from grace_cli.gsm8k import cmd_gsm8k
 from grace_cli.models_cmd import add_parser as add_models_parser
 from grace_cli.models_cmd import cmd_models
+from grace_cli.service_cmd import add_parsers as add_service_parsers
+from grace_cli.service_cmd import (
+    add_service_options,
+    cmd_datasets,
+    cmd_jobs,
+    cmd_leaderboard,
+    cmd_submit,
+)
 from grace_cli.validate import add_parser as add_validate_parser
 from grace_cli.validate import cmd_validate
+from grace_client import GraceAPIError, __version__
 from grace_engine.errors import GraceError
 from grace_engine.runtime import available_cpus
 
@@ -70,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grace", description="Rank candidate teachers for distilling a student, by the GRACE score."
     )
+    parser.add_argument("--version", action="version", version=f"grace {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tiny = sub.add_parser("tiny-models", help="build the offline tiny student and teachers into DIR")
@@ -180,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="create a key for a tenant and print it once")
     create.add_argument("--tenant", required=True)
+    listed = keys_sub.add_parser("list", help="a tenant's keys (their prefixes; keys are stored as hashes)")
+    listed.add_argument("--tenant", required=True)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key, named by its prefix (as `keys list` shows)")
+    revoke.add_argument("prefix")
+    secret = keys_sub.add_parser(
+        "webhook-secret", help="create or rotate a tenant's webhook signing secret and print it once"
+    )
+    secret.add_argument("--tenant", required=True)
 
     scaling = sub.add_parser("scaling", help="the distillation scaling law (Busbridge et al. 2025)")
     scaling_sub = scaling.add_subparsers(dest="scaling_command", required=True, metavar="ACTION")
@@ -237,8 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("result", type=Path, help="the JSON a --out wrote")
     export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     submit = sub.add_parser("submit", help="submit a scoring job to a running service and print the ranking")
-    submit.add_argument("--url", default="http://127.0.0.1:8000")
-    submit.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
+    add_service_options(submit)
     submit.add_argument("--student", required=True, help="student model, as the service's model roots see it")
     submit.add_argument("--candidates", required=True, type=Path)
     submit.add_argument("--prompts", required=True, type=Path)
@@ -250,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser(
         "leaderboard", help="every candidate you scored for a student on one prompt set, ranked together"
     )
-    board.add_argument("--url", default="http://127.0.0.1:8000")
-    board.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
+    add_service_options(board)
     board.add_argument("--student", required=True)
     board.add_argument("--dataset", required=True, help="a dataset id, or a job's prompt_set")
     board.add_argument("--comparison", help="a configuration's key (default: the latest job's)")
     board.add_argument("--limit", type=_positive_int, default=50)
+    add_service_parsers(sub)
     return parser
 
 
@@ -425,17 +444,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from app.auth import create_key
+    from app import auth
     from app.config import Settings
     from app.db.session import make_engine, make_session_factory
 
-    settings = Settings()
-    engine = make_engine(settings)
-    with make_session_factory(engine)() as session:
-        key = create_key(session=session, tenant_name=args.tenant)
-    engine.dispose()
-    print(key)
-    print(f"API key for tenant {args.tenant!r}; it is shown once and stored only as a hash.", file=sys.stderr)
+    engine = make_engine(Settings())
+    try:
+        with make_session_factory(engine)() as session:
+            if args.keys_command == "create":
+                print(auth.create_key(session=session, tenant_name=args.tenant))
+                print(
+                    f"API key for tenant {args.tenant!r}; shown once, stored only as a hash.", file=sys.stderr
+                )
+            elif args.keys_command == "list":
+                for key in auth.list_keys(session=session, tenant_name=args.tenant):
+                    state = "active" if key.revoked_at is None else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+                    print(f"{key.prefix}...  created {key.created_at:%Y-%m-%d %H:%M}  {state}")
+            elif args.keys_command == "revoke":
+                auth.revoke_key(session=session, prefix=args.prefix)
+                print(f"revoked {args.prefix}...", file=sys.stderr)
+            else:
+                print(auth.rotate_webhook_secret(session=session, tenant_name=args.tenant))
+                print(
+                    f"webhook signing secret for tenant {args.tenant!r}; shown once. Deliveries are "
+                    "signed with it from now on.",
+                    file=sys.stderr,
+                )
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -460,78 +496,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     counts = Counter(e.teacher for e in examples)
     share = ", ".join(f"{t} {n}" for t, n in counts.most_common())
     print(f"wrote {len(examples)} chat examples to {args.out} (routed by {examples[0].route}: {share})")
-    return 0
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    import urllib.parse
-
-    from grace_cli.client import Client
-
-    params = {"student": args.student, "dataset": args.dataset, "limit": args.limit}
-    if args.comparison:
-        params["comparison"] = args.comparison
-    _status, _headers, board = Client(args.url, args.api_key).request(
-        "GET", "/v1/leaderboards?" + urllib.parse.urlencode(params)
-    )
-    if board["comparison"] is None:
-        print(f"nothing scored yet for {args.student} on prompt set {board['prompt_set'][:12]}")
-        return 0
-    others = len(board["comparisons"]) - 1
-    print(
-        f"{args.student} on prompt set {board['prompt_set'][:12]}, configuration {board['comparison'][:12]}"
-        + (f" ({others} other configuration(s): --comparison)" if others else "")
-    )
-    print(f"{'rank':>4}  {'candidate':<24} {'GRACE':>10} {'std':>8}  {'job':<10} scored")
-    for e in board["data"]:
-        grace = "-" if e["grace"] is None else f"{e['grace']:.4f}"
-        std = "-" if e["grace_std"] is None else f"{e['grace_std']:.4f}"
-        job = e["job_id"][:8]
-        print(f"{e['rank']:>4}  {e['candidate']:<24} {grace:>10} {std:>8}  {job:<10} {e['scored_at']}")
-    if board["next_offset"] is not None:
-        print(f"... {board['total'] - len(board['data'])} more (--limit)")
-    return 0
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from grace_cli.client import Client
-    from grace_cli.report import ProgressBars, format_ranking, format_warnings
-    from grace_engine.data import read_prompts
-
-    prompts = [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)]
-    try:
-        loaded = json.loads(args.candidates.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GraceError(f"cannot read {args.candidates}: {exc}", field="candidates") from exc
-    candidates = loaded["candidates"] if isinstance(loaded, dict) else loaded
-    job = {
-        "student": args.student,
-        "candidates": candidates,
-        "prompts": prompts,
-        "scoring": {
-            "responses_per_prompt": args.responses_per_prompt,
-            "proj_dim": args.proj_dim,
-            "gradient_space": args.gradient_space,
-        },
-    }
-    client = Client(args.url, args.api_key)
-    job_id = client.submit(job, args.idempotency_key)
-    print(f"job {job_id} accepted; following {args.url}/v1/jobs/{job_id}", file=sys.stderr)
-    bars = ProgressBars(enabled=not args.quiet, rates=False)
-    try:
-        final = client.wait(job_id, on_progress=bars.update)
-    finally:
-        bars.close()
-    if final["status"] != "succeeded":
-        error = final.get("error") or {}
-        raise GraceError(
-            f"job {job_id} {final['status']}: {error.get('code', '')} {error.get('message', '')}".strip()
-        )
-    footer = [f"job {job_id} | student {final['student']} | {final['examples_scored']} responses scored"]
-    print(format_ranking(final["ranking"], footer))
-    notes = format_warnings(final.get("warnings") or [])
-    if notes:
-        print(f"\n{notes}")
     return 0
 
 
@@ -621,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "keys": cmd_keys,
         "submit": cmd_submit,
+        "jobs": cmd_jobs,
+        "datasets": cmd_datasets,
         "export": cmd_export,
         "leaderboard": cmd_leaderboard,
         "scaling": cmd_scaling,
@@ -629,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return handler(args)
-    except GraceError as err:
+    except (GraceError, GraceAPIError) as err:
         print(f"grace: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

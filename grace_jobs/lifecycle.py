@@ -23,7 +23,9 @@ each other, exactly one of them sees the last one done, and exactly one assembly
 else writes a job's row and its units' in one transaction (the API marking units sent, progress)
 takes them in the same order, job first: the other order deadlocks with a claim. A
 worker-side transition is conditional on that worker still owning the unit, so a worker declared
-dead that comes back can never overwrite what another worker did.
+dead that comes back can never overwrite what another worker did. The transition that ends a job
+also writes its webhook event to the outbox (:func:`grace_jobs.webhooks.record_end`), in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy.orm import Session
 from app.db.base import utcnow
 from app.db.models import TERMINAL, Job, JobResult, JobStatus, JobUnit
 from grace_engine.predictors import needs_gradients
+from grace_jobs import webhooks
 from grace_jobs.requests import JobCreate
 
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
@@ -153,6 +156,7 @@ def _settle(job: Job, now: datetime) -> None:
                 _end(u, JobStatus.CANCELLED, now)
     if job.status in TERMINAL:
         job.finished_at, job.stage = now, None
+        webhooks.record_end(job, now)
 
 
 def _stale(unit: JobUnit, now: datetime, stale_after_seconds: float) -> bool:
@@ -358,6 +362,7 @@ def succeed(
     write(job)
     job.status, job.stage, job.worker_id = JobStatus.SUCCEEDED, "done", worker_id
     job.finished_at = job.updated_at = now
+    webhooks.record_end(job, now)
     session.commit()
     return str(JobStatus.SUCCEEDED)
 
@@ -371,6 +376,7 @@ def fail(session: Session, job_id: str, code: str, message: str) -> str:
     now = utcnow()
     job.status, job.error_code, job.error_message = JobStatus.FAILED, code, message
     job.finished_at, job.stage = now, None
+    webhooks.record_end(job, now)
     session.commit()
     return str(job.status)
 

@@ -250,6 +250,13 @@ class ScoringIn(StrictModel):
         )
 
 
+class WebhookIn(StrictModel):
+    """Where to POST the job's end (``job.succeeded``, ``job.failed``, ``job.cancelled``), signed
+    per Standard Webhooks with your tenant's secret (``POST /v1/webhook-secret``)."""
+
+    url: Annotated[Text, Field(min_length=1, max_length=2048, description="http(s); public hosts only")]
+
+
 class JobCreate(StrictModel):
     """``POST /v1/jobs``: rank ``candidates`` as teachers for ``student`` on ``prompts`` (inline)
     or on an uploaded dataset (``dataset_id``)."""
@@ -267,6 +274,7 @@ class JobCreate(StrictModel):
     ) = None
     dataset_id: Annotated[Text, Field(max_length=36)] | None = None
     scoring: ScoringIn = Field(default_factory=ScoringIn)
+    webhook: WebhookIn | None = None
 
     @model_validator(mode="after")
     def _prompts_xor_dataset(self) -> JobCreate:

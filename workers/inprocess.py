@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from workers.reconciler import Reconciler
 from workers.runner import JobRunner
+from workers.webhooks import Dispatcher
 
 log = logging.getLogger("grace.worker")
 _STOP = "__stop__"
@@ -61,15 +62,18 @@ class InProcessQueue:
 
 
 class EmbeddedWorker:
-    """The in-process queue, the runner draining it and the reconciler watching it, stopped
-    together."""
+    """The in-process queue, the runner draining it, the reconciler watching it and the webhook
+    dispatcher, stopped together."""
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
         self.queue = InProcessQueue(JobRunner(settings, session_factory))
         self.reconciler = Reconciler(session_factory=session_factory, queue=self.queue, settings=settings)
         self.reconciler.start()
+        self.dispatcher = Dispatcher(session_factory=session_factory, settings=settings)
+        self.dispatcher.start()
 
     def close(self) -> None:
+        self.dispatcher.stop()
         self.reconciler.stop()
         self.queue.close()
 

@@ -2,8 +2,8 @@
 
 One process, one worker thread (one unit of work at a time; on a GPU machine, one process per
 GPU), a prefetch of one message so an idle worker can take the next unit, no Dramatiq retries (attempts are
-counted in Postgres), a time limit sized for hours-long jobs, and a reconciler thread. Loaded models
-stay cached in the process between jobs.
+counted in Postgres), a time limit sized for hours-long jobs, a reconciler thread and a webhook
+dispatcher thread. Loaded models stay cached in the process between jobs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from app.db.session import make_engine, make_session_factory
 from app.queue import ACTOR_NAME, RedisJobQueue, make_broker
 from workers.reconciler import Reconciler
 from workers.runner import JobRunner
+from workers.webhooks import Dispatcher
 
 log = logging.getLogger("grace.worker")
 # Dramatiq's consumer backs off up to this long between fetches while its one prefetched message
@@ -60,6 +61,7 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
     worker = Worker(broker, worker_threads=1, worker_timeout=FETCH_BACKOFF_MS)
     worker.queue_prefetch = 1  # Dramatiq's default (2 x threads) would hoard a job an idle worker could run
     reconciler = Reconciler(session_factory=session_factory, queue=queue, settings=settings)
+    dispatcher = Dispatcher(session_factory=session_factory, settings=settings)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping at the running job's next batch boundary, handing it back", signum)
@@ -70,6 +72,7 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
         signal.signal(signal.SIGINT, _on_signal)
     worker.start()
     reconciler.start()
+    dispatcher.start()
     log.info("worker %s consuming %r", runner.worker_id, settings.queue_name)
     try:
         # Woken every second: a signal that the kernel delivers to another thread only runs its
@@ -78,6 +81,7 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
         while not stop.wait(timeout=1.0):
             pass
     finally:
+        dispatcher.stop()
         reconciler.stop()
         worker.stop()
         broker.close()

@@ -60,6 +60,10 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The Standard Webhooks signing secret (whsec_...): the sender must hold it to sign, so it is
+    # stored as is, unlike API keys; rotated through the API or `grace keys webhook-secret`.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    webhook_secret_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ApiKey(Base):
@@ -124,6 +128,7 @@ class Job(Base):
     # score depends on besides the candidate; equal ones compare across jobs. Score jobs only.
     prompt_set: Mapped[str | None] = mapped_column(String(64), nullable=True)
     comparison: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)  # told when the job ends
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -221,3 +226,45 @@ class GradientSet(Base):
     nbytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class WebhookEvent(Base):
+    """The webhook outbox: one row per event (``job.succeeded``, ``job.failed``,
+    ``job.cancelled``), written in the transaction that ended the job, so an event exists exactly
+    when its state change does. ``id`` is the Standard Webhooks ``webhook-id`` (the receiver's
+    idempotency key); the dispatcher sends it until a 2xx or ``max_attempts`` (status ``pending``
+    -> ``delivered`` or ``failed``)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    deliveries: Mapped[list[WebhookDelivery]] = relationship(
+        cascade="all, delete-orphan", order_by="WebhookDelivery.attempt", lazy="selectin"
+    )
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver a :class:`WebhookEvent`: when, the HTTP status (None when none came
+    back), the error, and how long it took."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[float] = mapped_column(Float)

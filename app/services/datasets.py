@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, defer
 
 from app.config import Settings
-from app.db.models import Dataset, Tenant
+from app.db.models import Dataset, Job, Tenant
 from app.errors import ApiError, not_found
+from app.services.pages import newest_first
 from grace_engine.data import validate_prompts
 from grace_engine.errors import InvalidInput
+from grace_jobs.lifecycle import LIVE, NOT_STARTED
 from grace_jobs.requests import DatasetCreate, engine_prompts
 
 
@@ -50,3 +53,32 @@ def get_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> Dataset
     if dataset is None or dataset.tenant_id != tenant.id:
         raise not_found("dataset")
     return dataset
+
+
+def list_datasets(
+    *, session: Session, tenant: Tenant, limit: int, cursor: str | None
+) -> tuple[list[Dataset], str | None]:
+    """The tenant's datasets, newest first, without their prompts."""
+    query = (
+        select(Dataset).options(defer(Dataset.prompts, raiseload=True)).where(Dataset.tenant_id == tenant.id)
+    )
+    return newest_first(session, query, Dataset, limit=limit, cursor=cursor)
+
+
+def delete_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> None:
+    """Delete one of the tenant's datasets. Finished jobs keep their results; a job that has not
+    finished still reads the prompts, so while one uses the dataset the answer is 409."""
+    dataset = get_dataset(session=session, tenant=tenant, dataset_id=dataset_id)
+    users = session.execute(
+        select(Job.id, Job.request).where(Job.tenant_id == tenant.id, Job.status.in_([*NOT_STARTED, *LIVE]))
+    ).all()
+    using = [row.id for row in users if (row.request or {}).get("dataset_id") == dataset.id]
+    if using:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"{len(using)} unfinished job(s) use this dataset (first: {using[0]}); cancel them or wait",
+            extra={"jobs": using[:20]},
+        )
+    session.delete(dataset)
+    session.commit()

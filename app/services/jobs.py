@@ -6,33 +6,47 @@ worker claim racing on the same row cannot both win.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
-from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from app.config import Settings
 from app.db.base import utcnow
-from app.db.models import ID_LENGTH, Dataset, Job, JobStatus, JobUnit, Tenant
+from app.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
 from app.errors import ApiError, not_found
 from app.queue import JobQueue
+from app.services.pages import newest_first
 from grace_engine.data import Prompt, validate_prompts
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import provided_responses, validate_candidates
 from grace_engine.models import resolve_model
-from grace_jobs import lifecycle
+from grace_jobs import lifecycle, webhooks
 from grace_jobs.leaderboards import comparison_key, prompt_set_hash
 from grace_jobs.policy import policy_from
 from grace_jobs.requests import JobCreate, ValidationCreate, engine_prompts
-from grace_jobs.sanitize import text_problem
 
 log = logging.getLogger("grace.jobs")
+
+
+def check_webhook(job_in: JobCreate, tenant: Tenant, settings: Settings) -> None:
+    """A job's webhook needs an allowed target and a signing secret to sign with."""
+    if job_in.webhook is None:
+        return
+    problem = webhooks.target_problem(job_in.webhook.url, allow_private=settings.webhook_allow_private)
+    if problem is not None:
+        raise ApiError(422, "Validation Error", problem, field="webhook.url")
+    if tenant.webhook_secret is None:
+        raise ApiError(
+            422,
+            "Validation Error",
+            "create your webhook signing secret first: POST /v1/webhook-secret (or grace keys "
+            "webhook-secret --tenant NAME)",
+            field="webhook",
+        )
 
 
 def request_hash(job_in: JobCreate) -> str:
@@ -226,6 +240,7 @@ def create_job(
         check_validation_limits(job_in, settings)
     check_engine_inputs(job_in, prompts)
     check_models(job_in, settings)
+    check_webhook(job_in, tenant, settings)
     prompt_set, comparison = _comparison(job_in, prompts) if kind == "score" else (None, None)
     now = utcnow()
     job = Job(
@@ -239,6 +254,7 @@ def create_job(
         max_attempts=settings.max_attempts,
         prompt_set=prompt_set,
         comparison=comparison,
+        webhook_url=None if job_in.webhook is None else job_in.webhook.url,
         created_at=now,
         updated_at=now,
     )
@@ -293,53 +309,6 @@ def get_job(*, session: Session, tenant: Tenant, job_id: str) -> Job:
     return job
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-# Bounds of a cursor's timestamp: every job was created inside them, and both survive conversion
-# to UTC and binding to PostgreSQL.
-CURSOR_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-CURSOR_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) of a cursor :func:`_encode_cursor` wrote. Anything else (wrong
-    encoding, shape or types, a naive or out-of-range time, an id no job can have) is a 422."""
-
-    def malformed(why: str) -> ApiError:
-        return ApiError(
-            422, "Validation Error", f"malformed cursor: {why}; pass next_cursor back as is", field="cursor"
-        )
-
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw.decode("utf-8"))  # decoded here: json.loads(bytes) also takes UTF-16
-    except (ValueError, binascii.Error) as exc:
-        raise malformed("not base64 of JSON") from exc
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
-        raise malformed("not a [time, id] pair")
-    if any(text_problem(v) for v in value):  # fromisoformat would take a trailing NUL
-        raise malformed("it holds characters no cursor has")
-    created_text, job_id = value
-    try:
-        created = datetime.fromisoformat(created_text)
-    except ValueError as exc:
-        raise malformed("its time is not ISO 8601") from exc
-    if created.tzinfo is None:
-        raise malformed("its time has no time zone")
-    try:
-        created = created.astimezone(UTC)
-    except OverflowError as exc:
-        raise malformed("its time is out of range") from exc
-    if not CURSOR_EARLIEST <= created <= CURSOR_LATEST:
-        raise malformed("its time is out of range")
-    if not 1 <= len(job_id) <= ID_LENGTH:
-        raise malformed("its id is not a job id")
-    return created, job_id
-
-
 # A listing shows status and results, never the request body (prompts and supplied responses can
 # be megabytes per job): it is not loaded, and touching it would raise rather than load it quietly.
 LISTING = (defer(Job.request, raiseload=True),)
@@ -361,12 +330,7 @@ def list_jobs(
         query = query.where(Job.status == status)
     if student is not None:
         query = query.where(Job.student == student)
-    if cursor is not None:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return newest_first(session, query, Job, limit=limit, cursor=cursor)
 
 
 def cancel_job(*, session: Session, job: Job) -> Job:

@@ -361,7 +361,7 @@ def test_scaling_law_inputs_of_another_json_type_are_refused(
         ("PUT", "/v1/jobs/some-id", {"GET"}),
         ("GET", "/v1/jobs/some-id/cancel", {"POST"}),
         ("POST", "/v1/rankings", {"GET"}),
-        ("PATCH", "/v1/datasets", {"POST"}),
+        ("PATCH", "/v1/datasets", {"GET", "POST"}),
     ],
 )
 def test_a_405_lists_the_methods_the_path_has(

@@ -46,6 +46,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         GRACE_REQUEUE_QUEUED_AFTER_SECONDS=str(settings.requeue_queued_after_seconds),
         GRACE_RECONCILE_EVERY_SECONDS=str(settings.reconcile_every_seconds),
         GRACE_BROKER_HEARTBEAT_MS=str(settings.broker_heartbeat_ms),
+        GRACE_WEBHOOK_ALLOW_PRIVATE=str(settings.webhook_allow_private).lower(),
+        GRACE_WEBHOOK_BACKOFF_SECONDS=str(settings.webhook_backoff_seconds),
+        GRACE_WEBHOOK_POLL_SECONDS=str(settings.webhook_poll_seconds),
     )
     return env
 

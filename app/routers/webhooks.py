@@ -1,0 +1,36 @@
+"""/v1/webhook-secret (create or rotate the tenant's signing secret) and a job's delivery log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from app.auth import rotate_webhook_secret as rotate
+from app.db.models import WebhookEvent
+from app.deps import CurrentJob, CurrentTenant, SessionDep
+from app.schemas import DeliveriesPublic, WebhookEventPublic, WebhookSecretPublic
+
+router = APIRouter(tags=["webhooks"])
+
+
+@router.post("/v1/webhook-secret", status_code=201, response_model=WebhookSecretPublic)
+def rotate_webhook_secret(session: SessionDep, tenant: CurrentTenant) -> WebhookSecretPublic:
+    """A new Standard Webhooks signing secret for your tenant, shown this once; every delivery from
+    now on (retries of earlier events included) is signed with it. Verify with any Standard
+    Webhooks library, e.g. ``standardwebhooks.Webhook(secret).verify(body, headers)``."""
+    secret = rotate(session=session, tenant_name=tenant.name)
+    assert tenant.webhook_secret_at is not None
+    return WebhookSecretPublic(secret=secret, created_at=tenant.webhook_secret_at)
+
+
+@router.get("/v1/jobs/{job_id}/deliveries", response_model=DeliveriesPublic)
+def get_deliveries(job: CurrentJob, session: SessionDep) -> DeliveriesPublic:
+    """The job's webhook events (none until it ends, or without a webhook) and each delivery attempt."""
+    events = session.scalars(
+        select(WebhookEvent).where(WebhookEvent.job_id == job.id).order_by(WebhookEvent.created_at)
+    ).all()
+    return DeliveriesPublic(
+        job_id=job.id,
+        webhook_url=job.webhook_url,
+        data=[WebhookEventPublic.model_validate(e, from_attributes=True) for e in events],
+    )

@@ -1,0 +1,213 @@
+"""The ``grace`` commands that talk to a running service, a thin shell on :mod:`grace_client`:
+``submit``, ``leaderboard``, ``jobs list|show|cancel|wait`` and ``datasets upload|list|delete``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from grace_cli.report import ProgressBars, format_ranking, format_warnings
+from grace_client import Client
+from grace_engine.errors import GraceError
+from grace_engine.progress import ProgressEvent
+
+STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=os.environ.get("GRACE_URL", "http://127.0.0.1:8000"), help="default: GRACE_URL"
+    )
+    parser.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
+
+
+def client_for(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.api_key)
+
+
+def add_parsers(sub: Any) -> None:
+    jobs = sub.add_parser("jobs", help="your jobs on a running service")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    listing = jobs_sub.add_parser("list", help="newest first")
+    listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument("--student")
+    listing.add_argument("--limit", type=int, default=20)
+    for name, text in (
+        ("show", "a job's status, units and ranking (--json: the whole job)"),
+        ("cancel", "cancel a job (running: at its next batch)"),
+        ("wait", "follow a job to its end with progress bars; exit 1 unless it succeeded"),
+    ):
+        action = jobs_sub.add_parser(name, help=text)
+        action.add_argument("job_id")
+        action.add_argument("--json", action="store_true", help="print the job as JSON")
+        if name == "wait":
+            action.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    for action in jobs_sub.choices.values():
+        add_service_options(action)
+
+    datasets = sub.add_parser("datasets", help="prompt sets stored on a running service")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
+    upload = datasets_sub.add_parser("upload", help="upload a JSONL prompt file; prints the dataset id")
+    upload.add_argument("prompts", type=Path)
+    upload.add_argument("--name")
+    datasets_sub.add_parser("list", help="your datasets, newest first")
+    delete = datasets_sub.add_parser("delete", help="delete a dataset (refused while a job uses it)")
+    delete.add_argument("dataset_id")
+    for action in datasets_sub.choices.values():
+        add_service_options(action)
+
+
+def progress_events(job: dict[str, Any]) -> list[ProgressEvent]:
+    """The job's per-candidate progress as engine progress events, for the bars."""
+    events = []
+    for name, stages in (job.get("progress") or {}).get("candidates", {}).items():
+        for stage in ("generate", "gradients", "distil"):
+            if stages.get(stage):
+                events.append(ProgressEvent(stage, stages[stage]["done"], stages[stage]["total"], name))
+    return events
+
+
+def follow(client: Client, job_id: str, *, quiet: bool) -> dict[str, Any]:
+    """Wait for the job with progress bars on stderr; the job at its end."""
+    bars = ProgressBars(enabled=not quiet, rates=False)
+
+    def show(job: dict[str, Any]) -> None:
+        for event in progress_events(job):
+            bars.update(event)
+
+    try:
+        return client.wait(job_id, on_progress=show)
+    finally:
+        bars.close()
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    units = job.get("units") or []
+    done = sum(u["status"] == "succeeded" for u in units)
+    top = (job.get("ranking") or [{}])[0].get("name", "")
+    return (
+        f"{job['id']}  {job['kind']:<10} {job['status']:<10} {job.get('stage') or '':<9} "
+        f"{done}/{len(units)} units  {job['created_at'][:19]}  {top}"
+    )
+
+
+def _show(job: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(job, indent=2))
+        return
+    print(_job_line(job))
+    for u in job.get("units") or []:
+        who = u.get("worker_id") or "-"
+        print(
+            f"  unit {u['candidate'] or '(whole job)':<20} {u['status']:<10} attempt {u['attempts']}  {who}"
+        )
+    if job.get("error"):
+        print(f"error: {job['error']['code']}: {job['error']['message']}")
+    if job.get("ranking"):
+        print(format_ranking(job["ranking"], [f"job {job['id']} | student {job['student']}"]))
+    notes = format_warnings(job.get("warnings") or [])
+    if notes:
+        print(notes)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        if args.jobs_command == "list":
+            page = client.list_jobs(status=args.status, student=args.student, limit=args.limit)
+            for job in page["data"]:
+                print(_job_line(job))
+            if page["next_cursor"]:
+                print(f"... more (--limit; or the API's cursor {page['next_cursor']})", file=sys.stderr)
+            return 0
+        if args.jobs_command == "show":
+            _show(client.get_job(args.job_id), args.json)
+            return 0
+        if args.jobs_command == "cancel":
+            _show(client.cancel_job(args.job_id), args.json)
+            return 0
+        job = follow(client, args.job_id, quiet=args.quiet)
+        _show(job, args.json)
+        return 0 if job["status"] == "succeeded" else 1
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from grace_engine.data import read_prompts
+
+    with client_for(args) as client:
+        if args.datasets_command == "upload":
+            prompts = [
+                {"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)
+            ]
+            made = client.create_dataset(prompts, name=args.name or args.prompts.name)
+            print(made["id"])
+            print(f"dataset {made['name']!r}: {made['n_prompts']} prompts", file=sys.stderr)
+        elif args.datasets_command == "list":
+            for d in client.iter_datasets():
+                print(f"{d['id']}  {d['n_prompts']:>6} prompts  {d['created_at'][:19]}  {d['name'] or ''}")
+        else:
+            client.delete_dataset(args.dataset_id)
+            print(f"deleted dataset {args.dataset_id}", file=sys.stderr)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from grace_engine.data import read_prompts
+
+    prompts = [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)]
+    try:
+        loaded = json.loads(args.candidates.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GraceError(f"cannot read {args.candidates}: {exc}", field="candidates") from exc
+    job = {
+        "student": args.student,
+        "candidates": loaded["candidates"] if isinstance(loaded, dict) else loaded,
+        "prompts": prompts,
+        "scoring": {
+            "responses_per_prompt": args.responses_per_prompt,
+            "proj_dim": args.proj_dim,
+            "gradient_space": args.gradient_space,
+        },
+    }
+    with client_for(args) as client:
+        job_id = client.create_job(job, idempotency_key=args.idempotency_key)["id"]
+        print(f"job {job_id} accepted; following {args.url}/v1/jobs/{job_id}", file=sys.stderr)
+        final = follow(client, job_id, quiet=args.quiet)
+    if final["status"] != "succeeded":
+        error = final.get("error") or {}
+        raise GraceError(
+            f"job {job_id} {final['status']}: {error.get('code', '')} {error.get('message', '')}".strip()
+        )
+    footer = [f"job {job_id} | student {final['student']} | {final['examples_scored']} responses scored"]
+    print(format_ranking(final["ranking"], footer))
+    notes = format_warnings(final.get("warnings") or [])
+    if notes:
+        print(f"\n{notes}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        board = client.get_leaderboard(
+            args.student, args.dataset, comparison=args.comparison, limit=args.limit
+        )
+    if board["comparison"] is None:
+        print(f"nothing scored yet for {args.student} on prompt set {board['prompt_set'][:12]}")
+        return 0
+    others = len(board["comparisons"]) - 1
+    print(
+        f"{args.student} on prompt set {board['prompt_set'][:12]}, configuration {board['comparison'][:12]}"
+        + (f" ({others} other configuration(s): --comparison)" if others else "")
+    )
+    print(f"{'rank':>4}  {'candidate':<24} {'GRACE':>10} {'std':>8}  {'job':<10} scored")
+    for e in board["data"]:
+        grace = "-" if e["grace"] is None else f"{e['grace']:.4f}"
+        std = "-" if e["grace_std"] is None else f"{e['grace_std']:.4f}"
+        job = e["job_id"][:8]
+        print(f"{e['rank']:>4}  {e['candidate']:<24} {grace:>10} {std:>8}  {job:<10} {e['scored_at']}")
+    if board["next_offset"] is not None:
+        print(f"... {board['total'] - len(board['data'])} more (--limit)")
+    return 0

@@ -1,0 +1,23 @@
+"""The public Python client of grace-service: every endpoint, one exception type for problem+json
+answers, and :meth:`Client.wait` with a progress callback.
+
+    from grace_client import Client
+
+    with Client("http://127.0.0.1:8000", api_key="gk_...") as grace:
+        job = grace.create_job({"student": "...", "candidates": [...], "prompts": [...]})
+        done = grace.wait(job["id"], on_progress=lambda j: print(j["status"], j["stage"]))
+        print(done["ranking"])
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from grace_client.client import TERMINAL, Client, GraceAPIError, GraceConnectionError
+
+try:
+    __version__ = metadata.version("grace-service")
+except metadata.PackageNotFoundError:  # run from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = ["TERMINAL", "Client", "GraceAPIError", "GraceConnectionError", "__version__"]

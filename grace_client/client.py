@@ -1,0 +1,293 @@
+"""A synchronous client on httpx. Each method is one endpoint and returns the decoded JSON body
+(the shapes are the OpenAPI document's, ``/openapi.json``); any 4xx/5xx answer raises
+:class:`GraceAPIError`, an unreachable service :class:`GraceConnectionError`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+Json = dict[str, Any]
+
+
+class GraceAPIError(Exception):
+    """The service answered with an error: its problem+json document, taken apart.
+
+    ``status`` is the HTTP status (None when the service could not be reached), ``title`` and
+    ``detail`` the problem's, ``field`` the first offending request field (``"candidates[1].model"``)
+    when the service named one, ``errors`` every ``{field, message}`` it listed, ``body`` the whole
+    document (or the raw text of an answer that was not JSON)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        title: str | None = None,
+        detail: str | None = None,
+        field: str | None = None,
+        errors: list[Json] | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.title, self.detail, self.field = status, title, detail, field
+        self.errors, self.body = errors or [], body
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> GraceAPIError:
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            text = response.text[:300]
+            return cls(f"HTTP {response.status_code}: {text}", status=response.status_code, body=text)
+        errors = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+        field = str(errors[0]["field"]) if errors and errors[0].get("field") is not None else None
+        title, detail = doc.get("title"), doc.get("detail")
+        where = f" [{field}]" if field else ""
+        return cls(
+            f"HTTP {response.status_code} {title}{where}: {detail}",
+            status=response.status_code,
+            title=title,
+            detail=detail,
+            field=field,
+            errors=errors,
+            body=doc,
+        )
+
+
+class GraceConnectionError(GraceAPIError):
+    """The service could not be reached (refused, timed out, DNS)."""
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class Client:
+    """One service at ``base_url``; ``api_key`` is sent as ``Authorization: Bearer``.
+
+    ``transport``: an httpx transport (e.g. ``httpx.MockTransport`` in an integration's own tests,
+    or a WSGI/ASGI one); default: the network. Usable as a context manager (closes its pool)."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One call; the response of a 2xx or 304, :class:`GraceAPIError` otherwise."""
+        try:
+            response = self._http.request(method, path, json=json, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise GraceConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise GraceAPIError.from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Json:
+        body: Json = self.request(method, path, **kwargs).json()
+        return body
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[Json]:
+        while True:
+            page = self._json("GET", path, params=params)
+            yield from page["data"]
+            if page.get("next_cursor") is None:
+                return
+            params = {**params, "cursor": page["next_cursor"]}
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def create_job(self, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:
+        """POST /v1/jobs: a scoring job; the 202 body ``{id, status, links}``."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", "/v1/jobs", json=job, headers=headers)
+
+    def create_influence_job(self, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:
+        """POST /v1/influence."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", "/v1/influence", json=job, headers=headers)
+
+    def create_validation_job(self, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:
+        """POST /v1/validations."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", "/v1/validations", json=job, headers=headers)
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        student: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Json:
+        """GET /v1/jobs: one page, ``{data, next_cursor}``, newest first."""
+        params = _params(status=status, student=student, limit=limit, cursor=cursor)
+        return self._json("GET", "/v1/jobs", params=params)
+
+    def iter_jobs(self, *, status: str | None = None, student: str | None = None) -> Iterator[Json]:
+        """Every job, newest first, page after page."""
+        return self._pages("/v1/jobs", _params(status=status, student=student, limit=100))
+
+    def get_job(self, job_id: str) -> Json:
+        """GET /v1/jobs/{id}: status, stage, units, per-candidate progress, ranking once done."""
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> Json:
+        """POST /v1/jobs/{id}/cancel: the job, ``cancelled`` or ``cancelling``; 409 once finished."""
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def get_ranking(self, job_id: str) -> Json:
+        return self._json("GET", f"/v1/jobs/{job_id}/ranking")
+
+    def get_scores(self, job_id: str) -> Json:
+        return self._json("GET", f"/v1/jobs/{job_id}/scores")
+
+    def get_influence(self, job_id: str) -> Json:
+        return self._json("GET", f"/v1/jobs/{job_id}/influence")
+
+    def get_validation(self, job_id: str) -> Json:
+        return self._json("GET", f"/v1/jobs/{job_id}/validation")
+
+    def get_mixed_dataset(self, job_id: str) -> str:
+        """GET /v1/jobs/{id}/dataset: the mixed-teacher set as chat JSON lines."""
+        return self.request("GET", f"/v1/jobs/{job_id}/dataset").text
+
+    def get_deliveries(self, job_id: str) -> Json:
+        """GET /v1/jobs/{id}/deliveries: the job's webhook events and every delivery attempt."""
+        return self._json("GET", f"/v1/jobs/{job_id}/deliveries")
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_progress: Callable[[Json], None] | None = None,
+        poll: float = 0.5,
+        timeout: float | None = None,
+    ) -> Json:
+        """Poll the job until it ends and return it (whatever its status: check ``status``).
+
+        Polls with ``If-None-Match``, so an unchanged job costs a bodiless 304; ``on_progress`` is
+        called with the job each time it changed. ``timeout`` (seconds) raises TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        etag: str | None = None
+        job: Json = {}
+        while True:
+            response = self.request(
+                "GET", f"/v1/jobs/{job_id}", headers={"If-None-Match": etag} if etag else None
+            )
+            if response.status_code != 304:
+                job, etag = response.json(), response.headers.get("ETag")
+                if on_progress is not None:
+                    on_progress(job)
+                if job["status"] in TERMINAL:
+                    return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job.get('status')} after {timeout} s")
+            time.sleep(poll)
+
+    # --- datasets --------------------------------------------------------------------------------
+
+    def create_dataset(self, prompts: Sequence[Mapping[str, Any]], *, name: str | None = None) -> Json:
+        """POST /v1/datasets: ``prompts`` are ``{id, prompt, answer?}``; the dataset, without them."""
+        return self._json("POST", "/v1/datasets", json=_params(prompts=list(prompts), name=name))
+
+    def get_dataset(self, dataset_id: str) -> Json:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def list_datasets(self, *, limit: int | None = None, cursor: str | None = None) -> Json:
+        """GET /v1/datasets: one page, ``{data, next_cursor}``, newest first."""
+        return self._json("GET", "/v1/datasets", params=_params(limit=limit, cursor=cursor))
+
+    def iter_datasets(self) -> Iterator[Json]:
+        return self._pages("/v1/datasets", {"limit": 100})
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """DELETE /v1/datasets/{id}; 409 while an unfinished job uses it."""
+        self.request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # --- comparisons -----------------------------------------------------------------------------
+
+    def ranking_history(self, student: str, *, limit: int | None = None) -> Json:
+        """GET /v1/rankings: the rankings of your succeeded jobs for ``student``."""
+        return self._json("GET", "/v1/rankings", params=_params(student=student, limit=limit))
+
+    def get_leaderboard(
+        self,
+        student: str,
+        dataset: str,
+        *,
+        comparison: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Json:
+        """GET /v1/leaderboards: every candidate scored for ``student`` on a prompt set (a dataset
+        id or a job's ``prompt_set``) under one gradient configuration, ranked together."""
+        params = _params(student=student, dataset=dataset, comparison=comparison, limit=limit, offset=offset)
+        return self._json("GET", "/v1/leaderboards", params=params)
+
+    # --- scaling law -----------------------------------------------------------------------------
+
+    def scaling_predict(self, body: Mapping[str, Any]) -> Json:
+        return self._json("POST", "/v1/scaling-law/predict", json=body)
+
+    def scaling_plan(self, body: Mapping[str, Any]) -> Json:
+        return self._json("POST", "/v1/scaling-law/plan", json=body)
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    def rotate_webhook_secret(self) -> Json:
+        """POST /v1/webhook-secret: a new signing secret for your tenant (shown once); deliveries
+        from now on are signed with it."""
+        return self._json("POST", "/v1/webhook-secret")
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def healthz(self) -> Json:
+        return self._json("GET", "/healthz")
+
+    def readyz(self) -> Json:
+        return self._json("GET", "/readyz")
+
+    def metrics(self) -> str:
+        """GET /metrics: Prometheus text."""
+        return self.request("GET", "/metrics").text

@@ -1,0 +1,202 @@
+"""Webhooks: signed per Standard Webhooks (checked with the library's own verifier), written to the
+outbox with the job's end, retried with backoff, surviving a worker killed mid-retry, and refused
+for private targets unless allowed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
+
+from app.config import Settings
+from app.main import create_app
+from grace_engine.tiny_models import TinyModels
+from grace_jobs.webhooks import backoff, target_problem
+from tests.service.conftest import Caller, assert_problem, service_settings, supplied_job
+from tests.service.test_worker import DEADLINE, worker_process
+from workers.webhooks import deliver_due
+
+
+class Receiver:
+    """A real HTTP endpoint on loopback that answers ``fail_first`` requests with 500, then 204,
+    and keeps every request's headers and body."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.fail_first, self.requests = fail_first, []
+        received = self.requests
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                received.append((dict(self.headers.items()), body))
+                self.send_response(500 if len(received) <= outer.fail_first else 204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(fail_first=2)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def hook_settings(database_url: str, redis_url: str, tiny: TinyModels) -> Settings:
+    return service_settings(
+        database_url,
+        redis_url,
+        tiny.root,
+        webhook_allow_private=True,  # the receiver is on loopback
+        webhook_backoff_seconds=1.0,
+        webhook_poll_seconds=0.2,
+    )
+
+
+def _until(condition: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_signed_delivery_verifies_and_a_worker_killed_mid_retry_loses_no_event(
+    hook_settings: Settings, caller: Caller, receiver: Receiver, tmp_path: Path
+) -> None:
+    with TestClient(create_app(hook_settings)) as client:
+        made = client.post("/v1/webhook-secret", headers=caller.headers)
+        assert made.status_code == 201, made.text
+        secret = made.json()["secret"]
+        assert secret.startswith("whsec_")
+        body = {
+            **supplied_job({"a": ["1 + 1 = 2", "2"], "b": ["no idea", "maybe 3"]}),
+            "webhook": {"url": receiver.url},
+        }
+        job_id = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
+
+        def deliveries() -> list[dict[str, Any]]:
+            data: list[dict[str, Any]] = client.get(
+                f"/v1/jobs/{job_id}/deliveries", headers=caller.headers
+            ).json()["data"]
+            return data
+
+        log = tmp_path / "worker.log"
+        with worker_process(hook_settings, log) as first:
+            _until(lambda: deliveries() and deliveries()[0]["attempts"] >= 1)
+            first.send_signal(signal.SIGKILL)  # mid-retry: one failed attempt logged, more due
+            first.wait()
+        assert deliveries()[0]["status"] == "pending", deliveries()
+        with worker_process(hook_settings, log):
+            event = _until(lambda: next((e for e in deliveries() if e["status"] != "pending"), None))
+        stranger_view = client.get(
+            f"/v1/jobs/{job_id}/deliveries", headers={"Authorization": "Bearer gk_nope"}
+        )
+        assert_problem(stranger_view, 401)
+    assert event["status"] == "delivered", event
+    assert event["type"] == "job.succeeded"
+    assert [d["status_code"] for d in event["deliveries"]][-1] == 204
+    assert [d["status_code"] for d in event["deliveries"]][:2] == [500, 500]
+    assert event["attempts"] == len(event["deliveries"]) >= 3
+    # Every attempt is the same event (one webhook-id, the receiver's idempotency key), and the
+    # library's own verifier accepts the signature.
+    assert {h["webhook-id"] for h, _ in receiver.requests} == {event["id"]}
+    headers, raw = receiver.requests[-1]
+    payload = Webhook(secret).verify(raw, headers)
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"]["id"] == job_id
+    assert [r["name"] for r in payload["data"]["ranking"]] == ["a", "b"] or len(
+        payload["data"]["ranking"]
+    ) == 2
+    with pytest.raises(Exception, match="signature"):
+        Webhook(secret).verify(raw.replace(b"succeeded", b"failed"), headers)
+    # Retries wait out the backoff (1 s, then 2 s): no retry came early.
+    times = [datetime.fromisoformat(d["at"]) for d in event["deliveries"]]
+    for n, (t1, t2) in enumerate(itertools.pairwise(times), start=1):
+        assert (t2 - t1).total_seconds() >= backoff(n, 1.0).total_seconds() - 0.05
+
+
+def test_a_cancelled_job_sends_job_cancelled_once(
+    hook_settings: Settings, caller: Caller, session_factory: sessionmaker[Session]
+) -> None:
+    r = Receiver()
+    try:
+        with TestClient(create_app(hook_settings)) as client:
+            secret = client.post("/v1/webhook-secret", headers=caller.headers).json()["secret"]
+            body = {**supplied_job({"a": ["x", "y"], "b": ["z", "w"]}), "webhook": {"url": r.url}}
+            job_id = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
+            assert (
+                client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers).json()["status"]
+                == "cancelled"
+            )
+            with httpx.Client(timeout=10) as http:
+                assert deliver_due(session_factory, http, hook_settings) >= 1
+                deliver_due(session_factory, http, hook_settings)  # nothing is due twice
+            (event,) = client.get(f"/v1/jobs/{job_id}/deliveries", headers=caller.headers).json()["data"]
+    finally:
+        r.close()
+    assert (event["type"], event["status"], event["attempts"]) == ("job.cancelled", "delivered", 1)
+    ours = [(h, b) for h, b in r.requests if h["webhook-id"] == event["id"]]
+    assert len(ours) == 1
+    assert Webhook(secret).verify(ours[0][1], ours[0][0])["data"]["status"] == "cancelled"
+
+
+def test_webhook_targets_and_secrets_are_checked_at_submission(
+    database_url: str, redis_url: str, tiny: TinyModels, caller: Caller
+) -> None:
+    strict = service_settings(database_url, redis_url, tiny.root)  # private targets refused
+    with TestClient(create_app(strict)) as client:
+        base = supplied_job({"a": ["x", "y"], "b": ["z", "w"]})
+
+        def post(url: str) -> Any:
+            return client.post("/v1/jobs", json={**base, "webhook": {"url": url}}, headers=caller.headers)
+
+        assert_problem(post("https://93.184.216.34/hook"), 422, "webhook")  # no secret yet
+        client.post("/v1/webhook-secret", headers=caller.headers)
+        for url in (
+            "http://127.0.0.1:9/hook",
+            "http://10.1.2.3/x",
+            "http://[::1]/x",
+            "ftp://93.184.216.34/x",
+        ):
+            assert_problem(post(url), 422, "webhook.url")
+        assert_problem(post("http://user:pw@93.184.216.34/x"), 422, "webhook.url")
+        assert post("https://93.184.216.34/hook").status_code == 202
+        doc = client.get("/openapi.json").json()
+        assert "webhook" in doc["components"]["schemas"]["JobCreate"]["properties"]
+
+
+def test_backoff_doubles_up_to_an_hour_and_ip_literals_are_judged() -> None:
+    assert [backoff(n, 2.0).total_seconds() for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert backoff(40, 2.0).total_seconds() == 3600.0
+    assert target_problem("http://169.254.169.254/latest", allow_private=False) is not None
+    assert target_problem("http://[::ffff:127.0.0.1]/", allow_private=False) is not None
+    assert target_problem("http://127.0.0.1/", allow_private=True) is None
+    assert target_problem("https://93.184.216.34/", allow_private=False) is None
+    assert json.dumps(target_problem("gopher://x", allow_private=True)).startswith('"must be')
