@@ -29,7 +29,7 @@ from app.config import Settings
 from app.db.base import utcnow
 from app.db.models import Dataset, GradientSet, Job, JobStatus, JobUnit, ResponseSet
 from grace_engine.data import Prompt
-from grace_engine.errors import Cancelled, GraceError
+from grace_engine.errors import Cancelled, GraceError, InvalidInput
 from grace_engine.generation import (
     Generated,
     TransformersBackend,
@@ -441,7 +441,8 @@ class JobRunner:
             if request.prompts is not None:
                 return request, job.tenant_id, engine_prompts(request.prompts), candidate
             dataset = session.get(Dataset, request.dataset_id)
-            assert dataset is not None
+            if dataset is None:  # deleted between the job's acceptance and its run
+                raise InvalidInput("the job's dataset was deleted before the job ran", field="dataset_id")
             return request, job.tenant_id, engine_prompts(dataset.prompts), candidate
 
     def _shared(
