@@ -21,6 +21,7 @@ from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
 from app.queue import JobQueue, RedisJobQueue
 from app.routers import (
+    dashboard,
     datasets,
     health,
     influence,
@@ -100,4 +101,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: contract.openapi(app, secured=settings.auth_enabled)  # type: ignore[method-assign]
     for module in (jobs, influence, validations, datasets, rankings, leaderboards, scaling, webhooks, health):
         app.include_router(module.router)
+    dashboard.install(app)
     return app

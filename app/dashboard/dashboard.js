@@ -1,0 +1,209 @@
+// grace-service dashboard: plain JS, no dependencies. Every value from the API is escaped before it
+// reaches the page (candidate names and errors are user data).
+"use strict";
+
+const KEY = "grace.apiKey";
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const POLL_MS = 1000;
+const view = document.getElementById("view");
+let timer = null;
+let generation = 0; // bumped on every navigation: a stale poll never draws over a new view
+
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const fmt = (v, digits = 4) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+
+function showKeyForm(show) {
+  document.getElementById("key-form").hidden = !show;
+  document.getElementById("forget").hidden = show || !sessionStorage.getItem(KEY);
+}
+
+async function api(path, etag) {
+  const headers = { Accept: "application/json" };
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (etag) headers["If-None-Match"] = etag;
+  const r = await fetch(path, { headers });
+  if (r.status === 401) {
+    showKeyForm(true);
+    throw new Error("this service needs an API key: enter yours above");
+  }
+  if (r.status === 304) return { notModified: true, etag };
+  const body = await r.json();
+  if (!r.ok) throw new Error(`${body.title || r.status}: ${body.detail || ""}`);
+  return { body, etag: r.headers.get("ETag") };
+}
+
+function stageOf(stages) {
+  // The furthest stage a candidate has reached, with its progress.
+  for (const name of ["distil", "gradients", "generate"]) {
+    const s = stages[name];
+    if (s) return { name, done: s.done, total: s.total };
+  }
+  return null;
+}
+
+function progressCell(job) {
+  const cands = (job.progress && job.progress.candidates) || {};
+  const rows = Object.entries(cands).map(([name, stages]) => {
+    const s = stageOf(stages);
+    if (!s) return "";
+    const pct = s.total ? Math.round((100 * s.done) / s.total) : 0;
+    return `<div class="progress" data-candidate="${esc(name)}"><span class="bar"><span style="width:${pct}%"></span></span> ${esc(name)} ${esc(s.name)} <span class="count">${s.done}/${s.total}</span></div>`;
+  });
+  return rows.join("") || `<span class="progress">${esc(job.stage || "")}</span>`;
+}
+
+async function jobsView(gen) {
+  const { body } = await api("/v1/jobs?limit=50");
+  if (gen !== generation) return;
+  const rows = body.data.map((j) => `
+    <tr data-job="${esc(j.id)}">
+      <td><a href="#/jobs/${esc(j.id)}"><code>${esc(j.id)}</code></a></td>
+      <td>${esc(j.kind)}</td>
+      <td class="status ${esc(j.status)}">${esc(j.status)}</td>
+      <td>${progressCell(j)}</td>
+      <td>${esc(j.student)}</td>
+      <td>${esc(((j.ranking || [])[0] || {}).name || "")}</td>
+      <td>${esc(j.created_at.slice(0, 19).replace("T", " "))}</td>
+    </tr>`);
+  view.innerHTML = `<h1>Jobs</h1>
+    <table id="jobs"><thead><tr><th>Job</th><th>Kind</th><th>Status</th><th>Progress</th><th>Student</th><th>Top pick</th><th>Created</th></tr></thead>
+    <tbody>${rows.join("") || '<tr><td colspan="7">No jobs yet.</td></tr>'}</tbody></table>`;
+  timer = setTimeout(() => run(jobsView, gen), POLL_MS);
+}
+
+function rankingChart(ranking) {
+  // GRACE per candidate, with ±1 split std (and the bootstrap interval when the job has one).
+  const rows = ranking.filter((r) => r.grace !== null && r.grace !== undefined);
+  if (!rows.length) return "<p>No GRACE values in this job.</p>";
+  const lo = Math.min(...rows.map((r) => Math.min(r.grace - (r.grace_std || 0), ...(r.interval || [r.grace]))));
+  const hi = Math.max(...rows.map((r) => Math.max(r.grace + (r.grace_std || 0), ...(r.interval || [r.grace]))));
+  const pad = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1;
+  const [x0, x1] = [lo - pad, hi + pad];
+  const W = 640, left = 160, right = 20, rowH = 28, H = rows.length * rowH + 40;
+  const X = (v) => left + ((v - x0) / (x1 - x0)) * (W - left - right);
+  const items = rows.map((r, i) => {
+    const y = 20 + i * rowH + rowH / 2;
+    const s = r.grace_std || 0;
+    const ci = r.interval ? `<line class="grid" x1="${X(r.interval[0])}" x2="${X(r.interval[1])}" y1="${y + 7}" y2="${y + 7}" stroke-width="3"/>` : "";
+    return `<g class="candidate" data-name="${esc(r.name)}"><text x="${left - 8}" y="${y + 4}" text-anchor="end">${r.rank}. ${esc(r.name)}</text>
+      <line class="whisker" x1="${X(r.grace - s)}" x2="${X(r.grace + s)}" y1="${y}" y2="${y}"/>${ci}
+      <circle class="dot" cx="${X(r.grace)}" cy="${y}" r="5"><title>${esc(r.name)}: GRACE ${fmt(r.grace)} ± ${fmt(s)}</title></circle></g>`;
+  });
+  return `<svg id="ranking-chart" role="img" aria-label="GRACE per candidate" viewBox="0 0 ${W} ${H}" width="100%">
+    <line class="axis" x1="${left}" x2="${W - right}" y1="${H - 18}" y2="${H - 18}"/>
+    <text x="${left}" y="${H - 4}">${fmt(x0, 3)}</text><text x="${W - right}" y="${H - 4}" text-anchor="end">${fmt(x1, 3)}</text>
+    <text x="${(left + W) / 2}" y="${H - 4}" text-anchor="middle">GRACE (lower = better) ± split std</text>
+    ${items.join("")}</svg>`;
+}
+
+function scoresTable(ranking) {
+  const cols = [["grace", "GRACE"], ["grace_std", "± std"], ["p_top1", "P(top-1)"], ["g_norm", "G-Norm"], ["g_vendi", "G-Vendi"],
+    ["student_nll", "student NLL"], ["rsr", "RSR"], ["mean_response_tokens", "tokens"], ["accuracy", "teacher acc."]];
+  const used = cols.filter(([k]) => ranking.some((r) => r[k] !== null && r[k] !== undefined));
+  return `<table id="scores"><thead><tr><th>#</th><th>Candidate</th>${used.map(([, t]) => `<th>${t}</th>`).join("")}</tr></thead><tbody>
+    ${ranking.map((r) => `<tr><td>${r.rank}</td><td>${esc(r.name)}</td>${used.map(([k]) => `<td class="num">${fmt(r[k], k === "mean_response_tokens" ? 1 : 4)}</td>`).join("")}</tr>`).join("")}
+    </tbody></table>`;
+}
+
+function scatter(job, validation) {
+  // −GRACE (predicted goodness) against the distilled student's outcome, with the correlation.
+  const outcome = validation.outcome;
+  const points = job.ranking.filter((r) => r.grace !== null && validation.candidates[r.name])
+    .map((r) => ({ name: r.name, x: -r.grace, y: validation.candidates[r.name].outcome[outcome] }))
+    .filter((p) => p.y !== null && p.y !== undefined);
+  if (points.length < 2) return "";
+  const range = (vs) => { const a = Math.min(...vs), b = Math.max(...vs), p = (b - a) * 0.15 || 1; return [a - p, b + p]; };
+  const [x0, x1] = range(points.map((p) => p.x)), [y0, y1] = range(points.map((p) => p.y));
+  const W = 480, H = 300, m = 48;
+  const X = (v) => m + ((v - x0) / (x1 - x0)) * (W - 2 * m), Y = (v) => H - m - ((v - y0) / (y1 - y0)) * (H - 2 * m);
+  const corr = (validation.correlations || {}).grace || {};
+  return `<div class="card"><h2>Prediction against distillation</h2>
+    <p>Spearman of −GRACE with ${esc(outcome)}: <strong id="spearman">${fmt(corr.spearman, 3)}</strong> (signed so +1 is a perfect prediction)</p>
+    <svg id="validation-scatter" viewBox="0 0 ${W} ${H}" width="${W}">
+      <line class="axis" x1="${m}" x2="${W - m}" y1="${H - m}" y2="${H - m}"/><line class="axis" x1="${m}" x2="${m}" y1="${m}" y2="${H - m}"/>
+      <text x="${W / 2}" y="${H - 12}" text-anchor="middle">−GRACE (higher = predicted better)</text>
+      <text x="14" y="${H / 2}" transform="rotate(-90 14 ${H / 2})" text-anchor="middle">distilled ${esc(outcome)}</text>
+      ${points.map((p) => `<circle class="dot" cx="${X(p.x)}" cy="${Y(p.y)}" r="5"><title>${esc(p.name)}</title></circle><text x="${X(p.x) + 8}" y="${Y(p.y) + 4}">${esc(p.name)}</text>`).join("")}
+    </svg></div>`;
+}
+
+async function jobView(gen, jobId, state = {}) {
+  const got = await api(`/v1/jobs/${encodeURIComponent(jobId)}`, state.etag);
+  if (gen !== generation) return;
+  if (!got.notModified) {
+    const job = got.body;
+    let extra = "";
+    if (job.kind === "validation" && job.status === "succeeded" && job.ranking) {
+      extra = scatter(job, (await api(`/v1/jobs/${encodeURIComponent(jobId)}/validation`)).body);
+    }
+    const units = job.units.map((u) => `<tr><td>${esc(u.candidate || "(whole job)")}</td><td class="status ${esc(u.status)}">${esc(u.status)}</td>
+      <td>${esc(u.stage || "")}</td><td class="num">${u.attempts}</td><td><code>${esc(u.worker_id || "")}</code></td></tr>`).join("");
+    const warnings = (job.warnings || []).map((w) => `<div class="warn"><strong>${esc(w.code)}</strong>: ${esc(w.message)}</div>`).join("");
+    view.innerHTML = `<h1>Job <code id="job-id">${esc(job.id)}</code></h1>
+      <div class="card"><span class="status ${esc(job.status)}" id="job-status">${esc(job.status)}</span>
+        · ${esc(job.kind)} · student <code>${esc(job.student)}</code> · ${job.examples_scored} responses scored
+        ${job.settled === false ? " · <strong>not settled</strong>" : job.settled ? " · settled" : ""}
+        ${job.error ? `<p class="error">${esc(job.error.code)}: ${esc(job.error.message)}</p>` : ""}
+        <div id="job-progress">${progressCell(job)}</div></div>
+      ${job.ranking ? `<div class="card"><h2>Ranking</h2>${rankingChart(job.ranking)}${scoresTable(job.ranking)}</div>` : ""}
+      ${warnings ? `<div class="card"><h2>Warnings</h2>${warnings}</div>` : ""}
+      ${extra}
+      <div class="card"><h2>Units</h2><table><thead><tr><th>Candidate</th><th>Status</th><th>Stage</th><th>Attempts</th><th>Worker</th></tr></thead><tbody>${units}</tbody></table></div>`;
+    state = { etag: got.etag, done: TERMINAL.has(job.status) };
+  }
+  if (!state.done) timer = setTimeout(() => run((g) => jobView(g, jobId, state), gen), POLL_MS);
+}
+
+async function leaderboardView(gen, params) {
+  const student = params.get("student") || "", dataset = params.get("dataset") || "";
+  let table = "";
+  if (student && dataset) {
+    const { body } = await api(`/v1/leaderboards?${new URLSearchParams({ student, dataset, limit: "100" })}`);
+    if (gen !== generation) return;
+    table = body.data.length ? `<table id="leaderboard"><thead><tr><th>#</th><th>Candidate</th><th>GRACE</th><th>± std</th><th>Job</th><th>Scored</th></tr></thead><tbody>
+      ${body.data.map((e) => `<tr><td>${e.rank}</td><td>${esc(e.candidate)}</td><td class="num">${fmt(e.grace)}</td><td class="num">${fmt(e.grace_std)}</td>
+        <td><a href="#/jobs/${esc(e.job_id)}"><code>${esc(e.job_id.slice(0, 8))}</code></a></td><td>${esc(e.scored_at.slice(0, 19).replace("T", " "))}</td></tr>`).join("")}
+      </tbody></table>` : "<p>Nothing scored yet for this student and prompt set.</p>";
+  }
+  view.innerHTML = `<h1>Leaderboard</h1><form id="board-form" class="card">
+      <input name="student" placeholder="student" value="${esc(student)}" required>
+      <input name="dataset" placeholder="dataset id or prompt_set" value="${esc(dataset)}" required size="40">
+      <button type="submit">Show</button></form>${table}`;
+  document.getElementById("board-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    location.hash = `#/leaderboard?${new URLSearchParams({ student: f.get("student"), dataset: f.get("dataset") })}`;
+  });
+}
+
+async function run(render, gen) {
+  try {
+    await render(gen);
+  } catch (err) {
+    if (gen === generation) view.innerHTML = `<p class="error" id="error">${esc(err.message)}</p>`;
+  }
+}
+
+function route() {
+  clearTimeout(timer);
+  const gen = ++generation;
+  const [path, query] = (location.hash.slice(1) || "/jobs").split("?");
+  const job = path.match(/^\/jobs\/(.+)$/);
+  if (job) run((g) => jobView(g, decodeURIComponent(job[1])), gen);
+  else if (path === "/leaderboard") run((g) => leaderboardView(g, new URLSearchParams(query || "")), gen);
+  else run(jobsView, gen);
+}
+
+document.getElementById("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = document.getElementById("key");
+  if (input.value.trim()) sessionStorage.setItem(KEY, input.value.trim());
+  input.value = "";
+  showKeyForm(false);
+  route();
+});
+document.getElementById("forget").addEventListener("click", () => { sessionStorage.removeItem(KEY); route(); });
+window.addEventListener("hashchange", route);
+showKeyForm(false);
+route();

@@ -1,0 +1,131 @@
+"""The dashboard and the docs in a real headless Chromium (Debian's, driven by Playwright; its own
+browser download is never used), against a real `grace serve`. Each test leaves a screenshot
+under test-artifacts/."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+from grace_client import Client
+from grace_engine.tiny_models import TinyModels
+from tests.service.conftest import embedded_server, supplied_job
+from tests.service.test_worker import slow_job
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# What the probe of this machine found Chromium needs to start headless and quiet here: without the
+# background-networking flags it keeps dialling hosts this closed network refuses.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEADLINE_MS = 120_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="scripts/services.sh installs chromium")
+
+
+@pytest.fixture(scope="module")
+def server(tiny: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with embedded_server(tmp_path_factory.mktemp("dashboard"), tiny.root) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(DEADLINE_MS)
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def test_a_finished_job_appears_with_its_id_and_its_chart(server: str, page: Page) -> None:
+    with Client(server) as grace:
+        body = supplied_job({"tutor": ["2 + 2 = 4", "4"], "noise": ["purple", "seven"]})
+        job = grace.wait(grace.create_job(body)["id"], poll=0.2, timeout=600)
+    assert job["status"] == "succeeded", job
+    page.goto(f"{server}/dashboard")
+    row = page.locator(f'tr[data-job="{job["id"]}"]')
+    row.wait_for()
+    assert "succeeded" in row.inner_text()
+    row.get_by_role("link").click()
+    page.locator("#ranking-chart").wait_for()
+    assert page.locator("#job-id").inner_text() == job["id"]
+    names = page.locator("#ranking-chart g.candidate").evaluate_all("gs => gs.map(g => g.dataset.name)")
+    assert names == [r["name"] for r in job["ranking"]]
+    assert page.locator("#ranking-chart circle.dot").count() == 2
+    assert page.locator("#scores tbody tr").count() == 2
+    assert "g-norm" in page.locator("#scores thead").inner_text().lower()
+
+
+def test_a_running_jobs_progress_advances_on_screen(server: str, page: Page, tiny: TinyModels) -> None:
+    with Client(server) as grace:
+        job_id = grace.create_job(slow_job(tiny))["id"]
+        page.goto(f"{server}/dashboard#/jobs/{job_id}")
+        seen: list[str] = []
+        deadline = time.monotonic() + DEADLINE_MS / 1000 * 5
+        while time.monotonic() < deadline:
+            status = page.locator("#job-status")
+            text = status.inner_text() if status.count() else ""
+            counts = page.locator("#job-progress .count").all_inner_texts()
+            if counts and (not seen or seen[-1] != "|".join(counts)):
+                seen.append("|".join(counts))
+            if text == "succeeded":
+                break
+            time.sleep(0.2)
+        final = grace.get_job(job_id)
+    assert final["status"] == "succeeded", final
+    assert page.locator("#job-status").inner_text() == "succeeded"  # with no reload
+    assert len(seen) >= 3, seen  # the counts changed on screen while it ran
+    page.locator("#ranking-chart").wait_for()
+
+
+def _offline(page: Page, base: str) -> list[str]:
+    """Cut the page off from everything but the service; returns what it tried to reach."""
+    blocked: list[str] = []
+
+    def only_local(route: Route) -> None:
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route(re.compile(".*"), only_local)
+    return blocked
+
+
+def test_docs_render_their_operations_with_the_network_cut_off(server: str, page: Page) -> None:
+    blocked = _offline(page, server)
+    page.goto(f"{server}/docs")
+    page.locator(".opblock").first.wait_for()
+    operations: list[Any] = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/v1/jobs" in operations
+    assert "/v1/leaderboards" in operations
+    assert len(operations) >= 20
+    page.goto(f"{server}/redoc")
+    page.get_by_text("Create Job").first.wait_for(state="attached")  # ReDoc drew the operations
+    # Nothing the pages need came from outside; ReDoc's bundle only links its "powered by" badge.
+    assert [u for u in blocked if not u.endswith("/redoc/logo-mini.svg")] == []
