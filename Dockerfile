@@ -14,6 +14,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY grace_engine ./grace_engine
 COPY grace_jobs ./grace_jobs
 COPY grace_cli ./grace_cli
+COPY grace_client ./grace_client
 COPY app ./app
 COPY workers ./workers
 COPY migrations ./migrations
