@@ -81,9 +81,8 @@ def revoke_key(*, session: Session, prefix: str) -> None:
     session.commit()
 
 
-def rotate_webhook_secret(*, session: Session, tenant_name: str) -> str:
-    """A new webhook signing secret for the tenant (created if needed); the old one stops at once."""
-    tenant = get_or_create_tenant(session=session, name=tenant_name)
+def rotate_webhook_secret(*, session: Session, tenant: Tenant) -> str:
+    """A new webhook signing secret for ``tenant``; the old one stops at once."""
     secret = webhooks.new_secret()
     tenant.webhook_secret, tenant.webhook_secret_at = secret, utcnow()
     session.commit()

@@ -464,7 +464,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 auth.revoke_key(session=session, prefix=args.prefix)
                 print(f"revoked {args.prefix}...", file=sys.stderr)
             else:
-                print(auth.rotate_webhook_secret(session=session, tenant_name=args.tenant))
+                tenant = auth.get_or_create_tenant(session=session, name=args.tenant)
+                print(auth.rotate_webhook_secret(session=session, tenant=tenant))
                 print(
                     f"webhook signing secret for tenant {args.tenant!r}; shown once. Deliveries are "
                     "signed with it from now on.",

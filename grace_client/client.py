@@ -137,20 +137,21 @@ class Client:
 
     # --- jobs ------------------------------------------------------------------------------------
 
+    def _submit(self, path: str, job: Mapping[str, Any], idempotency_key: str | None) -> Json:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", path, json=job, headers=headers)
+
     def create_job(self, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:
         """POST /v1/jobs: a scoring job; the 202 body ``{id, status, links}``."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._json("POST", "/v1/jobs", json=job, headers=headers)
+        return self._submit("/v1/jobs", job, idempotency_key)
 
     def create_influence_job(self, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:
         """POST /v1/influence."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._json("POST", "/v1/influence", json=job, headers=headers)
+        return self._submit("/v1/influence", job, idempotency_key)
 
     def create_validation_job(self, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:
         """POST /v1/validations."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._json("POST", "/v1/validations", json=job, headers=headers)
+        return self._submit("/v1/validations", job, idempotency_key)
 
     def list_jobs(
         self,

@@ -500,7 +500,11 @@ class JobRunner:
             if candidate is not None:
                 return request, candidate, validate_candidate(name=candidate, **run)
             units = self._unit_results(job_id)
-            distilled = {c: CandidateValidation.from_dict(r["validation"]) for c, r in units.items()}
+            distilled = {
+                c: CandidateValidation.from_dict(r["validation"])
+                for c, r in units.items()
+                if "validation" in r
+            }
             draws = _draws(units)
             return request, None, run_validation(distilled=distilled, bootstrap_draws=draws or None, **run)
         if isinstance(request, InfluenceCreate):

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import select, update
@@ -65,39 +66,43 @@ def _send(
 def deliver_one(
     session_factory: sessionmaker[Session], client: httpx.Client, event_id: str, settings: Settings
 ) -> str | None:
-    """Lease, send and record one due event; its new status (None when another dispatcher had it)."""
+    """Lease, send and record one due event; its new status (None when another dispatcher had it).
+    No transaction is open while the POST waits on the receiver: the lease keeps the event ours."""
     if not _lease(session_factory, event_id, settings):
         return None
     with session_factory() as session:
         event = session.get(WebhookEvent, event_id)
         assert event is not None
         secret = session.scalar(select(Tenant.webhook_secret).where(Tenant.id == event.tenant_id))
-        started = time.monotonic()
-        code: int | None = None
-        error: str | None = "the tenant has no webhook secret (it was removed)"
-        if secret is not None:
-            code, error = _send(client, event, secret, settings)
-        now = utcnow()
-        event.attempts += 1
+    started = time.monotonic()
+    code: int | None = None
+    error: str | None = "the tenant has no webhook secret (it was removed)"
+    if secret is not None:
+        code, error = _send(client, event, secret, settings)
+    now = utcnow()
+    attempt = event.attempts + 1
+    values: dict[str, Any] = {"attempts": attempt}
+    if error is None:
+        values.update(status=webhooks.DELIVERED, delivered_at=now)
+    elif attempt >= settings.webhook_max_attempts:
+        values.update(status=webhooks.FAILED)
+    else:
+        values.update(next_attempt_at=now + webhooks.backoff(attempt, settings.webhook_backoff_seconds))
+    with session_factory() as session:
+        session.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(**values))
         session.add(
             WebhookDelivery(
-                event_id=event.id,
-                attempt=event.attempts,
+                event_id=event_id,
+                attempt=attempt,
                 at=now,
                 status_code=code,
                 error=error,
                 duration_ms=(time.monotonic() - started) * 1000,
             )
         )
-        if error is None:
-            event.status, event.delivered_at = webhooks.DELIVERED, now
-        elif event.attempts >= settings.webhook_max_attempts:
-            event.status = webhooks.FAILED
-        else:
-            event.next_attempt_at = now + webhooks.backoff(event.attempts, settings.webhook_backoff_seconds)
         session.commit()
-        log.info("webhook %s (%s) attempt %d: %s", event.id, event.type, event.attempts, error or "delivered")
-        return event.status
+    log.info("webhook %s (%s) attempt %d: %s", event_id, event.type, attempt, error or "delivered")
+    return str(values.get("status", webhooks.PENDING))
 
 
 def deliver_due(session_factory: sessionmaker[Session], client: httpx.Client, settings: Settings) -> int:

@@ -18,7 +18,7 @@ def rotate_webhook_secret(session: SessionDep, tenant: CurrentTenant) -> Webhook
     """A new Standard Webhooks signing secret for your tenant, shown this once; every delivery from
     now on (retries of earlier events included) is signed with it. Verify with any Standard
     Webhooks library, e.g. ``standardwebhooks.Webhook(secret).verify(body, headers)``."""
-    secret = rotate(session=session, tenant_name=tenant.name)
+    secret = rotate(session=session, tenant=tenant)
     assert tenant.webhook_secret_at is not None
     return WebhookSecretPublic(secret=secret, created_at=tenant.webhook_secret_at)
 

@@ -69,10 +69,17 @@ def delete_dataset(*, session: Session, tenant: Tenant, dataset_id: str) -> None
     """Delete one of the tenant's datasets. Finished jobs keep their results; a job that has not
     finished still reads the prompts, so while one uses the dataset the answer is 409."""
     dataset = get_dataset(session=session, tenant=tenant, dataset_id=dataset_id)
-    users = session.execute(
-        select(Job.id, Job.request).where(Job.tenant_id == tenant.id, Job.status.in_([*NOT_STARTED, *LIVE]))
-    ).all()
-    using = [row.id for row in users if (row.request or {}).get("dataset_id") == dataset.id]
+    using = list(
+        session.scalars(
+            select(Job.id)
+            .where(
+                Job.tenant_id == tenant.id,
+                Job.status.in_([*NOT_STARTED, *LIVE]),
+                Job.request["dataset_id"].as_string() == dataset.id,
+            )
+            .order_by(Job.created_at)
+        )
+    )
     if using:
         raise ApiError(
             409,
