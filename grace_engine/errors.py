@@ -6,6 +6,9 @@ The web layer maps these to problem+json responses and the worker to failed jobs
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class GraceError(Exception):
     """Base class: every error the engine raises on purpose."""
@@ -52,3 +55,17 @@ class Cancelled(GraceError):
 
     def __init__(self, message: str = "cancelled at a batch boundary") -> None:
         super().__init__(message)
+
+
+@contextmanager
+def as_candidate(index: int) -> Iterator[None]:
+    """Work done on one candidate alone, where it is ``candidates[0]``, names its fields by the
+    candidate's place in the job (``candidates[index]``): a fanned-out unit's errors must point
+    the caller at what they sent."""
+    try:
+        yield
+    except GraceError as exc:
+        alone = "candidates[0]"
+        if exc.field is not None and exc.field.startswith(alone):
+            exc.field = f"candidates[{index}]{exc.field[len(alone) :]}"
+        raise

@@ -28,7 +28,7 @@ from grace_engine.caveats import ResultWarning
 from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, StudentFormat, ValidationExample
 from grace_engine.distillation import DistillConfig, TrainStats, distil
-from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.errors import Cancelled, InvalidInput, as_candidate
 from grace_engine.evaluation import DEFAULT_MAX_NEW_TOKENS, Outcome, eval_examples, evaluate
 from grace_engine.generation import Candidate
 from grace_engine.gradient_store import GradientStore
@@ -511,11 +511,12 @@ def validate_candidate(
     }
     mine = [candidates[index]]
     ranking = None
-    if gradients is not None:
-        ranking = rank_teachers(prompts, mine, student, gradients=gradients, **common)
-        texts = ranking.candidates[name].responses
-    else:
-        texts = prepare_job(prompts, mine, student, **common).generated[0].texts
+    with as_candidate(index):
+        if gradients is not None:
+            ranking = rank_teachers(prompts, mine, student, gradients=gradients, **common)
+            texts = ranking.candidates[name].responses
+        else:
+            texts = prepare_job(prompts, mine, student, **common).generated[0].texts
     release_memory()  # what scoring freed, before training allocates
     report: ProgressFn = progress or (lambda _event: None)
     bench = _Bench(

@@ -29,7 +29,7 @@ from app.config import Settings
 from app.db.base import utcnow
 from app.db.models import Dataset, GradientSet, Job, JobStatus, JobUnit, ResponseSet
 from grace_engine.data import Prompt
-from grace_engine.errors import Cancelled, GraceError, InvalidInput
+from grace_engine.errors import Cancelled, GraceError, InvalidInput, as_candidate
 from grace_engine.generation import (
     Generated,
     TransformersBackend,
@@ -507,10 +507,11 @@ class JobRunner:
             }
             draws = _draws(units)
             return request, None, run_validation(distilled=distilled, bootstrap_draws=draws or None, **run)
+        index = [c.name for c in candidates].index(candidate) if candidate is not None else 0
         if isinstance(request, InfluenceCreate):
             if candidate is not None:
-                mine = [c for c in candidates if c.name == candidate]
-                prepare_job(prompts, mine, request.student, **shared)
+                with as_candidate(index):
+                    prepare_job(prompts, [candidates[index]], request.student, **shared)
                 return request, candidate, None
             examples = request.validation_examples()
             return (
@@ -520,14 +521,16 @@ class JobRunner:
                     prompts, candidates, request.student, examples, method=request.method, **shared
                 ),
             )
-        if candidate is not None:
-            shared["config"] = shared["config"].resolved(len(prompts), candidates)
-            candidates = [c for c in candidates if c.name == candidate]
-        return (
-            request,
-            candidate,
-            rank_teachers(prompts, candidates, request.student, gradients=store, **shared),
-        )
+        if candidate is None:
+            return (
+                request,
+                None,
+                rank_teachers(prompts, candidates, request.student, gradients=store, **shared),
+            )
+        shared["config"] = shared["config"].resolved(len(prompts), candidates)
+        with as_candidate(index):
+            result = rank_teachers(prompts, [candidates[index]], request.student, gradients=store, **shared)
+        return request, candidate, result
 
     @_retried
     def _awaiting_assembly(self, job_id: str) -> bool:

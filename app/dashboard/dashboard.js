@@ -24,7 +24,12 @@ async function api(path, etag) {
   if (etag) headers["If-None-Match"] = etag;
   const r = await fetch(path, { headers });
   if (r.status === 401) {
-    showKeyForm(true);
+    // A refused key is dropped and asked for again; a 401 for a key replaced meanwhile (a request
+    // still in flight when the user typed a new one) says nothing about the new key.
+    if (sessionStorage.getItem(KEY) === key) {
+      sessionStorage.removeItem(KEY);
+      showKeyForm(true);
+    }
     throw new Error("this service needs an API key: enter yours above");
   }
   if (r.status === 304) return { notModified: true, etag };

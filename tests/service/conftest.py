@@ -201,20 +201,41 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
     return doc
 
 
+def embedded_key(tmp_path: Path, tenant: str) -> str:
+    """An API key of ``tenant`` in the embedded database that ``embedded_server(tmp_path, ...)``
+    serves, made the way an operator makes one (``grace migrate``, ``grace keys create``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
+    env["GRACE_DATA_DIR"] = str(tmp_path / "data")
+    cli = [sys.executable, "-m", "grace_cli.main"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    created = subprocess.run(
+        [*cli, "keys", "create", "--tenant", tenant],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return created.stdout.strip()
+
+
 @contextmanager
-def embedded_server(tmp_path: Path, model_root: Path, *, ready_within: float = 120.0) -> Iterator[str]:
+def embedded_server(
+    tmp_path: Path, model_root: Path, *, ready_within: float = 120.0, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """``grace serve`` with no database or Redis configured (the embedded default), on a free
-    loopback port, until ``/readyz`` answers 200; yields its base URL and stops it afterwards."""
+    loopback port, until ``/readyz`` answers 200; yields its base URL and stops it afterwards.
+    ``env`` adds settings (e.g. ``GRACE_AUTH``) to the embedded defaults."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
-    env.update(GRACE_DATA_DIR=str(tmp_path / "data"), GRACE_MODEL_ROOTS=str(model_root))
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
+    server_env.update(GRACE_DATA_DIR=str(tmp_path / "data"), GRACE_MODEL_ROOTS=str(model_root), **(env or {}))
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "grace_cli.main", "serve", "--port", str(port)],
-            env=env,
+            env=server_env,
             cwd=tmp_path,
             stdout=out,
             stderr=out,

@@ -321,6 +321,20 @@ def test_a_job_asking_for_vllm_on_a_cpu_worker_fails_clearly(
     assert job["units"][1]["attempts"] == 0
 
 
+def test_a_fanned_out_candidates_error_names_its_place_in_the_job(
+    client: TestClient, caller: Caller, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """Each unit works on its candidate alone, yet its error must name the field the caller sent."""
+    body = job_body()
+    body["candidates"][1]["max_tokens"] = 4096  # past the tiny teachers' context of 512 tokens
+    job_id = _submit(client, caller, body).json()["id"]
+    assert run_job(JobRunner(settings, session_factory), job_id) == "failed"
+    job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+    assert [u["status"] for u in job["units"]] == ["succeeded", "failed"]
+    assert job["error"]["code"] == "invalid_input"
+    assert job["error"]["message"].startswith("candidates[1].max_tokens: "), job["error"]
+
+
 def test_listings_never_load_request_bodies(client: TestClient, caller: Caller) -> None:
     """GET /v1/jobs and /v1/rankings select what they show, not the (possibly huge) request."""
     assert client.post("/v1/jobs", json=job_body(), headers=caller.headers).status_code == 202

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from grace_client import Client
 from grace_engine.tiny_models import TinyModels
-from tests.service.conftest import embedded_server, supplied_job
+from tests.service.conftest import embedded_key, embedded_server, supplied_job
 from tests.service.test_worker import slow_job
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -129,3 +129,48 @@ def test_docs_render_their_operations_with_the_network_cut_off(server: str, page
     page.get_by_text("Create Job").first.wait_for(state="attached")  # ReDoc drew the operations
     # Nothing the pages need came from outside; ReDoc's bundle only links its "powered by" badge.
     assert [u for u in blocked if not u.endswith("/redoc/logo-mini.svg")] == []
+
+
+def test_with_keys_required_the_key_is_asked_for_once_and_kept_in_the_tab(
+    browser: Browser, tiny: TinyModels, tmp_path: Path
+) -> None:
+    key = embedded_key(tmp_path, "dash")
+    with (
+        embedded_server(tmp_path, tiny.root, env={"GRACE_AUTH": "on"}) as base,
+        Client(base, api_key=key) as grace,
+    ):
+        job = grace.wait(
+            grace.create_job(supplied_job({"a": ["1", "2"], "b": ["3", "4"]}))["id"], timeout=600
+        )
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(DEADLINE_MS)
+        requests: list[tuple[str, str | None]] = []
+        page.on("request", lambda r: requests.append((r.url, r.headers.get("authorization"))))
+        try:
+            page.goto(f"{base}/dashboard")
+            page.locator("#key-form").wait_for()  # a 401 asked for the key
+            assert "API key" in page.locator("#view").inner_text()
+            page.fill("#key", "gk_not-a-key")
+            page.click("#key-form button")
+            page.locator("#key-form").wait_for()  # a wrong key is asked for again, and dropped
+            assert page.evaluate("sessionStorage.getItem('grace.apiKey')") is None
+            page.fill("#key", key)
+            page.click("#key-form button")
+            page.locator(f'tr[data-job="{job["id"]}"]').wait_for()
+            assert page.locator("#key-form").is_hidden()
+            assert page.evaluate("sessionStorage.getItem('grace.apiKey')") == key
+            page.reload()  # kept for the tab: not asked again
+            page.locator(f'tr[data-job="{job["id"]}"]').wait_for()
+            assert page.locator("#key-form").is_hidden()
+            page.click("#forget")
+            page.locator("#key-form").wait_for()
+            assert page.evaluate("sessionStorage.getItem('grace.apiKey')") is None
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "test_api_key_prompt.png"), full_page=True)
+            context.close()
+    assert all(key not in url for url, _ in requests)  # never in a URL
+    api_calls = [auth for url, auth in requests if "/v1/" in url]
+    assert f"Bearer {key}" in api_calls
+    assert api_calls[0] is None  # nothing was sent before the key was entered
