@@ -9,7 +9,14 @@ from typing import Any
 from grace_engine.progress import ProgressEvent
 from grace_engine.results import RankingResult
 
-_UNITS = {"generate": "prompt", "gradients": "resp", "score": "cand", "distil": "step", "evaluate": "model"}
+_UNITS = {
+    "generate": "prompt",
+    "validation": "example",
+    "gradients": "resp",
+    "score": "cand",
+    "distil": "step",
+    "evaluate": "model",
+}
 
 
 class ProgressBars:
@@ -28,7 +35,7 @@ class ProgressBars:
         key = (event.stage, event.candidate)
         bar = self._bars.get(key)
         if bar is None:
-            label = f"{event.stage:<9} {event.candidate or '':<14}"
+            label = f"{event.stage:<10} {event.candidate or '':<14}"
             bar = tqdm(
                 bar_format=None if self.rates else "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}",
                 total=event.total,

@@ -47,12 +47,18 @@ class Outcome:
 
 
 def batched_losses(
-    model: nn.Module, examples: Sequence[StudentExample], pad_id: int, plan: BatchPlan
+    model: nn.Module,
+    examples: Sequence[StudentExample],
+    pad_id: int,
+    plan: BatchPlan,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Per-example mean losses ``(N,)`` in input order, batched by length within ``plan``, no graph."""
+    """Per-example mean losses ``(N,)`` in input order, batched by length within ``plan``, no graph;
+    ``progress(done, N)`` after each batch."""
     out = torch.zeros(len(examples), dtype=torch.float64)
     lengths = [len(e.input_ids) for e in examples]
     device = next(model.parameters()).device
+    done = 0
     with torch.no_grad():
         for idx in length_batches(lengths, max_batch=64, fits=plan.fits):
             batch = collate([examples[i] for i in idx], pad_id).to(device)
@@ -61,6 +67,9 @@ def batched_losses(
             ).logits
             losses, _ = per_example_losses(logits, batch.labels)
             out[idx] = losses.double().cpu()
+            done += len(idx)
+            if progress is not None:
+                progress(done, len(examples))
     return out
 
 

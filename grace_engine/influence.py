@@ -36,7 +36,7 @@ from grace_engine.data import (
     encode_for_student,
     pad_token_id,
 )
-from grace_engine.errors import Cancelled, InvalidInput
+from grace_engine.errors import InvalidInput
 from grace_engine.evaluation import batched_losses
 from grace_engine.generation import Responses
 from grace_engine.gradients import (
@@ -49,6 +49,7 @@ from grace_engine.gradients import (
     make_gradient_computer,
 )
 from grace_engine.memory import BatchCost, BatchPlan, MemoryBudget, forward_cost, resident_bytes
+from grace_engine.progress import ProgressFn, check_cancel, stage_progress
 
 if TYPE_CHECKING:  # mixture reads influence results, so the import runs one way only
     from grace_engine.mixture import MixedExample
@@ -150,10 +151,13 @@ def influence(
     budget: MemoryBudget | None = None,
     resident: float | None = None,
     cost: BatchCost | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> InfluenceResult:
-    """Influence of every response on the student's validation loss.
+    """Influence of every response on the student's validation loss. ``progress`` hears the job's
+    two long stages: ``validation`` (the validation examples' gradient, in examples) and
+    ``gradients`` (the responses', in responses; with ``finite_difference``, in rows of its three
+    forward passes).
 
     Args:
         responses: ``{candidate: [prompt][index] -> text}``, aligned with ``prompts``.
@@ -194,8 +198,10 @@ def influence(
                 )
     if not examples:
         raise InvalidInput("no responses to score", field="responses")
-    if should_cancel is not None and should_cancel():
-        raise Cancelled()
+    check_cancel(should_cancel)
+    report: ProgressFn = progress or (lambda _event: None)
+    on_validation = stage_progress(report, "validation")
+    on_responses = stage_progress(report, "gradients")
     budget = budget or MemoryBudget()
     taken = resident if resident is not None else resident_bytes([model])
     longest = max(len(e.input_ids) for e in [*val_examples, *examples])
@@ -205,14 +211,22 @@ def influence(
         computer = make_gradient_computer(model, space=space, d=proj_dim, seed=seed, path="fast")
         plan = budget.plan(taken, cost or computer.cost(), stage="influence gradient")
         plan.require(longest)
-        val = compute_gradients(model, computer, val_examples, pad_id=pad_id, plan=plan)
+        val = compute_gradients(
+            model,
+            computer,
+            val_examples,
+            pad_id=pad_id,
+            plan=plan,
+            progress=on_validation,
+            should_cancel=should_cancel,
+        )
         resp = compute_gradients(
             model,
             computer,
             examples,
             pad_id=pad_id,
             plan=plan,
-            progress=progress,
+            progress=on_responses,
             should_cancel=should_cancel,
         )
         v = val.gradients.astype(np.float64).mean(axis=0)
@@ -223,26 +237,27 @@ def influence(
         exact = cost or _exact_cost(model, layout, seed)
         budget.plan(taken, exact, stage="influence gradient").require(longest)
         # One row at a time: each exact flat gradient is as large as the model.
-        v_flat = _row_gradient(model, layout, val_examples[0], pad_id)[0].double()
-        for e in val_examples[1:]:
-            v_flat += _row_gradient(model, layout, e, pad_id)[0].double()
+        v_flat = torch.zeros(0, dtype=torch.float64)
+        for done, e in enumerate(val_examples, start=1):
+            check_cancel(should_cancel)
+            flat = _row_gradient(model, layout, e, pad_id)[0].double()
+            v_flat = flat if done == 1 else v_flat + flat
+            on_validation(done, len(val_examples))
         v_flat /= len(val_examples)
         val_loss = float(batched_losses(model, val_examples, pad_id, forward).mean())
         if method == "exact":
             out, loss_list = [], []
             for done, e in enumerate(examples, start=1):
-                if should_cancel is not None and should_cancel():
-                    raise Cancelled()
+                check_cancel(should_cancel)
                 flat, row_loss = _row_gradient(model, layout, e, pad_id)
                 out.append(float(flat.double() @ v_flat))
                 loss_list.append(row_loss)
-                if progress is not None:
-                    progress(done, len(examples))
+                on_responses(done, len(examples))
             scores, losses = np.asarray(out), np.asarray(loss_list)
         else:
-            scores, losses = _finite_difference(model, layout.parameters, v_flat, examples, pad_id, forward)
-            if progress is not None:
-                progress(len(examples), len(examples))
+            scores, losses = _finite_difference(
+                model, layout.parameters, v_flat, examples, pad_id, forward, on_responses, should_cancel
+            )
     return InfluenceResult(
         method=method,
         validation_loss=val_loss,
@@ -281,22 +296,32 @@ def _finite_difference(
     examples: Sequence[StudentExample],
     pad_id: int,
     plan: BatchPlan,
+    progress: Callable[[int, int], None],
+    should_cancel: Callable[[], bool] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences along ``v_flat``: three forward passes over ``examples`` (plus, minus,
+    base), reported to ``progress`` as one stage of ``3 N`` rows."""
     eps = FD_STEP / float(v_flat.norm())
     original = [p.detach().clone() for p in params]
     pieces = torch.split(v_flat.to(original[0].dtype), [p.numel() for p in params])
+    n = len(examples)
+
+    def forward_pass(k: int) -> torch.Tensor:
+        check_cancel(should_cancel)
+        return batched_losses(model, examples, pad_id, plan, lambda done, _n: progress(k * n + done, 3 * n))
+
     try:
         with torch.no_grad():
             for p, d in zip(params, pieces, strict=True):
                 p.add_(eps * d.view_as(p))
-        plus = batched_losses(model, examples, pad_id, plan)
+        plus = forward_pass(0)
         with torch.no_grad():
             for p, p0, d in zip(params, original, pieces, strict=True):
                 p.copy_(p0 - eps * d.view_as(p))
-        minus = batched_losses(model, examples, pad_id, plan)
+        minus = forward_pass(1)
     finally:
         with torch.no_grad():
             for p, p0 in zip(params, original, strict=True):
                 p.copy_(p0)
-    base = batched_losses(model, examples, pad_id, plan)
+    base = forward_pass(2)
     return ((plus - minus) / (2 * eps)).numpy(), base.numpy()

@@ -85,7 +85,7 @@ def run_influence(
         budget=job.budget,
         resident=job.resident(),
         cost=job.cost,
-        progress=lambda done, total: job.report(ProgressEvent("gradients", done, total)),
+        progress=job.report,
         should_cancel=should_cancel,
     )
     job.report(ProgressEvent("score", 1, 1))

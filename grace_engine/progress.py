@@ -10,7 +10,7 @@ from typing import Literal
 
 from grace_engine.errors import Cancelled
 
-Stage = Literal["generate", "gradients", "score", "distil", "evaluate"]
+Stage = Literal["generate", "validation", "gradients", "score", "distil", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,11 @@ class ProgressEvent:
 ProgressFn = Callable[[ProgressEvent], None]
 
 
-def stage_progress(report: ProgressFn, stage: Stage, candidate: str) -> Callable[[int, int], None]:
+def stage_progress(
+    report: ProgressFn, stage: Stage, candidate: str | None = None
+) -> Callable[[int, int], None]:
+    """``report`` as a ``(done, total)`` callback of one stage (and candidate; None: the job)."""
+
     def update(done: int, total: int) -> None:
         report(ProgressEvent(stage, done, total, candidate))
 

@@ -24,6 +24,7 @@ from grace_engine.generation import GenerationSettings, TransformersBackend
 from grace_engine.gradients import GradientSpace, describe_space, exact_flat_gradients
 from grace_engine.influence import InfluenceResult, influence
 from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.progress import ProgressEvent
 from grace_engine.ranking import spearman
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 
@@ -50,11 +51,15 @@ def fixture(tiny: TinyModels) -> dict[str, Any]:
     validation = [
         ValidationExample(r["question"], clean_solution(r["answer"])) for r in gsm8k_records()[30:38]
     ]
+    events: dict[str, list[ProgressEvent]] = {}
     results = {
-        m: influence(model, tok, prompts, responses, validation, method=m)
+        m: influence(
+            model, tok, prompts, responses, validation, method=m, progress=events.setdefault(m, []).append
+        )
         for m in ("exact", "finite_difference", "projected")
     }
     return {
+        "events": events,
         "model": model,
         "tok": tok,
         "prompts": prompts,
@@ -155,6 +160,30 @@ def test_views_of_the_result(fixture: dict[str, Any]) -> None:
     assert len(half) == len(result.responses) // 2
     assert min(r.influence for r in half) >= max(r.influence for r in result.responses if r not in half)
     assert json.loads(json.dumps(result.to_dict()))["method"] == "exact"
+
+
+def test_every_method_reports_its_validation_and_response_stages(fixture: dict[str, Any]) -> None:
+    """No long stage is silent: the validation gradient, then the responses' (for finite
+    differences, the rows of its three forward passes), each climbing to its total."""
+    n_val, n_resp = (
+        len(fixture["validation"]),
+        sum(len(g) for groups in fixture["responses"].values() for g in groups),
+    )
+    rows = {"exact": n_resp, "projected": n_resp, "finite_difference": 3 * n_resp}
+    for method, events in fixture["events"].items():
+        stages = [e.stage for e in events]
+        assert stages == sorted(stages, key=["validation", "gradients"].index), method
+        for stage, total in (("validation", n_val), ("gradients", rows[method])):
+            seen = [e for e in events if e.stage == stage]
+            assert {e.total for e in seen} == {total}, (method, stage)
+            done = [e.done for e in seen]
+            assert done == sorted(done), (method, stage, done)
+            assert done[-1] == total, (method, stage, done)
+            if method == "exact":  # row by row
+                assert done == list(range(1, total + 1)), (stage, done)
+            if method == "finite_difference" and stage == "gradients":  # after each of its passes
+                assert {n_resp, 2 * n_resp} <= set(done), done
+            assert all(e.candidate is None for e in seen)
 
 
 def test_bad_input(fixture: dict[str, Any]) -> None:
