@@ -78,28 +78,47 @@ async function jobsView(gen) {
 }
 
 function rankingChart(ranking) {
-  // GRACE per candidate, with ±1 split std (and the bootstrap interval when the job has one).
+  // GRACE per candidate, with ±1 split std (and the bootstrap interval when the job has one). When
+  // the values span more than a decade (a noise teacher beside good ones) the axis is logarithmic,
+  // or every good candidate would sit on one pixel.
   const rows = ranking.filter((r) => r.grace !== null && r.grace !== undefined);
   if (!rows.length) return "<p>No GRACE values in this job.</p>";
-  const lo = Math.min(...rows.map((r) => Math.min(r.grace - (r.grace_std || 0), ...(r.interval || [r.grace]))));
+  const lows = rows.map((r) => Math.min(r.grace - (r.grace_std || 0), ...(r.interval || [r.grace])));
   const hi = Math.max(...rows.map((r) => Math.max(r.grace + (r.grace_std || 0), ...(r.interval || [r.grace]))));
-  const pad = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1;
-  const [x0, x1] = [lo - pad, hi + pad];
-  const W = 640, left = 160, right = 20, rowH = 28, H = rows.length * rowH + 40;
-  const X = (v) => left + ((v - x0) / (x1 - x0)) * (W - left - right);
+  const smallest = Math.min(...rows.map((r) => r.grace));
+  const log = smallest > 0 && hi / smallest > 10;
+  let x0, x1, scale;
+  if (log) {
+    // A whisker reaching zero or below is cut at a third of its dot: the log axis has no zero.
+    x0 = Math.min(...lows.map((v, i) => (v > 0 ? v : rows[i].grace / 3))) / 1.25;
+    x1 = hi * 1.25;
+    scale = (v) => (Math.log(Math.max(v, x0)) - Math.log(x0)) / (Math.log(x1) - Math.log(x0));
+  } else {
+    const lo = Math.min(...lows);
+    const pad = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1;
+    [x0, x1] = [lo - pad, hi + pad];
+    scale = (v) => (v - x0) / (x1 - x0);
+  }
+  const W = 960, left = 170, right = 24, rowH = 30, H = rows.length * rowH + 46;
+  const X = (v) => left + scale(v) * (W - left - right);
+  const ticks = log
+    ? Array.from({ length: Math.floor(Math.log10(x1)) - Math.ceil(Math.log10(x0)) + 1 }, (_, k) => 10 ** (Math.ceil(Math.log10(x0)) + k))
+    : Array.from({ length: 5 }, (_, k) => x0 + ((k + 0.5) * (x1 - x0)) / 5);
+  const grid = ticks.map((t) => `<line class="grid" x1="${X(t)}" x2="${X(t)}" y1="12" y2="${H - 24}"/>
+    <text class="tick" x="${X(t)}" y="${H - 8}" text-anchor="middle">${Number(t.toPrecision(2))}</text>`);
   const items = rows.map((r, i) => {
     const y = 20 + i * rowH + rowH / 2;
     const s = r.grace_std || 0;
-    const ci = r.interval ? `<line class="grid" x1="${X(r.interval[0])}" x2="${X(r.interval[1])}" y1="${y + 7}" y2="${y + 7}" stroke-width="3"/>` : "";
-    return `<g class="candidate" data-name="${esc(r.name)}"><text x="${left - 8}" y="${y + 4}" text-anchor="end">${r.rank}. ${esc(r.name)}</text>
+    const ci = r.interval ? `<line class="interval" x1="${X(r.interval[0])}" x2="${X(r.interval[1])}" y1="${y + 7}" y2="${y + 7}"/>` : "";
+    return `<g class="candidate" data-name="${esc(r.name)}"><text x="${left - 10}" y="${y + 4}" text-anchor="end">${r.rank}. ${esc(r.name)}</text>
       <line class="whisker" x1="${X(r.grace - s)}" x2="${X(r.grace + s)}" y1="${y}" y2="${y}"/>${ci}
       <circle class="dot" cx="${X(r.grace)}" cy="${y}" r="5"><title>${esc(r.name)}: GRACE ${fmt(r.grace)} ± ${fmt(s)}</title></circle></g>`;
   });
-  return `<svg id="ranking-chart" role="img" aria-label="GRACE per candidate" viewBox="0 0 ${W} ${H}" width="100%">
-    <line class="axis" x1="${left}" x2="${W - right}" y1="${H - 18}" y2="${H - 18}"/>
-    <text x="${left}" y="${H - 4}">${fmt(x0, 3)}</text><text x="${W - right}" y="${H - 4}" text-anchor="end">${fmt(x1, 3)}</text>
-    <text x="${(left + W) / 2}" y="${H - 4}" text-anchor="middle">GRACE (lower = better) ± split std</text>
-    ${items.join("")}</svg>`;
+  const caption = `GRACE (lower = better), ${log ? "log scale, " : ""}whisker ± split std${rows.some((r) => r.interval) ? ", grey bar 90% bootstrap interval" : ""}`;
+  return `<svg id="ranking-chart" role="img" aria-label="GRACE per candidate" data-scale="${log ? "log" : "linear"}" viewBox="0 0 ${W} ${H}" width="100%">
+    ${grid.join("")}
+    <line class="axis" x1="${left}" x2="${W - right}" y1="${H - 24}" y2="${H - 24}"/>
+    ${items.join("")}</svg><p class="caption">${caption}</p>`;
 }
 
 function scoresTable(ranking) {

@@ -76,6 +76,15 @@ def test_a_finished_job_appears_with_its_id_and_its_chart(server: str, page: Pag
     names = page.locator("#ranking-chart g.candidate").evaluate_all("gs => gs.map(g => g.dataset.name)")
     assert names == [r["name"] for r in job["ranking"]]
     assert page.locator("#ranking-chart circle.dot").count() == 2
+    # The dots sit where their GRACE puts them, on a log axis when the values span over a decade.
+    xs = page.locator("#ranking-chart circle.dot").evaluate_all(
+        "cs => cs.map(c => Number(c.getAttribute('cx')))"
+    )
+    graces = [r["grace"] for r in job["ranking"]]
+    assert xs[0] != xs[1]
+    assert (xs[0] < xs[1]) == (graces[0] < graces[1])
+    wide = min(graces) > 0 and max(graces) / min(graces) > 10
+    assert page.locator("#ranking-chart").get_attribute("data-scale") == ("log" if wide else "linear")
     assert page.locator("#scores tbody tr").count() == 2
     assert "g-norm" in page.locator("#scores thead").inner_text().lower()
 

@@ -1,0 +1,40 @@
+"""Screenshots of a running service's dashboard for the README (docs/dashboard-*.png), taken in
+headless Debian chromium through Playwright, as the browser tests do.
+
+    .venv/bin/python scripts/dashboard_screenshot.py http://127.0.0.1:PORT JOB_ID [--api-key KEY]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("job")
+    parser.add_argument("--api-key")
+    args = parser.parse_args()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(f"{args.url}/dashboard")
+        if args.api_key:  # entered once, as a user would; kept in this tab's sessionStorage
+            page.evaluate("key => sessionStorage.setItem('grace.apiKey', key)", args.api_key)
+        for name, route, ready in (
+            ("jobs", "#/jobs", f'tr[data-job="{args.job}"]'),
+            ("job", f"#/jobs/{args.job}", "svg"),
+        ):
+            page.goto(f"{args.url}/dashboard{route}")
+            page.locator(ready).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(DOCS / f"dashboard-{name}.png"), full_page=True)
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()
