@@ -135,7 +135,9 @@ def unsettled(
     if p_top1 < 0.9:
         why.append(f"{leader!r} ranks first in only {p_top1:.0%} of bootstrap resamples (settled needs 90%)")
     if not (hi < r_lo or lo > r_hi):
-        why.append(f"its interval [{lo:.4g}, {hi:.4g}] overlaps that of {runner_up!r}, [{r_lo:.4g}, {r_hi:.4g}]")
+        why.append(
+            f"its interval [{lo:.4g}, {hi:.4g}] overlaps that of {runner_up!r}, [{r_lo:.4g}, {r_hi:.4g}]"
+        )
     more = (
         f"about {prompts_needed - n_prompts} more prompts ({prompts_needed} in all) would likely settle it"
         if prompts_needed is not None
