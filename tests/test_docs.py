@@ -49,3 +49,28 @@ def test_docs_pages_load_only_packaged_assets() -> None:
             fetched = client.get(url)
             assert fetched.status_code == 200, url
             assert len(fetched.content) > 1000 or url.endswith(".png"), url
+
+
+def test_the_public_client_has_a_method_for_every_endpoint() -> None:
+    """grace_client covers the API: each operation's method and path (parameters as ``{}``) is
+    requested somewhere in the client's source."""
+    import inspect
+    import re
+
+    import grace_client.client
+
+    source = inspect.getsource(grace_client.client)
+    calls = {
+        (method, re.sub(r"\{[^}]*\}", "{}", path))
+        for method, path in re.findall(r'\("(GET|POST|DELETE|PUT|PATCH)", f?"([^"]+)"', source)
+    }
+    calls |= {("POST", path) for path in re.findall(r'_submit\("([^"]+)"', source)}
+    app = create_app(Settings())
+    missing = [
+        f"{method} {route.path}"
+        for route in app.routes
+        if isinstance(route, APIRoute) and route.path.startswith(("/v1/", "/healthz", "/readyz", "/metrics"))
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"})
+        if (method, re.sub(r"\{[^}]*\}", "{}", route.path)) not in calls
+    ]
+    assert missing == []
