@@ -58,9 +58,14 @@ function progressCell(job) {
   return rows.join("") || `<span class="progress">${esc(job.stage || "")}</span>`;
 }
 
-async function jobsView(gen) {
-  const { body } = await api("/v1/jobs?limit=50");
+async function jobsView(gen, etag) {
+  const got = await api("/v1/jobs?limit=50", etag);
   if (gen !== generation) return;
+  if (got.notModified) {
+    timer = setTimeout(() => run((g) => jobsView(g, etag), gen), POLL_MS);
+    return;
+  }
+  const body = got.body;
   const rows = body.data.map((j) => `
     <tr data-job="${esc(j.id)}">
       <td><a href="#/jobs/${esc(j.id)}"><code>${esc(j.id)}</code></a></td>
@@ -74,7 +79,7 @@ async function jobsView(gen) {
   view.innerHTML = `<h1>Jobs</h1>
     <table id="jobs"><thead><tr><th>Job</th><th>Kind</th><th>Status</th><th>Progress</th><th>Student</th><th>Top pick</th><th>Created</th></tr></thead>
     <tbody>${rows.join("") || '<tr><td colspan="7">No jobs yet.</td></tr>'}</tbody></table>`;
-  timer = setTimeout(() => run(jobsView, gen), POLL_MS);
+  timer = setTimeout(() => run((g) => jobsView(g, got.etag), gen), POLL_MS);
 }
 
 function rankingChart(ranking) {

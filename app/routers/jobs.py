@@ -6,6 +6,7 @@ import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel
 
 from app.db.models import Job, JobStatus
 from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep, Submission, SubmissionDep
@@ -113,12 +114,24 @@ def create_job(job_in: JobCreate, submission: SubmissionDep) -> JobAccepted:
     return submit(submission, job_in)
 
 
-@router.get("", response_model=JobsPublic)
+def etagged(model: BaseModel, if_none_match: str | None) -> Response:
+    """``model`` as JSON with an ETag of its bytes, or a bodiless 304 when ``If-None-Match``
+    names that ETag: pollers (the dashboard, ``grace_client.wait``) pay for changes only."""
+    body = model.model_dump_json().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(content=body, media_type="application/json", headers=headers)
+
+
+@router.get("", response_model=JobsPublic, responses={304: {"description": "not modified"}})
 def list_jobs(
     request: Request,
     session: SessionDep,
     tenant: CurrentTenant,
     settings: SettingsDep,
+    if_none_match: Annotated[str | None, Header()] = None,
     status: Annotated[JobStatus | None, Query()] = None,
     student: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[
@@ -126,14 +139,17 @@ def list_jobs(
         Query(ge=1, description="page size; more than the server's maximum (100 by default) gets that many"),
     ] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> JobsPublic:
-    """Your jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+) -> Response:
+    """Your jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page. Poll
+    with ``If-None-Match: <ETag>`` to get a bodiless 304 while the page is unchanged."""
     # Clamped, not refused: the maximum is the operator's setting, which the schema cannot state.
     page = min(limit, settings.page_size_max)
     jobs, next_cursor = job_service.list_jobs(
         session=session, tenant=tenant, limit=page, cursor=cursor, status=status, student=student
     )
-    return JobsPublic(data=[job_public(request, j) for j in jobs], next_cursor=next_cursor)
+    return etagged(
+        JobsPublic(data=[job_public(request, j) for j in jobs], next_cursor=next_cursor), if_none_match
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses={304: {"description": "not modified"}})
@@ -144,12 +160,7 @@ def get_job(
 ) -> Response:
     """Status, stage, per-candidate progress, timestamps, error, and the ranking once done.
     Poll with ``If-None-Match: <ETag>`` to get a bodiless 304 while nothing changed."""
-    body = job_public(request, job).model_dump_json().encode()
-    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
-        return Response(status_code=304, headers=headers)
-    return Response(content=body, media_type="application/json", headers=headers)
+    return etagged(job_public(request, job), if_none_match)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)

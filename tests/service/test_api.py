@@ -102,16 +102,18 @@ def test_pagination_is_newest_first_and_stable_while_jobs_arrive(client: TestCli
     assert_problem(client.get("/v1/jobs", params={"limit": 0}, headers=caller.headers), 422, "limit")
 
 
-def test_etag_gives_304_until_the_job_changes(client: TestClient, caller: Caller) -> None:
+@pytest.mark.parametrize("listing", [False, True], ids=["job", "listing"])
+def test_etag_gives_304_until_the_job_changes(client: TestClient, caller: Caller, listing: bool) -> None:
     job_id = _submit(client, caller).json()["id"]
-    first = client.get(f"/v1/jobs/{job_id}", headers=caller.headers)
+    url = "/v1/jobs?limit=5" if listing else f"/v1/jobs/{job_id}"
+    first = client.get(url, headers=caller.headers)
     etag = first.headers["etag"]
-    same = client.get(f"/v1/jobs/{job_id}", headers={**caller.headers, "If-None-Match": etag})
+    same = client.get(url, headers={**caller.headers, "If-None-Match": etag})
     assert same.status_code == 304
     assert same.content == b""
     assert same.headers["etag"] == etag
     client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers)
-    changed = client.get(f"/v1/jobs/{job_id}", headers={**caller.headers, "If-None-Match": etag})
+    changed = client.get(url, headers={**caller.headers, "If-None-Match": etag})
     assert changed.status_code == 200
     assert changed.headers["etag"] != etag
 
