@@ -256,7 +256,7 @@ def test_the_unsettled_warning_says_which_condition_failed() -> None:
         intervals=((1.0, 2.0), (1.5, 3.0)), n_prompts=40, prompts_needed=160,
     )  # fmt: skip
     assert "only 60%" in both.message
-    assert "overlaps 'b'" in both.message
+    assert "overlaps that of 'b'" in both.message
     assert "about 120 more prompts (160 in all)" in both.message
     overlap_only = unsettled(
         score="rsr", leader="a", runner_up="b", p_top1=0.95,
