@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -81,9 +82,14 @@ def revoke_key(*, session: Session, prefix: str) -> None:
     session.commit()
 
 
-def rotate_webhook_secret(*, session: Session, tenant: Tenant) -> str:
-    """A new webhook signing secret for ``tenant``; the old one stops at once."""
-    secret = webhooks.new_secret()
-    tenant.webhook_secret, tenant.webhook_secret_at = secret, utcnow()
+def rotate_webhook_secret(*, session: Session, tenant: Tenant, overlap: timedelta) -> str:
+    """A new webhook signing secret for ``tenant``. The one it replaces keeps signing beside it for
+    ``overlap`` (Standard Webhooks carries several signatures), so a receiver that still verifies
+    with the old secret accepts every delivery until it switches."""
+    secret, now = webhooks.new_secret(), utcnow()
+    if tenant.webhook_secret is not None:
+        tenant.webhook_secret_previous = tenant.webhook_secret
+        tenant.webhook_secret_previous_until = now + overlap
+    tenant.webhook_secret, tenant.webhook_secret_at = secret, now
     session.commit()
     return secret

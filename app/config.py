@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         2.0, gt=0, description="the first retry's delay; each next one doubles, up to an hour"
     )
     webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_rotation_overlap_seconds: float = Field(
+        86400.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="after a secret is rotated, deliveries carry a signature by the previous secret "
+        "too for this long, so receivers can switch without rejecting events; 0 = the old one stops at once",
+    )
     webhook_poll_seconds: float = Field(
         1.0, gt=0, description="how often the dispatcher looks for due events"
     )

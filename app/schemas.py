@@ -390,6 +390,9 @@ class ScalingPlans(BaseModel):
 class WebhookSecretPublic(BaseModel):
     secret: str = Field(description="whsec_...: shown once; sign-verification key for your deliveries")
     created_at: datetime
+    previous_valid_until: datetime | None = Field(
+        None, description="until when deliveries also carry a signature by the secret this one replaced"
+    )
 
 
 class DeliveryPublic(BaseModel):

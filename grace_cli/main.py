@@ -444,11 +444,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from app import auth
     from app.config import Settings
     from app.db.session import make_engine, make_session_factory
 
-    engine = make_engine(Settings())
+    settings = Settings()
+    engine = make_engine(settings)
     try:
         with make_session_factory(engine)() as session:
             if args.keys_command == "create":
@@ -465,10 +468,15 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 print(f"revoked {args.prefix}...", file=sys.stderr)
             else:
                 tenant = auth.get_or_create_tenant(session=session, name=args.tenant)
-                print(auth.rotate_webhook_secret(session=session, tenant=tenant))
+                overlap = timedelta(seconds=settings.webhook_rotation_overlap_seconds)
+                print(auth.rotate_webhook_secret(session=session, tenant=tenant, overlap=overlap))
+                until = tenant.webhook_secret_previous_until
                 print(
                     f"webhook signing secret for tenant {args.tenant!r}; shown once. Deliveries are "
-                    "signed with it from now on.",
+                    "signed with it from now on"
+                    + (
+                        f", and with the previous one too until {until:%Y-%m-%d %H:%M} UTC." if until else "."
+                    ),
                     file=sys.stderr,
                 )
     finally:

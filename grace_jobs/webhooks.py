@@ -15,6 +15,7 @@ import json
 import secrets
 import socket
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,14 +130,19 @@ def backoff(attempts: int, base_seconds: float) -> timedelta:
     return timedelta(seconds=min(base_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS))
 
 
-def signed(event: WebhookEvent, secret: str, now: datetime) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of one delivery of ``event``, signed with ``secret``."""
+def signed(
+    event: WebhookEvent, signing_secrets: Sequence[str], now: datetime
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one delivery of ``event``, signed with each of ``signing_secrets`` (the
+    header's space-separated signatures; a verifier accepts any one it can check)."""
     body = json.dumps(event.payload, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {
         "content-type": "application/json",
         "webhook-id": event.id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(event.id, now, body),
+        "webhook-signature": " ".join(
+            Webhook(secret).sign(event.id, now, body) for secret in signing_secrets
+        ),
         "user-agent": "grace-service-webhooks",
     }
     return body, headers

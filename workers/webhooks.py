@@ -47,13 +47,13 @@ def _lease(session_factory: sessionmaker[Session], event_id: str, settings: Sett
 
 
 def _send(
-    client: httpx.Client, event: WebhookEvent, secret: str, settings: Settings
+    client: httpx.Client, event: WebhookEvent, secrets: list[str], settings: Settings
 ) -> tuple[int | None, str | None]:
     """One POST of ``event``; its status code (None without an answer) and error (None on a 2xx)."""
     problem = webhooks.target_problem(event.url, allow_private=settings.webhook_allow_private)
     if problem is not None:
         return None, f"target refused: {problem}"
-    body, headers = webhooks.signed(event, secret, utcnow())
+    body, headers = webhooks.signed(event, secrets, utcnow())
     try:
         response = client.post(event.url, content=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -73,12 +73,13 @@ def deliver_one(
     with session_factory() as session:
         event = session.get(WebhookEvent, event_id)
         assert event is not None
-        secret = session.scalar(select(Tenant.webhook_secret).where(Tenant.id == event.tenant_id))
+        tenant = session.get(Tenant, event.tenant_id)
+        secrets = tenant.webhook_secrets(utcnow()) if tenant is not None else []
     started = time.monotonic()
     code: int | None = None
     error: str | None = "the tenant has no webhook secret (it was removed)"
-    if secret is not None:
-        code, error = _send(client, event, secret, settings)
+    if secrets:
+        code, error = _send(client, event, secrets, settings)
     now = utcnow()
     attempt = event.attempts + 1
     values: dict[str, Any] = {"attempts": attempt}

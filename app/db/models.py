@@ -64,6 +64,18 @@ class Tenant(Base):
     # stored as is, unlike API keys; rotated through the API or `grace keys webhook-secret`.
     webhook_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
     webhook_secret_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The secret a rotation replaced, still signing beside the new one until the overlap ends.
+    webhook_secret_previous: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    webhook_secret_previous_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    def webhook_secrets(self, now: datetime) -> list[str]:
+        """The secrets a delivery at ``now`` is signed with: the current one, and the previous one
+        while its overlap lasts."""
+        current = [self.webhook_secret] if self.webhook_secret else []
+        until = self.webhook_secret_previous_until
+        if self.webhook_secret_previous and until is not None and now < until:
+            return [*current, self.webhook_secret_previous]
+        return current
 
 
 class ApiKey(Base):

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 from sqlalchemy import select
 
 from app.auth import rotate_webhook_secret as rotate
 from app.db.models import WebhookEvent
-from app.deps import CurrentJob, CurrentTenant, SessionDep
+from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep
 from app.schemas import DeliveriesPublic, WebhookEventPublic, WebhookSecretPublic
 
 router = APIRouter(tags=["webhooks"])
 
 
 @router.post("/v1/webhook-secret", status_code=201, response_model=WebhookSecretPublic)
-def rotate_webhook_secret(session: SessionDep, tenant: CurrentTenant) -> WebhookSecretPublic:
+def rotate_webhook_secret(
+    session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+) -> WebhookSecretPublic:
     """A new Standard Webhooks signing secret for your tenant, shown this once; every delivery from
-    now on (retries of earlier events included) is signed with it. Verify with any Standard
-    Webhooks library, e.g. ``standardwebhooks.Webhook(secret).verify(body, headers)``."""
-    secret = rotate(session=session, tenant=tenant)
+    now on (retries of earlier events included) is signed with it. The secret it replaces signs
+    beside it until ``previous_valid_until`` (``GRACE_WEBHOOK_ROTATION_OVERLAP_SECONDS``), so
+    switch your receiver within that window. Verify with any Standard Webhooks library, e.g.
+    ``standardwebhooks.Webhook(secret).verify(body, headers)``."""
+    overlap = timedelta(seconds=settings.webhook_rotation_overlap_seconds)
+    secret = rotate(session=session, tenant=tenant, overlap=overlap)
     assert tenant.webhook_secret_at is not None
-    return WebhookSecretPublic(secret=secret, created_at=tenant.webhook_secret_at)
+    return WebhookSecretPublic(
+        secret=secret,
+        created_at=tenant.webhook_secret_at,
+        previous_valid_until=tenant.webhook_secret_previous_until if tenant.webhook_secret_previous else None,
+    )
 
 
 @router.get("/v1/jobs/{job_id}/deliveries", response_model=DeliveriesPublic)

@@ -17,11 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from app.config import Settings
+from app.db.base import utcnow
+from app.db.models import Tenant
 from app.main import create_app
 from grace_engine.tiny_models import TinyModels
 from grace_jobs.webhooks import backoff, target_problem
@@ -165,6 +168,49 @@ def test_a_cancelled_job_sends_job_cancelled_once(
     ours = [(h, b) for h, b in r.requests if h["webhook-id"] == event["id"]]
     assert len(ours) == 1
     assert Webhook(secret).verify(ours[0][1], ours[0][0])["data"]["status"] == "cancelled"
+
+
+def test_a_rotated_secret_keeps_signing_beside_the_new_one_until_its_overlap_ends(
+    hook_settings: Settings, caller: Caller, session_factory: sessionmaker[Session]
+) -> None:
+    """Standard Webhooks carries several signatures: after a rotation, a receiver still holding the
+    old secret accepts deliveries for the overlap, and only the new secret verifies after it."""
+    r = Receiver()
+    try:
+        with TestClient(create_app(hook_settings)) as client:
+            first = client.post("/v1/webhook-secret", headers=caller.headers).json()
+            assert first["previous_valid_until"] is None  # nothing was replaced
+            second = client.post("/v1/webhook-secret", headers=caller.headers).json()
+            created = datetime.fromisoformat(second["created_at"])
+            until = datetime.fromisoformat(second["previous_valid_until"])
+            assert (until - created).total_seconds() == hook_settings.webhook_rotation_overlap_seconds
+
+            def delivered() -> tuple[dict[str, str], bytes]:
+                body = {**supplied_job({"a": ["x", "y"], "b": ["z", "w"]}), "webhook": {"url": r.url}}
+                job_id = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
+                client.post(f"/v1/jobs/{job_id}/cancel", headers=caller.headers)
+                with httpx.Client(timeout=10) as http:
+                    assert deliver_due(session_factory, http, hook_settings) == 1
+                return r.requests[-1]
+
+            headers, body = delivered()
+            assert len(headers["webhook-signature"].split(" ")) == 2
+            for secret in (first["secret"], second["secret"]):
+                assert Webhook(secret).verify(body, headers)["type"] == "job.cancelled"
+            with session_factory() as session:  # the overlap ends
+                session.execute(
+                    sa.update(Tenant)
+                    .where(Tenant.webhook_secret == second["secret"])
+                    .values(webhook_secret_previous_until=utcnow())
+                )
+                session.commit()
+            headers, body = delivered()
+            assert len(headers["webhook-signature"].split(" ")) == 1
+            assert Webhook(second["secret"]).verify(body, headers)["type"] == "job.cancelled"
+            with pytest.raises(WebhookVerificationError):
+                Webhook(first["secret"]).verify(body, headers)
+    finally:
+        r.close()
 
 
 def test_webhook_targets_and_secrets_are_checked_at_submission(
