@@ -85,11 +85,14 @@ def revoke_key(*, session: Session, prefix: str) -> None:
 def rotate_webhook_secret(*, session: Session, tenant: Tenant, overlap: timedelta) -> str:
     """A new webhook signing secret for ``tenant``. The one it replaces keeps signing beside it for
     ``overlap`` (Standard Webhooks carries several signatures), so a receiver that still verifies
-    with the old secret accepts every delivery until it switches."""
+    with the old secret accepts every delivery until it switches. Only the secret replaced last
+    overlaps: a second rotation within the window ends the first one's. The tenant's row is locked,
+    so two rotations at once (API and CLI) replace one another in turn, never the same secret."""
+    session.refresh(tenant, with_for_update=True)
     secret, now = webhooks.new_secret(), utcnow()
-    if tenant.webhook_secret is not None:
-        tenant.webhook_secret_previous = tenant.webhook_secret
-        tenant.webhook_secret_previous_until = now + overlap
+    keep = tenant.webhook_secret is not None and overlap > timedelta(0)
+    tenant.webhook_secret_previous = tenant.webhook_secret if keep else None
+    tenant.webhook_secret_previous_until = now + overlap if keep else None
     tenant.webhook_secret, tenant.webhook_secret_at = secret, now
     session.commit()
     return secret

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     webhook_rotation_overlap_seconds: float = Field(
         86400.0,
         ge=0,
+        le=30 * 86400,  # a replaced secret must stop signing some day
         allow_inf_nan=False,
         description="after a secret is rotated, deliveries carry a signature by the previous secret "
         "too for this long, so receivers can switch without rejecting events; 0 = the old one stops at once",

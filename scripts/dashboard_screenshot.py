@@ -7,6 +7,7 @@ headless Debian chromium through Playwright, as the browser tests do.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -23,9 +24,8 @@ def main() -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 800})
-        page.goto(f"{args.url}/dashboard")
-        if args.api_key:  # entered once, as a user would; kept in this tab's sessionStorage
-            page.evaluate("key => sessionStorage.setItem('grace.apiKey', key)", args.api_key)
+        if args.api_key:  # in this tab's sessionStorage before the first page asks for it
+            page.add_init_script(f"sessionStorage.setItem('grace.apiKey', {json.dumps(args.api_key)})")
         for name, route, ready in (
             ("jobs", "#/jobs", f'tr[data-job="{args.job}"]'),
             ("job", f"#/jobs/{args.job}", "svg"),

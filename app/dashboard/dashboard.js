@@ -82,44 +82,62 @@ async function jobsView(gen, etag) {
   timer = setTimeout(() => run((g) => jobsView(g, got.etag), gen), POLL_MS);
 }
 
+function niceTicks(lo, hi, log) {
+  // Round values to label the axis with, each drawn exactly where its label says: 1-2-5 steps on
+  // a linear axis; decades on a log axis, with 2x and 5x between them when it spans few decades.
+  if (log) {
+    const decades = [];
+    for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) decades.push(e);
+    const factors = decades.length < 4 ? [1, 2, 5] : [1];
+    return decades.flatMap((e) => factors.map((f) => f * 10 ** e)).filter((t) => t >= lo && t <= hi);
+  }
+  const raw = (hi - lo) / 5;
+  const unit = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((f) => f * unit).find((v) => v >= raw);
+  const ticks = [];
+  for (let t = Math.ceil(lo / step) * step; t <= hi; t += step) ticks.push(Number(t.toPrecision(12)));
+  return ticks;
+}
+
 function rankingChart(ranking) {
-  // GRACE per candidate, with ±1 split std (and the bootstrap interval when the job has one). When
-  // the values span more than a decade (a noise teacher beside good ones) the axis is logarithmic,
-  // or every good candidate would sit on one pixel.
+  // GRACE per candidate, with ±1 split std, and its bootstrap interval when the job ranks by GRACE
+  // (the interval is of the ranking's own score, in that score's units otherwise). When GRACE
+  // spans more than a decade (a noise teacher beside good ones) the axis is logarithmic, or every
+  // good candidate would sit on one pixel.
   const rows = ranking.filter((r) => r.grace !== null && r.grace !== undefined);
   if (!rows.length) return "<p>No GRACE values in this job.</p>";
-  const lows = rows.map((r) => Math.min(r.grace - (r.grace_std || 0), ...(r.interval || [r.grace])));
-  const hi = Math.max(...rows.map((r) => Math.max(r.grace + (r.grace_std || 0), ...(r.interval || [r.grace]))));
-  const smallest = Math.min(...rows.map((r) => r.grace));
-  const log = smallest > 0 && hi / smallest > 10;
+  const spans = rows.map((r) => {
+    const s = r.grace_std || 0;
+    const ci = r.score === "grace" && r.interval ? r.interval : null;
+    return { r, s, ci, lo: Math.min(r.grace - s, ...(ci || [r.grace])), hi: Math.max(r.grace + s, ...(ci || [r.grace])) };
+  });
+  const graces = rows.map((r) => r.grace);
+  const log = Math.min(...graces) > 0 && Math.max(...graces) / Math.min(...graces) > 10;
+  const hi = Math.max(...spans.map((p) => p.hi));
   let x0, x1, scale;
   if (log) {
-    // A whisker reaching zero or below is cut at a third of its dot: the log axis has no zero.
-    x0 = Math.min(...lows.map((v, i) => (v > 0 ? v : rows[i].grace / 3))) / 1.25;
+    // The log axis has no zero: a whisker reaching below a third of its dot is cut there.
+    x0 = Math.min(...spans.map((p) => Math.max(p.lo, p.r.grace / 3))) / 1.25;
     x1 = hi * 1.25;
     scale = (v) => (Math.log(Math.max(v, x0)) - Math.log(x0)) / (Math.log(x1) - Math.log(x0));
   } else {
-    const lo = Math.min(...lows);
+    const lo = Math.min(...spans.map((p) => p.lo));
     const pad = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1;
     [x0, x1] = [lo - pad, hi + pad];
     scale = (v) => (v - x0) / (x1 - x0);
   }
   const W = 960, left = 170, right = 24, rowH = 30, H = rows.length * rowH + 46;
-  const X = (v) => left + scale(v) * (W - left - right);
-  const ticks = log
-    ? Array.from({ length: Math.floor(Math.log10(x1)) - Math.ceil(Math.log10(x0)) + 1 }, (_, k) => 10 ** (Math.ceil(Math.log10(x0)) + k))
-    : Array.from({ length: 5 }, (_, k) => x0 + ((k + 0.5) * (x1 - x0)) / 5);
-  const grid = ticks.map((t) => `<line class="grid" x1="${X(t)}" x2="${X(t)}" y1="12" y2="${H - 24}"/>
-    <text class="tick" x="${X(t)}" y="${H - 8}" text-anchor="middle">${Number(t.toPrecision(2))}</text>`);
-  const items = rows.map((r, i) => {
+  const X = (v) => left + Math.min(Math.max(scale(v), 0), 1) * (W - left - right);
+  const grid = niceTicks(x0, x1, log).map((t) => `<line class="grid" x1="${X(t)}" x2="${X(t)}" y1="12" y2="${H - 24}"/>
+    <text class="tick" x="${X(t)}" y="${H - 8}" text-anchor="middle">${Number(t.toPrecision(3))}</text>`);
+  const items = spans.map(({ r, s, ci }, i) => {
     const y = 20 + i * rowH + rowH / 2;
-    const s = r.grace_std || 0;
-    const ci = r.interval ? `<line class="interval" x1="${X(r.interval[0])}" x2="${X(r.interval[1])}" y1="${y + 7}" y2="${y + 7}"/>` : "";
+    const bar = ci ? `<line class="interval" x1="${X(ci[0])}" x2="${X(ci[1])}" y1="${y + 7}" y2="${y + 7}"/>` : "";
     return `<g class="candidate" data-name="${esc(r.name)}"><text x="${left - 10}" y="${y + 4}" text-anchor="end">${r.rank}. ${esc(r.name)}</text>
-      <line class="whisker" x1="${X(r.grace - s)}" x2="${X(r.grace + s)}" y1="${y}" y2="${y}"/>${ci}
+      <line class="whisker" x1="${X(r.grace - s)}" x2="${X(r.grace + s)}" y1="${y}" y2="${y}"/>${bar}
       <circle class="dot" cx="${X(r.grace)}" cy="${y}" r="5"><title>${esc(r.name)}: GRACE ${fmt(r.grace)} ± ${fmt(s)}</title></circle></g>`;
   });
-  const caption = `GRACE (lower = better), ${log ? "log scale, " : ""}whisker ± split std${rows.some((r) => r.interval) ? ", grey bar 90% bootstrap interval" : ""}`;
+  const caption = `GRACE (lower = better), ${log ? "log scale, " : ""}whisker ± split std${spans.some((p) => p.ci) ? ", grey bar 90% bootstrap interval" : ""}`;
   return `<svg id="ranking-chart" role="img" aria-label="GRACE per candidate" data-scale="${log ? "log" : "linear"}" viewBox="0 0 ${W} ${H}" width="100%">
     ${grid.join("")}
     <line class="axis" x1="${left}" x2="${W - right}" y1="${H - 24}" y2="${H - 24}"/>

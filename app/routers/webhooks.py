@@ -30,7 +30,7 @@ def rotate_webhook_secret(
     return WebhookSecretPublic(
         secret=secret,
         created_at=tenant.webhook_secret_at,
-        previous_valid_until=tenant.webhook_secret_previous_until if tenant.webhook_secret_previous else None,
+        previous_valid_until=tenant.webhook_secret_previous_until,
     )
 
 

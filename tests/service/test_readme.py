@@ -33,7 +33,7 @@ EXPECTED = {"/cancel": 409}
 
 def commands(prefix: str) -> list[str]:
     """Each command in the README's bash blocks that starts with ``prefix``, joined across its
-    continuation lines and multi-line quotes, without trailing comments."""
+    continuation lines and multi-line quotes (a command left open at a block's end fails)."""
     found = []
     for block in BASH_BLOCKS:
         lines = block.splitlines()
@@ -43,6 +43,7 @@ def commands(prefix: str) -> list[str]:
                 command = lines[i]
                 while command.endswith("\\") or not _complete(command):
                     i += 1
+                    assert i < len(lines), f"unterminated command in the README: {command}"
                     command += "\n" + lines[i]
                 found.append(command.strip())
             i += 1
@@ -73,6 +74,11 @@ def test_every_grace_command_in_the_readme_parses() -> None:
             parser.parse_args(words[1:])
         except SystemExit as exit:  # argparse's way of refusing a command line
             pytest.fail(f"`{command}` does not parse (exit {exit.code})")
+
+
+def test_no_curl_example_ends_in_a_comment() -> None:
+    """The test appends curl's own options to each command: a trailing comment would swallow them."""
+    assert [c for c in commands("curl ") if "#" in c.splitlines()[-1]] == []
 
 
 def _run(command: str, shell_env: dict[str, str], cwd: Path) -> tuple[int, str]:
