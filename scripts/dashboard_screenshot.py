@@ -1,4 +1,5 @@
-"""Screenshots of a running service's dashboard for the README (docs/dashboard-*.png), taken in
+"""A screenshot of a job's page on a running service's dashboard for the README
+(docs/dashboard-job.png), taken in
 headless Debian chromium through Playwright, as the browser tests do.
 
     .venv/bin/python scripts/dashboard_screenshot.py http://127.0.0.1:PORT JOB_ID [--api-key KEY]
@@ -26,13 +27,9 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         if args.api_key:  # in this tab's sessionStorage before the first page asks for it
             page.add_init_script(f"sessionStorage.setItem('grace.apiKey', {json.dumps(args.api_key)})")
-        for name, route, ready in (
-            ("jobs", "#/jobs", f'tr[data-job="{args.job}"]'),
-            ("job", f"#/jobs/{args.job}", "svg"),
-        ):
-            page.goto(f"{args.url}/dashboard{route}")
-            page.locator(ready).first.wait_for(timeout=60_000)
-            page.screenshot(path=str(DOCS / f"dashboard-{name}.png"), full_page=True)
+        page.goto(f"{args.url}/dashboard#/jobs/{args.job}")
+        page.locator("#ranking-chart").wait_for(timeout=60_000)
+        page.screenshot(path=str(DOCS / "dashboard-job.png"), full_page=True)
         browser.close()
 
 

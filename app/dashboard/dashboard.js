@@ -88,7 +88,7 @@ function niceTicks(lo, hi, log) {
   if (log) {
     const decades = [];
     for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) decades.push(e);
-    const factors = decades.length < 4 ? [1, 2, 5] : [1];
+    const factors = decades.length <= 5 ? [1, 2, 5] : [1];
     return decades.flatMap((e) => factors.map((f) => f * 10 ** e)).filter((t) => t >= lo && t <= hi);
   }
   const raw = (hi - lo) / 5;
