@@ -1,6 +1,6 @@
 """A screenshot of a job's page on a running service's dashboard for the README
-(docs/dashboard-job.png), taken in
-headless Debian chromium through Playwright, as the browser tests do.
+(docs/dashboard-job.png), taken in headless Debian chromium through Playwright, as the browser
+tests do.
 
     .venv/bin/python scripts/dashboard_screenshot.py http://127.0.0.1:PORT JOB_ID [--api-key KEY]
 """
