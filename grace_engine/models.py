@@ -8,6 +8,7 @@ is refused before a single file is read.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -128,6 +129,21 @@ def load_causal_lm(
 def context_length(model: torch.nn.Module) -> int | None:
     """Positions the model can attend over (``max_position_embeddings``; GPT-2 maps ``n_positions``)."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def configured_context(source: ModelSource) -> int | None:
+    """:func:`context_length` of a model directory read from its ``config.json`` alone, without
+    loading it (None for a hub id, or a config that does not say): cheap enough for an API request."""
+    if source.is_hub:
+        return None
+    try:
+        config = json.loads((Path(source.location) / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    limit = (
+        config.get("max_position_embeddings", config.get("n_positions")) if isinstance(config, dict) else None
+    )
     return limit if isinstance(limit, int) and limit > 0 else None
 
 

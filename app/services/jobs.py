@@ -23,7 +23,7 @@ from app.services.pages import newest_first
 from grace_engine.data import Prompt, validate_prompts
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import provided_responses, validate_candidates
-from grace_engine.models import resolve_model
+from grace_engine.models import configured_context, resolve_model
 from grace_jobs import lifecycle, webhooks
 from grace_jobs.leaderboards import comparison_key, prompt_set_hash
 from grace_jobs.policy import policy_from
@@ -176,12 +176,20 @@ def _comparison(job_in: JobCreate, prompts: list[Prompt]) -> tuple[str, str | No
 
 
 def check_models(job_in: JobCreate, settings: Settings) -> None:
-    """Refuse at submission, not in the worker, a model the policy would not load."""
+    """Refuse at submission, not in the worker, a model the policy would not load, and a
+    ``max_tokens`` that alone fills the teacher's context (its config says; the worker checks the
+    prompts' length on top, with the tokenizer)."""
     policy = policy_from(settings)
     resolve_model(job_in.student, policy, field="student")
     for i, c in enumerate(job_in.candidates):
         if c.model is not None:
-            resolve_model(c.model, policy, field=f"candidates[{i}].model")
+            limit = configured_context(resolve_model(c.model, policy, field=f"candidates[{i}].model"))
+            if limit is not None and c.max_tokens >= limit:
+                raise InvalidInput(
+                    f"max_tokens={c.max_tokens} leaves no room for the prompt in the teacher's context "
+                    f"of {limit} tokens; at most {limit - 1}, and less the longer the prompts are",
+                    field=f"candidates[{i}].max_tokens",
+                )
 
 
 def _replay(existing: Job, digest: str) -> Job:

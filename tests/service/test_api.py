@@ -328,13 +328,25 @@ def test_a_fanned_out_candidates_error_names_its_place_in_the_job(
 ) -> None:
     """Each unit works on its candidate alone, yet its error must name the field the caller sent."""
     body = job_body()
-    body["candidates"][1]["max_tokens"] = 4096  # past the tiny teachers' context of 512 tokens
+    body["candidates"][1]["max_tokens"] = 500  # with a prompt, past the tiny teachers' 512 tokens
     job_id = _submit(client, caller, body).json()["id"]
     assert run_job(JobRunner(settings, session_factory), job_id) == "failed"
     job = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
     assert [u["status"] for u in job["units"]] == ["succeeded", "failed"]
     assert job["error"]["code"] == "invalid_input"
     assert job["error"]["message"].startswith("candidates[1].max_tokens: "), job["error"]
+
+
+def test_max_tokens_that_fill_the_teachers_context_are_refused_at_submission(
+    client: TestClient, caller: Caller
+) -> None:
+    body = job_body()
+    body["candidates"][1]["max_tokens"] = 512  # the tiny teachers' whole context
+    refused = client.post("/v1/jobs", json=body, headers=caller.headers)
+    doc = assert_problem(refused, 422, "candidates[1].max_tokens")
+    assert "context of 512 tokens" in doc["detail"]
+    body["candidates"][1]["max_tokens"] = 511  # room for a prompt of one token: the worker judges
+    assert client.post("/v1/jobs", json=body, headers=caller.headers).status_code == 202
 
 
 def test_listings_never_load_request_bodies(client: TestClient, caller: Caller) -> None:
