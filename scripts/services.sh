@@ -4,7 +4,7 @@
 #   bash scripts/services.sh stop DIR              stops both and removes DIR
 #   bash scripts/services.sh pg-stop|pg-start DIR  stops / restarts PostgreSQL alone, data and port
 #                                                   kept (the outage tests)
-# Installs the servers (and the browser tests' chromium) with apt-get when they are missing. Ports are free ones picked at start;
+# Installs the servers (and the browser tests' chromium, the README test's curl) with apt-get when they are missing. Ports are free ones picked at start;
 # durability is switched off (fsync, snapshots): these servers hold test data only.
 set -euo pipefail
 cmd=${1:?start|stop}
@@ -24,6 +24,8 @@ install_missing() {
   command -v redis-server >/dev/null || need+=(redis-server)
   # The browser tests drive Debian's chromium through Playwright (its own download cannot work here).
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  # The README test runs the README's curl examples as written.
+  command -v curl >/dev/null || need+=(curl)
   [ ${#need[@]} -eq 0 ] && return 0
   echo "installing ${need[*]} with apt-get" >&2
   apt-get update -qq >&2
