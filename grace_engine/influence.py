@@ -237,12 +237,16 @@ def influence(
         exact = cost or _exact_cost(model, layout, seed)
         budget.plan(taken, exact, stage="influence gradient").require(longest)
         # One row at a time: each exact flat gradient is as large as the model.
-        v_flat = torch.zeros(0, dtype=torch.float64)
+        v_flat: torch.Tensor | None = None
         for done, e in enumerate(val_examples, start=1):
             check_cancel(should_cancel)
             flat = _row_gradient(model, layout, e, pad_id)[0].double()
-            v_flat = flat if done == 1 else v_flat + flat
+            if v_flat is None:
+                v_flat = flat
+            else:
+                v_flat += flat  # in place: a second model-sized vector per row would double the peak
             on_validation(done, len(val_examples))
+        assert v_flat is not None  # validation was checked non-empty above
         v_flat /= len(val_examples)
         val_loss = float(batched_losses(model, val_examples, pad_id, forward).mean())
         if method == "exact":
