@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -146,6 +147,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'grace.db').resolve()}"
+
+    @property
+    def webhook_rotation_overlap(self) -> timedelta:
+        return timedelta(seconds=self.webhook_rotation_overlap_seconds)
 
     @property
     def auth_enabled(self) -> bool:

@@ -444,8 +444,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from datetime import timedelta
-
     from app import auth
     from app.config import Settings
     from app.db.session import make_engine, make_session_factory
@@ -468,7 +466,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 print(f"revoked {args.prefix}...", file=sys.stderr)
             else:
                 tenant = auth.get_or_create_tenant(session=session, name=args.tenant)
-                overlap = timedelta(seconds=settings.webhook_rotation_overlap_seconds)
+                overlap = settings.webhook_rotation_overlap
                 print(auth.rotate_webhook_secret(session=session, tenant=tenant, overlap=overlap))
                 until = tenant.webhook_secret_previous_until
                 print(

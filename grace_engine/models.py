@@ -128,7 +128,10 @@ def load_causal_lm(
 
 def context_length(model: torch.nn.Module) -> int | None:
     """Positions the model can attend over (``max_position_embeddings``; GPT-2 maps ``n_positions``)."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return _positions(getattr(getattr(model, "config", None), "max_position_embeddings", None))
+
+
+def _positions(limit: Any) -> int | None:
     return limit if isinstance(limit, int) and limit > 0 else None
 
 
@@ -141,10 +144,9 @@ def configured_context(source: ModelSource) -> int | None:
         config = json.loads((Path(source.location) / "config.json").read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    limit = (
-        config.get("max_position_embeddings", config.get("n_positions")) if isinstance(config, dict) else None
-    )
-    return limit if isinstance(limit, int) and limit > 0 else None
+    if not isinstance(config, dict):
+        return None
+    return _positions(config.get("max_position_embeddings", config.get("n_positions")))
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter
 from sqlalchemy import select
 
@@ -24,8 +22,7 @@ def rotate_webhook_secret(
     beside it until ``previous_valid_until`` (``GRACE_WEBHOOK_ROTATION_OVERLAP_SECONDS``), so
     switch your receiver within that window. Verify with any Standard Webhooks library, e.g.
     ``standardwebhooks.Webhook(secret).verify(body, headers)``."""
-    overlap = timedelta(seconds=settings.webhook_rotation_overlap_seconds)
-    secret = rotate(session=session, tenant=tenant, overlap=overlap)
+    secret = rotate(session=session, tenant=tenant, overlap=settings.webhook_rotation_overlap)
     assert tenant.webhook_secret_at is not None
     return WebhookSecretPublic(
         secret=secret,
