@@ -91,7 +91,12 @@ def _smoothed_train_spectrum(
     """Eigen-decomposition of ``K_tr = X^T X / total_weight`` for (weighted) unit rows ``X`` with at
     least as many rows as dimensions, smoothed as released (``total_weight`` is the row count when
     unweighted). Returns ``(w, V)``: the smoothed eigenvalues and the eigenvectors as columns."""
-    eigvals, vecs = np.linalg.eigh(x_train.T @ x_train / total_weight)
+    return _smoothed_spectrum(x_train.T @ x_train, smoothing, total_weight)
+
+
+def _smoothed_spectrum(gram: FloatArray, smoothing: float, total_weight: float) -> tuple[FloatArray, FloatArray]:
+    """:func:`_smoothed_train_spectrum` from the training rows' ``X^T X`` (``gram``, d x d)."""
+    eigvals, vecs = np.linalg.eigh(gram / total_weight)
     w = np.maximum(eigvals, EIG_EPS)
     w = np.maximum((1.0 - smoothing) * w + smoothing * w.mean(), EIG_EPS)
     return w, vecs
@@ -201,14 +206,49 @@ def held_out_energies(
     if len(train_p) == 0 or len(test_p) == 0:
         raise InvalidInput("needs prompts on both sides", field="test_prompts")
     test, train = prompt_rows(test_p, n_per_prompt), prompt_rows(train_p, n_per_prompt)
+    (energies,) = fold_energies(g, [(test, train)], smoothing=smoothing)
+    return energies
+
+
+def fold_energies(
+    gradients: npt.ArrayLike,
+    folds: Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+    *,
+    smoothing: float = 1e-3,
+) -> list[FloatArray]:
+    """Held-out energies ``x^T K_tr^-1 x`` of several train/test splits of one gradient matrix.
+
+    Args:
+        gradients: ``(N, d)`` raw rows.
+        folds: per split ``(test_rows, train_rows)``, row indices (the training side need not be
+            the complement: rows left out of both are simply unused).
+    Returns:
+        Per split, ``(len(test_rows),)`` energies of the raw held-out rows in the smoothed spectrum of
+        the training side's unit rows, as a GRACE split whitens. The shared second moments are
+        computed once: a split with at least ``d`` training rows downdates ``X^T X`` of all rows, one
+        with fewer works in the row space of the shared Gram matrices.
+    """
+    g = np.asarray(gradients, dtype=np.float64)
     unit = _unit_rows(g)
-    if len(train) >= g.shape[1]:
-        w, vecs = _smoothed_train_spectrum(unit[train], smoothing, float(len(train)))
-        energies: FloatArray = np.sum((g[test] @ vecs) ** 2 / w, axis=1)
-        return energies
-    grams = _Grams(unit @ unit.T, g @ unit.T, g @ g.T, g.shape[1])
-    cross, w_keep, w_null = _kernel_coordinates(grams, train, test, np.ones(g.shape[0]), smoothing)
-    return _row_energies(cross, np.diag(grams.gg)[test], w_keep, w_null)
+    d = g.shape[1]
+    gram_all = unit.T @ unit if any(len(tr) >= d for _, tr in folds) else None  # for downdates
+    grams = _Grams(unit @ unit.T, g @ unit.T, g @ g.T, d) if any(len(tr) < d for _, tr in folds) else None
+    out: list[FloatArray] = []
+    for test, train in folds:
+        if len(train) == 0:
+            raise InvalidInput("needs training rows", field="folds")
+        if len(train) >= d:
+            assert gram_all is not None
+            unused = unit[np.setdiff1d(np.arange(g.shape[0]), train)]
+            # Downdate when fewer rows are left out than kept (a K-fold split), else build afresh.
+            kept = gram_all - unused.T @ unused if len(unused) < len(train) else unit[train].T @ unit[train]
+            w, vecs = _smoothed_spectrum(kept, smoothing, float(len(train)))
+            out.append(np.sum((g[test] @ vecs) ** 2 / w, axis=1))
+        else:
+            assert grams is not None
+            cross, w_keep, w_null = _kernel_coordinates(grams, train, test, np.ones(g.shape[0]), smoothing)
+            out.append(_row_energies(cross, np.diag(grams.gg)[test], w_keep, w_null))
+    return out
 
 
 def _whitened_energy(x: FloatArray, w: FloatArray, vecs: FloatArray) -> float:

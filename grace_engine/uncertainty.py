@@ -1,182 +1,322 @@
-"""How settled a ranking is: a bootstrap over prompts from the candidates' stored evidence.
+"""How settled a ranking is, measured at the job's number of prompts (design §2.11).
 
-Each resample draws ``n`` of the job's ``n`` prompts with replacement, the **same** draw for every
-candidate (the candidates answered the same prompts, so their scores are compared paired). A
-prompt drawn ``k`` times gets weight ``k`` (:mod:`~grace_engine.predictors`): for GRACE its copies
-count ``k`` times in every second moment and are held out together, so no copy of a held-out
-prompt is trained on. No model runs: everything comes from the per-example rows of the job.
+GRACE depends on how many prompts it is computed from, so a bootstrap with replacement (about 63%
+distinct prompts per resample) measures another quantity: its intervals sat above the point
+estimate. Every figure here describes the ranking at the job's ``n``, or says which ``n`` it is at:
 
-Per candidate: ``p_top1``, the share of resamples in which it scores best (ties share), and a
-percentile interval (90% by default) of its score. The ranking is **settled** when the leader's
-``p_top1`` is at least 0.9 and its interval clears the runner-up's (design §2.11). When it is not,
-:func:`prompts_to_settle` extrapolates how many prompts would make the intervals clear, taking
-their widths to shrink as ``1/sqrt(n)`` around the current scores.
+* **settled** and each candidate's **gap** to the leader come from a paired comparison over prompts
+  (:mod:`~grace_engine.crossval`): for GRACE, 10 repeats of 10-fold cross-validation with every
+  response of a prompt, and every copy of a held-out text, kept in one fold; the gap's interval is
+  Nadeau–Bengio corrected, and ``settled`` means the leader beats the runner-up at the stated
+  confidence by the corrected t-test **and** the Wilcoxon signed-rank test. Method ``paired_cv``
+  (GRACE) or ``paired`` (predictors that are means over prompts). G-Vendi, which has no per-prompt
+  contribution, is settled by method ``subsampling``: its leader's P(top-1) reaches the confidence.
+* **P(top-1)** is the stability of the top spot at half the prompts: the share of subsamples of
+  ``n // 2`` prompts, drawn without replacement and the same for every candidate, in which the
+  candidate scores best (ties share).
+* Each candidate's **learning curve** (:mod:`~grace_engine.learning_curve`): its score at ``n/4``,
+  ``n/2``, ``3n/4`` (means over subsamples without replacement) and ``n``, fitted as ``a + c/b``.
+  ``prompts_to_settle`` extrapolates the leader's gap along the curves, with the interval shrinking
+  as ``1/sqrt(b)``; ``curves_cross_at`` says when the runner-up's curve would overtake.
+
+No model runs: everything comes from the per-example rows of the job (and the responses' texts, for
+the copies). A fanned-out job's units compute their own candidate's :class:`Draws` (subsample values
+and contributions depend on nothing else), and the assembly reuses them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
+from grace_engine import crossval, learning_curve
+from grace_engine.crossval import Comparison
 from grace_engine.errors import InvalidInput
+from grace_engine.learning_curve import LearningCurve
+from grace_engine.near_duplicates import find_copies
 from grace_engine.predictors import LOWER_IS_BETTER, Evidence, GraceSettings, better_first, value
 from grace_engine.runtime import available_cpus
 
-SETTLED_P_TOP1 = 0.9
-DEFAULT_RESAMPLES = 200
+FloatArray = npt.NDArray[np.float64]
+Method = Literal["paired_cv", "paired", "subsampling"]
+
+DEFAULT_RESAMPLES = 200  # subsamples of n/2 prompts for P(top-1)
+CURVE_SUBSAMPLES = 20  # subsamples at n/4 and 3n/4 for the learning curves
 DEFAULT_CONFIDENCE = 0.9
+MIN_CURVE_PROMPTS = 4  # a subsample smaller than this has too few splits to mean anything
+
+
+@dataclass(frozen=True)
+class Draws:
+    """What one candidate's uncertainty needs from its own evidence alone: its score on every
+    subsample of :func:`subsample_plan` (NaN where undefined), its ``(repeats, n)`` per-prompt
+    contributions (None for a predictor without them), and how many of its responses copy a
+    response to another prompt (``copy_rows``, in ``copy_clusters`` clusters)."""
+
+    subsamples: FloatArray
+    contributions: FloatArray | None
+    copy_rows: int = 0
+    copy_clusters: int = 0
 
 
 @dataclass(frozen=True)
 class CandidateUncertainty:
-    """``p_top1``: share of resamples in which the candidate scored best; ``interval``: the
-    ``confidence`` percentile interval of its score over the resamples."""
+    """One candidate's share of the uncertainty.
+
+    Attributes:
+        p_top1: share of subsamples of ``n // 2`` prompts in which it scores best.
+        cv_score: its score as the paired cross-validation estimates it (mean contribution); gaps
+            are differences of these. None without contributions.
+        vs_leader: its paired comparison with the leader (None for the leader, and for G-Vendi).
+        curve: its learning curve.
+        copy_rows, copy_clusters: responses that (nearly) copy a response to another prompt, and
+            their clusters.
+    """
 
     p_top1: float
-    interval: tuple[float, float]
+    cv_score: float | None
+    vs_leader: Comparison | None
+    curve: LearningCurve
+    copy_rows: int = 0
+    copy_clusters: int = 0
 
 
 @dataclass(frozen=True)
 class Uncertainty:
-    """The bootstrap of one predictor (``score``) over ``n_prompts`` prompts.
+    """The uncertainty of a ranking by ``score`` over ``n_prompts`` prompts (module docstring).
 
-    ``settled``: the leader's ``p_top1 >= 0.9`` and its interval clears the runner-up's.
-    ``prompts_to_settle``: when not settled, the total prompts that would likely settle it (None when
-    it cannot be estimated: the two lead scores are equal, or there is one candidate).
+    ``settled``: the leader beats the runner-up at ``confidence`` (by ``method``). When not,
+    ``prompts_to_settle`` is the total prompts the learning curves say would settle it (None when
+    they say no number would, or the mean gap already clears and only the signed-rank test does
+    not), and ``curves_cross_at`` the prompt count from which the runner-up's curve leads.
     """
 
+    method: Method
     score: str
     n_prompts: int
-    n_resamples: int
     confidence: float
     seed: int
+    folds: int
+    repeats: int
+    n_subsamples: int
+    subsample_size: int
     candidates: dict[str, CandidateUncertainty]
     leader: str
     runner_up: str | None
     settled: bool
     prompts_to_settle: int | None
-    # Per candidate, its score on each resample (NaN where undefined): what a later bootstrap of the
-    # same job may be given instead of computing it again (``bootstrap(known=...)``).
-    draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    curves_cross_at: int | None
+    draws: dict[str, Draws] = field(default_factory=dict, repr=False, compare=False)
 
 
-def _clears(leader: tuple[float, float], other: tuple[float, float], lower_is_better: bool) -> bool:
-    return leader[1] < other[0] if lower_is_better else leader[0] > other[1]
+def subsample_plan(
+    n_prompts: int, n_subsamples: int, seed: int
+) -> list[tuple[int, list[npt.NDArray[np.int64]]]]:
+    """The subsamples every candidate is scored on: ``n_subsamples`` of ``max(2, n // 2)`` prompts
+    (P(top-1) and the curve's midpoint), then :data:`CURVE_SUBSAMPLES` at ``n/4`` and at ``3n/4``
+    where those are at least :data:`MIN_CURVE_PROMPTS` and below ``n``. Prompt indices sorted; drawn
+    without replacement from one seeded generator, so the plan depends only on its arguments."""
+    rng = np.random.default_rng(seed)
+    half = max(2, n_prompts // 2)
+    sizes = [(half, n_subsamples)]
+    for b in (n_prompts // 4, (3 * n_prompts) // 4):
+        if MIN_CURVE_PROMPTS <= b < n_prompts and b != half:
+            sizes.append((b, CURVE_SUBSAMPLES))
+    return [(b, [np.sort(rng.choice(n_prompts, b, replace=False)) for _ in range(k)]) for b, k in sizes]
 
 
-def prompts_to_settle(
-    point: Mapping[str, float],
-    intervals: Mapping[str, tuple[float, float]],
-    leader: str,
-    runner_up: str,
-    n_prompts: int,
-) -> int | None:
-    """Prompts at which the leader's and runner-up's intervals, shrinking as ``1/sqrt(n)`` around
-    their current scores, would no longer overlap: ``n * ((h_1 + h_2) / gap)^2`` with ``h`` the
-    half-widths and ``gap`` the distance between the two scores. None when the scores are equal."""
-    gap = abs(point[runner_up] - point[leader])
-    half = sum((intervals[c][1] - intervals[c][0]) / 2 for c in (leader, runner_up))
-    if gap <= 0.0 or not math.isfinite(gap):
-        return None
-    return max(n_prompts, math.ceil(n_prompts * (half / gap) ** 2))
+def _texts_of(ev: Evidence, texts: Sequence[Sequence[str]]) -> list[Sequence[str]]:
+    return [texts[p] for p in ev.prompt_index.tolist()]
 
 
-def bootstrap(
+def draws_of(
+    ev: Evidence,
+    score: str,
+    settings: GraceSettings,
+    *,
+    texts: Sequence[Sequence[str]] | None,
+    n_subsamples: int,
+    seed: int,
+) -> Draws:
+    """One candidate's :class:`Draws` (``texts``: its responses per job prompt, for the copies)."""
+    n = ev.n_prompts
+    plan = [idx for _, subsamples in subsample_plan(n, n_subsamples, seed) for idx in subsamples]
+
+    def one(idx: npt.NDArray[np.int64]) -> float:
+        v = value(score, ev.take(idx), settings, max_workers=1)
+        return math.nan if v is None else v
+
+    # One subsample per core, each single-threaded: many small factorisations scale better so.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(available_cpus()) as pool:
+        subsamples = np.array(list(pool.map(one, plan)), dtype=np.float64)
+    copies = None if texts is None else find_copies(_texts_of(ev, texts))
+    contributions = None
+    if score in crossval.CONTRIBUTING:
+        folds = crossval.fold_assignment(n, seed=seed)
+        contributions = crossval.contributions(
+            score, ev, folds, settings, None if copies is None else copies.cluster
+        )
+    if copies is None:
+        return Draws(subsamples, contributions)
+    return Draws(subsamples, contributions, copies.n_rows, copies.n_clusters)
+
+
+def rank_uncertainty(
     evidence: Mapping[str, Evidence],
     score: str,
     point: Mapping[str, float],
     *,
     settings: GraceSettings,
-    n_resamples: int = DEFAULT_RESAMPLES,
+    texts: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    n_subsamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
-    known: Mapping[str, np.ndarray] | None = None,
+    known: Mapping[str, Draws] | None = None,
 ) -> Uncertainty:
-    """Bootstrap predictor ``score`` of every candidate over prompts (module docstring).
+    """The uncertainty of the ranking by ``score`` (module docstring).
 
     Args:
         evidence: per candidate, rows over the same prompts in the same order.
-        point: the candidates' scores on all prompts (the ranking's values), best by ``score``'s
-            direction; the leader and runner-up are taken from them.
-        n_resamples: resamples (each computes ``score`` once per candidate).
-        seed: of the resampling generator.
-        known: per candidate, its ``draws`` from an earlier bootstrap with the same evidence,
-            score, settings, prompts, resamples and seed (a fanned-out job's units compute their
-            own): used as they are. A candidate's draws depend on nothing else, because every
-            candidate is resampled with the same draw of prompts.
+        point: the candidates' scores on all prompts (the ranking's values); the leader and
+            runner-up are taken from them.
+        texts: per candidate, its responses per job prompt (indexed by ``Evidence.prompt_index``):
+            copies of a held-out text are kept off the training side. None: not looked for.
+        n_subsamples: subsamples of ``n // 2`` prompts for P(top-1).
+        seed: of the subsamples and the folds.
+        known: per candidate, its :func:`draws_of` from the same evidence, score, settings, prompts,
+            texts, subsamples and seed (a fanned-out job's units compute their own): used as given.
     """
-    if n_resamples < 1:
+    if n_subsamples < 1:
         raise InvalidInput("must be at least 1", field="bootstrap")
     if not 0.0 < confidence < 1.0:
         raise InvalidInput("must be strictly between 0 and 1", field="confidence")
-    names = list(evidence)
-    n = {ev.n_prompts for ev in evidence.values()}
-    if len(n) != 1:
+    n_set = {ev.n_prompts for ev in evidence.values()}
+    if len(n_set) != 1:
         raise InvalidInput("candidates must share their prompts", field="candidates")
-    n_prompts = n.pop()
-    given = {c: np.asarray(d, dtype=np.float64) for c, d in (known or {}).items() if c in evidence}
-    if any(d.shape != (n_resamples,) for d in given.values()):
-        raise ValueError("known draws must have one value per resample")
-    todo = [c for c in names if c not in given]
+    n = n_set.pop()
+    if n < 2:
+        raise InvalidInput("the uncertainty needs at least 2 prompts", field="prompts")
+    plan = subsample_plan(n, n_subsamples, seed)
+    total = sum(len(s) for _, s in plan)
+    draws: dict[str, Draws] = {}
+    for name, ev in evidence.items():
+        given = (known or {}).get(name)
+        if given is not None and given.subsamples.shape != (total,):
+            raise ValueError("known draws must have one value per subsample")
+        draws[name] = given or draws_of(
+            ev,
+            score,
+            settings,
+            texts=None if texts is None else texts[name],
+            n_subsamples=n_subsamples,
+            seed=seed,
+        )
+    names = list(evidence)
     lower = LOWER_IS_BETTER[score]
-    rng = np.random.default_rng(seed)
-    # All resamples are drawn up front, so the result does not depend on how they are scheduled.
-    resamples = [rng.integers(0, n_prompts, n_prompts) for _ in range(n_resamples)]
-
-    def one(draw: np.ndarray) -> list[float]:
-        prompts, counts = np.unique(draw, return_counts=True)
-        if len(prompts) < 2:  # GRACE needs two distinct prompts; only with n = 2 can this happen
-            return [math.nan] * len(todo)
-        weights = counts.astype(np.float64)
-        values = [value(score, evidence[c].take(prompts), settings, weights, max_workers=1) for c in todo]
-        return [math.nan if v is None else v for v in values]
-
-    computed = np.empty((n_resamples, 0))
-    if todo:
-        # One resample per core, each single-threaded: many small factorisations scale better so.
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(available_cpus()) as pool:
-            computed = np.array(list(pool.map(one, resamples)), dtype=np.float64).reshape(
-                n_resamples, len(todo)
-            )
-    by_name = {**given, **{c: computed[:, j] for j, c in enumerate(todo)}}
-    draws = np.stack([by_name[c] for c in names], axis=1)
-    kept = draws[~np.isnan(draws).any(axis=1)]
+    half = np.stack([draws[c].subsamples[:n_subsamples] for c in names], axis=1)
+    kept = half[~np.isnan(half).any(axis=1)]
     if kept.shape[0] == 0:
-        raise InvalidInput(f"{score} cannot be bootstrapped on these prompts", field="bootstrap")
+        raise InvalidInput(f"{score} cannot be computed on half the prompts", field="bootstrap")
     best = kept.min(axis=1, keepdims=True) if lower else kept.max(axis=1, keepdims=True)
     wins = kept == best
-    share = (wins / wins.sum(axis=1, keepdims=True)).mean(axis=0)  # ties share a resample
-    alpha = (1.0 - confidence) / 2
-    lo, hi = np.quantile(kept, [alpha, 1.0 - alpha], axis=0)
-    per = {
-        name: CandidateUncertainty(float(share[j]), (float(lo[j]), float(hi[j])))
-        for j, name in enumerate(names)
-    }
+    p_top1 = dict(zip(names, (wins / wins.sum(axis=1, keepdims=True)).mean(axis=0).tolist(), strict=True))
+
+    curves = {c: _curve(plan, draws[c].subsamples, n, point[c]) for c in names}
     order = better_first(dict(point), score)
     leader, runner_up = order[0], (order[1] if len(order) > 1 else None)
-    settled = per[leader].p_top1 >= SETTLED_P_TOP1 and (
-        runner_up is None or _clears(per[leader].interval, per[runner_up].interval, lower)
-    )
-    needed = None
-    if not settled and runner_up is not None:
-        needed = prompts_to_settle(
-            point, {c: u.interval for c, u in per.items()}, leader, runner_up, n_prompts
+    folds = crossval.fold_assignment(n, seed=seed)
+    lead = draws[leader].contributions
+    comparisons: dict[str, Comparison | None] = {c: None for c in names}
+    if lead is not None:
+        for c in names:
+            other = draws[c].contributions
+            if c != leader and other is not None:
+                comparisons[c] = crossval.compare(
+                    lead, other, folds, lower_is_better=lower, confidence=confidence, trained=score == "grace"
+                )
+    method: Method = "subsampling" if lead is None else ("paired_cv" if score == "grace" else "paired")
+    if runner_up is None:
+        settled = True
+    elif method == "subsampling":
+        settled = p_top1[leader] >= confidence
+    else:
+        versus = comparisons[runner_up]
+        settled = versus is not None and versus.leader_wins(confidence)
+    needed = cross = None
+    if runner_up is not None:
+        cross = learning_curve.crossing(curves[leader], curves[runner_up], n, lower_is_better=lower)
+        versus = comparisons[runner_up]
+        if not settled and versus is not None:
+            needed = _prompts_to_settle(versus, curves[leader], curves[runner_up], n, lower, confidence)
+    per = {
+        c: CandidateUncertainty(
+            p_top1=p_top1[c],
+            cv_score=None if draws[c].contributions is None else float(np.nanmean(draws[c].contributions)),
+            vs_leader=comparisons[c],
+            curve=curves[c],
+            copy_rows=draws[c].copy_rows,
+            copy_clusters=draws[c].copy_clusters,
         )
+        for c in names
+    }
     return Uncertainty(
+        method=method,
         score=score,
-        n_prompts=n_prompts,
-        n_resamples=int(kept.shape[0]),
+        n_prompts=n,
         confidence=confidence,
         seed=seed,
+        folds=min(crossval.FOLDS, n),
+        repeats=crossval.REPEATS,
+        n_subsamples=int(kept.shape[0]),
+        subsample_size=plan[0][0],
         candidates=per,
         leader=leader,
         runner_up=runner_up,
         settled=settled,
         prompts_to_settle=needed,
-        draws=by_name,
+        curves_cross_at=cross,
+        draws=draws,
     )
+
+
+def _curve(
+    plan: list[tuple[int, list[npt.NDArray[np.int64]]]], subsamples: FloatArray, n: int, at_n: float
+) -> LearningCurve:
+    sizes, values, start = [], [], 0
+    for b, idx in plan:
+        chunk = subsamples[start : start + len(idx)]
+        start += len(idx)
+        if b >= MIN_CURVE_PROMPTS and not np.isnan(chunk).all():
+            sizes.append(b)
+            values.append(float(np.nanmean(chunk)))
+    return learning_curve.fit([*sizes, n], [*values, at_n])
+
+
+def _prompts_to_settle(
+    versus: Comparison,
+    leader: LearningCurve,
+    runner_up: LearningCurve,
+    n: int,
+    lower: bool,
+    confidence: float,
+) -> int | None:
+    """The gap at ``b`` is the cross-validated gap at ``n`` moved as the curves move between ``n``
+    and ``b`` (a constant gap when they are not fitted), oriented so that positive favours the
+    leader; None when it already clears at ``n`` (only the signed-rank test holds it back)."""
+    sign = 1.0 if lower else -1.0
+
+    def gap_at(b: float) -> float:
+        moved = 0.0
+        if leader.fitted and runner_up.fitted:
+            moved = (runner_up.at(b) - leader.at(b)) - (runner_up.at(n) - leader.at(n))
+        return sign * (versus.gap + moved)
+
+    needed = learning_curve.prompts_to_settle(gap_at, versus.se, n, versus.df, confidence)
+    return None if needed is None or needed <= n else needed
