@@ -108,23 +108,48 @@ class RankingEntry(BaseModel):
     rsr: float | None = Field(None, description="Rank-Surprisal Ratio (lower = better)")
     mean_response_tokens: float | None = Field(None, description="mean response length in student tokens")
     accuracy: float | None
-    p_top1: float | None = Field(None, description="share of bootstrap resamples it ranks first in")
-    interval: list[float] | None = Field(None, description="bootstrap interval of its value of `score`")
+    p_top1: float | None = Field(
+        None, description="share of subsamples of half the prompts (without replacement) it scores best in"
+    )
+    gap: float | None = Field(
+        None,
+        description="its value of `score` minus the leader's, as the paired cross-validation estimates "
+        "it at the job's n (null for the leader)",
+    )
+    gap_interval: list[float] | None = Field(
+        None, description="the gap's interval at the uncertainty's confidence (Nadeau-Bengio corrected)"
+    )
+    gap_p_value: float | None = Field(None, description="one-sided t-test p that the leader is no better")
+    gap_wilcoxon_p: float | None = Field(None, description="the same by the Wilcoxon signed-rank test")
 
 
 class UncertaintyPublic(BaseModel):
-    """The bootstrap over prompts behind ``p_top1``, ``interval`` and ``settled`` (design §2.11)."""
+    """What ``settled``, ``p_top1`` and the gaps rest on (design §2.11)."""
 
+    method: Literal["paired_cv", "paired", "subsampling"] = Field(
+        description="paired_cv: repeated K-fold cross-validation over prompts, paired across "
+        "candidates (GRACE); paired: a paired test over prompts (predictors that are means); "
+        "subsampling: P(top-1) at half the prompts (G-Vendi)"
+    )
     score: str
     n_prompts: int
-    n_resamples: int
     confidence: float
     seed: int
+    folds: int
+    repeats: int
+    n_subsamples: int = Field(description="subsamples behind p_top1")
+    subsample_size: int = Field(description="prompts per subsample (half the job's)")
     leader: str
     runner_up: str | None
-    settled: bool
+    settled: bool = Field(
+        description="the leader beats the runner-up at `confidence`: the gap's interval excludes 0 "
+        "and the signed-rank test agrees"
+    )
     prompts_to_settle: int | None = Field(
-        None, description="when not settled: prompts in all that would likely settle it"
+        None, description="when not settled: prompts in all that the learning curves say would settle it"
+    )
+    curves_cross_at: int | None = Field(
+        None, description="prompts from which the runner-up's learning curve would lead"
     )
 
 
@@ -173,7 +198,9 @@ class BudgetPublic(BaseModel):
 class ResultSummary(BaseModel):
     """What qualifies a ranking, as a worker stored it with the job."""
 
-    settled: bool | None = Field(None, description="whether the bootstrap settles the leader")
+    settled: bool | None = Field(
+        None, description="whether the leader beats the runner-up at the stated confidence"
+    )
     proj_dim: int | None = Field(None, description="the projection dimension d the scores were computed at")
     uncertainty: UncertaintyPublic | None = None
     projection: ProjectionPublic | None = None

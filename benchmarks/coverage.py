@@ -164,7 +164,9 @@ def run(s: Scenario, reps: int, truth_reps: int, subsamples: int) -> dict[str, A
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--truth", type=int, default=4000, help="fresh samples behind the true values")
     parser.add_argument("--subsamples", type=int, default=20, help="P(top-1) subsamples (not checked here)")

@@ -65,7 +65,8 @@ HEADER = (
     "candidate",
     "GRACE",
     "± split std",
-    "interval",
+    "gap to #1",
+    "gap interval",
     "P(top-1)",
     "beats next",
     "G-Norm",
@@ -99,11 +100,11 @@ def format_ranking(
     rows: Sequence[Mapping[str, Any]],
     footer: Sequence[str] = (),
     *,
-    settled: bool | None = None,
-    confidence: float | None = None,
+    uncertainty: Mapping[str, Any] | None = None,
 ) -> str:
     """The ranking table, best teacher first; ``rows`` as :meth:`RankingResult.ranking_rows` (or
-    the API's ranking entries) give them. ``settled`` and ``confidence`` come from the bootstrap."""
+    the API's ranking entries) give them; ``uncertainty`` is the result's (its JSON form), for the
+    verdict line: settled or not, and on what."""
     table = [HEADER]
     for r in rows:
         agreement = r["agreement_with_next"]
@@ -113,7 +114,8 @@ def format_ranking(
                 str(r["name"]),
                 _fmt(r["grace"], ".4g"),
                 _fmt(r["grace_std"], ".3g"),
-                _interval(r.get("interval")),
+                _fmt(r.get("gap"), "+.3g"),
+                _interval(r.get("gap_interval")),
                 _fmt(r.get("p_top1"), ".0%"),
                 "-" if agreement is None else f"{agreement:.0%}",
                 _fmt(r["g_norm"], ".4g"),
@@ -125,22 +127,37 @@ def format_ranking(
             )
         )
     lines = _aligned(table, left=1)
-    score = rows[0].get("score", "grace") if rows else "grace"
-    verdict = []
-    if settled is not None:
-        level = "" if confidence is None else f"{confidence:.0%} "
-        verdict = [
-            f"Ranked by {score}: {'settled' if settled else 'NOT settled'} "
-            f"(P(top-1) and the {level}interval of {score} from a bootstrap over prompts)."
-        ]
-    lines += [
-        "",
-        *footer,
-        *verdict,
+    lines += ["", *footer, *_verdict(uncertainty)]
+    lines.append(
         "Lower GRACE, RSR, G-Norm and student NLL = better teacher; higher G-Vendi, tokens, accuracy. "
-        "'beats next': share of GRACE splits where it scores below the next.",
-    ]
+        "'beats next': share of GRACE splits where it scores below the next."
+    )
     return "\n".join(lines)
+
+
+def _verdict(u: Mapping[str, Any] | None) -> list[str]:
+    """What the gaps, P(top-1) and ``settled`` rest on, in words."""
+    if not u:
+        return []
+    level = f"{u['confidence']:.0%}"
+    state = "settled" if u["settled"] else "NOT settled"
+    if u["method"] == "subsampling":
+        how = f"the leader scores best in at least {level} of subsamples of {u['subsample_size']} prompts"
+    else:
+        source = (
+            f"{u['repeats']} x {u['folds']}-fold cross-validation over the {u['n_prompts']} prompts, "
+            "paired, Nadeau-Bengio corrected"
+            if u["method"] == "paired_cv"
+            else f"a paired t-test over the {u['n_prompts']} prompts"
+        )
+        how = (
+            f"gap = {u['score']} minus the leader's, {level} interval by {source}; settled = the "
+            "runner-up's interval excludes 0 and the signed-rank test agrees"
+        )
+    return [
+        f"Ranked by {u['score']}: {state} ({how}). P(top-1): share of subsamples of "
+        f"{u['subsample_size']} prompts (half, without replacement) in which a candidate scores best."
+    ]
 
 
 def format_warnings(warnings: Sequence[Mapping[str, Any]]) -> str:
@@ -158,7 +175,6 @@ def format_table(result: RankingResult) -> str:
         f"({result.grad_dim:,d} params) | path {cfg.path} | d={cfg.proj_dim}{folded} | {cfg.n_splits} splits "
         f"| seed {cfg.seed}"
     )
-    u = result.uncertainty
     lines = [footer]
     if result.budget is not None:
         b = result.budget
@@ -168,12 +184,7 @@ def format_table(result: RankingResult) -> str:
             f"({b.compute_fraction:.0%} of a full run), {b.seconds:.0f} s"
             + (f"; dropped {', '.join(b.dropped)}" if b.dropped else "")
         )
-    table = format_ranking(
-        result.ranking_rows(),
-        lines,
-        settled=result.settled,
-        confidence=None if u is None else u.confidence,
-    )
+    table = format_ranking(result.ranking_rows(), lines, uncertainty=result.to_dict()["uncertainty"])
     notes = format_warnings([w.to_dict() for w in result.warnings])
     return f"{table}\n\n{notes}" if notes else table
 

@@ -108,7 +108,8 @@ def _show(job: dict[str, Any], as_json: bool) -> None:
     if job.get("error"):
         print(f"error: {job['error']['code']}: {job['error']['message']}")
     if job.get("ranking"):
-        print(format_ranking(job["ranking"], [f"job {job['id']} | student {job['student']}"]))
+        footer = [f"job {job['id']} | student {job['student']}"]
+        print(format_ranking(job["ranking"], footer, uncertainty=job.get("uncertainty")))
     notes = format_warnings(job.get("warnings") or [])
     if notes:
         print(notes)
@@ -182,7 +183,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             f"job {job_id} {final['status']}: {error.get('code', '')} {error.get('message', '')}".strip()
         )
     footer = [f"job {job_id} | student {final['student']} | {final['examples_scored']} responses scored"]
-    print(format_ranking(final["ranking"], footer))
+    print(format_ranking(final["ranking"], footer, uncertainty=final.get("uncertainty")))
     notes = format_warnings(final.get("warnings") or [])
     if notes:
         print(f"\n{notes}")

@@ -8,7 +8,10 @@ numbers and what to change. A warning never changes a score.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grace_engine.uncertainty import Uncertainty
 
 # With fewer prompts the held-out sets of the splits overlap heavily (the paper scores 512).
 MIN_PROMPTS = 10
@@ -117,44 +120,91 @@ def eval_overlaps_training(n: int, total: int) -> ResultWarning | None:
     )
 
 
-def unsettled(
-    *,
-    score: str,
-    leader: str,
-    runner_up: str,
-    p_top1: float,
-    intervals: tuple[tuple[float, float], tuple[float, float]],
-    n_prompts: int,
-    prompts_needed: int | None,
-) -> ResultWarning:
-    """The ranking's leader is not settled by the bootstrap over prompts (design §2.11): its
-    P(top-1) is under 0.9, or its interval overlaps the runner-up's (``intervals``: leader's,
-    runner-up's)."""
-    (lo, hi), (r_lo, r_hi) = intervals
-    why = []
-    if p_top1 < 0.9:
-        why.append(f"{leader!r} ranks first in only {p_top1:.0%} of bootstrap resamples (settled needs 90%)")
-    if not (hi < r_lo or lo > r_hi):
-        why.append(
-            f"its interval [{lo:.4g}, {hi:.4g}] overlaps that of {runner_up!r}, [{r_lo:.4g}, {r_hi:.4g}]"
+def unsettled(u: Uncertainty) -> ResultWarning | None:
+    """The ranking's leader is not settled (design §2.11): the paired comparison with the runner-up
+    does not reach the stated confidence by both tests (or, for G-Vendi, the leader's P(top-1) at
+    half the prompts stays below it). Says what the learning curves expect of more prompts."""
+    if u.settled or u.runner_up is None:
+        return None
+    leader, runner_up = u.leader, u.runner_up
+    versus = u.candidates[runner_up].vs_leader
+    level = f"{u.confidence:.0%}"
+    alpha = (1.0 - u.confidence) / 2
+    numbers: dict[str, Any] = {
+        "score": u.score,
+        "method": u.method,
+        "leader": leader,
+        "runner_up": runner_up,
+        "p_top1": u.candidates[leader].p_top1,
+        "n_prompts": u.n_prompts,
+        "prompts_needed": u.prompts_to_settle,
+        "curves_cross_at": u.curves_cross_at,
+    }
+    if versus is None:
+        why = (
+            f"{leader!r} scores best in only {u.candidates[leader].p_top1:.0%} of subsamples of "
+            f"{u.subsample_size} prompts (settled needs {level})"
         )
-    more = (
-        f"about {prompts_needed - n_prompts} more prompts ({prompts_needed} in all) would likely settle it"
-        if prompts_needed is not None
-        else "the two lead scores are equal, so more prompts may not separate them"
-    )
+    else:
+        lo, hi = versus.interval
+        how = f"{u.repeats} x {u.folds}-fold cross-validation" if u.method == "paired_cv" else "a paired test"
+        why = (
+            f"by {how}, {runner_up!r} minus {leader!r} is {versus.gap:+.4g} ({level} interval "
+            f"[{lo:.4g}, {hi:.4g}]; t-test p = {versus.p_value:.2g}, signed-rank p = "
+            f"{versus.wilcoxon_p:.2g}, settled needs both below {alpha:.2g}); {leader!r} is better on "
+            f"{versus.leader_better:.0%} of prompts, {runner_up!r} on {versus.candidate_better:.0%}"
+        )
+        numbers |= {
+            "gap": versus.gap,
+            "interval": list(versus.interval),
+            "p_value": versus.p_value,
+            "wilcoxon_p": versus.wilcoxon_p,
+        }
+    if u.curves_cross_at is not None:
+        more = (
+            f"the learning curves cross near {u.curves_cross_at} prompts: with more prompts {runner_up!r} "
+            "would likely lead"
+        )
+    elif u.prompts_to_settle is not None:
+        more = (
+            f"along the learning curves, about {u.prompts_to_settle - u.n_prompts} more prompts "
+            f"({u.prompts_to_settle} in all) would likely settle it"
+        )
+    elif versus is not None and versus.p_value < alpha:
+        more = "the mean gap is clear but the per-prompt signs are not: the lead rests on a few prompts"
+    else:
+        more = "the learning curves do not separate the two, so more prompts may not settle it"
     return ResultWarning(
         "ranking_unsettled",
-        f"the ranking by {score} over {n_prompts} prompts is not settled: {'; '.join(why)}; {more}",
-        {
-            "score": score,
-            "leader": leader,
-            "runner_up": runner_up,
-            "p_top1": p_top1,
-            "n_prompts": n_prompts,
-            "prompts_needed": prompts_needed,
-        },
+        f"the ranking by {u.score} over {u.n_prompts} prompts is not settled: {why}; {more}",
+        numbers,
     )
+
+
+# A candidate whose responses copy one another across prompts this often gets a warning.
+COPY_SHARE = 0.1
+
+
+def copies(u: Uncertainty, n_responses: dict[str, int]) -> list[ResultWarning | None]:
+    """Candidates many of whose responses (nearly) copy a response to another prompt: GRACE as
+    released trains on such a copy while holding out its twin, so it reads low for the wrong
+    reason; the cross-validated gaps keep the copies apart."""
+    out: list[ResultWarning | None] = []
+    for name, c in u.candidates.items():
+        total = n_responses[name]
+        if total == 0 or c.copy_rows / total < COPY_SHARE:
+            continue
+        out.append(
+            ResultWarning(
+                "responses_copied_across_prompts",
+                f"{c.copy_rows} of {name!r}'s {total} responses ({c.copy_rows / total:.0%}, in "
+                f"{c.copy_clusters} clusters) are (near-)copies of a response to another prompt: its "
+                "GRACE trains on a copy of the text it holds out and may be low for that reason; the "
+                "cross-validated gap to the leader keeps every copy of a held-out text out of training",
+                {"candidate": name, "n_rows": c.copy_rows, "n_clusters": c.copy_clusters, "total": total},
+            )
+        )
+    return out
 
 
 # A ranking whose order matches response length this closely may be measuring length.

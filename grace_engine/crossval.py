@@ -115,13 +115,15 @@ def mean_contributions(name: str, ev: Evidence) -> FloatArray:
         # V = sum(l t) / sum(t); linearised: V + (L_p - V T_p) / mean_p(T_p), whose mean is V.
         lt, t = _per_prompt(ev.losses * ev.n_tokens, m), _per_prompt(ev.n_tokens, m)
         v = lt.sum() / t.sum()
-        return v + (lt - v * t) / t.mean()
+        linear: FloatArray = v + (lt - v * t) / t.mean()
+        return linear
     if name == "rsr":
         # V = mean(avg rank) / mean(loss); linearised: V + (A_p - V B_p) / mean_p(B_p).
         a = _per_prompt(ev.rank_sums / np.maximum(ev.n_tokens, 1.0), m)
         b = _per_prompt(ev.losses, m)
         v = a.mean() / max(b.mean(), 1e-12)
-        return v + (a - v * b) / max(b.mean(), 1e-12)
+        ratio: FloatArray = v + (a - v * b) / max(b.mean(), 1e-12)
+        return ratio
     raise InvalidInput(f"{name} has no per-prompt contributions", field="rank_by")
 
 
@@ -203,10 +205,8 @@ def compare(
         df = len(per_prompt) - 1
     half = float(stats.t.ppf((1.0 + confidence) / 2, df)) * se
     oriented = sign * gap
-    if se > 0:
-        p_value = float(stats.t.sf(oriented / se, df))
-    else:
-        p_value = 0.0 if oriented > 0 else 1.0
+    # A zero spread: the sign of the gap is certain.
+    p_value = float(stats.t.sf(oriented / se, df)) if se > 0 else (0.0 if oriented > 0 else 1.0)
     signed = sign * per_prompt
     try:
         wilcoxon_p = float(stats.wilcoxon(signed, alternative="greater").pvalue)

@@ -58,9 +58,8 @@ def fit(sizes: Sequence[int], values: Sequence[float]) -> LearningCurve:
 def crossing(leader: LearningCurve, runner_up: LearningCurve, n: int, *, lower_is_better: bool) -> int | None:
     """The prompt count beyond ``n`` at which the fitted curves cross (the runner-up would lead
     from there on), or None when they do not cross beyond ``n``."""
-    if not (leader.fitted and runner_up.fitted):
+    if leader.a is None or leader.c is None or runner_up.a is None or runner_up.c is None:
         return None
-    assert leader.a is not None and leader.c is not None and runner_up.a is not None and runner_up.c is not None
     sign = 1.0 if lower_is_better else -1.0
     da, dc = sign * (runner_up.a - leader.a), sign * (runner_up.c - leader.c)  # gap(b) = da + dc / b
     if da >= 0 or dc <= 0:

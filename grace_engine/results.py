@@ -21,9 +21,7 @@ from grace_engine.responses import Origin
 from grace_engine.scores import (
     GraceResult,
 )
-from grace_engine.uncertainty import (
-    Uncertainty,
-)
+from grace_engine.uncertainty import CandidateUncertainty, Uncertainty
 
 
 @dataclass(frozen=True)
@@ -31,8 +29,10 @@ class CandidateResult:
     """Every score of one candidate and the responses they were computed from.
 
     Scores the job did not ask for (``predictors``) are None, as is ``accuracy`` without answers.
-    ``p_top1`` and ``interval`` come from the bootstrap over prompts of the ranking's score (None
-    without one). ``n_at_max_tokens`` counts generated responses that stopped at ``max_tokens``
+    ``p_top1`` (stability at half the prompts) and ``uncertainty`` (the paired comparison with the
+    leader, the learning curve, copies across prompts) describe the ranking's score (None without
+    an uncertainty; ``p_top1`` 0 for a candidate a budget-aware ranking dropped).
+    ``n_at_max_tokens`` counts generated responses that stopped at ``max_tokens``
     (None for supplied responses, where it is unknown); ``n_truncated`` counts examples cut at the
     student's ``max_length``.
     """
@@ -45,7 +45,7 @@ class CandidateResult:
     rsr: float | None
     accuracy: float | None
     p_top1: float | None
-    interval: tuple[float, float] | None
+    uncertainty: CandidateUncertainty | None
     responses_per_prompt: int
     n_responses: int
     n_truncated: int
@@ -91,15 +91,17 @@ class RankingResult:
 
     @property
     def settled(self) -> bool | None:
-        """Whether the bootstrap settles the leader (None without a bootstrap)."""
+        """Whether the leader beats the runner-up at the stated confidence (None without an
+        uncertainty)."""
         return None if self.uncertainty is None else self.uncertainty.settled
 
     def ranking_rows(self) -> list[dict[str, Any]]:
-        """The ranking best-first, one flat row per candidate with every predictor and its
-        bootstrap ``p_top1`` and ``interval``."""
+        """The ranking best-first, one flat row per candidate with every predictor, its ``p_top1``,
+        and its ``gap`` to the leader with the gap's ``gap_interval`` and tests (None for the leader)."""
         rows = []
         for r in self.ranking:
             c = self.candidates[r.name]
+            versus = None if c.uncertainty is None else c.uncertainty.vs_leader
             rows.append(
                 {
                     **asdict(r),
@@ -110,7 +112,10 @@ class RankingResult:
                     "mean_response_tokens": c.mean_response_tokens,
                     "accuracy": c.accuracy,
                     "p_top1": c.p_top1,
-                    "interval": None if c.interval is None else list(c.interval),
+                    "gap": None if versus is None else versus.gap,
+                    "gap_interval": None if versus is None else list(versus.interval),
+                    "gap_p_value": None if versus is None else versus.p_value,
+                    "gap_wilcoxon_p": None if versus is None else versus.wilcoxon_p,
                 }
             )
         return rows
@@ -152,6 +157,6 @@ def _uncertainty_dict(u: Uncertainty | None) -> dict[str, Any] | None:
     if u is None:
         return None
     item = asdict(u)
-    item.pop("candidates")  # per candidate, p_top1 and interval sit with the candidate
-    item.pop("draws")  # n_resamples numbers per candidate: for a later bootstrap, not for reading
+    item.pop("candidates")  # per candidate, its share sits with the candidate
+    item.pop("draws")  # per candidate, subsample values and contributions: for a later assembly
     return item

@@ -94,7 +94,9 @@ def _smoothed_train_spectrum(
     return _smoothed_spectrum(x_train.T @ x_train, smoothing, total_weight)
 
 
-def _smoothed_spectrum(gram: FloatArray, smoothing: float, total_weight: float) -> tuple[FloatArray, FloatArray]:
+def _smoothed_spectrum(
+    gram: FloatArray, smoothing: float, total_weight: float
+) -> tuple[FloatArray, FloatArray]:
     """:func:`_smoothed_train_spectrum` from the training rows' ``X^T X`` (``gram``, d x d)."""
     eigvals, vecs = np.linalg.eigh(gram / total_weight)
     w = np.maximum(eigvals, EIG_EPS)

@@ -65,10 +65,7 @@ from grace_engine.scores import (
     prompt_rows,
     response_correct,
 )
-from grace_engine.uncertainty import (
-    Uncertainty,
-    bootstrap,
-)
+from grace_engine.uncertainty import Draws, Uncertainty, rank_uncertainty
 
 
 class Projection(Protocol):
@@ -150,7 +147,7 @@ def rank_teachers(
     generator: GenerationBackend | None = None,
     budget: MemoryBudget | None = None,
     gradients: GradientStore | None = None,
-    bootstrap_draws: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    bootstrap_draws: Mapping[str, Draws] | None = None,
 ) -> RankingResult:
     """Score and rank ``candidates`` as teachers for ``student`` on ``prompts``.
 
@@ -167,10 +164,10 @@ def rank_teachers(
             :func:`~grace_engine.memory.default_budget_gb`). Scores do not depend on it.
         gradients: store of projected gradients by content (:mod:`~grace_engine.gradient_store`):
             a candidate found there is not computed again, and one computed is put there.
-        bootstrap_draws: per candidate, its bootstrap draws (``result.uncertainty.draws``) from an
-            earlier call on the same prompts with the same config and that candidate's same
+        bootstrap_draws: per candidate, its uncertainty draws (``result.uncertainty.draws``) from
+            an earlier call on the same prompts with the same config and that candidate's same
             responses: a fanned-out job's units score their candidate alone, and the assembly
-            reuses them instead of resampling again. Not for budget-aware rankings.
+            reuses them instead of computing them again. Not for budget-aware rankings.
     """
     built: list[GradientComputer] = []
     given = config or ScoringConfig()
@@ -230,7 +227,7 @@ def rank_teachers(
 
         def assess(active: dict[str, Evidence]) -> Uncertainty:
             point = {c: float(value(score, ev, settings) or 0.0) for c, ev in active.items()}
-            return _bootstrap(cfg, active, point)
+            return _uncertainty(job, candidates, active, point)
 
         # Projected once at the full run's d; each round, and the result, at its own prompts' d.
         def dim(n: int) -> int:
@@ -314,7 +311,7 @@ def _from_store(
     job: PreparedJob,
     candidates: Sequence[Candidate],
     stored: dict[str, StoredGradients],
-    known: Mapping[str, npt.NDArray[np.float64]] | None,
+    known: Mapping[str, Draws] | None,
 ) -> RankingResult:
     """The ranking from stored gradients alone: no student is loaded, no gradient computed."""
     everything = np.arange(len(job.prompts))
@@ -349,20 +346,25 @@ def _evidence(job: PreparedJob, i: int, grads: GradientResult, prompts: npt.NDAr
     )
 
 
-def _bootstrap(
-    cfg: ScoringConfig,
+def _uncertainty(
+    job: PreparedJob,
+    candidates: Sequence[Candidate],
     evidence: dict[str, Evidence],
     point: dict[str, float],
-    known: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    known: Mapping[str, Draws] | None = None,
 ) -> Uncertainty:
-    """The job's bootstrap of its ranking score over prompts (its resamples, confidence and seed);
-    ``known``: candidates' draws from the same job (:func:`~grace_engine.uncertainty.bootstrap`)."""
-    return bootstrap(
+    """The uncertainty of the job's ranking (its subsamples, confidence and seed; copies looked for
+    in the candidates' responses); ``known``: candidates' draws from the same job
+    (:func:`~grace_engine.uncertainty.rank_uncertainty`)."""
+    cfg = job.cfg
+    texts = {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True) if c.name in evidence}
+    return rank_uncertainty(
         evidence,
         cfg.ranking_score,
         point,
         settings=cfg.grace_settings,
-        n_resamples=cfg.bootstrap,
+        texts=texts,
+        n_subsamples=cfg.bootstrap,
         confidence=cfg.confidence,
         seed=cfg.seed,
         known=known,
@@ -456,11 +458,11 @@ def _scored(
     computer: Projection,
     fmt: StudentFormat,
     adaptive: tuple[Uncertainty, BudgetReport] | None = None,
-    known: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    known: Mapping[str, Draws] | None = None,
 ) -> RankingResult:
-    """Every requested predictor of every candidate, the ranking, its bootstrap and warnings.
+    """Every requested predictor of every candidate, the ranking, its uncertainty and warnings.
     ``computer``: the job's projection (built, or as stored); ``fmt``: the student format applied;
-    ``known``: bootstrap draws already computed (:func:`rank_teachers`)."""
+    ``known``: uncertainty draws already computed (:func:`rank_teachers`)."""
     cfg = job.cfg
     settings = cfg.grace_settings
     graces: dict[str, GraceResult] = {}
@@ -486,11 +488,11 @@ def _scored(
     if adaptive is not None:
         uncertainty = adaptive[0]
     elif cfg.bootstrap > 0:
-        uncertainty = _bootstrap(cfg, evidence, ranked_values, known)
+        uncertainty = _uncertainty(job, candidates, evidence, ranked_values, known)
     results = {}
     for i, cand in enumerate(candidates):
         ev, v, generated = evidence[cand.name], values[cand.name], job.generated[i]
-        # A candidate dropped by a budget-aware ranking is out of the last round's bootstrap.
+        # A candidate dropped by a budget-aware ranking is out of the last round's uncertainty.
         u = None if uncertainty is None else uncertainty.candidates.get(cand.name)
         examples = ev.losses.shape[0]
         results[cand.name] = CandidateResult(
@@ -502,7 +504,7 @@ def _scored(
             rsr=v.get("rsr"),
             accuracy=v.get("teacher_accuracy"),
             p_top1=(0.0 if adaptive is not None else None) if u is None else u.p_top1,
-            interval=None if u is None else u.interval,
+            uncertainty=u,
             responses_per_prompt=ev.m,
             n_responses=examples,
             n_truncated=truncated[cand.name],
@@ -516,21 +518,9 @@ def _scored(
     job.report(ProgressEvent("score", len(candidates), len(candidates)))
     warnings = _job_warnings(job.prompts, candidates, cfg, results, fmt, gradients=computer.d > 0)
     warnings += _predictor_warnings(score, ranking[0].name, ranked_values, values, results)
-    if uncertainty is not None and not uncertainty.settled and uncertainty.runner_up is not None:
-        warnings.append(
-            caveats.unsettled(
-                score=score,
-                leader=uncertainty.leader,
-                runner_up=uncertainty.runner_up,
-                p_top1=uncertainty.candidates[uncertainty.leader].p_top1,
-                intervals=(
-                    uncertainty.candidates[uncertainty.leader].interval,
-                    uncertainty.candidates[uncertainty.runner_up].interval,
-                ),
-                n_prompts=uncertainty.n_prompts,
-                prompts_needed=uncertainty.prompts_to_settle,
-            )
-        )
+    if uncertainty is not None:
+        n_responses = {c: r.n_responses for c, r in results.items()}
+        warnings += caveats.present(caveats.unsettled(uncertainty), *caveats.copies(uncertainty, n_responses))
     return RankingResult(
         job.student_source.location,
         ranking,

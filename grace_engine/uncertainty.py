@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,33 @@ class Draws:
     contributions: FloatArray | None
     copy_rows: int = 0
     copy_clusters: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (NaN as null); :meth:`from_json` reads it back exactly."""
+        return {
+            "subsamples": _nulls(self.subsamples),
+            "contributions": None if self.contributions is None else [_nulls(r) for r in self.contributions],
+            "copy_rows": self.copy_rows,
+            "copy_clusters": self.copy_clusters,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Draws:
+        rows = d["contributions"]
+        return cls(
+            _nans(d["subsamples"]),
+            None if rows is None else np.array([_nans(r) for r in rows]).reshape(len(rows), -1),
+            int(d["copy_rows"]),
+            int(d["copy_clusters"]),
+        )
+
+
+def _nulls(values: FloatArray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values.tolist()]
+
+
+def _nans(values: Sequence[float | None]) -> FloatArray:
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -255,10 +282,11 @@ def rank_uncertainty(
         versus = comparisons[runner_up]
         if not settled and versus is not None:
             needed = _prompts_to_settle(versus, curves[leader], curves[runner_up], n, lower, confidence)
+    cv_scores = {c: d.contributions for c, d in draws.items()}
     per = {
         c: CandidateUncertainty(
             p_top1=p_top1[c],
-            cv_score=None if draws[c].contributions is None else float(np.nanmean(draws[c].contributions)),
+            cv_score=None if (cv := cv_scores[c]) is None else float(np.nanmean(cv)),
             vs_leader=comparisons[c],
             curve=curves[c],
             copy_rows=draws[c].copy_rows,

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from grace_engine import caveats
 from grace_engine.caveats import ResultWarning
@@ -41,6 +40,7 @@ from grace_engine.ranking import spearman
 from grace_engine.responses import GenerationBackend, ResponseStore, student_examples
 from grace_engine.results import RankingResult
 from grace_engine.scoring import rank_teachers
+from grace_engine.uncertainty import Draws
 
 BOOTSTRAP_SAMPLES = 2000
 OutcomeName = Literal["eval_nll", "accuracy"]
@@ -542,7 +542,7 @@ def run_validation(
     generator: GenerationBackend | None = None,
     budget: MemoryBudget | None = None,
     gradients: GradientStore | None = None,
-    bootstrap_draws: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    bootstrap_draws: Mapping[str, Draws] | None = None,
     distilled: Mapping[str, CandidateValidation] | None = None,
 ) -> ValidationResult:
     """Score ``candidates`` for ``student`` on ``prompts`` (as :func:`rank_teachers`, with its

@@ -223,7 +223,9 @@ class ScoringIn(StrictModel):
         None, description="the predictor that orders the ranking (default: grace when computed)"
     )
     bootstrap: Annotated[int, Field(ge=0, le=2000)] = Field(
-        DEFAULT_RESAMPLES, description="bootstrap resamples over prompts for P(top-1) and intervals; 0: none"
+        DEFAULT_RESAMPLES,
+        description="subsamples of half the prompts for P(top-1) (the gaps and settled come from "
+        "cross-validation); 0: no uncertainty",
     )
     confidence: Annotated[float, Field(gt=0, lt=1)] = DEFAULT_CONFIDENCE
     budget: BudgetIn | None = Field(None, description="rank in rounds within a budget (README)")

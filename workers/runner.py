@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +45,7 @@ from grace_engine.progress import ProgressEvent
 from grace_engine.responses import GenerationBackend
 from grace_engine.results import RankingResult
 from grace_engine.scoring import rank_teachers
+from grace_engine.uncertainty import Draws
 from grace_engine.validation import CandidateRun, CandidateValidation, run_validation, validate_candidate
 from grace_jobs import lifecycle
 from grace_jobs.lifecycle import LIVE
@@ -91,13 +90,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def _draws(units: dict[str, dict[str, Any]]) -> dict[str, npt.NDArray[np.float64]]:
-    """Each candidate unit's bootstrap draws (:meth:`JobRunner._unit_done`)."""
-    return {
-        c: np.array([np.nan if v is None else v for v in r["draws"]])
-        for c, r in units.items()
-        if "draws" in r
-    }
+def _draws(units: dict[str, dict[str, Any]]) -> dict[str, Draws]:
+    """Each candidate unit's uncertainty draws (:meth:`JobRunner._unit_done`)."""
+    return {c: Draws.from_json(r["draws"]) for c, r in units.items() if "draws" in r}
 
 
 class _TenantRows:
@@ -638,8 +633,8 @@ class JobRunner:
             (row,) = result.ranking_rows()
             own.update(row)
         if isinstance(result, RankingResult) and result.uncertainty is not None:
-            (draws,) = result.uncertainty.draws.values()  # for the last unit; JSON has no NaN
-            own["draws"] = [None if np.isnan(v) else float(v) for v in draws]
+            (draws,) = result.uncertainty.draws.values()  # for the last unit
+            own["draws"] = draws.to_json()
         with self.session_factory() as session:
             outcome = lifecycle.unit_done(session, job_id, position, self.worker_id, own)
         log.info("unit %s done: %s", lifecycle.unit_key(job_id, position), outcome)
