@@ -37,7 +37,7 @@ from grace_engine.responses import DirectoryResponseStore
 from grace_engine.scores import auto_proj_dim
 from grace_engine.scoring import rank_teachers
 from grace_engine.tiny_models import build_tiny_models, gsm8k_records
-from grace_engine.uncertainty import Uncertainty, bootstrap
+from grace_engine.uncertainty import Uncertainty, rank_uncertainty
 from studies import candidates as cands
 
 WORK = Path(".grace/benchmarks/budget")
@@ -123,9 +123,11 @@ def main() -> None:
     def dim(n: int) -> int:
         return auto_proj_dim(n, m)
 
-    def assess(active: dict[str, Evidence]) -> Uncertainty:
+    def assess(active: dict[str, Evidence], confidence: float) -> Uncertainty:
         point = {c: float(value("grace", ev, settings) or 0.0) for c, ev in active.items()}
-        return bootstrap(active, "grace", point, settings=settings, n_resamples=RESAMPLES, seed=0)
+        return rank_uncertainty(
+            active, "grace", point, settings=settings, n_subsamples=RESAMPLES, seed=0, confidence=confidence
+        )
 
     runs = []
     for seed in range(args.repeats):

@@ -2,12 +2,17 @@
 
 A full run computes every candidate's gradients on every prompt. Most of that is wasted when one
 candidate dominates early, or when a candidate is clearly out of the race. :func:`adaptive_evidence`
-scores a first subset of the prompts (in a seeded order), bootstraps the ranking
+scores a first subset of the prompts (in a seeded order), tests the ranking
 (:mod:`~grace_engine.uncertainty`) and, while it is not settled, adds prompts in rounds that grow
 geometrically, each round only for the candidates still in the race: a candidate whose P(top-1)
 falls below ``drop_below`` is dropped (successive halving; the two most likely leaders always stay).
 It stops when the ranking is settled, when the budget (gradient examples, or seconds checked between
 rounds) is spent, or when every prompt is scored, and reports the compute it used against a full run.
+
+Looking again after every round would settle twins by chance more often than the stated confidence
+allows, so the rounds spend it: round ``k`` (from 0) tests at level ``alpha / 2^(k+1)`` with
+``alpha = 1 - confidence``, and the levels of all rounds sum to less than ``alpha`` (a Bonferroni
+alpha-spending rule). Each round's uncertainty records the confidence it was computed at.
 
 The gradients are projected once, to the d a full run would use; each round folds them
 (:meth:`~grace_engine.predictors.Evidence.folded`) to the d its own prompts call for, and scores its
@@ -103,7 +108,12 @@ class BudgetReport:
 
 
 Collect = Callable[[str, npt.NDArray[np.int64]], Evidence]
-Assess = Callable[[dict[str, Evidence]], Uncertainty]
+Assess = Callable[[dict[str, Evidence], float], Uncertainty]  # (evidence, confidence)
+
+
+def round_confidence(confidence: float, index: int) -> float:
+    """The confidence round ``index`` tests at (module docstring)."""
+    return 1.0 - (1.0 - confidence) / 2.0 ** (index + 1)
 
 
 def prompt_order(n_prompts: int, seed: int) -> npt.NDArray[np.int64]:
@@ -121,6 +131,7 @@ def adaptive_evidence(
     budget: RankingBudget,
     *,
     dim: Callable[[int], int] | None = None,
+    confidence: float = 0.9,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[dict[str, Evidence], Uncertainty, BudgetReport]:
     """Run the rounds (module docstring).
@@ -130,7 +141,8 @@ def adaptive_evidence(
         n_prompts: prompts available.
         responses_per_prompt: ``m`` of each candidate (a prompt costs ``m`` examples).
         collect: ``(candidate, prompt indices) -> Evidence`` of those prompts, in that order.
-        assess: the bootstrap of the ranking over evidence that shares its prompts.
+        assess: the uncertainty of the ranking over evidence that shares its prompts, at a confidence.
+        confidence: the job's; each round tests at its share (:func:`round_confidence`).
         dim: the projection dimension to score ``n`` prompts at (a divisor of the computed one);
             None: as computed.
     Returns:
@@ -170,7 +182,8 @@ def adaptive_evidence(
             used += len(new) * responses_per_prompt[c]
         have += len(new)
         d = None if dim is None else dim(have)
-        u = assess({c: evidence[c] if d is None else evidence[c].folded(d) for c in active})
+        level = round_confidence(confidence, len(rounds))
+        u = assess({c: evidence[c] if d is None else evidence[c].folded(d) for c in active}, level)
         rounds.append(
             Round(
                 len(rounds),

@@ -208,10 +208,10 @@ def compare(
     # A zero spread: the sign of the gap is certain.
     p_value = float(stats.t.sf(oriented / se, df)) if se > 0 else (0.0 if oriented > 0 else 1.0)
     signed = sign * per_prompt
-    try:
-        wilcoxon_p = float(stats.wilcoxon(signed, alternative="greater").pvalue)
-    except ValueError:  # every difference is zero
-        wilcoxon_p = 1.0
+    nonzero = signed[signed != 0]
+    wilcoxon_p = 1.0  # no prompt favours either side
+    if len(nonzero):
+        wilcoxon_p = float(stats.wilcoxon(nonzero, alternative="greater").pvalue)
     return Comparison(
         gap=gap,
         interval=(gap - half, gap + half),

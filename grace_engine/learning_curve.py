@@ -80,14 +80,12 @@ def prompts_to_settle(
     def clears(b: float) -> bool:
         return gap_at(b) > z * se_at_n * math.sqrt(n / b)
 
-    lo, hi = float(n), float(n)
+    lo, hi = n, n
     while not clears(hi):
-        lo, hi = hi, hi * 1.25
+        lo, hi = hi, math.ceil(hi * 1.25)
         if hi > MAX_PROMPTS:
             return None
-    if hi == n:
-        return n
-    while hi - lo > 1:
-        mid = (lo + hi) / 2
+    while hi - lo > 1:  # the smallest whole number of prompts that clears
+        mid = (lo + hi) // 2
         lo, hi = (lo, mid) if clears(mid) else (mid, hi)
-    return math.ceil(hi)
+    return hi

@@ -8,8 +8,9 @@ of the training side of its fold.
 
 Texts are normalised (lower case, runs of non-word characters to one space); identical normalised
 texts are copies, and so are texts whose word 3-gram sets have an estimated Jaccard similarity of at
-least :data:`JACCARD` (MinHash with locality-sensitive hashing, from ``datasketch``, so the cost grows
-with the number of texts, not with their pairs).
+least :data:`JACCARD` (candidate pairs from MinHash with locality-sensitive hashing, from
+``datasketch``, so the cost grows with the number of texts, not with their pairs; each candidate pair
+is then checked exactly).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import numpy.typing as npt
 from datasketch import MinHash, MinHashLSH
 
 JACCARD = 0.8  # near-identical: four in five word 3-grams shared
-NUM_PERM = 64  # MinHash permutations: the Jaccard estimate's std is about 0.05 at 0.8
+NUM_PERM = 128  # MinHash permutations
+# LSH bands tuned for recall (a missed pair costs a leak, a false candidate one exact Jaccard check).
+LSH_WEIGHTS = (0.2, 0.8)
 SHINGLE = 3  # words per shingle
 _NON_WORD = re.compile(r"\W+")
 
@@ -82,13 +85,18 @@ def find_copies(texts: Sequence[Sequence[str]]) -> Copies:
             first[t] = i
     distinct = [i for i in first.values() if flat[i]]
     if len(distinct) > 1:
-        lsh = MinHashLSH(threshold=JACCARD, num_perm=NUM_PERM)
-        hashes = MinHash.bulk([_shingles(flat[i]) for i in distinct], num_perm=NUM_PERM, seed=1)
+        lsh = MinHashLSH(threshold=JACCARD, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+        shingles = {i: _shingles(flat[i]) for i in distinct}
+        hashes = MinHash.bulk([shingles[i] for i in distinct], num_perm=NUM_PERM, seed=1)
         for i, h in zip(distinct, hashes, strict=True):
             for j in lsh.query(h):
-                join(int(j), i)
+                a, b = shingles[i], shingles[int(j)]
+                if len(a & b) >= JACCARD * len(a | b):
+                    join(int(j), i)
             lsh.insert(i, h)
     cluster = np.array([root(i) for i in range(len(flat))], dtype=np.int64)
-    spans = {c: set(prompt_of[cluster == c].tolist()) for c in np.unique(cluster).tolist()}
-    across = [c for c, ps in spans.items() if len(ps) > 1]
+    prompts_of: dict[int, set[int]] = {}
+    for c, p in zip(cluster.tolist(), prompt_of.tolist(), strict=True):
+        prompts_of.setdefault(c, set()).add(p)
+    across = [c for c, ps in prompts_of.items() if len(ps) > 1]
     return Copies(cluster, len(across), int(np.isin(cluster, across).sum()))

@@ -225,9 +225,9 @@ def rank_teachers(
     else:
         score, settings = cfg.ranking_score, cfg.grace_settings
 
-        def assess(active: dict[str, Evidence]) -> Uncertainty:
+        def assess(active: dict[str, Evidence], level: float) -> Uncertainty:
             point = {c: float(value(score, ev, settings) or 0.0) for c, ev in active.items()}
-            return _uncertainty(job, candidates, active, point)
+            return _uncertainty(job, candidates, active, point, confidence=level)
 
         # Projected once at the full run's d; each round, and the result, at its own prompts' d.
         def dim(n: int) -> int:
@@ -242,6 +242,7 @@ def rank_teachers(
             assess,
             cfg.budget,
             dim=dim if folds else None,
+            confidence=cfg.confidence,
         )
         if folds:
             final = dim(max(ev.n_prompts for ev in evidence.values()))
@@ -352,10 +353,12 @@ def _uncertainty(
     evidence: dict[str, Evidence],
     point: dict[str, float],
     known: Mapping[str, Draws] | None = None,
+    *,
+    confidence: float | None = None,
 ) -> Uncertainty:
-    """The uncertainty of the job's ranking (its subsamples, confidence and seed; copies looked for
-    in the candidates' responses); ``known``: candidates' draws from the same job
-    (:func:`~grace_engine.uncertainty.rank_uncertainty`)."""
+    """The uncertainty of the job's ranking (its subsamples, confidence unless one is given, and
+    seed; copies looked for in the candidates' responses); ``known``: candidates' draws from the
+    same job (:func:`~grace_engine.uncertainty.rank_uncertainty`)."""
     cfg = job.cfg
     texts = {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True) if c.name in evidence}
     return rank_uncertainty(
@@ -365,7 +368,7 @@ def _uncertainty(
         settings=cfg.grace_settings,
         texts=texts,
         n_subsamples=cfg.bootstrap,
-        confidence=cfg.confidence,
+        confidence=cfg.confidence if confidence is None else confidence,
         seed=cfg.seed,
         known=known,
     )

@@ -9,7 +9,7 @@ import pytest
 from grace_engine.adaptive import RankingBudget, adaptive_evidence, prompt_order
 from grace_engine.errors import InvalidInput
 from grace_engine.predictors import Evidence, GraceSettings, value
-from grace_engine.uncertainty import Uncertainty, bootstrap
+from grace_engine.uncertainty import Uncertainty, rank_uncertainty
 
 
 def _full(rng: np.random.Generator, n: int, m: int, d: int, scale: float) -> Evidence:
@@ -36,9 +36,11 @@ class Lookup:
         return self.full[name].take(prompts)
 
 
-def _assess(evidence: dict[str, Evidence]) -> Uncertainty:
+def _assess(evidence: dict[str, Evidence], confidence: float = 0.9) -> Uncertainty:
     point = {c: float(value("grace", ev, GraceSettings()) or 0.0) for c, ev in evidence.items()}
-    return bootstrap(evidence, "grace", point, settings=GraceSettings(), n_resamples=40, seed=0)
+    return rank_uncertainty(
+        evidence, "grace", point, settings=GraceSettings(), n_subsamples=40, seed=0, confidence=confidence
+    )
 
 
 def _run(
@@ -102,9 +104,9 @@ def test_each_round_is_scored_at_its_own_dim_and_a_full_sweep_equals_the_full_ru
     full = {"twin-a": twin, "twin-b": twin}  # tied: never settles, so every prompt gets scored
     seen: list[tuple[int, int]] = []
 
-    def assess(evidence: dict[str, Evidence]) -> Uncertainty:
+    def assess(evidence: dict[str, Evidence], confidence: float) -> Uncertainty:
         seen.extend((ev.n_prompts, ev.gradients.shape[1]) for ev in evidence.values())
-        return _assess(evidence)
+        return _assess(evidence, confidence)
 
     def dim(n: int) -> int:
         return 8 if n < 32 else 32

@@ -362,7 +362,7 @@ def test_responses_cut_at_max_tokens_and_examples_cut_at_max_length_are_reported
     assert ("examples_truncated", "clipped") not in by_code
 
 
-def test_result_carries_every_predictor_a_bootstrap_and_the_projection(
+def test_result_carries_every_predictor_its_uncertainty_and_the_projection(
     demo: tuple[RankingResult, list[ProgressEvent]],
 ) -> None:
     result, _ = demo
@@ -373,13 +373,29 @@ def test_result_carries_every_predictor_a_bootstrap_and_the_projection(
         assert r["value"] == r["grace"]
         assert r["rsr"] > 0
         assert r["mean_response_tokens"] > 0
-        lo, hi = r["interval"]
-        assert lo <= hi
+    # Every interval the result reports holds the number printed beside it. (Issue 25: on this very
+    # job the old bootstrap's per-candidate "interval" sat above its own GRACE value.)
+    checked = 0
+    for r in rows:
+        for interval, point in (("interval", "value"), ("gap_interval", "gap")):
+            if r.get(interval) is not None:
+                lo, hi = r[interval]
+                assert lo <= r[point] <= hi, (r["name"], interval, r[point], (lo, hi))
+                checked += 1
+    assert checked == len(rows) - 1  # every candidate but the leader has its gap's interval
     u = result.uncertainty
     assert u is not None
-    assert u.score == "grace"
+    assert (u.score, u.method, u.folds, u.repeats) == ("grace", "paired_cv", 10, 10)
     assert u.leader == rows[0]["name"]
+    assert u.runner_up == rows[1]["name"]
     assert result.settled is u.settled
+    versus = u.candidates[rows[1]["name"]].vs_leader
+    assert versus is not None
+    assert u.settled is versus.leader_wins(u.confidence)
+    for r in rows:
+        curve = u.candidates[r["name"]].curve
+        assert curve.sizes == [6, 12, 18, 24]  # n/4, n/2, 3n/4 and n of the demo's 24 prompts
+        assert curve.values[-1] == r["grace"]
     assert (not u.settled) == any(w.code == "ranking_unsettled" for w in result.warnings)
     p = result.projection
     assert p is not None

@@ -1,10 +1,9 @@
-"""RSR and the other predictors against slow references; weighted GRACE; the bootstrap over prompts."""
+"""RSR and the other predictors against slow references; weighted GRACE; the warnings they raise."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ from grace_engine.predictors import (
     value,
 )
 from grace_engine.scores import g_norm, g_vendi, grace, rsr, student_nll
-from grace_engine.uncertainty import SETTLED_P_TOP1, bootstrap, prompts_to_settle
 from tests.conftest import make_examples
 from tests.test_scores import reference_grace
 
@@ -173,66 +171,6 @@ def test_weighted_grace_matches_its_reference(n: int, m: int, d: int) -> None:
         grace(g, m, prompt_weights=np.zeros(n))
 
 
-def test_bootstrap_settles_a_dominant_leader() -> None:
-    rng = np.random.default_rng(3)
-    # GRACE grows with the test rows' scale, so a small-gradient candidate dominates.
-    evidence = {f"c{k}": _evidence(rng, 40, 2, 6, scale=s) for k, s in enumerate((0.3, 1.0, 1.1, 1.2))}
-    point = {c: value("grace", ev, GraceSettings()) for c, ev in evidence.items()}
-    u = bootstrap(evidence, "grace", point, settings=GraceSettings(), n_resamples=60, seed=1)  # type: ignore[arg-type]
-    assert math.isclose(sum(c.p_top1 for c in u.candidates.values()), 1.0, abs_tol=1e-9)
-    assert u.leader == "c0"
-    assert u.settled
-    assert u.prompts_to_settle is None
-    assert u.candidates["c0"].p_top1 >= SETTLED_P_TOP1
-    lo, hi = u.candidates["c0"].interval
-    assert lo <= hi < u.candidates[u.runner_up].interval[0]  # type: ignore[index]
-    again = bootstrap(evidence, "grace", point, settings=GraceSettings(), n_resamples=60, seed=1)  # type: ignore[arg-type]
-    assert again == u  # seeded: the same resamples whatever the thread schedule
-
-
-def test_a_bootstrap_from_each_candidates_own_draws_is_the_joint_bootstrap() -> None:
-    """A fanned-out job's units each bootstrap their candidate alone; given those draws, the
-    assembly's bootstrap is exactly the one over every candidate at once (same draws, same p_top1
-    and intervals), and it also accepts a mix of given and computed draws."""
-    rng = np.random.default_rng(5)
-    evidence = {f"c{k}": _evidence(rng, 30, 2, 6, scale=s) for k, s in enumerate((0.6, 1.0, 1.05))}
-    point = {c: value("grace", ev, GraceSettings()) for c, ev in evidence.items()}
-    kwargs: dict[str, Any] = {"settings": GraceSettings(), "n_resamples": 50, "seed": 7}
-    joint = bootstrap(evidence, "grace", point, **kwargs)  # type: ignore[arg-type]
-    alone = {
-        c: bootstrap({c: ev}, "grace", {c: point[c]}, **kwargs).draws[c]  # type: ignore[arg-type, dict-item]
-        for c, ev in evidence.items()
-    }
-    for c in evidence:
-        np.testing.assert_array_equal(alone[c], joint.draws[c])
-    assembled = bootstrap(evidence, "grace", point, known=alone, **kwargs)  # type: ignore[arg-type]
-    assert assembled.candidates == joint.candidates
-    assert (assembled.leader, assembled.settled) == (joint.leader, joint.settled)
-    mixed = bootstrap(evidence, "grace", point, known={"c1": alone["c1"]}, **kwargs)  # type: ignore[arg-type]
-    assert mixed.candidates == joint.candidates
-    with pytest.raises(ValueError, match="one value per resample"):
-        bootstrap(evidence, "grace", point, known={"c1": alone["c1"][:10]}, **kwargs)  # type: ignore[arg-type]
-
-
-def test_bootstrap_does_not_settle_twins_and_says_how_many_prompts() -> None:
-    rng = np.random.default_rng(4)
-    evidence = {"a": _evidence(rng, 30, 2, 5), "b": _evidence(rng, 30, 2, 5)}
-    for score in ("grace", "rsr", "student_nll"):
-        point = {c: value(score, ev, GraceSettings()) for c, ev in evidence.items()}
-        u = bootstrap(evidence, score, point, settings=GraceSettings(), n_resamples=80)  # type: ignore[arg-type]
-        assert not u.settled
-        assert 0.0 < u.candidates["a"].p_top1 < 1.0
-        assert u.prompts_to_settle is None or u.prompts_to_settle > 30
-
-
-def test_prompts_to_settle_extrapolates_one_over_sqrt_n() -> None:
-    # half-widths 1 and 1, gap 1: the intervals clear once they shrink by 2, i.e. at 4x the prompts.
-    point = {"a": 0.0, "b": 1.0}
-    intervals = {"a": (-1.0, 1.0), "b": (0.0, 2.0)}
-    assert prompts_to_settle(point, intervals, "a", "b", 50) == 200
-    assert prompts_to_settle({"a": 1.0, "b": 1.0}, intervals, "a", "b", 50) is None
-
-
 @pytest.mark.parametrize(
     ("names", "rank_by", "field"),
     [
@@ -246,25 +184,6 @@ def test_bad_predictor_lists_name_the_field(names: list[str], rank_by: str, fiel
     with pytest.raises(InvalidInput) as err:
         check_predictors(names, rank_by)
     assert err.value.field == field
-
-
-def test_the_unsettled_warning_says_which_condition_failed() -> None:
-    from grace_engine.caveats import unsettled
-
-    both = unsettled(
-        score="grace", leader="a", runner_up="b", p_top1=0.6,
-        intervals=((1.0, 2.0), (1.5, 3.0)), n_prompts=40, prompts_needed=160,
-    )  # fmt: skip
-    assert "only 60%" in both.message
-    assert "overlaps that of 'b'" in both.message
-    assert "about 120 more prompts (160 in all)" in both.message
-    overlap_only = unsettled(
-        score="rsr", leader="a", runner_up="b", p_top1=0.95,
-        intervals=((1.0, 2.0), (1.9, 3.0)), n_prompts=40, prompts_needed=None,
-    )  # fmt: skip
-    assert "only" not in overlap_only.message
-    assert "overlaps" in overlap_only.message
-    assert overlap_only.numbers["prompts_needed"] is None
 
 
 def test_a_ranking_that_follows_length_is_flagged() -> None:
