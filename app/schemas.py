@@ -319,6 +319,15 @@ class CorrelationPublic(BaseModel):
     n_candidates: int
     top_pick: str
     best: str
+    p_value: float | None = Field(
+        None, description="one-sided permutation p-value of spearman (exact up to 10 candidates)"
+    )
+    critical_rho: float | None = Field(
+        None, description="the smallest spearman that reaches 5% one-sided for this many candidates"
+    )
+    distinguishable: bool | None = Field(
+        None, description="p_value <= 0.05; false: not distinguishable from chance"
+    )
 
 
 class ValidationPublic(BaseModel):

@@ -189,6 +189,15 @@ def format_table(result: RankingResult) -> str:
     return f"{table}\n\n{notes}" if notes else table
 
 
+def _chance(c: Mapping[str, Any]) -> str:
+    """The permutation test of a correlation, in words."""
+    if c.get("p_value") is None:
+        return "(p -)"
+    critical = "-" if c.get("critical_rho") is None else f"{c['critical_rho']:.3f}"
+    verdict = "" if c["distinguishable"] else ", not distinguishable from chance"
+    return f"(p = {c['p_value']:.3f}, 5% needs {critical}{verdict})"
+
+
 def _signed(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
@@ -249,8 +258,8 @@ def format_validation(result: Mapping[str, Any]) -> str:
         ci = "[   -,    -]" if c["ci95"] is None else f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
         rel = "" if c["regret_rel"] is None else f" ({c['regret_rel']:.1%})"
         lines.append(
-            f"  {score:<17} spearman {_signed(c['spearman'])} {ci}  kendall {_signed(c['kendall'])}  "
-            f"regret {c['regret']:.4g}{rel}  pick {c['top_pick']}, best {c['best']}"
+            f"  {score:<17} spearman {_signed(c['spearman'])} {ci} {_chance(c)}  kendall "
+            f"{_signed(c['kendall'])}  regret {c['regret']:.4g}{rel}  pick {c['top_pick']}, best {c['best']}"
         )
     if mixed is not None and mixed["gain_over_best_single"] is not None:
         verdict = "beats" if mixed["beats_best_single"] else "does not beat"

@@ -240,3 +240,35 @@ def test_units_draws_give_the_joint_uncertainty_and_survive_json() -> None:
             seed=7,
             known={"c1": alone["c1"]},
         )
+
+
+# --- permutation tests of a validation's correlations ------------------------------------------
+
+
+@pytest.mark.parametrize("n", [5, 7])
+def test_spearman_permutation_p_is_scipys_exact_permutation_test(n: int) -> None:
+    from grace_engine.permutation import spearman_p
+
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=n), rng.normal(size=n) + 0.5 * np.arange(n)
+    y[1] = y[2]  # a tie: the test stays exact with average ranks
+    ref = stats.permutation_test(
+        (x,),
+        lambda a: stats.spearmanr(a, y).statistic,
+        permutation_type="pairings",
+        alternative="greater",
+        n_resamples=math.factorial(n),
+    )
+    assert spearman_p(x, y) == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_critical_rho_is_the_textbook_table_and_monte_carlo_above_ten() -> None:
+    from grace_engine.permutation import MONTE_CARLO, critical_rho, spearman_p
+
+    table = {5: 0.900, 6: 0.829, 7: 0.714, 8: 0.643, 9: 0.600, 10: 0.564}
+    for n, rho in table.items():
+        assert critical_rho(n) == pytest.approx(rho, abs=5e-4)
+    assert critical_rho(3) is None  # 1/3! > 5%: nothing three candidates say reaches it
+    p = spearman_p(list(range(12)), list(range(12)))
+    assert p == pytest.approx(1 / (MONTE_CARLO + 1))  # Monte Carlo: (k + 1) / (N + 1)
+    assert 0.3 < critical_rho(12) < 0.6  # type: ignore[operator]

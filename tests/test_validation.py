@@ -110,6 +110,22 @@ def test_the_bootstrap_interval_is_seeded_and_brackets_a_clear_signal() -> None:
     assert a.ci95 != c.ci95
     assert a.ci95[0] <= a.spearman <= a.ci95[1]
     assert 0.0 < a.ci95[0] < a.ci95[1] <= 1.0  # rho = 0.84 on 12 candidates: clearly above 0
+    assert a.p_value is not None
+    assert a.p_value < 0.01
+    assert a.distinguishable is True
+    assert a.critical_rho == pytest.approx(0.503, abs=1e-3)
+
+
+def test_a_correlation_below_the_critical_rho_is_not_distinguishable_from_chance() -> None:
+    kw = {"lower_score_is_better": False, "higher_outcome_is_better": True}
+    # rho = 0.679 on 7 candidates: sizeable, yet below the 5% critical 0.714
+    c = correlate("s", _named([1, 2, 3, 4, 5, 6, 7]), _named([4, 1, 2, 3, 7, 5, 6]), **kw)
+    assert c.spearman is not None
+    assert c.spearman < 0.714
+    assert c.critical_rho == pytest.approx(0.714, abs=1e-3)
+    assert c.p_value is not None
+    assert c.p_value > 0.05
+    assert c.distinguishable is False
 
 
 def test_bad_input_names_the_field() -> None:

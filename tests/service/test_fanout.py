@@ -78,6 +78,7 @@ def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
     for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
         assert got["grace"] == pytest.approx(want["grace"], rel=1e-5)
         assert got["p_top1"] == pytest.approx(want["p_top1"], abs=1e-9)
+        assert got["gap"] == (None if want["gap"] is None else pytest.approx(want["gap"], rel=1e-6))
     assert sum(r["p_top1"] for r in job["ranking"]) == pytest.approx(1.0, abs=1e-9)
     assert job["proj_dim"] == expected.config.proj_dim
 

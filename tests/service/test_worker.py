@@ -186,17 +186,19 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
     assert {w["code"] for w in job["warnings"]} >= {"small_sample"}
     ranking = client.get(f"/v1/jobs/{created['id']}/ranking", headers=caller.headers).json()
     assert ranking["warnings"] == job["warnings"]
-    # Every predictor, the bootstrap and the projection's identity travel with the API result.
+    # Every predictor, the uncertainty and the projection's identity travel with the API result.
     assert sum(r["p_top1"] for r in job["ranking"]) == pytest.approx(1.0, abs=1e-9)
     for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
         assert got["rsr"] == pytest.approx(want["rsr"], rel=1e-6)
         assert got["mean_response_tokens"] == want["mean_response_tokens"]
-        assert got["interval"] == pytest.approx(want["interval"], rel=1e-6)
+        for key in ("gap", "gap_interval", "gap_p_value", "gap_wilcoxon_p"):
+            assert got[key] == (None if want[key] is None else pytest.approx(want[key], rel=1e-6))
     assert job["settled"] is expected.settled
     assert ranking["settled"] is expected.settled
     assert expected.projection is not None
     assert job["projection"]["checksum"] == expected.projection.checksum
     assert job["uncertainty"]["leader"] == job["ranking"][0]["name"]
+    assert job["uncertainty"]["method"] == "paired_cv"
     assert job["proj_dim"] == expected.config.proj_dim == 64
     assert job["budget"] is None
     # The mixed-teacher dataset: one chat example per prompt.
