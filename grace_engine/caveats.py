@@ -228,8 +228,8 @@ def tracks_length(*, score: str, rho: float, n_candidates: int) -> ResultWarning
 
 def accuracy_disagrees(*, score: str, top_pick: str, accuracy: dict[str, float]) -> ResultWarning | None:
     """The prompts carry reference answers and the most accurate candidate is not the ranking's
-    top pick. In Studies A and B (studies/D) teacher accuracy predicted the distilled student
-    better than GRACE on both, with no worse regret; the README recommends ranking by it then."""
+    top pick. Reported, not a recommendation: the studies that favoured teacher accuracy built their
+    outcome from gold text (README, What our studies found)."""
     if score == "teacher_accuracy" or not accuracy:
         return None
     best = max(accuracy.values())
@@ -239,9 +239,8 @@ def accuracy_disagrees(*, score: str, top_pick: str, accuracy: dict[str, float])
     return ResultWarning(
         "accuracy_disagrees",
         f"the ranking by {score} puts {top_pick!r} first, but {leader!r}'s responses are the most "
-        f"accurate ({best:.0%} against {accuracy[top_pick]:.0%}); in our ground-truth studies teacher "
-        "accuracy predicted the distilled student better than GRACE, so with reference answers "
-        "consider rank_by teacher_accuracy (README, Study D)",
+        f"accurate ({best:.0%} against {accuracy[top_pick]:.0%}); no study yet decides which of the "
+        "two predicts the distilled student better (README, What our studies found)",
         {"score": score, "top_pick": top_pick, "most_accurate": leader, "accuracy": accuracy},
     )
 
