@@ -100,16 +100,15 @@ function niceTicks(lo, hi, log) {
 }
 
 function rankingChart(ranking) {
-  // GRACE per candidate, with ±1 split std, and its bootstrap interval when the job ranks by GRACE
-  // (the interval is of the ranking's own score, in that score's units otherwise). When GRACE
+  // GRACE per candidate, with ±1 split std (the gap to the leader and its interval are in the
+  // scores table: they are differences, not positions on this axis). When GRACE
   // spans more than a decade (a noise teacher beside good ones) the axis is logarithmic, or every
   // good candidate would sit on one pixel.
   const rows = ranking.filter((r) => r.grace !== null && r.grace !== undefined);
   if (!rows.length) return "<p>No GRACE values in this job.</p>";
   const spans = rows.map((r) => {
     const s = r.grace_std || 0;
-    const ci = r.score === "grace" && r.interval ? r.interval : null;
-    return { r, s, ci, lo: Math.min(r.grace - s, ...(ci || [r.grace])), hi: Math.max(r.grace + s, ...(ci || [r.grace])) };
+    return { r, s, lo: r.grace - s, hi: r.grace + s };
   });
   const graces = rows.map((r) => r.grace);
   const log = Math.min(...graces) > 0 && Math.max(...graces) / Math.min(...graces) > 10;
@@ -130,14 +129,13 @@ function rankingChart(ranking) {
   const X = (v) => left + Math.min(Math.max(scale(v), 0), 1) * (W - left - right);
   const grid = niceTicks(x0, x1, log).map((t) => `<line class="grid" x1="${X(t)}" x2="${X(t)}" y1="12" y2="${H - 24}"/>
     <text class="tick" x="${X(t)}" y="${H - 8}" text-anchor="middle">${Number(t.toPrecision(3))}</text>`);
-  const items = spans.map(({ r, s, ci }, i) => {
+  const items = spans.map(({ r, s }, i) => {
     const y = 20 + i * rowH + rowH / 2;
-    const bar = ci ? `<line class="interval" x1="${X(ci[0])}" x2="${X(ci[1])}" y1="${y + 7}" y2="${y + 7}"/>` : "";
     return `<g class="candidate" data-name="${esc(r.name)}"><text x="${left - 10}" y="${y + 4}" text-anchor="end">${r.rank}. ${esc(r.name)}</text>
-      <line class="whisker" x1="${X(r.grace - s)}" x2="${X(r.grace + s)}" y1="${y}" y2="${y}"/>${bar}
+      <line class="whisker" x1="${X(r.grace - s)}" x2="${X(r.grace + s)}" y1="${y}" y2="${y}"/>
       <circle class="dot" cx="${X(r.grace)}" cy="${y}" r="5"><title>${esc(r.name)}: GRACE ${fmt(r.grace)} ± ${fmt(s)}</title></circle></g>`;
   });
-  const caption = `GRACE (lower = better), ${log ? "log scale, " : ""}whisker ± split std${spans.some((p) => p.ci) ? ", grey bar 90% bootstrap interval" : ""}`;
+  const caption = `GRACE (lower = better), ${log ? "log scale, " : ""}whisker ± split std`;
   return `<svg id="ranking-chart" role="img" aria-label="GRACE per candidate" data-scale="${log ? "log" : "linear"}" viewBox="0 0 ${W} ${H}" width="100%">
     ${grid.join("")}
     <line class="axis" x1="${left}" x2="${W - right}" y1="${H - 24}" y2="${H - 24}"/>
@@ -145,7 +143,8 @@ function rankingChart(ranking) {
 }
 
 function scoresTable(ranking) {
-  const cols = [["grace", "GRACE"], ["grace_std", "± std"], ["p_top1", "P(top-1)"], ["g_norm", "G-Norm"], ["g_vendi", "G-Vendi"],
+  const cols = [["grace", "GRACE"], ["grace_std", "± std"], ["gap", "gap to #1"], ["gap_p_value", "gap p"],
+    ["p_top1", "P(top-1) at n/2"], ["g_norm", "G-Norm"], ["g_vendi", "G-Vendi"],
     ["student_nll", "student NLL"], ["rsr", "RSR"], ["mean_response_tokens", "tokens"], ["accuracy", "teacher acc."]];
   const used = cols.filter(([k]) => ranking.some((r) => r[k] !== null && r[k] !== undefined));
   return `<table id="scores"><thead><tr><th>#</th><th>Candidate</th>${used.map(([, t]) => `<th>${t}</th>`).join("")}</tr></thead><tbody>
