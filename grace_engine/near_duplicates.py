@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from datasketch import MinHash, MinHashLSH
 
 JACCARD = 0.8  # near-identical: four in five word 3-grams shared
 NUM_PERM = 128  # MinHash permutations
@@ -85,6 +84,10 @@ def find_copies(texts: Sequence[Sequence[str]]) -> Copies:
             first[t] = i
     distinct = [i for i in first.values() if flat[i]]
     if len(distinct) > 1:
+        # Imported here: datasketch's package imports its optional Redis storage, and the engine's
+        # modules must import no queue client (tests/test_layering.py).
+        from datasketch import MinHash, MinHashLSH
+
         lsh = MinHashLSH(threshold=JACCARD, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
         shingles = {i: _shingles(flat[i]) for i in distinct}
         hashes = MinHash.bulk([shingles[i] for i in distinct], num_perm=NUM_PERM, seed=1)
