@@ -56,42 +56,47 @@ def fold_assignment(n_prompts: int, *, folds: int = FOLDS, repeats: int = REPEAT
     return out
 
 
-def grace_contributions(
+def held_out_row_energies(
     ev: Evidence, folds: IntArray, *, smoothing: float = 1e-3, copies: IntArray | None = None
 ) -> FloatArray:
-    """``(repeats, n)`` per repeat, each prompt's mean held-out energy (module docstring).
+    """``(repeats, N)`` per repeat, each response's held-out whitened energy ``x^T K_tr^-1 x``, with
+    ``K_tr`` trained on the other folds of that repeat (module docstring).
 
     Args:
-        folds: from :func:`fold_assignment`, over ``ev``'s prompts.
+        folds: ``(repeats, n)`` the fold of each of ``ev``'s prompts (:func:`fold_assignment`).
         copies: ``(N,)`` per row its near-duplicate cluster (:class:`~grace_engine.near_duplicates.Copies`):
             rows of a cluster with a held-out member are left out of that fold's training side.
             Ignored where that would leave a fold fewer than ``m`` training rows.
     """
     if not ev.has_gradients:
         raise InvalidInput("GRACE contributions need gradients", field="predictors")
-    n, m = ev.n_prompts, ev.m
+    repeat_of: list[int] = []
     splits: list[tuple[IntArray, IntArray]] = []
-    for assignment in folds:
+    for r, assignment in enumerate(folds):
         for j in np.unique(assignment):
-            test = ev.rows(np.flatnonzero(assignment == j))
-            splits.append((test, ev.rows(np.flatnonzero(assignment != j))))
+            repeat_of.append(r)
+            splits.append(
+                (ev.rows(np.flatnonzero(assignment == j)), ev.rows(np.flatnonzero(assignment != j)))
+            )
     if copies is not None:
         purged = [(test, train[~np.isin(copies[train], copies[test])]) for test, train in splits]
-        if min(len(train) for _, train in purged) >= m:
+        if min(len(train) for _, train in purged) >= ev.m:
             splits = purged
     energies = fold_energies(ev.gradients, splits, smoothing=smoothing)
-    out = np.empty((len(folds), n))
-    per_repeat = len(splits) // len(folds)
-    for r in range(len(folds)):
-        rows = np.empty(n * m)
-        for (test, _), e in zip(
-            splits[r * per_repeat : (r + 1) * per_repeat],
-            energies[r * per_repeat : (r + 1) * per_repeat],
-            strict=True,
-        ):
-            rows[test] = e
-        out[r] = rows.reshape(n, m).mean(axis=1)
-    return out
+    rows = np.empty((len(folds), ev.losses.shape[0]))
+    for r, (test, _), e in zip(repeat_of, splits, energies, strict=True):
+        rows[r, test] = e
+    return rows
+
+
+def grace_contributions(
+    ev: Evidence, folds: IntArray, *, smoothing: float = 1e-3, copies: IntArray | None = None
+) -> FloatArray:
+    """``(repeats, n)`` per repeat, each prompt's contribution: the mean of its responses'
+    :func:`held_out_row_energies` (same arguments)."""
+    rows = held_out_row_energies(ev, folds, smoothing=smoothing, copies=copies)
+    contributions: FloatArray = rows.reshape(len(folds), ev.n_prompts, ev.m).mean(axis=2)
+    return contributions
 
 
 def _per_prompt(rows: FloatArray, m: int) -> FloatArray:

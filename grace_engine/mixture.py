@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from grace_engine import crossval
 from grace_engine.data import Prompt
 from grace_engine.errors import InvalidInput
 from grace_engine.influence import InfluenceResult
 from grace_engine.predictors import Evidence
-from grace_engine.scores import held_out_energies
 
 FOLDS = 10
 
@@ -55,10 +55,12 @@ def per_prompt_grace(ev: Evidence, *, smoothing: float = 1e-3, folds: int = FOLD
     n = ev.n_prompts
     if n < 2:
         raise InvalidInput("needs at least 2 prompts", field="prompts")
-    energies = np.empty(ev.losses.shape[0])
-    for fold in np.array_split(np.random.default_rng(0).permutation(n), min(folds, n)):
-        fold = np.sort(fold)
-        energies[ev.rows(fold)] = held_out_energies(ev.gradients, ev.m, fold, smoothing=smoothing)
+    assignment = np.empty(n, dtype=np.int64)
+    for j, fold in enumerate(np.array_split(np.random.default_rng(0).permutation(n), min(folds, n))):
+        assignment[fold] = j
+    energies: npt.NDArray[np.float64] = crossval.held_out_row_energies(
+        ev, assignment[None, :], smoothing=smoothing
+    )[0]
     return energies
 
 

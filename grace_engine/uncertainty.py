@@ -65,6 +65,11 @@ class Draws:
     copy_rows: int = 0
     copy_clusters: int = 0
 
+    @property
+    def cv_score(self) -> float | None:
+        """The score as the paired cross-validation estimates it: the mean contribution."""
+        return None if self.contributions is None else float(np.nanmean(self.contributions))
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (NaN as null); :meth:`from_json` reads it back exactly."""
         return {
@@ -237,14 +242,16 @@ def rank_uncertainty(
         given = (known or {}).get(name)
         if given is not None and given.subsamples.shape != (total,):
             raise ValueError("known draws must have one value per subsample")
-        draws[name] = given or draws_of(
-            ev,
-            score,
-            settings,
-            texts=None if texts is None else texts[name],
-            n_subsamples=n_subsamples,
-            seed=seed,
-        )
+        if given is None:
+            given = draws_of(
+                ev,
+                score,
+                settings,
+                texts=None if texts is None else texts[name],
+                n_subsamples=n_subsamples,
+                seed=seed,
+            )
+        draws[name] = given
     names = list(evidence)
     lower = LOWER_IS_BETTER[score]
     half = np.stack([draws[c].subsamples[:n_subsamples] for c in names], axis=1)
@@ -282,11 +289,10 @@ def rank_uncertainty(
         versus = comparisons[runner_up]
         if not settled and versus is not None:
             needed = _prompts_to_settle(versus, curves[leader], curves[runner_up], n, lower, confidence)
-    cv_scores = {c: d.contributions for c, d in draws.items()}
     per = {
         c: CandidateUncertainty(
             p_top1=p_top1[c],
-            cv_score=None if (cv := cv_scores[c]) is None else float(np.nanmean(cv)),
+            cv_score=draws[c].cv_score,
             vs_leader=comparisons[c],
             curve=curves[c],
             copy_rows=draws[c].copy_rows,
