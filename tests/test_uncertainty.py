@@ -4,6 +4,7 @@ prompts, learning curves, P(top-1) by subsampling; each piece against a slow or 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,18 +15,13 @@ from grace_engine.caveats import unsettled
 from grace_engine.near_duplicates import find_copies
 from grace_engine.predictors import Evidence, GraceSettings, value
 from grace_engine.uncertainty import Draws, rank_uncertainty, subsample_plan
+from tests.test_adaptive import _full
 
 
 def _evidence(rng: np.random.Generator, n: int, m: int, d: int, scale: float = 1.0) -> Evidence:
-    rows = n * m
-    return Evidence(
-        rng.normal(size=(rows, d)) * scale * rng.uniform(0.5, 2.0, size=(rows, 1)),
-        rng.uniform(0.5, 3.0, rows),
-        rng.integers(5, 80, rows).astype(np.float64),
-        rng.uniform(10, 500, rows),
-        rng.integers(0, 2, rows).astype(np.float64),
-        m,
-    )
+    """test_adaptive's synthetic rows, with every prompt answered (so teacher accuracy is defined)."""
+    ev = _full(rng, n, m, d, scale)
+    return replace(ev, correct=rng.integers(0, 2, ev.losses.shape[0]).astype(np.float64))
 
 
 def slow_energies(g: np.ndarray, test: np.ndarray, train: np.ndarray, smoothing: float = 1e-3) -> np.ndarray:
