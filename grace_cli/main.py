@@ -157,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rank.add_argument("--rank-by", help="the predictor that orders the ranking (default grace)")
     rank.add_argument(
-        "--bootstrap", type=int, default=200, help="resamples over prompts for P(top-1) (200; 0: none)"
+        "--bootstrap",
+        type=int,
+        default=200,
+        help="subsamples of half the prompts for P(top-1) (200; 0: no uncertainty)",
     )
     rank.add_argument(
         "--budget",
