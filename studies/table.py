@@ -1,9 +1,10 @@
 """Markdown tables of a study's ``results.json`` (what the study READMEs show).
 
-    python -m studies.table A [--subset NAME ...]
+    python -m studies.table A [--results results.json] [--subset NAME ... | --recompute]
 
 ``--subset`` recomputes the correlations on some candidates only, from the reported per-candidate
-values (a post-hoc view; the README says so wherever it uses one).
+values (a post-hoc view; the README says so wherever it uses one). ``--recompute`` does so on every
+candidate: a result stored before the correlations carried their permutation p-value gets it.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ def _num(value: float | None, spec: str) -> str:
 
 def correlation_table(correlations: dict[str, Any]) -> str:
     lines = [
-        "| score | Spearman | 95% interval | Kendall | top pick | regret (eval NLL) | regret (rel.) |",
-        "|---|---:|:---:|---:|---|---:|---:|",
+        "| score | Spearman | 95% interval | permutation p (5% needs) | Kendall | top pick "
+        "| regret (eval NLL) | regret (rel.) |",
+        "|---|---:|:---:|---:|---:|---|---:|---:|",
     ]
     for score, c in correlations.items():
         ci = "–" if c["ci95"] is None else f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+        test = f"{_num(c.get('p_value'), '.3f')} ({_num(c.get('critical_rho'), '.3f')})"
         lines.append(
-            f"| {score} | {_num(c['spearman'], '+.2f')} | {ci} | {_num(c['kendall'], '+.2f')} | "
+            f"| {score} | {_num(c['spearman'], '+.2f')} | {ci} | {test} | {_num(c['kendall'], '+.2f')} | "
             f"{c['top_pick']} | {c['regret']:.4f} | {_num(c['regret_rel'], '.1%')} |"
         )
     return "\n".join(lines)
@@ -87,11 +90,14 @@ def _value(result: dict[str, Any], name: str, score: str) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("study")
-    parser.add_argument("--subset", nargs="+")
+    parser.add_argument("--results", default="results.json", help="the study's results file")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--subset", nargs="+")
+    chosen.add_argument("--recompute", action="store_true")
     args = parser.parse_args()
-    result = json.loads((HERE / args.study / "results.json").read_text("utf-8"))
-    if args.subset:
-        print(correlation_table(subset_correlations(result, args.subset)))
+    result = json.loads((HERE / args.study / args.results).read_text("utf-8"))
+    if args.subset or args.recompute:
+        print(correlation_table(subset_correlations(result, args.subset or list(result["candidates"]))))
         return
     print(candidate_table(result))
     print()
