@@ -35,11 +35,15 @@ from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, res
 from grace_engine.projection import FactorizedProjector
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 
-# Relative, per example. float32 rounding through SmolLM2 measures 2-6e-7 on the loss and 0.3-1.3e-5 on
-# the gradient (the most padded row highest). The loss bound is the tighter one so that it catches
-# float32 F.cross_entropy on a 49k vocabulary, whose log_softmax is off by ~5e-6 on these texts.
+# Relative, per example. float32 rounding through SmolLM2 measures 2-6e-7 on the loss; the loss bound
+# is the tighter one so that it catches float32 F.cross_entropy on a 49k vocabulary, whose log_softmax
+# is off by ~5e-6 on these texts. On the gradient, transformers' own float32 backward (batch 1, no
+# padding) already loses 0.4-2.4e-5 against float64 on SmolLM2 (transformers 5.25; the shortest row
+# most), and the fast path's batching adds under 7e-6: a gradient may be off by TOLERANCE, or by
+# FLOOR_FACTOR times what float32 autograd loses on the same example where that is more.
 LOSS_TOLERANCE = 2e-6
 TOLERANCE = 2e-5
+FLOOR_FACTOR = 2.0
 D, SEED = 512, 0
 # GSM8K test problems 1, 40, 0: 76, 101 and 129 SmolLM2 tokens with their solutions, so the batch
 # is padded on two rows out of three.
@@ -65,9 +69,10 @@ def _float64_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _loss64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL of one example's response tokens, in the logits' float64. Not the model's own
-    ``labels=`` loss: transformers computes that on ``logits.float()``, float32 whatever the model."""
-    return F.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
+    """Mean NLL of one example's response tokens, in float64 (float32 logits are upcast, so that the
+    float32 floor measures the network alone). Not the model's own ``labels=`` loss: transformers
+    computes that on ``logits.float()``, float32 whatever the model."""
+    return F.cross_entropy(logits[0, :-1].double(), labels[0, 1:], ignore_index=-100)
 
 
 def _full(
@@ -76,7 +81,7 @@ def _full(
     params = [p for _, p in model64.named_parameters()]  # a tied matrix once: the blocks' order
     # Each .grad a view into one flat buffer, which backward accumulates into in place: the flat
     # gradient without a second copy (1 GB in float64 for SmolLM2).
-    flat = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype)
     offset = 0
     for p in params:
         p.grad = flat[offset : offset + p.numel()].view_as(p)
@@ -85,8 +90,11 @@ def _full(
     try:
         out = model64(input_ids=ids, labels=labels)
         loss = _loss64(out.logits, labels)
-        # Hugging Face's own loss pins the label convention (shift, -100) independently of ours.
-        assert out.loss.item() == pytest.approx(loss.item(), rel=1e-5)
+        # Hugging Face's own loss pins the label convention (shift, -100) independently of ours. It
+        # upcasts the logits to float32 only (not float64), whose log_softmax over SmolLM2's 49k
+        # vocabulary is off by ~1e-5, so it is compared at its own precision.
+        hf32 = F.cross_entropy(out.logits[0, :-1].float(), labels[0, 1:], ignore_index=-100)
+        assert out.loss.item() == pytest.approx(hf32.item(), rel=1e-6)
         loss.backward()
     finally:
         for p in params:
@@ -119,12 +127,13 @@ def _output_layer(
 def _lora(
     model64: torch.nn.Module, layout: SpaceLayout, ids: torch.Tensor, labels: torch.Tensor
 ) -> tuple[float, torch.Tensor]:
-    """Real adapters ``out + s (x A^T) B^T`` on the float64 copy, from the layout's seeded A and B = 0."""
+    """Real adapters ``out + s (x A^T) B^T`` on the model, from the layout's seeded A and B = 0."""
     leaves: list[torch.Tensor] = []
     handles = []
     for ad in layout.adapters:
-        a = ad.a.detach().to(torch.float64, copy=True).requires_grad_(True)
-        b = ad.b.detach().to(torch.float64, copy=True).requires_grad_(True)
+        dtype = next(model64.parameters()).dtype
+        a = ad.a.detach().to(dtype, copy=True).requires_grad_(True)
+        b = ad.b.detach().to(dtype, copy=True).requires_grad_(True)
         leaves += [a, b]  # the blocks' order: A then B, adapter by adapter
 
         def add(
@@ -150,8 +159,12 @@ def _lora(
 REFERENCES: dict[str, Reference] = {"full": _full, "output_layer": _output_layer, "lora": _lora}
 
 
-def _relative_errors(model: torch.nn.Module, tok: Any, kind: str) -> tuple[list[float], list[float]]:
-    """Per example: ``|loss_fast - loss_ref| / |loss_ref|`` and ``||g_fast - g_ref|| / ||g_ref||``."""
+def _relative_errors(
+    model: torch.nn.Module, tok: Any, kind: str
+) -> tuple[list[float], list[float], list[float]]:
+    """Per example: ``|loss_fast - loss_ref| / |loss_ref|``, ``||g_fast - g_ref|| / ||g_ref||``, and the
+    same gradient error of the reference's own autograd run on the float32 model (the rounding floor:
+    what transformers in float32 loses on that example before any fast path)."""
     records = gsm8k_records()
     examples: list[StudentExample] = [
         encode_for_student(tok, records[i]["question"], clean_solution(records[i]["answer"]), StudentFormat())
@@ -163,29 +176,35 @@ def _relative_errors(model: torch.nn.Module, tok: Any, kind: str) -> tuple[list[
     projected, losses, *_ = computer(collate(examples, pad_token_id(tok)))
 
     model64 = _float64_copy(model)
-    layout = describe_space(model64, space, seed=SEED)
+    layout, layout32 = describe_space(model64, space, seed=SEED), describe_space(model, space, seed=SEED)
     projector = FactorizedProjector(layout.blocks, D, SEED, dtype=torch.float64)
-    loss_errors, grad_errors = [], []
+    loss_errors, grad_errors, floors = [], [], []
     for row, ex in enumerate(examples):
         ids, labels = torch.tensor([ex.input_ids]), torch.tensor([ex.labels])
         loss_ref, flat = REFERENCES[kind](model64, layout, ids, labels)
         g_ref = projector.project_flat(flat[None])[0]
         del flat  # not beside the next example's gradient
+        _, flat32 = REFERENCES[kind](model, layout32, ids, labels)
+        g_32 = projector.project_flat(flat32.double()[None])[0]
+        del flat32
         assert float(g_ref.norm()) > 0
         loss_errors.append(abs(float(losses[row]) - loss_ref) / abs(loss_ref))
         grad_errors.append(float((projected[row].double() - g_ref).norm() / g_ref.norm()))
-    return loss_errors, grad_errors
+        floors.append(float((g_32 - g_ref).norm() / g_ref.norm()))
+    return loss_errors, grad_errors, floors
 
 
 def _check(name: str, model: torch.nn.Module, tok: Any, kind: str) -> None:
     started = time.perf_counter()
-    loss_errors, grad_errors = _relative_errors(model, tok, kind)
+    loss_errors, grad_errors, floors = _relative_errors(model, tok, kind)
     print(
         f"{name}/{kind}: loss rel. error {', '.join(f'{e:.1e}' for e in loss_errors)}; "
-        f"gradient {', '.join(f'{e:.1e}' for e in grad_errors)} ({time.perf_counter() - started:.1f} s)"
+        f"gradient {', '.join(f'{e:.1e}' for e in grad_errors)} "
+        f"(float32 autograd: {', '.join(f'{e:.1e}' for e in floors)}; {time.perf_counter() - started:.1f} s)"
     )
     assert max(loss_errors) < LOSS_TOLERANCE, f"losses: {loss_errors}"
-    assert max(grad_errors) < TOLERANCE, f"gradients: {grad_errors}"
+    for error, floor in zip(grad_errors, floors, strict=True):
+        assert error < max(TOLERANCE, FLOOR_FACTOR * floor), f"gradients: {grad_errors}, floor {floors}"
 
 
 def _load(path: Path) -> tuple[torch.nn.Module, Any]:

@@ -174,14 +174,18 @@ def test_scores_do_not_depend_on_the_budget(setup: dict[str, Any]) -> None:
     assert batches[0] > batches[1] + 3  # the small budget really cut the batches smaller
     assert a.memory_budget_gb == pytest.approx(small.gb)
     assert b.memory_budget_gb == 8
+    # Batches of different shapes round float32 gradients differently (~1e-7). GRACE divides the part
+    # of a held-out row outside 22 training rows' span (d = 64) by the smoothing floor, which amplifies
+    # that rounding: random-token rows (noise) move by up to 1.3e-6 per split, 5e-7 on the mean.
+    # GRACE gets 1e-5; the other scores divide by no floor and keep 1e-6.
     for name, ca in a.candidates.items():
         cb = b.candidates[name]
         assert ca.responses == cb.responses, name  # generation is batch-independent too
-        assert ca.grace.score == pytest.approx(cb.grace.score, rel=1e-6, abs=0)
+        assert ca.grace.score == pytest.approx(cb.grace.score, rel=1e-5, abs=0)
         assert ca.g_norm == pytest.approx(cb.g_norm, rel=1e-6)
         assert ca.g_vendi == pytest.approx(cb.g_vendi, rel=1e-6)
         assert ca.student_nll == pytest.approx(cb.student_nll, rel=1e-6)
-        assert ca.grace.split_scores == pytest.approx(cb.grace.split_scores, rel=1e-6)
+        assert ca.grace.split_scores == pytest.approx(cb.grace.split_scores, rel=1e-5)
 
 
 def test_a_budget_too_small_is_refused_before_any_work(setup: dict[str, Any], tmp_path: Path) -> None:
