@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from grace_engine.scores import PAPER_DIM, PAPER_TRAIN_ROWS
+
 if TYPE_CHECKING:
     from grace_engine.uncertainty import Uncertainty
 
@@ -49,6 +51,34 @@ def small_sample(*, n_prompts: int, test_fraction: float, m: int, d: int) -> Res
         f"the projection has d={d} dimensions, so GRACE degenerates toward G-Norm and mostly ranks "
         f"gradient size; score about {needed} prompts or more, or lower proj_dim to {max(rows, 1)} or less",
         {"train_rows": rows, "proj_dim": d, "n_prompts": n_prompts, "prompts_needed": needed},
+    )
+
+
+def below_papers_dim(*, n_prompts: int, test_fraction: float, m: int, d: int) -> ResultWarning | None:
+    """``proj_dim: auto`` chose a d below the paper's 512 because the sample trains on fewer rows
+    than the paper's 512 x 4: the rule keeps the paper's rows per dimension, but GRACE at this d and
+    sample size is outside what the paper tested."""
+    if d >= PAPER_DIM:
+        return None
+    rows = (n_prompts - _held_out(n_prompts, test_fraction)) * m
+    needed = n_prompts
+    while (needed - _held_out(needed, test_fraction)) * m < PAPER_TRAIN_ROWS:
+        needed += 1
+    return ResultWarning(
+        "small_sample",
+        f"each split trains on {rows} gradient rows ({n_prompts - _held_out(n_prompts, test_fraction)} "
+        f"prompts x {m} responses), fewer than the paper's {PAPER_TRAIN_ROWS} (512 x 4), so proj_dim "
+        f"auto chose d={d} instead of the paper's {PAPER_DIM}, keeping its "
+        f"{PAPER_TRAIN_ROWS / PAPER_DIM:.1f} rows per dimension (a rule taken from the paper, not tuned on "
+        f"any study's outcomes); the paper did not test GRACE this small: score about {needed} prompts "
+        f"x {m} responses for its setting",
+        {
+            "train_rows": rows,
+            "proj_dim": d,
+            "n_prompts": n_prompts,
+            "prompts_needed": needed,
+            "paper_proj_dim": PAPER_DIM,
+        },
     )
 
 

@@ -211,9 +211,7 @@ def rank_teachers(
     found = _stored_gradients(job, gradients, keys) if gradients is not None and keys is not None else {}
     every = {n: g for n, g in found.items() if g is not None}
     if job.checked is None and len(every) == len(candidates):  # deferred, and nothing to compute
-        return replace(
-            _from_store(job, candidates, every, bootstrap_draws), auto_proj_dim=given.proj_dim == "auto"
-        )
+        return _marked_auto(_from_store(job, candidates, every, bootstrap_draws), given)
     job.cost  # noqa: B018  (loads and checks the student now if it was deferred, which builds the computer)
     (computer,) = built
     collect = Collector(job, candidates, computer, should_cancel, gradients, keys, found)
@@ -253,10 +251,24 @@ def rank_teachers(
             job.report(ProgressEvent("gradients", collect.done[name], collect.done[name], name))
     check_cancel(should_cancel)
     truncated = {name: collect.truncated(name) for name in names}
-    return replace(
-        _scored(job, candidates, evidence, truncated, computer, job.fmt, adaptive, bootstrap_draws),
-        auto_proj_dim=given.proj_dim == "auto",
+    return _marked_auto(
+        _scored(job, candidates, evidence, truncated, computer, job.fmt, adaptive, bootstrap_draws), given
     )
+
+
+def _marked_auto(result: RankingResult, given: ScoringConfig) -> RankingResult:
+    """``result`` marked as scored at the ``auto`` d when ``given`` asked for it, warned when that d
+    fell below the paper's (unless the sample is already warned as too small for its d)."""
+    if given.proj_dim != "auto":
+        return result
+    warnings = result.warnings
+    if result.projection is not None and not any(w.code == "small_sample" for w in warnings):
+        m = min(r.responses_per_prompt for r in result.candidates.values())
+        below = caveats.below_papers_dim(
+            n_prompts=result.n_prompts, test_fraction=result.config.test_fraction, m=m, d=result.config.dim
+        )
+        warnings = [*warnings, *caveats.present(below)]
+    return replace(result, auto_proj_dim=True, warnings=warnings)
 
 
 def _gradient_keys(job: PreparedJob, candidates: Sequence[Candidate]) -> dict[str, str] | None:

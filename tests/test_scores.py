@@ -212,12 +212,24 @@ def test_teacher_accuracy_uses_gsm8k_reference_and_skips_unanswered() -> None:
 
 @pytest.mark.parametrize(
     ("n", "m", "d"),
-    [(24, 4, 16), (96, 1, 16), (256, 4, 128), (512, 4, 256), (1000, 1, 128), (4096, 4, 512), (2, 1, 16)],
+    [
+        (24, 4, 16),
+        (96, 1, 16),
+        (256, 4, 256),
+        (512, 4, 512),  # the paper's sample gets the paper's d
+        (511, 4, 256),
+        (1000, 1, 128),
+        (4096, 4, 512),
+        (2, 1, 16),
+        (64, 16, 256),
+    ],
 )
-def test_auto_proj_dim_is_a_quarter_of_the_training_rows(n: int, m: int, d: int) -> None:
-    """Study C's rule: the power of two at or below rows / 4, within [16, 512]."""
+def test_auto_proj_dim_keeps_the_papers_rows_per_dimension(n: int, m: int, d: int) -> None:
+    """The largest power of two with rows / d at least the paper's 1844 / 512, within [16, 512]."""
     from grace_engine.scores import auto_proj_dim, train_rows
 
     assert auto_proj_dim(n, m) == d
     rows = train_rows(n, m, 0.1)
-    assert d == 16 or d == 512 or d <= rows / 4 < 2 * d
+    paper = 1844 / 512
+    assert d == 16 or rows / d >= paper
+    assert d == 512 or rows / (2 * d) < paper
