@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from scipy import stats
+
 from grace_engine.scores import PAPER_DIM, PAPER_TRAIN_ROWS
 
 if TYPE_CHECKING:
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
 
 # With fewer prompts the held-out sets of the splits overlap heavily (the paper scores 512).
 MIN_PROMPTS = 10
+# Distilled outcomes count as separated when a one-way ANOVA over candidates rejects equal means here.
+NOT_SEPARATED_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,43 @@ def constant_outcome(outcome: str, value: float) -> ResultWarning:
         f"every distilled student has the same {outcome} ({value:g}), so no score can be checked "
         f"against it; its correlations are null (more eval problems, or more training, separate them)",
         {"outcome": outcome, "value": value},
+    )
+
+
+def outcomes_not_separated(
+    outcome: str, per_seed: dict[str, list[float]], untrained: float
+) -> ResultWarning | None:
+    """The candidates' distilled outcomes may be training noise: with one seed per candidate the
+    spread between seeds is unknown; with several, a one-way ANOVA over candidates (seeds as
+    replicates) does not reject equal means at 5%."""
+    means = {name: float(np.mean(v)) for name, v in per_seed.items()}
+    lo, hi = min(means.values()), max(means.values())
+    numbers: dict[str, Any] = {"outcome": outcome, "lowest": lo, "highest": hi, "untrained": untrained}
+    seeds = min(len(v) for v in per_seed.values())
+    if seeds == 1:
+        return ResultWarning(
+            "outcome_spread_unknown",
+            f"one training seed per candidate: the candidates' {outcome} spans {lo:.4g} to {hi:.4g} "
+            f"(untrained {untrained:.4g}), but how much a student moves between seeds is unknown, so "
+            "these differences may be training noise; train with 3 or more seeds (train_seeds)",
+            {**numbers, "n_seeds": 1},
+        )
+    groups = list(per_seed.values())
+    if len(groups) < 2:
+        return None
+    within = float(np.sqrt(np.mean([np.var(g, ddof=1) for g in groups])))
+    if within == 0.0:  # identical across seeds: the ANOVA is undefined and nothing is noise
+        return None
+    p = float(stats.f_oneway(*groups).pvalue)
+    if p <= NOT_SEPARATED_ALPHA:
+        return None
+    return ResultWarning(
+        "outcomes_within_seed_spread",
+        f"the candidates' {outcome} ({lo:.4g} to {hi:.4g}, untrained {untrained:.4g}) differ no more "
+        f"than training seeds make one candidate's differ (seed s.d. {within:.3g}; one-way ANOVA over "
+        f"{len(groups)} candidates x {seeds} seeds, p {p:.2f}): no score can be checked against "
+        "them; train longer or on more responses, or add seeds",
+        {**numbers, "n_seeds": seeds, "seed_sd": within, "p_value": p},
     )
 
 

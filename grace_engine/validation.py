@@ -610,10 +610,22 @@ def run_validation(
     )
     train_texts = {" ".join(p.prompt.split()) for p in prompts}
     overlap = sum(" ".join(e.prompt.split()) in train_texts for e in eval_set)
+    per_seed = {
+        n: [v for v in (_outcome_value(o, vcfg.outcome) for o in r.per_seed) if v is not None]
+        for n, r in results.items()
+    }
+    base = _outcome_value(untrained, vcfg.outcome)
+    spread = (
+        caveats.outcomes_not_separated(vcfg.outcome, per_seed, base)
+        if base is not None and all(per_seed.values())
+        else None
+    )
     warnings = [
         *ranking.warnings,
         *caveats.present(
-            caveats.few_candidates(len(candidates)), caveats.eval_overlaps_training(overlap, len(eval_set))
+            caveats.few_candidates(len(candidates)),
+            caveats.eval_overlaps_training(overlap, len(eval_set)),
+            spread,
         ),
         *notes,
     ]

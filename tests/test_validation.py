@@ -14,6 +14,7 @@ from scipy import stats
 
 from grace_cli.main import main
 from grace_cli.report import format_validation
+from grace_engine import caveats
 from grace_engine.config import ScoringConfig
 from grace_engine.data import (
     StudentExample,
@@ -149,6 +150,37 @@ def test_a_constant_side_has_no_correlation_but_a_regret() -> None:
     blind = correlate("g", {"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 0.1, "b": 0.5, "c": 0.9}, **kw)
     assert blind.spearman is None
     assert blind.regret == pytest.approx(0.8)  # ties pick the first name, "a"
+
+
+def _anova_p(groups: list[list[float]]) -> float:
+    """One-way ANOVA by hand: between- over within-group mean squares, p from the F distribution."""
+    k, n = len(groups), sum(len(g) for g in groups)
+    grand = sum(sum(g) for g in groups) / n
+    between = sum(len(g) * (sum(g) / len(g) - grand) ** 2 for g in groups) / (k - 1)
+    within = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups) / (n - k)
+    return float(stats.f.sf(between / within, k - 1, n - k))
+
+
+def test_outcomes_within_the_seed_spread_are_warned_with_the_anova_p() -> None:
+    rng = np.random.default_rng(3)
+    noisy = {c: list(3.44 + 0.01 * rng.standard_normal(3)) for c in ("tutor", "parrot", "noise")}
+    w = caveats.outcomes_not_separated("eval_nll", noisy, untrained=3.45)
+    assert w is not None
+    assert w.code == "outcomes_within_seed_spread"
+    assert w.numbers["p_value"] == pytest.approx(_anova_p(list(noisy.values())), rel=1e-9)
+    assert w.numbers["p_value"] > 0.05
+    assert w.numbers["n_seeds"] == 3
+    assert w.numbers["seed_sd"] == pytest.approx(
+        math.sqrt(np.mean([np.var(v, ddof=1) for v in noisy.values()])), rel=1e-12
+    )
+    apart = {c: [v + 0.5 * i for v in vals] for i, (c, vals) in enumerate(noisy.items())}
+    assert _anova_p(list(apart.values())) < 0.05
+    assert caveats.outcomes_not_separated("eval_nll", apart, untrained=3.45) is None
+    one = caveats.outcomes_not_separated("eval_nll", {"a": [3.0], "b": [5.0]}, untrained=4.0)
+    assert one is not None
+    assert one.code == "outcome_spread_unknown"
+    assert "unknown" in one.message
+    assert (one.numbers["lowest"], one.numbers["highest"], one.numbers["n_seeds"]) == (3.0, 5.0, 1)
 
 
 # --- the validation job on the tiny models ----------------------------------------------------------

@@ -142,13 +142,34 @@ function rankingChart(ranking) {
     ${items.join("")}</svg><p class="caption">${caption}</p>`;
 }
 
+// Significant digits, not fixed decimals: gaps and scores span many decades.
+const sig = (v) => (v === null || v === undefined ? "–" : Number(Number(v).toPrecision(3)).toString());
+const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(100 * v)}%`);
+
+function verdict(job) {
+  // The leader's margin over the runner-up, its interval and the test that decides "settled".
+  const u = job.uncertainty;
+  if (!u || !u.runner_up) return "";
+  const second = job.ranking.find((r) => r.name === u.runner_up) || {};
+  const level = pct(u.confidence);
+  const how = u.method === "subsampling"
+    ? `P(top-1) at ${u.subsample_size} prompts: ${pct((job.ranking[0] || {}).p_top1)} (settled needs ${level})`
+    : `${esc(u.score)} gap <span id="verdict-gap">${second.gap > 0 ? "+" : ""}${sig(second.gap)}</span>, ${level} interval
+       <span id="verdict-interval">[${(second.gap_interval || []).map(sig).join(", ")}]</span>
+       (${u.method === "paired_cv" ? `${u.repeats} x ${u.folds}-fold cross-validation` : "paired"} over ${u.n_prompts} prompts);
+       t-test p ${sig(second.gap_p_value)}, signed-rank p ${sig(second.gap_wilcoxon_p)}`;
+  const more = u.settled ? "" : u.prompts_to_settle ? ` · about ${u.prompts_to_settle} prompts would settle it` : "";
+  return `<p id="verdict" class="${u.settled ? "settled" : "unsettled"}"><strong>${u.settled ? "Settled" : "Not settled"}</strong>:
+    <strong>${esc(u.leader)}</strong> leads <strong>${esc(u.runner_up)}</strong> by ${how}${more}.</p>`;
+}
+
 function scoresTable(ranking) {
-  const cols = [["grace", "GRACE"], ["grace_std", "± std"], ["gap", "gap to #1"], ["gap_p_value", "gap p"],
+  const cols = [["grace", "GRACE"], ["grace_std", "± std"], ["gap", "gap to #1"], ["gap_interval", "gap interval"], ["gap_p_value", "gap p"],
     ["p_top1", "P(top-1) at n/2"], ["g_norm", "G-Norm"], ["g_vendi", "G-Vendi"],
     ["student_nll", "student NLL"], ["rsr", "RSR"], ["mean_response_tokens", "tokens"], ["accuracy", "teacher acc."]];
   const used = cols.filter(([k]) => ranking.some((r) => r[k] !== null && r[k] !== undefined));
   return `<table id="scores"><thead><tr><th>#</th><th>Candidate</th>${used.map(([, t]) => `<th>${t}</th>`).join("")}</tr></thead><tbody>
-    ${ranking.map((r) => `<tr><td>${r.rank}</td><td>${esc(r.name)}</td>${used.map(([k]) => `<td class="num">${fmt(r[k], k === "mean_response_tokens" ? 1 : 4)}</td>`).join("")}</tr>`).join("")}
+    ${ranking.map((r) => `<tr><td>${r.rank}</td><td>${esc(r.name)}</td>${used.map(([k]) => `<td class="num">${k === "gap_interval" ? (r[k] ? `[${r[k].map(sig).join(", ")}]` : "–") : fmt(r[k], k === "mean_response_tokens" ? 1 : 4)}</td>`).join("")}</tr>`).join("")}
     </tbody></table>`;
 }
 
@@ -192,7 +213,7 @@ async function jobView(gen, jobId, state = {}) {
         ${job.settled === false ? " · <strong>not settled</strong>" : job.settled ? " · settled" : ""}
         ${job.error ? `<p class="error">${esc(job.error.code)}: ${esc(job.error.message)}</p>` : ""}
         <div id="job-progress">${progressCell(job)}</div></div>
-      ${job.ranking ? `<div class="card"><h2>Ranking</h2>${rankingChart(job.ranking)}${scoresTable(job.ranking)}</div>` : ""}
+      ${job.ranking ? `<div class="card"><h2>Ranking</h2>${verdict(job)}${rankingChart(job.ranking)}${scoresTable(job.ranking)}</div>` : ""}
       ${warnings ? `<div class="card"><h2>Warnings</h2>${warnings}</div>` : ""}
       ${extra}
       <div class="card"><h2>Units</h2><table><thead><tr><th>Candidate</th><th>Status</th><th>Stage</th><th>Attempts</th><th>Worker</th></tr></thead><tbody>${units}</tbody></table></div>`;

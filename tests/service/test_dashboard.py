@@ -87,6 +87,15 @@ def test_a_finished_job_appears_with_its_id_and_its_chart(server: str, page: Pag
     assert page.locator("#ranking-chart").get_attribute("data-scale") == ("log" if wide else "linear")
     assert page.locator("#scores tbody tr").count() == 2
     assert "g-norm" in page.locator("#scores thead").inner_text().lower()
+    # The verdict: the leader's margin over the runner-up, its interval and the test, as the API has them.
+    u, second = job["uncertainty"], job["ranking"][1]
+    verdict = page.locator("#verdict").inner_text()
+    assert verdict.startswith("Settled" if u["settled"] else "Not settled"), verdict
+    assert f"{u['leader']} leads {u['runner_up']}" in verdict
+    shown = [float(v) for v in page.locator("#verdict-interval").inner_text().strip("[]").split(", ")]
+    assert shown == pytest.approx(second["gap_interval"], rel=5e-3)
+    assert shown[0] <= float(page.locator("#verdict-gap").inner_text()) <= shown[1]
+    assert "signed-rank p" in verdict
 
 
 def test_a_running_jobs_progress_advances_on_screen(server: str, page: Page, tiny: TinyModels) -> None:
