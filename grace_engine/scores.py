@@ -365,6 +365,96 @@ def grace(
     )
 
 
+# Stacked matrices of one grace_subsets chunk stay under this many bytes.
+SUBSET_CHUNK_BYTES = 1 << 26
+
+
+def grace_subsets(
+    gradients: npt.ArrayLike,
+    n_per_prompt: int,
+    subsets: npt.ArrayLike,
+    *,
+    n_splits: int = 10,
+    test_fraction: float = 0.1,
+    smoothing: float = 1e-3,
+) -> FloatArray:
+    """GRACE of many equal-sized prompt subsets of one gradient matrix at once.
+
+    Entry ``i`` is ``grace(gradients[prompt_rows(subsets[i], m)], m, ...).score``: the same splits
+    (a split's permutation depends only on the subset's size) and the same smoothing, computed by
+    the eigen-decomposition that defines it (``grace`` takes a Cholesky shortcut where it is exact,
+    so the two agree to rounding). The splits of a chunk of subsets are solved as stacks of small
+    matrices, which is what makes hundreds of subsamples cheap: one :func:`grace` call per subset
+    spends most of its time in Python, not in arithmetic.
+
+    Args:
+        gradients: ``(n * m, d)`` prompt-major rows.
+        subsets: ``(S, b)`` prompt indices, ``b >= 2`` per subset, each row in the order the subset's
+            rows are taken.
+    Returns:
+        ``(S,)`` GRACE scores.
+    """
+    g, n = _as_gradient_matrix(gradients, n_per_prompt)
+    idx = np.asarray(subsets, dtype=np.int64)
+    if idx.ndim != 2 or idx.shape[1] < 2:
+        raise InvalidInput("must be a (subsets, prompts) array with at least 2 prompts each", field="subsets")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise InvalidInput(f"prompt indices must be in [0, {n})", field="subsets")
+    m, d = n_per_prompt, g.shape[1]
+    b = idx.shape[1]
+    n_test = max(1, int(b * test_fraction))
+    q, t = (b - n_test) * m, n_test * m
+    unit = _unit_rows(g)
+    per_subset = 8 * (4 * max(d, q) ** 2 + 3 * b * m * d)
+    chunk = max(1, SUBSET_CHUNK_BYTES // per_subset)
+    perms = [np.random.default_rng(split).permutation(b) for split in range(n_splits)]
+
+    def rows(prompts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        flat: npt.NDArray[np.int64] = (prompts[:, :, None] * m + np.arange(m)).reshape(len(prompts), -1)
+        return flat
+
+    def one_chunk(sub: npt.NDArray[np.int64]) -> FloatArray:
+        total = np.zeros(len(sub))
+        gram = None
+        if q >= d:  # every split downdates the subset's X^T X
+            u_all = unit[rows(sub)]
+            gram = np.einsum("crd,cre->cde", u_all, u_all)
+        for perm in perms:
+            test, train = rows(sub[:, perm[-n_test:]]), rows(sub[:, perm[:-n_test]])
+            x_test = g[test]  # (C, t, d) raw held-out rows
+            if gram is not None:
+                u_test = unit[test]
+                k_train = (gram - np.einsum("ctd,cte->cde", u_test, u_test)) / q
+                eigvals, vecs = np.linalg.eigh(k_train)
+                w = np.maximum(eigvals, EIG_EPS)
+                w = np.maximum((1.0 - smoothing) * w + smoothing * w.mean(axis=1, keepdims=True), EIG_EPS)
+                total += np.sum((x_test @ vecs) ** 2 / w[:, None, :], axis=(1, 2)) / t
+                continue
+            # Fewer training rows than dimensions: the row space, as _kernel_coordinates.
+            u_train = unit[train]
+            eigvals, vecs = np.linalg.eigh(u_train @ u_train.transpose(0, 2, 1) / q)
+            clipped = np.maximum(eigvals, EIG_EPS)
+            mean = (clipped.sum(axis=1) + (d - q) * EIG_EPS) / d
+            smoothed = np.maximum((1.0 - smoothing) * clipped + smoothing * mean[:, None], EIG_EPS)
+            w_null = np.maximum((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
+            keep = eigvals > 1e-10 * mean[:, None]
+            scale = np.where(keep, 1.0 / np.sqrt(q * np.where(keep, eigvals, 1.0)), 0.0)
+            cross = (x_test @ u_train.transpose(0, 2, 1)) @ (vecs * scale[:, None, :])
+            c2 = cross**2
+            energies = (
+                np.sum(c2 / smoothed[:, None, :], axis=2)
+                + (np.sum(x_test**2, axis=2) - np.sum(c2, axis=2)) / w_null[:, None]
+            )
+            total += energies.sum(axis=1) / t
+        return total / n_splits
+
+    chunks = [idx[i : i + chunk] for i in range(0, len(idx), chunk)]
+    workers = max(1, min(len(chunks), available_cpus()))
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(one_chunk, chunks))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 # proj_dim "auto" follows the paper: its 512 prompts x 4 responses, 10% held out, train each split on
 # PAPER_TRAIN_ROWS = 461 x 4 rows at d = PAPER_DIM, about 3.6 rows per dimension. Smaller samples keep
 # that ratio, d = 2^floor(log2(rows x 512 / 1844)) within [AUTO_MIN_DIM, PAPER_DIM]. The ratio is the

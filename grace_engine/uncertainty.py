@@ -43,6 +43,7 @@ from grace_engine.learning_curve import LearningCurve
 from grace_engine.near_duplicates import find_copies
 from grace_engine.predictors import LOWER_IS_BETTER, Evidence, GraceSettings, better_first, value
 from grace_engine.runtime import available_cpus
+from grace_engine.scores import grace_subsets
 
 FloatArray = npt.NDArray[np.float64]
 Method = Literal["paired_cv", "paired", "subsampling"]
@@ -179,15 +180,32 @@ def draws_of(
 ) -> Draws:
     """One candidate's :class:`Draws` (``texts``: its responses per job prompt, for the copies)."""
     n = ev.n_prompts
-    plan = [idx for _, subsamples in subsample_plan(n, n_subsamples, seed) for idx in subsamples]
+    groups = subsample_plan(n, n_subsamples, seed)
+    if score == "grace" and ev.has_gradients:  # every subsample of a size at once (stacked splits)
+        subsamples = np.concatenate(
+            [
+                grace_subsets(
+                    ev.gradients,
+                    ev.m,
+                    np.stack(idx),
+                    n_splits=settings.n_splits,
+                    test_fraction=settings.test_fraction,
+                    smoothing=settings.smoothing,
+                )
+                for _, idx in groups
+            ]
+        )
+    else:
 
-    def one(idx: npt.NDArray[np.int64]) -> float:
-        v = value(score, ev.take(idx), settings, max_workers=1)
-        return math.nan if v is None else v
+        def one(idx: npt.NDArray[np.int64]) -> float:
+            v = value(score, ev.take(idx), settings, max_workers=1)
+            return math.nan if v is None else v
 
-    # One subsample per core, each single-threaded: many small factorisations scale better so.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(available_cpus()) as pool:
-        subsamples = np.array(list(pool.map(one, plan)), dtype=np.float64)
+        # One subsample per core, each single-threaded: many small factorisations scale better so.
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(available_cpus()) as pool:
+            subsamples = np.array(
+                list(pool.map(one, [i for _, idx in groups for i in idx])), dtype=np.float64
+            )
     copies = None if texts is None else find_copies(_texts_of(ev, texts))
     contributions = None
     if score in crossval.CONTRIBUTING:

@@ -51,6 +51,29 @@ def _prompt_major(rng: np.random.Generator, n: int, m: int, d: int) -> np.ndarra
 
 
 @pytest.mark.parametrize(
+    ("n", "m", "d", "b"),
+    [(24, 4, 16, 12), (24, 4, 64, 12), (24, 4, 16, 6), (40, 2, 32, 20), (10, 1, 8, 2), (30, 3, 200, 15)],
+)
+def test_grace_of_many_subsets_is_grace_of_each(n: int, m: int, d: int, b: int) -> None:
+    """Stacked splits (both the X^T X and the row-space cases) against the slow reference, subset
+    by subset, rows taken in the subset's order."""
+    from grace_engine.scores import grace_subsets
+
+    rng = np.random.default_rng(n * d + b)
+    g = _prompt_major(rng, n, m, d)
+    subsets = np.stack([rng.choice(n, b, replace=False) for _ in range(7)])
+    got = grace_subsets(g, m, subsets, n_splits=4, test_fraction=0.2, smoothing=1e-2)
+    for value, sub in zip(got, subsets, strict=True):
+        rows = (sub[:, None] * m + np.arange(m)).ravel()
+        assert value == pytest.approx(reference_grace(g[rows], m, splits=4, f=0.2, nu=1e-2), rel=1e-9)
+    with pytest.raises(InvalidInput, match="at least 2 prompts") as err:
+        grace_subsets(g, m, subsets[:, :1])
+    assert err.value.field == "subsets"
+    with pytest.raises(InvalidInput, match=r"in \[0, "):
+        grace_subsets(g, m, subsets + n)
+
+
+@pytest.mark.parametrize(
     ("n", "m", "d", "note"),
     [
         (40, 4, 16, "rows >> d"),
