@@ -181,6 +181,24 @@ def outcomes_not_separated(
     )
 
 
+def no_student_improved(
+    outcome: str, outcomes: dict[str, float], untrained: float, *, higher_is_better: bool
+) -> ResultWarning | None:
+    """Every distilled student ends worse than the untrained one: the outcome then ranks how much
+    each candidate's data damaged the student, not how well it taught."""
+    worse = [(v < untrained) if higher_is_better else (v > untrained) for v in outcomes.values()]
+    if not outcomes or not all(worse):
+        return None
+    best = max(outcomes.values()) if higher_is_better else min(outcomes.values())
+    return ResultWarning(
+        "no_student_improved",
+        f"every distilled student's {outcome} is worse than the untrained student's ({untrained:.4g}; "
+        f"the best reaches {best:.4g}): the validation ranks damage, not teaching; train on data the "
+        "student can learn from, or change the training settings",
+        {"outcome": outcome, "untrained": untrained, "best": best},
+    )
+
+
 def eval_overlaps_training(n: int, total: int) -> ResultWarning | None:
     if n == 0:
         return None

@@ -615,17 +615,20 @@ def run_validation(
         for n, r in results.items()
     }
     base = _outcome_value(untrained, vcfg.outcome)
-    spread = (
-        caveats.outcomes_not_separated(vcfg.outcome, per_seed, base)
-        if base is not None and all(per_seed.values())
-        else None
-    )
+    spread = damage = None
+    if base is not None and all(per_seed.values()):
+        spread = caveats.outcomes_not_separated(vcfg.outcome, per_seed, base)
+        means = {n: float(np.mean(v)) for n, v in per_seed.items()}
+        damage = caveats.no_student_improved(
+            vcfg.outcome, means, base, higher_is_better=OUTCOMES[vcfg.outcome]
+        )
     warnings = [
         *ranking.warnings,
         *caveats.present(
             caveats.few_candidates(len(candidates)),
             caveats.eval_overlaps_training(overlap, len(eval_set)),
             spread,
+            damage,
         ),
         *notes,
     ]

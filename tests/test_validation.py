@@ -183,6 +183,23 @@ def test_outcomes_within_the_seed_spread_are_warned_with_the_anova_p() -> None:
     assert (one.numbers["lowest"], one.numbers["highest"], one.numbers["n_seeds"]) == (3.0, 5.0, 1)
 
 
+def test_a_validation_in_which_every_student_got_worse_says_so() -> None:
+    worse = {"tutor": 3.43, "noise": 3.44}
+    w = caveats.no_student_improved("eval_nll", worse, 3.383, higher_is_better=False)
+    assert w is not None
+    assert w.code == "no_student_improved"
+    assert (w.numbers["untrained"], w.numbers["best"]) == (3.383, 3.43)
+    assert "ranks damage" in w.message
+    assert (
+        caveats.no_student_improved("eval_nll", {**worse, "gold": 3.2}, 3.383, higher_is_better=False) is None
+    )
+    # accuracy: higher is better, so a student below the untrained one's accuracy is worse
+    assert (
+        caveats.no_student_improved("accuracy", {"a": 0.1, "b": 0.2}, 0.3, higher_is_better=True) is not None
+    )
+    assert caveats.no_student_improved("accuracy", {"a": 0.1, "b": 0.4}, 0.3, higher_is_better=True) is None
+
+
 # --- the validation job on the tiny models ----------------------------------------------------------
 
 
