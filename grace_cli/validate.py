@@ -39,13 +39,17 @@ def add_parser(sub: Any) -> None:
     )
     val.add_argument("--method", choices=["lora", "full"], default="lora", help="fine-tuning method (lora)")
     steps = val.add_mutually_exclusive_group()
-    steps.add_argument("--epochs", type=_positive_float, default=1.0, help="passes over the responses (1)")
+    # None: the engine's defaults (DistillConfig, ValidationConfig), read only when the command runs.
+    steps.add_argument("--epochs", type=_positive_float, help="passes over the responses (default 3)")
     steps.add_argument("--steps", type=_positive_int, help="optimizer steps (replaces --epochs)")
     val.add_argument("--batch-size", type=_positive_int, default=8, help="effective batch (8)")
     val.add_argument("--lr", type=_positive_float, help="learning rate (default: 1e-3 LoRA, 1e-4 full)")
     val.add_argument("--lora-rank", type=_positive_int, default=16)
     val.add_argument(
-        "--train-seeds", type=int, nargs="+", default=[0], help="one distilled student per seed (0)"
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        help="one distilled student per seed (default 0 1 2: the spread between seeds is measured)",
     )
     val.add_argument("--outcome", choices=["eval_nll", "accuracy"], default="eval_nll")
     val.add_argument("--no-accuracy", action="store_true", help="skip greedy decoding of the eval set")
@@ -80,16 +84,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     _quiet_transformers()
     _set_threads(None)
+    defaults = ValidationConfig()
     validation = ValidationConfig(
         distill=DistillConfig(
             method=args.method,
-            epochs=args.epochs,
+            epochs=defaults.distill.epochs if args.epochs is None else args.epochs,
             max_steps=args.steps,
             batch_size=args.batch_size,
             learning_rate=args.lr,
             lora_rank=args.lora_rank,
         ),
-        train_seeds=tuple(args.train_seeds),
+        train_seeds=defaults.train_seeds if args.train_seeds is None else tuple(args.train_seeds),
         outcome=args.outcome,
         accuracy=not args.no_accuracy,
         eval_max_tokens=args.eval_max_tokens,

@@ -36,14 +36,17 @@ OPTIMIZER_COPIES = 3
 class DistillConfig:
     """How each candidate's student is trained.
 
-    Defaults suit a 135M student on two CPU cores: LoRA rank 16 on every linear layer, one epoch,
+    Defaults suit a 135M student on two CPU cores: LoRA rank 16 on every linear layer, three epochs,
     effective batch 8, AdamW at 1e-3 (LoRA) or 1e-4 (full) with linear decay, for short runs on a few
-    hundred responses. ``max_steps``, when set, replaces ``epochs``. ``learning_rate=None`` takes the
-    method's default.
+    hundred responses. Three epochs because one did not train enough to tell a teacher from random
+    tokens: on the shipped tiny models (24 prompts x 4, 3 seeds) one epoch left the student trained
+    on `noise` within 0.011 eval NLL of the one trained on `tutor-cold` (3.441 against 3.430); three
+    separate them (4.33 against 3.50). ``max_steps``, when set, replaces ``epochs``.
+    ``learning_rate=None`` takes the method's default.
     """
 
     method: Method = "lora"
-    epochs: float = 1.0
+    epochs: float = 3.0
     max_steps: int | None = None
     batch_size: int = 8
     learning_rate: float | None = None

@@ -166,14 +166,15 @@ class ValidationConfig:
     """What a validation job does besides scoring.
 
     ``train_seeds``: one distilled student per candidate and seed; a candidate's outcome is the
-    mean over seeds (training noise averages out; each seed's values are kept). ``outcome``: the
-    outcome ``correlations`` are computed against (every outcome is in ``correlations_by_outcome``).
+    mean over seeds (training noise averages out; each seed's values are kept). Three by default,
+    so that the spread between seeds is measured and the outcomes are tested against it. ``outcome``:
+    the outcome ``correlations`` are computed against (every outcome is in ``correlations_by_outcome``).
     ``accuracy``: greedy-decode the eval problems (needs an answer on each), up to
     ``eval_max_tokens`` new tokens.
     """
 
     distill: DistillConfig = field(default_factory=DistillConfig)
-    train_seeds: tuple[int, ...] = (0,)
+    train_seeds: tuple[int, ...] = (0, 1, 2)
     outcome: OutcomeName = "eval_nll"
     accuracy: bool = True
     eval_max_tokens: int = DEFAULT_MAX_NEW_TOKENS

@@ -339,7 +339,7 @@ class DistillIn(StrictModel):
     """How each distilled student is trained; the defaults suit a 135M student on CPU."""
 
     method: Literal["lora", "full"] = "lora"
-    epochs: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
+    epochs: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = DistillConfig.epochs
     max_steps: Annotated[int, Field(ge=1)] | None = Field(None, description="replaces epochs when set")
     batch_size: Annotated[int, Field(ge=1, le=256)] = 8
     learning_rate: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
@@ -362,7 +362,7 @@ class ValidationCreate(JobCreate):
     eval: Annotated[list[EvalIn], Field(min_length=1, max_length=MAX_LIST)]
     distill: DistillIn = Field(default_factory=DistillIn)
     train_seeds: Annotated[list[Seed], Field(min_length=1, max_length=10)] = Field(
-        default_factory=lambda: [0]
+        default_factory=lambda: list(ValidationConfig().train_seeds)
     )
     outcome: Literal["eval_nll", "accuracy"] = "eval_nll"
     accuracy: bool = Field(True, description="greedy-decode the eval problems that carry an answer")
