@@ -40,6 +40,14 @@ def _held_out(n_prompts: int, test_fraction: float) -> int:
     return max(1, int(n_prompts * test_fraction))  # as grace() holds out
 
 
+def _prompts_for_rows(rows: int, *, from_prompts: int, test_fraction: float, m: int) -> int:
+    """The fewest prompts, at least ``from_prompts``, whose splits train on ``rows`` rows or more."""
+    needed = from_prompts
+    while (needed - _held_out(needed, test_fraction)) * m < rows:
+        needed += 1
+    return needed
+
+
 def small_sample(*, n_prompts: int, test_fraction: float, m: int, d: int) -> ResultWarning | None:
     """Fewer training rows per split than projection dimensions: ``K_tr`` is rank-deficient, the
     smoothing fills its null space with one constant, and GRACE tends to a multiple of G-Norm."""
@@ -47,9 +55,7 @@ def small_sample(*, n_prompts: int, test_fraction: float, m: int, d: int) -> Res
     rows = (n_prompts - n_test) * m
     if rows >= d:
         return None
-    needed = n_prompts
-    while (needed - _held_out(needed, test_fraction)) * m < d:
-        needed += 1
+    needed = _prompts_for_rows(d, from_prompts=n_prompts, test_fraction=test_fraction, m=m)
     return ResultWarning(
         "small_sample",
         f"each split trains on {rows} gradient rows ({n_prompts - n_test} prompts x {m} responses) but "
@@ -65,15 +71,14 @@ def below_papers_dim(*, n_prompts: int, test_fraction: float, m: int, d: int) ->
     sample size is outside what the paper tested."""
     if d >= PAPER_DIM:
         return None
-    rows = (n_prompts - _held_out(n_prompts, test_fraction)) * m
-    needed = n_prompts
-    while (needed - _held_out(needed, test_fraction)) * m < PAPER_TRAIN_ROWS:
-        needed += 1
+    train_prompts = n_prompts - _held_out(n_prompts, test_fraction)
+    rows = train_prompts * m
+    needed = _prompts_for_rows(PAPER_TRAIN_ROWS, from_prompts=n_prompts, test_fraction=test_fraction, m=m)
     return ResultWarning(
         "small_sample",
-        f"each split trains on {rows} gradient rows ({n_prompts - _held_out(n_prompts, test_fraction)} "
-        f"prompts x {m} responses), fewer than the paper's {PAPER_TRAIN_ROWS} (512 x 4), so proj_dim "
-        f"auto chose d={d} instead of the paper's {PAPER_DIM}, keeping its "
+        f"each split trains on {rows} gradient rows ({train_prompts} prompts x {m} responses), fewer "
+        f"than the paper's {PAPER_TRAIN_ROWS} (512 x 4), so proj_dim auto chose d={d} instead of the "
+        f"paper's {PAPER_DIM}, keeping its "
         f"{PAPER_TRAIN_ROWS / PAPER_DIM:.1f} rows per dimension (a rule taken from the paper, not tuned on "
         f"any study's outcomes); the paper did not test GRACE this small: score about {needed} prompts "
         f"x {m} responses for its setting",
