@@ -97,10 +97,11 @@ def _smoothed_train_spectrum(
 def _smoothed_spectrum(
     gram: FloatArray, smoothing: float, total_weight: float
 ) -> tuple[FloatArray, FloatArray]:
-    """:func:`_smoothed_train_spectrum` from the training rows' ``X^T X`` (``gram``, d x d)."""
+    """:func:`_smoothed_train_spectrum` from the training rows' ``X^T X`` (``gram``, d x d, or a
+    stack of them, ``(..., d, d)``: each smoothed towards its own mean)."""
     eigvals, vecs = np.linalg.eigh(gram / total_weight)
     w = np.maximum(eigvals, EIG_EPS)
-    w = np.maximum((1.0 - smoothing) * w + smoothing * w.mean(), EIG_EPS)
+    w = np.maximum((1.0 - smoothing) * w + smoothing * w.mean(axis=-1, keepdims=True), EIG_EPS)
     return w, vecs
 
 
@@ -141,6 +142,26 @@ class _Grams:
     d: int
 
 
+def _row_space_whitening(
+    eigvals: FloatArray, vecs: FloatArray, d: int, w_train: float, smoothing: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The released smoothing of a d x d spectrum known from its row space: ``eigvals``/``vecs`` of
+    ``S = A A^T / W`` (q x q, or stacks ``(..., q)``/``(..., q, q)``). Returns ``(basis, smoothed,
+    w_null)``: ``basis`` maps a row's products with the training rows, ``x A^T``, to its coordinates
+    on the eigenvectors ``v_k = A^T u_k / sqrt(W l_k)``, with zero columns for eigenvalues at or below
+    1e-10 of the mean (numerically zero, their directions undefined: they join the null space, whose
+    smoothed eigenvalue they would get to within 1e-7 anyway); ``smoothed`` their smoothed
+    eigenvalues; ``w_null`` the null space's (``(...,)``)."""
+    q = eigvals.shape[-1]
+    clipped = np.maximum(eigvals, EIG_EPS)
+    mean = (clipped.sum(axis=-1) + (d - q) * EIG_EPS) / d
+    smoothed = np.maximum((1.0 - smoothing) * clipped + smoothing * mean[..., None], EIG_EPS)
+    w_null = np.maximum((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
+    keep = eigvals > 1e-10 * mean[..., None]
+    scale = np.where(keep, 1.0 / np.sqrt(w_train * np.where(keep, eigvals, 1.0)), 0.0)
+    return vecs * scale[..., None, :], smoothed, w_null
+
+
 def _kernel_coordinates(
     grams: _Grams,
     train: npt.NDArray[np.int64],
@@ -150,31 +171,28 @@ def _kernel_coordinates(
 ) -> tuple[FloatArray, FloatArray, float]:
     """Held-out rows' coordinates in the training spectrum, from row-space Gram matrices (fewer
     training rows than dimensions). Returns ``(cross, w_keep, w_null)``: raw held-out rows'
-    coordinates ``(t, k)`` on the kept eigenvectors, their smoothed eigenvalues, and the smoothed
-    eigenvalue of the null space.
+    coordinates ``(t, q)`` on the training spectrum's eigenvectors (zero on the numerically null
+    ones), their smoothed eigenvalues, and the smoothed eigenvalue of the null space.
 
     The non-zero spectrum of ``K_tr = A^T A / W`` is that of ``S = A A^T / W`` (q x q, q the training
     rows), with eigenvectors ``v_k = A^T u_k / sqrt(W l_k)``; a held-out row's coordinates are then
     ``x . v_k = (x A^T) u_k / sqrt(W l_k)`` and its residual is ``|x|^2 - sum_k (x . v_k)^2``. The
-    spectrum, its mean and the smoothing are those of the released d x d computation; eigenvalues at
-    or below 1e-10 of the mean (numerically zero, their directions undefined) join the null space,
-    whose smoothed eigenvalue they would get to within 1e-7 anyway. Cost: one q x q eigen-solve.
+    spectrum, its mean and the smoothing are those of the released d x d computation
+    (:func:`_row_space_whitening`). Cost: one q x q eigen-solve.
     """
-    d = grams.d
     w_train = float(weights[train].sum())
     eigvals, vecs = np.linalg.eigh(grams.aa[np.ix_(train, train)] / w_train)
-    clipped = np.maximum(eigvals, EIG_EPS)
-    mean = (clipped.sum() + (d - len(train)) * EIG_EPS) / d
-    smoothed = np.maximum((1.0 - smoothing) * clipped + smoothing * mean, EIG_EPS)
-    w_null = max((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
-    keep = eigvals > 1e-10 * mean
-    basis = vecs[:, keep] / np.sqrt(w_train * eigvals[keep])
-    return grams.ga[np.ix_(test, train)] @ basis, smoothed[keep], w_null
+    basis, smoothed, w_null = _row_space_whitening(eigvals, vecs, grams.d, w_train, smoothing)
+    return grams.ga[np.ix_(test, train)] @ basis, smoothed, float(w_null)
 
 
-def _row_energies(cross: FloatArray, sq_norms: FloatArray, w_keep: FloatArray, w_null: float) -> FloatArray:
-    """``x^T K^-1 x`` per row from its coordinates on the kept eigenvectors and its squared norm."""
-    energies: FloatArray = np.sum(cross**2 / w_keep, axis=1) + (sq_norms - np.sum(cross**2, axis=1)) / w_null
+def _row_energies(
+    cross: FloatArray, sq_norms: FloatArray, w_keep: FloatArray, w_null: float | FloatArray
+) -> FloatArray:
+    """``x^T K^-1 x`` per row from its coordinates on the kept eigenvectors and its squared norm
+    (the last axis is the eigenvectors'; stacks broadcast)."""
+    c2 = cross**2
+    energies: FloatArray = np.sum(c2 / w_keep, axis=-1) + (sq_norms - np.sum(c2, axis=-1)) / w_null
     return energies
 
 
@@ -424,27 +442,16 @@ def grace_subsets(
             x_test = g[test]  # (C, t, d) raw held-out rows
             if gram is not None:
                 u_test = unit[test]
-                k_train = (gram - np.einsum("ctd,cte->cde", u_test, u_test)) / q
-                eigvals, vecs = np.linalg.eigh(k_train)
-                w = np.maximum(eigvals, EIG_EPS)
-                w = np.maximum((1.0 - smoothing) * w + smoothing * w.mean(axis=1, keepdims=True), EIG_EPS)
+                held_out = np.einsum("ctd,cte->cde", u_test, u_test)
+                w, vecs = _smoothed_spectrum(gram - held_out, smoothing, float(q))
                 total += np.sum((x_test @ vecs) ** 2 / w[:, None, :], axis=(1, 2)) / t
                 continue
             # Fewer training rows than dimensions: the row space, as _kernel_coordinates.
             u_train = unit[train]
             eigvals, vecs = np.linalg.eigh(u_train @ u_train.transpose(0, 2, 1) / q)
-            clipped = np.maximum(eigvals, EIG_EPS)
-            mean = (clipped.sum(axis=1) + (d - q) * EIG_EPS) / d
-            smoothed = np.maximum((1.0 - smoothing) * clipped + smoothing * mean[:, None], EIG_EPS)
-            w_null = np.maximum((1.0 - smoothing) * EIG_EPS + smoothing * mean, EIG_EPS)
-            keep = eigvals > 1e-10 * mean[:, None]
-            scale = np.where(keep, 1.0 / np.sqrt(q * np.where(keep, eigvals, 1.0)), 0.0)
-            cross = (x_test @ u_train.transpose(0, 2, 1)) @ (vecs * scale[:, None, :])
-            c2 = cross**2
-            energies = (
-                np.sum(c2 / smoothed[:, None, :], axis=2)
-                + (np.sum(x_test**2, axis=2) - np.sum(c2, axis=2)) / w_null[:, None]
-            )
+            basis, smoothed, w_null = _row_space_whitening(eigvals, vecs, d, float(q), smoothing)
+            cross = (x_test @ u_train.transpose(0, 2, 1)) @ basis
+            energies = _row_energies(cross, np.sum(x_test**2, axis=2), smoothed[:, None, :], w_null[:, None])
             total += energies.sum(axis=1) / t
         return total / n_splits
 
