@@ -191,10 +191,11 @@ def no_student_improved(
 ) -> ResultWarning | None:
     """Every distilled student ends worse than the untrained one: the outcome then ranks how much
     each candidate's data damaged the student, not how well it taught."""
-    worse = [(v < untrained) if higher_is_better else (v > untrained) for v in outcomes.values()]
-    if not outcomes or not all(worse):
+    if not outcomes:
         return None
     best = max(outcomes.values()) if higher_is_better else min(outcomes.values())
+    if (best >= untrained) if higher_is_better else (best <= untrained):  # the best is no worse
+        return None
     return ResultWarning(
         "no_student_improved",
         f"every distilled student's {outcome} is worse than the untrained student's ({untrained:.4g}; "

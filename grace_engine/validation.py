@@ -619,9 +619,12 @@ def run_validation(
     spread = damage = None
     if base is not None and all(per_seed.values()):
         spread = caveats.outcomes_not_separated(vcfg.outcome, per_seed, base)
-        means = {n: float(np.mean(v)) for n, v in per_seed.items()}
+        means = {n: _outcome_value(r.outcome, vcfg.outcome) for n, r in results.items()}  # over seeds
         damage = caveats.no_student_improved(
-            vcfg.outcome, means, base, higher_is_better=OUTCOMES[vcfg.outcome]
+            vcfg.outcome,
+            {n: v for n, v in means.items() if v is not None},
+            base,
+            higher_is_better=OUTCOMES[vcfg.outcome],
         )
     warnings = [
         *ranking.warnings,
