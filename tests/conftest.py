@@ -3,8 +3,6 @@ once per checkout) and small random models."""
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -12,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-from filelock import FileLock
 from transformers.utils import logging as hf_logging
 
 import grace_engine.models
@@ -23,9 +20,7 @@ from grace_engine.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, t
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
-# Each pytest-xdist worker gets its share of the cores: two workers of two threads each on 2 cores
-# would oversubscribe them, and OpenMP threads spin while they wait.
-torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(2)
 
 VOCAB = 97
 # Under the ignored .grace/: the conversion takes ~30 s and 540 MB, so it outlives test sessions.
@@ -34,22 +29,10 @@ SMOLLM2_CACHE = Path(__file__).resolve().parents[1] / ".grace" / "test-cache" / 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """The tiny student, teachers, candidate and prompt files, built once per test run into a temp
-    dir. Under pytest-xdist the workers share one build: the first builds it while the others wait
-    on a lock (each building its own would cost a core-minute apiece on a 2-core machine)."""
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        built = build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
-        print(f"\ntiny models built in {built.seconds:.1f} s")
-        return built
-    shared = tmp_path_factory.getbasetemp().parent  # this run's directory, common to its workers
-    record = shared / "tiny-models.pickle"
-    with FileLock(str(record) + ".lock"):
-        if record.is_file():
-            found: TinyModels = pickle.loads(record.read_bytes())
-            return found
-        built = build_tiny_models(shared / "tiny-models")
-        record.write_bytes(pickle.dumps(built))
-        return built
+    """The tiny student, teachers, candidate and prompt files, built once into a temp dir."""
+    built = build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+    print(f"\ntiny models built in {built.seconds:.1f} s")
+    return built
 
 
 @pytest.fixture(scope="session")
