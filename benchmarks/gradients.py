@@ -170,7 +170,8 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """Child process: build the config's model and data, run one method, report ms and peak RSS."""
     import torch
 
-    from grace_engine.data import collate, length_batches
+    from grace_engine.batches import collate
+    from grace_engine.data import length_batches
     from grace_engine.gradients import (
         GradientSpace,
         compute_gradients,
@@ -248,7 +249,7 @@ def _agreement(model: Any, candidates: dict[str, list[Any]], proj_dim: int, thre
     responses: the same map, generated once per chunk)."""
     import torch
 
-    from grace_engine.data import collate
+    from grace_engine.batches import collate
     from grace_engine.gradients import (
         GradientSpace,
         compute_gradients,

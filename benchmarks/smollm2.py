@@ -59,7 +59,8 @@ def _examples(model_dir: str, n: int) -> list[Any]:
 def _speed(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from grace_engine.data import collate, length_batches
+    from grace_engine.batches import collate
+    from grace_engine.data import length_batches
     from grace_engine.gradients import (
         GradientSpace,
         compute_gradients,

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from grace_engine.data import reference_answer, write_jsonl
 from grace_engine.errors import InvalidInput
 
 
@@ -45,7 +44,7 @@ def _records(source: Path | None) -> list[dict[str, Any]]:
 
 def build(out: Path, *, n: int, source: Path | None = None, offset: int = 0, m: int = 2) -> tuple[Path, Path]:
     """Write ``prompts.jsonl`` and ``candidates.json`` under ``out``; returns their paths."""
-    from grace_engine.data import clean_solution
+    from grace_engine.data import clean_solution, reference_answer, write_jsonl  # torch: not for --help
 
     records = _records(source)[offset : offset + n]
     if n < 2 or len(records) < n:

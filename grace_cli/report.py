@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grace_engine.progress import ProgressEvent
-from grace_engine.results import RankingResult
+
+if TYPE_CHECKING:  # the service commands format API JSON; the engine's results stay unimported
+    from grace_engine.results import RankingResult
 
 _UNITS = {
     "generate": "prompt",

@@ -22,7 +22,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from grace_engine.data import StudentExample, collate, pad_token_id
+from grace_engine.batches import collate
+from grace_engine.data import StudentExample, pad_token_id
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.memory import BatchCost, MemoryBudget, gradient_cost, module_bytes, release_memory
 

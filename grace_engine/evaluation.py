@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from grace_engine.batches import collate
 from grace_engine.data import (
     Prompt,
     StudentExample,
     StudentFormat,
     ValidationExample,
-    collate,
     encode_for_student,
     length_batches,
     pad_token_id,

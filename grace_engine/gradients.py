@@ -55,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grace_engine.data import IGNORE_INDEX, StudentBatch, StudentExample, collate, length_batches
+from grace_engine.batches import StudentBatch, collate
+from grace_engine.data import IGNORE_INDEX, StudentExample, length_batches
 from grace_engine.errors import Cancelled, InvalidInput, UnsupportedModel
 from grace_engine.memory import BatchCost, BatchPlan, forward_cost, gradient_cost, vocab_size
 from grace_engine.projection import (

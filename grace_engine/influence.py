@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from grace_engine.batches import collate
 from grace_engine.data import (
     Prompt,
     StudentExample,
     StudentFormat,
     ValidationExample,
-    collate,
     encode_for_student,
     pad_token_id,
 )

@@ -14,7 +14,8 @@ from transformers.utils import logging as hf_logging
 
 import grace_engine.models
 import grace_engine.scoring
-from grace_engine.data import StudentBatch, StudentExample, collate
+from grace_engine.batches import StudentBatch, collate
+from grace_engine.data import StudentExample
 from grace_engine.smollm2 import convert_smollm2
 from grace_engine.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, tiny_llama
 

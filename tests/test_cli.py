@@ -231,6 +231,51 @@ def test_models_smollm2_console_script_fast_path_never_imports_transformers(smol
     assert "transformers" not in imported  # ... and no model code was loaded, let alone the GGUF
 
 
+# Run in one fresh interpreter: each command's imports add up, so one heavy import anywhere shows.
+_SERVICE_COMMANDS = """
+import sys
+from grace_cli.main import main
+
+for argv in sys.argv[1:]:
+    try:
+        main(argv.split())
+    except SystemExit:
+        pass  # --help and argparse errors
+print(sorted(m for m in ("torch", "numpy", "scipy", "transformers") if m in sys.modules))
+"""
+
+
+def test_service_and_admin_commands_never_import_the_model_stack(tmp_path: Path) -> None:
+    """``--help``, ``--version``, the HTTP commands and the key administration answer without
+    torch, numpy or transformers: those cost seconds per call, and these commands need none."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "1 + 1?"}\n')
+    down = "--url http://127.0.0.1:9"  # nothing listens: each command fails after its imports
+    commands = [
+        "--help",
+        "--version",
+        f"jobs list {down}",
+        f"jobs show x {down}",
+        f"datasets upload {prompts} {down}",
+        f"leaderboard --student s --dataset d {down}",
+        "migrate",
+        "keys list --tenant lab",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
+    env["GRACE_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVICE_COMMANDS, *commands],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "database at head" in done.stdout  # the commands did run, not only parse
+    assert "cannot reach" in done.stderr
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout[-500:]
+
+
 def test_models_smollm2_without_a_converter_module_exits_2_saying_how_to_install_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

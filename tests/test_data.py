@@ -10,11 +10,11 @@ import pytest
 import torch
 from tokenizers import processors
 
+from grace_engine.batches import collate
 from grace_engine.data import (
     DEFAULT_STUDENT_TEMPLATE,
     IGNORE_INDEX,
     StudentFormat,
-    collate,
     encode_for_student,
     length_batches,
     read_prompts,

@@ -22,11 +22,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grace_engine.batches import collate
 from grace_engine.data import (
     StudentExample,
     StudentFormat,
     clean_solution,
-    collate,
     encode_for_student,
     pad_token_id,
 )

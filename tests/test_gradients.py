@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.data import StudentBatch, StudentFormat, clean_solution, collate, encode_for_student
+from grace_engine.batches import StudentBatch, collate
+from grace_engine.data import StudentFormat, clean_solution, encode_for_student
 from grace_engine.errors import Cancelled, InvalidInput, UnsupportedModel
 from grace_engine.gradients import (
     FastGradients,

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from grace_engine.batches import collate
 from grace_engine.data import (
     Prompt,
     StudentExample,
     StudentFormat,
     ValidationExample,
     clean_solution,
-    collate,
     encode_for_student,
     read_prompts,
 )

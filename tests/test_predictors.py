@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.data import collate
+from grace_engine.batches import collate
 from grace_engine.errors import InvalidInput
 from grace_engine.gradients import (
     RANK_CLIP,
