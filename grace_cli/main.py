@@ -281,11 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_transformers() -> None:
+def _model_process() -> None:
+    """Set up a process that runs models, once its imports are done: transformers' logging quiet,
+    and the imported modules' objects out of the garbage collector's way (memory.freeze_imports)."""
     from transformers.utils import logging
+
+    from grace_engine.memory import freeze_imports
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    freeze_imports()
 
 
 def _set_threads(threads: int | None) -> None:
@@ -297,7 +302,7 @@ def _set_threads(threads: int | None) -> None:
 def cmd_tiny_models(args: argparse.Namespace) -> int:
     from grace_engine.tiny_models import build_tiny_models
 
-    _quiet_transformers()
+    _model_process()
     _set_threads(None)
     built = build_tiny_models(
         args.dir, seed=args.seed, steps=args.steps, log=lambda m: print(m, file=sys.stderr)
@@ -353,7 +358,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from grace_engine.responses import DirectoryResponseStore
     from grace_engine.scoring import rank_teachers
 
-    _quiet_transformers()
+    _model_process()
     _set_threads(args.threads)
     prompts = read_prompts(args.prompts)
     candidates = read_candidates(args.candidates)
@@ -414,7 +419,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.main import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _quiet_transformers()
+    _model_process()
     settings = Settings()
     # The embedded worker thread shares this process with the API: leave it a core, or a running
     # job starves request handling (and the database) and poll latency goes from ms to seconds.
@@ -428,7 +433,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.main import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _quiet_transformers()
+    _model_process()
     _set_threads(args.threads)
     run_worker(Settings())
     return 0
@@ -547,7 +552,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     from grace_engine.generation import read_candidates
     from grace_engine.influence_job import run_influence
 
-    _quiet_transformers()
+    _model_process()
     _set_threads(None)
     bars = ProgressBars(enabled=not args.quiet)
     try:

@@ -72,7 +72,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from grace_cli.main import _budget, _local_policy, _quiet_transformers, _set_threads
+    from grace_cli.main import _budget, _local_policy, _model_process, _set_threads
     from grace_cli.report import ProgressBars, format_validation
     from grace_engine.config import ScoringConfig
     from grace_engine.data import read_prompts, read_validation
@@ -82,7 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from grace_engine.responses import DirectoryResponseStore
     from grace_engine.validation import ValidationConfig, run_validation
 
-    _quiet_transformers()
+    _model_process()
     _set_threads(None)
     defaults = ValidationConfig()
     validation = ValidationConfig(

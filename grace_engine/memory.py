@@ -68,6 +68,20 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def freeze_imports() -> None:
+    """Exempt every object alive now from the cyclic garbage collector (``gc.freeze``).
+
+    Call once a process has imported its libraries and before it loads a model. torch,
+    transformers and scipy leave about half a million module-level objects that live as long as the
+    process, and every full collection in :func:`release_memory` walks them all: 0.26 s a call on
+    2 cores, 37 calls in one ``grace validate`` (13% of its time), and about 0 s once frozen.
+    Reference counting still frees frozen objects; only a frozen cycle is never collected, and
+    module state is never garbage anyway. Objects made later (models, tensors) are collected as
+    before."""
+    gc.collect()
+    gc.freeze()
+
+
 def default_budget_gb() -> float:
     """Half of the machine's physical memory, at most 8 GB: safe beside a database and a browser."""
     try:

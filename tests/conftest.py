@@ -16,6 +16,7 @@ import grace_engine.models
 import grace_engine.scoring
 from grace_engine.batches import StudentBatch, collate
 from grace_engine.data import StudentExample
+from grace_engine.memory import freeze_imports
 from grace_engine.smollm2 import convert_smollm2
 from grace_engine.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, tiny_llama
 
@@ -26,6 +27,12 @@ torch.set_num_threads(2)
 VOCAB = 97
 # Under the ignored .grace/: the conversion takes ~30 s and 540 MB, so it outlives test sessions.
 SMOLLM2_CACHE = Path(__file__).resolve().parents[1] / ".grace" / "test-cache" / "smollm2"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every test module is imported now: freeze what they loaded, as `grace worker` does at start,
+    so the engine's full garbage collections do not walk torch's and transformers' modules."""
+    freeze_imports()
 
 
 @pytest.fixture(scope="session")
