@@ -101,13 +101,14 @@ def test_a_database_outage_is_a_503_with_retry_after_and_the_api_recovers(
         assert client.get("/readyz").status_code == 200
 
 
-BLIPS, BLIP_SECONDS = 3, 8.0
+# Ten heartbeats each (0.5 s apart here): long enough that the job's writes meet the outage.
+BLIPS, BLIP_SECONDS = 2, 5.0
 
 
 def test_database_blips_under_a_running_job_cost_it_no_attempt(
     own_servers: tuple[Path, dict[str, str]], tiny: TinyModels, tmp_path: Path
 ) -> None:
-    """Three 8-second PostgreSQL outages while two workers are up and one runs the job: the job
+    """Two 5-second PostgreSQL outages while two workers are up and one runs the job: the job
     waits each out (its writes retry up to the stale bound, 60 s as in production), nobody declares its
     worker lost, and it succeeds on its first attempt."""
     where, env = own_servers

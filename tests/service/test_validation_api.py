@@ -17,6 +17,7 @@ from grace_engine.generation import Candidate
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_engine.validation import ValidationConfig, run_validation
 from grace_jobs.policy import policy_from
+from grace_jobs.requests import ValidationCreate
 from tests.service.conftest import Caller, assert_problem, job_body
 from tests.service.test_worker import assert_fanned_out, succeeded_through_worker
 
@@ -37,6 +38,7 @@ def _body(**overrides: Any) -> dict[str, Any]:
         **job_body(),
         "eval": _eval(),
         "distill": {"method": "full", "max_steps": 3, "batch_size": 4, "learning_rate": 1e-3},
+        "train_seeds": [0, 1],  # several, as by default (the last test: the defaults are the engine's)
         "eval_max_tokens": 8,
     }
     body.update(overrides)
@@ -58,7 +60,7 @@ def test_validation_job_through_a_worker(
     assert job["kind"] == "validation"
     # Each candidate's unit generated, stored its gradients and distilled the student.
     assert_fanned_out(job, [c["name"] for c in body["candidates"]], {"generate", "gradients", "distil"})
-    steps = 3 * len(ValidationConfig().train_seeds)  # max_steps per seed, every default seed
+    steps = 3 * 2  # max_steps per seed, both seeds
     assert job["progress"]["candidates"]["tutor"]["distil"] == {"done": steps, "total": steps}
     last = job["units"][-1]["progress"]  # it distilled no candidate again
     assert not [name for name, stages in last.items() if stages.get("distil")], last
@@ -82,6 +84,7 @@ def test_validation_job_through_a_worker(
         config=ScoringConfig(responses_per_prompt=2, proj_dim=64),
         validation=ValidationConfig(
             distill=DistillConfig(method="full", max_steps=3, batch_size=4, learning_rate=1e-3),
+            train_seeds=(0, 1),
             eval_max_tokens=8,
         ),
     )
@@ -120,3 +123,13 @@ def test_bad_validation_requests_name_the_field(
     assert_problem(
         client.post("/v1/validations", json=_body(**overrides), headers=caller.headers), 422, field
     )
+
+
+def test_a_request_that_omits_the_training_settings_gets_the_engines_defaults() -> None:
+    """What a client leaves out is what `grace validate` and the engine use (seeds, epochs, LoRA)."""
+    body = _body()
+    for omitted in ("distill", "train_seeds"):
+        body.pop(omitted)
+    got = ValidationCreate.model_validate(body).to_validation()
+    assert got.train_seeds == ValidationConfig().train_seeds == (0, 1, 2)
+    assert got.distill == DistillConfig()
