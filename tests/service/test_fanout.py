@@ -51,7 +51,7 @@ def _on(worker_pid: int, unit: dict[str, Any]) -> bool:
 def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
     client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
 ) -> None:
-    body = slow_job(tiny)
+    body = slow_job(tiny, prompts=12)
     body["candidates"] = body["candidates"][:4]
     logs = (tmp_path / "a.log", tmp_path / "b.log")
     with worker_process(settings, logs[0]), worker_process(settings, logs[1]):

@@ -95,18 +95,19 @@ def wait_for(
     raise AssertionError(f"timed out; last state {job['status']} {job['stage']} attempts={job['attempts']}")
 
 
-def slow_job(tiny: TinyModels) -> dict[str, Any]:
-    """The demo job (5 candidates, 24 prompts, m = 4): several seconds of work on 2 cores."""
-    import json
-
+def slow_job(tiny: TinyModels, prompts: int | None = None) -> dict[str, Any]:
+    """The demo job (5 candidates, 24 prompts, m = 4): several seconds of work on 2 cores. With
+    ``prompts``, its first ones only: for tests that interrupt a unit as soon as it runs, and then
+    only need the job to finish, not to last."""
     candidates = json.loads(tiny.candidates_file.read_text())["candidates"]
-    prompts = [json.loads(line) for line in tiny.prompts_file.read_text().splitlines()]
-    return {"student": "student", "candidates": candidates, "prompts": prompts}
+    lines = tiny.prompts_file.read_text().splitlines()[:prompts]
+    return {"student": "student", "candidates": candidates, "prompts": [json.loads(line) for line in lines]}
 
 
-def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels) -> str:
+def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels, prompts: int | None = None) -> str:
     """Submit the slow job and return once a worker is in the middle of it."""
-    job_id: str = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+    body = slow_job(tiny, prompts)
+    job_id: str = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
     wait_for(
         client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients")
     )
@@ -290,7 +291,7 @@ def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(
     without costing an attempt, the worker exits, and another worker finishes the job."""
     log = tmp_path / "workers.log"
     with worker_process(settings, log) as first:
-        job_id = start_slow_job(client, caller, tiny)
+        job_id = start_slow_job(client, caller, tiny, prompts=12)
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=DEADLINE)  # well before the job would have finished: see the log line below
         assert first.returncode == 0, log.read_text()[-3000:]
