@@ -27,7 +27,7 @@ from grace_engine.tiny_models import TinyModels
 from grace_jobs import lifecycle
 from tests.service.conftest import Caller, supplied_job
 from tests.service.test_worker import DEADLINE, TERMINAL, engine_ranking, slow_job, wait_for, worker_process
-from workers.runner import JobRunner, UnitSession
+from workers.runner import DbResponseStore, JobRunner, UnitSession
 
 
 def _ready(*logs: Path) -> None:
@@ -49,7 +49,12 @@ def _on(worker_pid: int, unit: dict[str, Any]) -> bool:
 
 
 def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
-    client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    tiny: TinyModels,
+    tmp_path: Path,
+    session_factory: sessionmaker[Session],
 ) -> None:
     body = slow_job(tiny, prompts=12)
     body["candidates"] = body["candidates"][:4]
@@ -72,8 +77,22 @@ def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
         (progress,) = u["progress"].values()
         assert set(u["progress"]) == {u["candidate"]}
         assert progress["gradients"]["done"] == progress["gradients"]["total"] > 0
-    # The assembled ranking is the one a single engine call gives: one projection for all units.
-    expected = engine_ranking(body, settings)
+    # The assembled ranking is the one a single engine call gives on the same responses (read
+    # from the workers' store; test_worker checks generation itself): one projection for all units.
+    with session_factory() as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None
+        tenant = stored.tenant_id
+    generated: list[str] = []
+
+    def fresh(step: Callable[[], Any], what: str) -> Any:
+        return step()
+
+    store = DbResponseStore(session_factory, tenant, fresh)
+    real_put = store.put
+    store.put = lambda key, g: (generated.append(key), real_put(key, g))[1]  # type: ignore[method-assign]
+    expected = engine_ranking(body, settings, responses=store)
+    assert generated == []  # every response came from the store
     assert [r["name"] for r in job["ranking"]] == [r.name for r in expected.ranking]
     for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
         assert got["grace"] == pytest.approx(want["grace"], rel=1e-5)

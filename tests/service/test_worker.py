@@ -147,8 +147,10 @@ def assert_fanned_out(job: dict[str, Any], names: list[str], stages: set[str]) -
         assert done == stages, u["progress"]
 
 
-def engine_ranking(body: dict[str, Any], settings: Settings) -> RankingResult:
-    """What one engine call in this process ranks for the job ``body``: what the service must give."""
+def engine_ranking(body: dict[str, Any], settings: Settings, responses: Any = None) -> RankingResult:
+    """What one engine call in this process ranks for the job ``body``: what the service must give.
+    ``responses`` (a response store) lets it read the responses a worker generated instead of
+    generating them again."""
     request = JobCreate.model_validate(body)
     return rank_teachers(
         engine_prompts(request.prompts or []),
@@ -156,6 +158,7 @@ def engine_ranking(body: dict[str, Any], settings: Settings) -> RankingResult:
         request.student,
         policy=policy_from(settings),
         config=request.scoring.to_engine(),
+        responses=responses,
     )
 
 
