@@ -22,6 +22,7 @@ from app.db.base import utcnow
 from app.db.models import Job, JobUnit
 from app.queue import RedisJobQueue
 from app.services import jobs as job_service
+from grace_engine.generation import Generated
 from grace_engine.progress import ProgressEvent
 from grace_engine.tiny_models import TinyModels
 from grace_jobs import lifecycle
@@ -83,16 +84,14 @@ def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
         stored = session.get(Job, job_id)
         assert stored is not None
         tenant = stored.tenant_id
-    generated: list[str] = []
 
-    def fresh(step: Callable[[], Any], what: str) -> Any:
-        return step()
+    class StoredOnly(DbResponseStore):
+        def put(self, key: str, generated: Generated) -> None:
+            raise AssertionError(f"responses generated again: {key}")
 
-    store = DbResponseStore(session_factory, tenant, fresh)
-    real_put = store.put
-    store.put = lambda key, g: (generated.append(key), real_put(key, g))[1]  # type: ignore[method-assign]
-    expected = engine_ranking(body, settings, responses=store)
-    assert generated == []  # every response came from the store
+    expected = engine_ranking(
+        body, settings, responses=StoredOnly(session_factory, tenant, lambda step, _what: step())
+    )
     assert [r["name"] for r in job["ranking"]] == [r.name for r in expected.ranking]
     for got, want in zip(job["ranking"], expected.ranking_rows(), strict=True):
         assert got["grace"] == pytest.approx(want["grace"], rel=1e-5)
