@@ -9,12 +9,12 @@ from typing import Annotated
 from fastapi import Depends, Header, Request, Response
 from sqlalchemy.orm import Session
 
-from app.auth import DEFAULT_TENANT, get_or_create_tenant, tenant_for_key
-from app.config import Settings
-from app.db.models import Job, Tenant
 from app.errors import ApiError
-from app.queue import JobQueue
 from app.services import jobs as job_service
+from grace_infra.db.models import Job, Tenant
+from grace_infra.queue import JobQueue
+from grace_infra.settings import Settings
+from grace_jobs.tenants import DEFAULT_TENANT, get_or_create_tenant, tenant_for_key
 
 
 def get_settings(request: Request) -> Settings:

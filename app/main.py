@@ -13,13 +13,9 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from app import contract, errors
-from app.config import Settings
-from app.db.migrate import upgrade
-from app.db.session import make_engine, make_session_factory
 from app.guard import InputGuard
 from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
-from app.queue import JobQueue, RedisJobQueue
 from app.routers import (
     dashboard,
     datasets,
@@ -32,6 +28,10 @@ from app.routers import (
     validations,
     webhooks,
 )
+from grace_infra.db.migrate import upgrade
+from grace_infra.db.session import make_engine, make_session_factory
+from grace_infra.queue import JobQueue, RedisJobQueue
+from grace_infra.settings import Settings
 
 log = logging.getLogger("grace.api")
 VERSION = "0.2.0"

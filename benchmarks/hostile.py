@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from grace_infra.settings import Settings
 
 
 def _timed(client: TestClient, path: str, body: bytes) -> dict[str, object]:

@@ -320,8 +320,8 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
 def _local_policy(args: argparse.Namespace) -> ModelPolicy:
     """Where `grace rank` and `grace influence` may load models: --model-root, else
     GRACE_MODEL_ROOTS, else the working directory, the candidate file's and the student's parent."""
-    from app.config import split_list
     from grace_engine.models import ModelPolicy
+    from grace_infra.settings import split_list
 
     roots = list(args.model_root)
     if not roots and os.environ.get("GRACE_MODEL_ROOTS"):
@@ -415,8 +415,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.config import Settings
     from app.main import create_app
+    from grace_infra.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _model_process()
@@ -429,7 +429,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from app.config import Settings
+    from grace_infra.settings import Settings
     from workers.main import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -440,8 +440,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from app.config import Settings
-    from app.db.migrate import downgrade, upgrade
+    from grace_infra.db.migrate import downgrade, upgrade
+    from grace_infra.settings import Settings
 
     settings = Settings()
     if settings.sqlalchemy_url.startswith("sqlite"):
@@ -452,30 +452,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from app import auth
-    from app.config import Settings
-    from app.db.session import make_engine, make_session_factory
+    from grace_infra.db.session import make_engine, make_session_factory
+    from grace_infra.settings import Settings
+    from grace_jobs import tenants
 
     settings = Settings()
     engine = make_engine(settings)
     try:
         with make_session_factory(engine)() as session:
             if args.keys_command == "create":
-                print(auth.create_key(session=session, tenant_name=args.tenant))
+                print(tenants.create_key(session=session, tenant_name=args.tenant))
                 print(
                     f"API key for tenant {args.tenant!r}; shown once, stored only as a hash.", file=sys.stderr
                 )
             elif args.keys_command == "list":
-                for key in auth.list_keys(session=session, tenant_name=args.tenant):
+                for key in tenants.list_keys(session=session, tenant_name=args.tenant):
                     state = "active" if key.revoked_at is None else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
                     print(f"{key.prefix}...  created {key.created_at:%Y-%m-%d %H:%M}  {state}")
             elif args.keys_command == "revoke":
-                auth.revoke_key(session=session, prefix=args.prefix)
+                tenants.revoke_key(session=session, prefix=args.prefix)
                 print(f"revoked {args.prefix}...", file=sys.stderr)
             else:
-                tenant = auth.get_or_create_tenant(session=session, name=args.tenant)
+                tenant = tenants.get_or_create_tenant(session=session, name=args.tenant)
                 overlap = settings.webhook_rotation_overlap
-                print(auth.rotate_webhook_secret(session=session, tenant=tenant, overlap=overlap))
+                print(tenants.rotate_webhook_secret(session=session, tenant=tenant, overlap=overlap))
                 until = tenant.webhook_secret_previous_until
                 print(
                     f"webhook signing secret for tenant {args.tenant!r}; shown once. Deliveries are "

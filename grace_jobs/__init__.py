@@ -4,6 +4,6 @@ text rules of :mod:`~grace_jobs.sanitize`), which models it may load (:mod:`~gra
 how it moves between states with its claims and attempts (:mod:`~grace_jobs.lifecycle`), and how
 its results are shaped for storage (:mod:`~grace_jobs.results`).
 
-It builds on the shared infrastructure of ``app.config`` (settings) and ``app.db`` (the ORM),
-which import nothing from the web layer either.
+It builds on the shared infrastructure of :mod:`grace_infra` (settings, the ORM), and never
+imports the web layer.
 """

@@ -21,9 +21,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, JobResult, JobStatus
 from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt
+from grace_infra.db.models import Job, JobResult, JobStatus
 
 
 def _digest(value: Any) -> str:

@@ -1,6 +1,6 @@
 """A job's states, its units' states, and the transitions between them.
 
-A job's work is done in units (:class:`~app.db.models.JobUnit`, :func:`plan_units`): a scoring job
+A job's work is done in units (:class:`~grace_infra.db.models.JobUnit`, :func:`plan_units`): a scoring job
 with several candidates has one per candidate, and the worker finishing the last assembles the
 ranking; a validation job with several candidates has one per candidate that distils the student
 on that candidate's responses, and an influence job one per candidate that only collects its
@@ -37,9 +37,9 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from app.db.base import utcnow
-from app.db.models import TERMINAL, Job, JobResult, JobStatus, JobUnit
 from grace_engine.predictors import needs_gradients
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import TERMINAL, Job, JobResult, JobStatus, JobUnit
 from grace_jobs import webhooks
 from grace_jobs.requests import JobCreate
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.config import Settings
 from grace_engine.models import ModelPolicy
+from grace_infra.settings import Settings
 
 
 def policy_from(settings: Settings) -> ModelPolicy:

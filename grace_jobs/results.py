@@ -7,10 +7,10 @@ from dataclasses import asdict
 
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, JobResult
 from grace_engine.influence import InfluenceResult
 from grace_engine.results import RankingResult
 from grace_engine.validation import ValidationResult
+from grace_infra.db.models import Job, JobResult
 from grace_jobs.requests import InfluenceCreate, JobCreate
 
 Result = RankingResult | InfluenceResult | ValidationResult

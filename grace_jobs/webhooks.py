@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import object_session
 from standardwebhooks import Webhook
 
-from app.db.models import Job, JobStatus, WebhookEvent
+from grace_infra.db.models import Job, JobStatus, WebhookEvent
 
 EVENT_TYPES = {
     JobStatus.SUCCEEDED: "job.succeeded",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from app.config import Settings
-from app.db import models  # noqa: F401  (registers every table on Base.metadata)
-from app.db.base import Base
+from grace_infra.db import models  # noqa: F401  (registers every table on Base.metadata)
+from grace_infra.db.base import Base
+from grace_infra.settings import Settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().sqlalchemy_url

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from app.config import Settings
 from grace_cli.main import build_parser
+from grace_infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

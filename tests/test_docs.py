@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.config import Settings
 from app.main import create_app
+from grace_infra.settings import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -1,12 +1,15 @@
 """The dependency direction of design.md §1, checked on what a fresh interpreter really imports:
-the worker loads no web framework, the job domain no web framework or queue library, and the
-engine none of the service's infrastructure."""
+the worker loads no web framework and nothing of ``app``, the job domain no web framework or
+queue library, the shared infrastructure (``grace_infra``) nothing above it, and the engine none
+of the service's infrastructure."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,12 +26,17 @@ def _modules(module: str) -> set[str]:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("workers.main", {"fastapi", "starlette", "uvicorn"}),
-        ("grace_jobs.lifecycle", {"fastapi", "starlette", "uvicorn", "dramatiq", "redis"}),
-        ("grace_jobs.requests", {"fastapi", "starlette", "uvicorn", "dramatiq", "redis", "sqlalchemy"}),
+        ("workers.main", {"fastapi", "starlette", "uvicorn", "app"}),
+        ("grace_infra.db.models", {"fastapi", "starlette", "uvicorn", "app", "grace_jobs", "workers"}),
+        ("grace_infra.queue", {"fastapi", "starlette", "uvicorn", "app", "grace_jobs", "workers"}),
+        ("grace_jobs.lifecycle", {"fastapi", "starlette", "uvicorn", "dramatiq", "redis", "app", "workers"}),
+        (
+            "grace_jobs.requests",
+            {"fastapi", "starlette", "uvicorn", "dramatiq", "redis", "sqlalchemy", "app", "workers"},
+        ),
         (
             "grace_engine.scoring",
-            {"fastapi", "starlette", "sqlalchemy", "dramatiq", "redis", "app", "workers"},
+            {"fastapi", "starlette", "sqlalchemy", "dramatiq", "redis", "app", "workers", "grace_infra"},
         ),
     ],
 )
@@ -36,8 +44,21 @@ def test_imports_point_down(module: str, forbidden: set[str]) -> None:
     assert not {m.split(".")[0] for m in _modules(module)} & forbidden
 
 
-def test_the_worker_uses_only_the_shared_infrastructure_of_app() -> None:
-    """app.config, app.db and app.queue are framework-free and shared; nothing else of app."""
-    loaded = {m for m in _modules("workers.main") if m.startswith("app.")}
-    assert loaded, "expected the shared settings and ORM"
-    assert all(m.split(".")[1] in {"config", "db", "queue"} for m in loaded), sorted(loaded)
+def test_no_module_of_the_job_domain_or_the_workers_names_app() -> None:
+    """What a fresh interpreter loads proves one entry point's imports; this reads every module's
+    source, so a rarely imported one cannot reach up into the web layer either."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for package in ("grace_jobs", "workers", "grace_infra", "grace_engine"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and node.level == 0
+                    else []
+                )
+                offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "app"]
+    assert not offenders

@@ -9,7 +9,7 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
+from grace_infra.settings import Settings
 from workers.reconciler import Reconciler
 from workers.runner import JobRunner
 from workers.webhooks import Dispatcher

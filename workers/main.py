@@ -16,9 +16,9 @@ from types import FrameType
 import dramatiq
 from dramatiq import Worker
 
-from app.config import Settings
-from app.db.session import make_engine, make_session_factory
-from app.queue import ACTOR_NAME, RedisJobQueue, make_broker
+from grace_infra.db.session import make_engine, make_session_factory
+from grace_infra.queue import ACTOR_NAME, RedisJobQueue, make_broker
+from grace_infra.settings import Settings
 from workers.reconciler import Reconciler
 from workers.runner import JobRunner
 from workers.webhooks import Dispatcher

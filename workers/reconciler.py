@@ -28,10 +28,10 @@ from typing import Any
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from app.config import Settings
-from app.db.base import utcnow
-from app.db.models import Job, JobStatus, JobUnit
-from app.queue import JobQueue
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import Job, JobStatus, JobUnit
+from grace_infra.queue import JobQueue
+from grace_infra.settings import Settings
 from grace_jobs import lifecycle
 
 log = logging.getLogger("grace.reconciler")

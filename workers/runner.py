@@ -23,9 +23,6 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.base import utcnow
-from app.db.models import Dataset, GradientSet, Job, JobStatus, JobUnit, ResponseSet
 from grace_engine.data import Prompt
 from grace_engine.errors import Cancelled, GraceError, InvalidInput, as_candidate
 from grace_engine.generation import (
@@ -47,6 +44,9 @@ from grace_engine.results import RankingResult
 from grace_engine.scoring import rank_teachers
 from grace_engine.uncertainty import Draws
 from grace_engine.validation import CandidateRun, CandidateValidation, run_validation, validate_candidate
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import Dataset, GradientSet, Job, JobStatus, JobUnit, ResponseSet
+from grace_infra.settings import Settings
 from grace_jobs import lifecycle
 from grace_jobs.lifecycle import LIVE
 from grace_jobs.policy import policy_from

@@ -20,9 +20,9 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.base import utcnow
-from app.db.models import Tenant, WebhookDelivery, WebhookEvent
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import Tenant, WebhookDelivery, WebhookEvent
+from grace_infra.settings import Settings
 from grace_jobs import webhooks
 
 log = logging.getLogger("grace.webhooks")

@@ -7,8 +7,8 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.db.migrate import at_head
 from app.errors import problem
+from grace_infra.db.migrate import at_head
 
 router = APIRouter(tags=["health"])
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel
 
-from app.db.models import Job, JobStatus
 from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep, Submission, SubmissionDep
 from app.errors import ApiError
 from app.schemas import (
@@ -28,6 +27,7 @@ from app.schemas import (
 )
 from app.services import jobs as job_service
 from grace_engine.mixture import MixedExample, chat_jsonl
+from grace_infra.db.models import Job, JobStatus
 from grace_jobs.requests import JobCreate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

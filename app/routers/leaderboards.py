@@ -8,10 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.db.models import Dataset
 from app.deps import CurrentTenant, SessionDep
 from app.errors import ApiError
 from app.schemas import LeaderboardEntry, LeaderboardPublic
+from grace_infra.db.models import Dataset
 from grace_jobs.leaderboards import leaderboard, prompt_set_hash
 from grace_jobs.requests import engine_prompts
 

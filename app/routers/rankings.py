@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from app.db.models import Job, JobStatus
 from app.deps import CurrentTenant, SessionDep
 from app.schemas import RankingEntry, RankingHistory, RankingPublic, result_summary
 from app.services import jobs as job_service
+from grace_infra.db.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"])
 

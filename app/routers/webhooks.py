@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from app.auth import rotate_webhook_secret as rotate
-from app.db.models import WebhookEvent
 from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep
 from app.schemas import DeliveriesPublic, WebhookEventPublic, WebhookSecretPublic
+from grace_infra.db.models import WebhookEvent
+from grace_jobs.tenants import rotate_webhook_secret as rotate
 
 router = APIRouter(tags=["webhooks"])
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from app.config import Settings
-from app.db.models import Dataset, Job, Tenant
 from app.errors import ApiError, not_found
 from app.services.pages import newest_first
 from grace_engine.data import validate_prompts
 from grace_engine.errors import InvalidInput
+from grace_infra.db.models import Dataset, Job, Tenant
+from grace_infra.settings import Settings
 from grace_jobs.lifecycle import LIVE, NOT_STARTED
 from grace_jobs.requests import DatasetCreate, engine_prompts
 

@@ -14,16 +14,16 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from app.config import Settings
-from app.db.base import utcnow
-from app.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
 from app.errors import ApiError, not_found
-from app.queue import JobQueue
 from app.services.pages import newest_first
 from grace_engine.data import Prompt, validate_prompts
 from grace_engine.errors import InvalidInput
 from grace_engine.generation import provided_responses, validate_candidates
 from grace_engine.models import configured_context, resolve_model
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
+from grace_infra.queue import JobQueue
+from grace_infra.settings import Settings
 from grace_jobs import lifecycle, webhooks
 from grace_jobs.leaderboards import comparison_key, prompt_set_hash
 from grace_jobs.policy import policy_from

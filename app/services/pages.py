@@ -12,8 +12,8 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app.db.models import ID_LENGTH
 from app.errors import ApiError
+from grace_infra.db.models import ID_LENGTH
 from grace_jobs.sanitize import text_problem
 
 

@@ -24,14 +24,14 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.auth import create_key
-from app.config import Settings
-from app.db.migrate import upgrade
-from app.db.models import Job, JobUnit
-from app.db.session import make_engine, make_session_factory
 from app.main import create_app
 from grace_engine.tiny_models import TinyModels
+from grace_infra.db.migrate import upgrade
+from grace_infra.db.models import Job, JobUnit
+from grace_infra.db.session import make_engine, make_session_factory
+from grace_infra.settings import Settings
 from grace_jobs import lifecycle
+from grace_jobs.tenants import create_key
 
 
 def _env(name: str) -> str:

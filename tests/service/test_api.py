@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.models import Job, JobResult, JobStatus, Tenant
 from app.main import create_app
 from app.services.jobs import request_hash
+from grace_infra.db.models import Job, JobResult, JobStatus, Tenant
+from grace_infra.settings import Settings
 from grace_jobs.requests import JobCreate
 from tests.service.conftest import Caller, assert_problem, job_body, run_job, service_settings
 from workers.runner import JobRunner

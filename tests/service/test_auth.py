@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.models import ApiKey
 from grace_cli.main import main
+from grace_infra.db.models import ApiKey
+from grace_infra.settings import Settings
 from tests.service.conftest import Caller, assert_problem, job_body, run_job
 from workers.runner import JobRunner
 

@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 from grace_client import Client
 from grace_engine.tiny_models import TinyModels
 from tests.service.conftest import embedded_key, embedded_server, supplied_job
-from tests.service.test_worker import slow_job
+from tests.service.helpers import slow_job
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -17,17 +17,17 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.base import utcnow
-from app.db.models import Job, JobUnit
-from app.queue import RedisJobQueue
 from app.services import jobs as job_service
 from grace_engine.generation import Generated
 from grace_engine.progress import ProgressEvent
 from grace_engine.tiny_models import TinyModels
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import Job, JobUnit
+from grace_infra.queue import RedisJobQueue
+from grace_infra.settings import Settings
 from grace_jobs import lifecycle
 from tests.service.conftest import Caller, supplied_job
-from tests.service.test_worker import DEADLINE, TERMINAL, engine_ranking, slow_job, wait_for, worker_process
+from tests.service.helpers import DEADLINE, TERMINAL, engine_ranking, slow_job, wait_for, worker_process
 from workers.runner import DbResponseStore, JobRunner, UnitSession
 
 

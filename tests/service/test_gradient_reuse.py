@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.auth import create_key
-from app.config import Settings
-from app.db.migrate import upgrade
-from app.db.models import GradientSet, Tenant
 from grace_engine.gradient_store import StoredGradients
+from grace_infra.db.migrate import upgrade
+from grace_infra.db.models import GradientSet, Tenant
+from grace_infra.settings import Settings
+from grace_jobs.tenants import create_key
 from tests.service.conftest import Caller, fresh_database, run_to_success, supplied_job
 from workers.runner import DbGradientStore, JobRunner
 

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
 from grace_engine.errors import InvalidInput, ModelNotAllowed, ModelNotFound, UnsupportedModel
+from grace_infra.settings import Settings
 from tests.service.conftest import Caller, assert_problem, job_body, run_job
 from workers.runner import JobRunner
 

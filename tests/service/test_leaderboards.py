@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
+from grace_infra.settings import Settings
 from tests.service.conftest import Caller, assert_problem, job_body, run_to_success, supplied_job
 from workers.runner import JobRunner
 

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from app.db import models  # noqa: F401  (tables on the metadata)
-from app.db.base import Base
-from app.db.migrate import current_revision, downgrade, head_revision, upgrade
+from grace_infra.db import models  # noqa: F401  (tables on the metadata)
+from grace_infra.db.base import Base
+from grace_infra.db.migrate import current_revision, downgrade, head_revision, upgrade
 from tests.service.conftest import fresh_database
 
 TABLES = {"tenants", "api_keys", "datasets", "jobs", "job_results", "response_sets"}

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import create_key
-from app.config import Settings
-from app.db.migrate import upgrade
-from app.db.session import make_engine, make_session_factory
 from app.main import create_app
 from grace_engine.tiny_models import TinyModels
+from grace_infra.db.migrate import upgrade
+from grace_infra.db.session import make_engine, make_session_factory
+from grace_infra.settings import Settings
+from grace_jobs.tenants import create_key
 from tests.service.conftest import Caller, assert_problem, job_body, service_settings
-from tests.service.test_worker import DEADLINE, TERMINAL, slow_job, wait_for, worker_process
+from tests.service.helpers import DEADLINE, TERMINAL, slow_job, wait_for, worker_process
 
 SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 

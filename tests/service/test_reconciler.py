@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.auth import get_or_create_tenant
-from app.config import Settings
-from app.db.base import utcnow
-from app.db.models import Job, JobStatus, JobUnit
-from app.queue import RedisJobQueue
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import Job, JobStatus, JobUnit
+from grace_infra.queue import RedisJobQueue
+from grace_infra.settings import Settings
 from grace_jobs import lifecycle
+from grace_jobs.tenants import get_or_create_tenant
 from workers.reconciler import reconcile
 from workers.runner import JobRunner
 

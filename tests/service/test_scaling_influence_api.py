@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from grace_engine import scaling
 from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, ValidationExample, clean_solution
 from grace_engine.generation import Candidate
 from grace_engine.influence_job import run_influence
 from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_infra.settings import Settings
 from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body
-from tests.service.test_worker import assert_fanned_out, succeeded_through_worker
+from tests.service.helpers import assert_fanned_out, succeeded_through_worker
 
 
 def test_predict_round_trip(client: TestClient, caller: Caller) -> None:

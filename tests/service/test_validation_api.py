@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from grace_engine.config import ScoringConfig
 from grace_engine.data import Prompt, ValidationExample, clean_solution, reference_answer
 from grace_engine.distillation import DistillConfig
 from grace_engine.generation import Candidate
 from grace_engine.tiny_models import TinyModels, gsm8k_records
 from grace_engine.validation import ValidationConfig, run_validation
+from grace_infra.settings import Settings
 from grace_jobs.policy import policy_from
 from grace_jobs.requests import ValidationCreate
 from tests.service.conftest import Caller, assert_problem, job_body
-from tests.service.test_worker import assert_fanned_out, succeeded_through_worker
+from tests.service.helpers import assert_fanned_out, succeeded_through_worker
 
 
 def _eval() -> list[dict[str, str]]:

@@ -22,15 +22,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from app.auth import rotate_webhook_secret
-from app.config import Settings
-from app.db.base import utcnow
-from app.db.models import Tenant
 from app.main import create_app
 from grace_engine.tiny_models import TinyModels
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import Tenant
+from grace_infra.settings import Settings
+from grace_jobs.tenants import rotate_webhook_secret
 from grace_jobs.webhooks import backoff, target_problem
 from tests.service.conftest import Caller, assert_problem, service_settings, supplied_job
-from tests.service.test_worker import DEADLINE, worker_process
+from tests.service.helpers import DEADLINE, worker_process
 from workers.webhooks import deliver_due
 
 

@@ -1,4 +1,5 @@
-"""API keys: ``Authorization: Bearer <key>``; only the key's SHA-256 is stored.
+"""Tenants and their API keys (sent as ``Authorization: Bearer <key>``); only a key's SHA-256 is
+stored.
 
 Keys are 32 random bytes (URL-safe base64) behind a ``gk_`` prefix, so a fast hash is enough:
 there is nothing to brute-force. Every key belongs to a tenant; with auth off (the embedded
@@ -15,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.base import utcnow
-from app.db.models import ApiKey, Tenant
 from grace_engine.errors import InvalidInput
+from grace_infra.db.base import utcnow
+from grace_infra.db.models import ApiKey, Tenant
 from grace_jobs import webhooks
 
 KEY_PREFIX = "gk_"

@@ -14,7 +14,7 @@ from typing import Protocol
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from app.config import Settings
+from grace_infra.settings import Settings
 
 ACTOR_NAME = "run_job"
 MAINTENANCE_CHANCE = 100_000  # per million broker commands: 10%, so an idle queue recovers in seconds

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db.base import Base, JSONType, UTCDateTime, utcnow
+from grace_infra.db.base import Base, JSONType, UTCDateTime, utcnow
 
 ID_LENGTH = 36  # a UUID's text form: the length of every id column
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
+from grace_infra.settings import Settings
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -1,0 +1,156 @@
+"""What the service tests share beyond fixtures: real worker processes, polling a job to a
+condition under a generous deadline, the demo job's body, and the engine's own ranking of a job
+(what the service must give)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from grace_engine.results import RankingResult
+from grace_engine.scoring import rank_teachers
+from grace_engine.tiny_models import TinyModels
+from grace_infra.settings import Settings
+from grace_jobs.policy import policy_from
+from grace_jobs.requests import JobCreate, engine_prompts
+from tests.service.conftest import Caller
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
+    env.update(
+        GRACE_DATABASE_URL=str(settings.database_url),
+        GRACE_REDIS_URL=str(settings.redis_url),
+        GRACE_MODEL_ROOTS=os.pathsep.join(str(p) for p in settings.model_roots),
+        GRACE_QUEUE_NAME=settings.queue_name,
+        GRACE_HEARTBEAT_SECONDS=str(settings.heartbeat_seconds),
+        GRACE_STALE_AFTER_SECONDS=str(settings.stale_after_seconds),
+        GRACE_REQUEUE_QUEUED_AFTER_SECONDS=str(settings.requeue_queued_after_seconds),
+        GRACE_RECONCILE_EVERY_SECONDS=str(settings.reconcile_every_seconds),
+        GRACE_BROKER_HEARTBEAT_MS=str(settings.broker_heartbeat_ms),
+        GRACE_WEBHOOK_ALLOW_PRIVATE=str(settings.webhook_allow_private).lower(),
+        GRACE_WEBHOOK_BACKOFF_SECONDS=str(settings.webhook_backoff_seconds),
+        GRACE_WEBHOOK_POLL_SECONDS=str(settings.webhook_poll_seconds),
+    )
+    return env
+
+
+@contextmanager
+def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "grace_cli.main", "worker"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# Conditions are polled, so a generous deadline costs nothing when the machine is fast and keeps a
+# loaded one from failing a test that would have passed.
+DEADLINE = 600.0
+
+
+def wait_for(
+    client: TestClient,
+    caller: Caller,
+    job_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float = DEADLINE,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
+        if until(job):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; last state {job['status']} {job['stage']} attempts={job['attempts']}")
+
+
+def slow_job(tiny: TinyModels, prompts: int | None = None) -> dict[str, Any]:
+    """The demo job (5 candidates, 24 prompts, m = 4): several seconds of work on 2 cores. With
+    ``prompts``, its first ones only: for tests that interrupt a unit as soon as it runs, and then
+    only need the job to finish, not to last."""
+    candidates = json.loads(tiny.candidates_file.read_text())["candidates"]
+    lines = tiny.prompts_file.read_text().splitlines()[:prompts]
+    return {"student": "student", "candidates": candidates, "prompts": [json.loads(line) for line in lines]}
+
+
+def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels, prompts: int | None = None) -> str:
+    """Submit the slow job and return once a worker is in the middle of it."""
+    body = slow_job(tiny, prompts)
+    job_id: str = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
+    wait_for(
+        client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients")
+    )
+    return job_id
+
+
+def succeeded_through_worker(
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    log: Path,
+    path: str,
+    body: dict[str, Any],
+    timeout: float = DEADLINE,
+) -> dict[str, Any]:
+    """POST ``body`` to ``path`` with a real worker running; the finished job, which must have
+    succeeded (the worker's log tail otherwise)."""
+    with worker_process(settings, log):
+        accepted = client.post(path, json=body, headers=caller.headers)
+        assert accepted.status_code == 202, accepted.text
+        job = wait_for(client, caller, accepted.json()["id"], lambda j: j["status"] in TERMINAL, timeout)
+    assert job["status"] == "succeeded", log.read_text()[-3000:]
+    return job
+
+
+def assert_fanned_out(job: dict[str, Any], names: list[str], stages: set[str]) -> None:
+    """An influence or validation job with several candidates: a unit per candidate did its part
+    (reported as ``stages``), then the whole-job unit, released by the last of them, did the rest."""
+    *candidates, whole = job["units"]
+    assert [u["candidate"] for u in candidates] == names
+    assert whole["candidate"] is None
+    assert all(u["status"] == "succeeded" and u["attempts"] == 1 for u in job["units"]), job["units"]
+    assert whole["started_at"] >= max(u["finished_at"] for u in candidates)
+    for u in candidates:  # its own candidate's work, nothing else
+        assert set(u["progress"]) == {u["candidate"]}
+        done = {stage for stage, done in u["progress"][u["candidate"]].items() if done is not None}
+        assert done == stages, u["progress"]
+
+
+def engine_ranking(body: dict[str, Any], settings: Settings, responses: Any = None) -> RankingResult:
+    """What one engine call in this process ranks for the job ``body``: what the service must give.
+    ``responses`` (a response store) lets it read the responses a worker generated instead of
+    generating them again."""
+    request = JobCreate.model_validate(body)
+    return rank_teachers(
+        engine_prompts(request.prompts or []),
+        [c.to_engine() for c in request.candidates],
+        request.student,
+        policy=policy_from(settings),
+        config=request.scoring.to_engine(),
+        responses=responses,
+    )
