@@ -13,6 +13,7 @@ RUN pip install "${TORCH_SPEC}"
 COPY pyproject.toml README.md alembic.ini ./
 COPY grace_engine ./grace_engine
 COPY grace_jobs ./grace_jobs
+COPY grace_infra ./grace_infra
 COPY grace_cli ./grace_cli
 COPY grace_client ./grace_client
 COPY app ./app

@@ -136,7 +136,8 @@ def install(app: FastAPI) -> None:
     async def _engine_error(request: Request, exc: GraceError) -> JSONResponse:
         errors = [{"field": exc.field, "message": exc.message}] if exc.field else None
         status = GRACE_STATUS.get(exc.code, 422)
-        return problem(request, status, "Validation Error", str(exc), errors=errors, code=exc.code)
+        title = getattr(exc, "title", "Validation Error")
+        return problem(request, status, title, str(exc), errors=errors, code=exc.code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

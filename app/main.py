@@ -20,18 +20,19 @@ from app.routers import (
     dashboard,
     datasets,
     health,
-    influence,
     jobs,
     leaderboards,
+    predictors,
     rankings,
     scaling,
-    validations,
     webhooks,
 )
+from app.routers.kinds import kind_router
 from grace_infra.db.migrate import upgrade
 from grace_infra.db.session import make_engine, make_session_factory
 from grace_infra.queue import JobQueue, RedisJobQueue
 from grace_infra.settings import Settings
+from grace_jobs import kinds
 
 log = logging.getLogger("grace.api")
 VERSION = "0.2.0"
@@ -99,7 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.openapi = lambda: contract.openapi(app, secured=settings.auth_enabled)  # type: ignore[method-assign]
-    for module in (jobs, influence, validations, datasets, rankings, leaderboards, scaling, webhooks, health):
+    for kind in kinds.enabled(settings.job_kinds):
+        app.include_router(kind_router(kind))
+    for module in (jobs, datasets, rankings, leaderboards, predictors, scaling, webhooks, health):
         app.include_router(module.router)
     dashboard.install(app)
     return app

@@ -1,5 +1,6 @@
 """Response bodies of the HTTP API, and the scaling law's synchronous inputs (pydantic; no
-FastAPI, no ORM). What a job asks for is in :mod:`grace_jobs.requests`.
+FastAPI, no ORM). What a job asks for is in :mod:`grace_jobs.requests` and each kind's module
+(:mod:`grace_jobs.kinds`), with the body of its result.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     model_validator,
 )
 
+from grace_jobs.public import WarningPublic
 from grace_jobs.requests import (
     StrictModel,
     exactly_one,
@@ -82,18 +83,49 @@ class UnitPublic(BaseModel):
     error: ErrorInfo | None
 
 
-class WarningPublic(BaseModel):
-    """A condition that qualifies a result (design §2.10): a stable ``code``, a ``message`` that
-    says what to change, and the numbers behind it as further fields."""
+# The one-field-per-predictor view of results from before ``values``: field -> predictor.
+LEGACY_FIELDS = {
+    "grace": "grace",
+    "g_norm": "g_norm",
+    "g_vendi": "g_vendi",
+    "student_nll": "student_nll",
+    "rsr": "rsr",
+    "accuracy": "teacher_accuracy",
+}
 
-    model_config = ConfigDict(extra="allow")
 
-    code: str
-    message: str
+class PredictorValues(BaseModel):
+    """``values``: every predictor the job computed, by name (``GET /v1/predictors`` lists them),
+    null where one is undefined for the candidate. The single fields beside it are the view from
+    before ``values`` (deprecated; a predictor added since has none). Rows stored before ``values``
+    existed are read into it."""
+
+    values: dict[str, float | None] = Field(
+        default_factory=dict, description="every predictor the job computed, by name"
+    )
+    g_norm: float | None = Field(None, deprecated="read values.g_norm")
+    g_vendi: float | None = Field(None, deprecated="read values.g_vendi")
+    student_nll: float | None = Field(None, deprecated="read values.student_nll")
+    rsr: float | None = Field(None, deprecated="read values.rsr")
+    accuracy: float | None = Field(None, deprecated="read values.teacher_accuracy")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both_views(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        values = data.get("values")
+        if values is None:  # stored before values: one field per predictor
+            data["values"] = {p: data[f] for f, p in LEGACY_FIELDS.items() if data.get(f) is not None}
+        else:
+            for f, p in LEGACY_FIELDS.items():
+                data.setdefault(f, values.get(p))
+        return data
 
 
-class RankingEntry(BaseModel):
-    """One candidate's place and every predictor (null where the job did not compute it)."""
+class RankingEntry(PredictorValues):
+    """One candidate's place and every predictor's value."""
 
     rank: int
     name: str
@@ -102,12 +134,7 @@ class RankingEntry(BaseModel):
     grace: float | None
     grace_std: float | None
     agreement_with_next: float | None
-    g_norm: float | None
-    g_vendi: float | None
-    student_nll: float | None
-    rsr: float | None = Field(None, description="Rank-Surprisal Ratio (lower = better)")
     mean_response_tokens: float | None = Field(None, description="mean response length in student tokens")
-    accuracy: float | None
     p_top1: float | None = Field(
         None, description="share of subsamples of half the prompts (without replacement) it scores best in"
     )
@@ -265,15 +292,11 @@ class ScoresPublic(BaseModel):
     candidates: list[CandidateScores]
 
 
-class LeaderboardEntry(BaseModel):
+class LeaderboardEntry(PredictorValues):
     rank: int
     candidate: str
-    grace: float | None
+    grace: float | None = None
     grace_std: float | None
-    g_norm: float | None
-    g_vendi: float | None
-    student_nll: float | None
-    accuracy: float | None
     job_id: str = Field(description="the job that scored it (its latest score)")
     scored_at: datetime
 
@@ -294,59 +317,6 @@ class LeaderboardPublic(BaseModel):
 class RankingHistory(BaseModel):
     student: str
     data: list[RankingPublic]
-
-
-class InfluencePublic(BaseModel):
-    job_id: str
-    method: str
-    validation_loss: float
-    per_candidate: list[dict[str, Any]]
-    best_per_prompt: dict[str, dict[str, int]]
-    selected: list[dict[str, Any]]
-    responses: list[dict[str, Any]]
-
-
-class CorrelationPublic(BaseModel):
-    """How well one score predicted the outcome: +1 = perfectly; null when a side is constant."""
-
-    score: str
-    outcome: str
-    spearman: float | None
-    kendall: float | None
-    ci95: tuple[float, float] | None
-    regret: float
-    regret_rel: float | None
-    n_candidates: int
-    top_pick: str
-    best: str
-    p_value: float | None = Field(
-        None, description="one-sided permutation p-value of spearman (exact up to 10 candidates)"
-    )
-    critical_rho: float | None = Field(
-        None, description="the smallest spearman that reaches 5% one-sided for this many candidates"
-    )
-    distinguishable: bool | None = Field(
-        None, description="p_value <= 0.05; false: not distinguishable from chance"
-    )
-
-
-class ValidationPublic(BaseModel):
-    """A validation job's result: per candidate its scores (``grace.score``, baselines) and the
-    distilled student's ``outcome``; ``correlations`` per score against ``outcome``."""
-
-    job_id: str
-    student: str
-    outcome: str
-    untrained: dict[str, Any]
-    candidates: dict[str, dict[str, Any]]
-    correlations: dict[str, CorrelationPublic]
-    correlations_by_outcome: dict[str, dict[str, CorrelationPublic]]
-    ranking: list[dict[str, Any]]
-    mixed_candidate: dict[str, Any] | None = Field(
-        None, description="the mixed-teacher set's outcome against the best single teacher's"
-    )
-    protocol: dict[str, Any]
-    warnings: list[WarningPublic]
 
 
 # --- scaling law -----------------------------------------------------------------------------------

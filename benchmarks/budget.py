@@ -27,17 +27,18 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grace_engine.adaptive import RankingBudget, adaptive_evidence
-from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt, StudentFormat
-from grace_engine.generation import Candidate, read_candidates
-from grace_engine.models import ModelCache, ModelPolicy
-from grace_engine.predictors import Evidence, GraceSettings, value
-from grace_engine.responses import DirectoryResponseStore
-from grace_engine.scores import auto_proj_dim
-from grace_engine.scoring import rank_teachers
-from grace_engine.tiny_models import build_tiny_models, gsm8k_records
-from grace_engine.uncertainty import Uncertainty, rank_uncertainty
+from grace_engine.models.data import Prompt, StudentFormat
+from grace_engine.models.generation import Candidate, read_candidates
+from grace_engine.models.loading import ModelCache, ModelPolicy
+from grace_engine.models.tiny_models import build_tiny_models, gsm8k_records
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.scoring import rank_teachers
+from grace_engine.science.adaptive import RankingBudget, adaptive_evidence
+from grace_engine.science.grace import auto_proj_dim
+from grace_engine.science.predictors import Evidence, GraceSettings, value
+from grace_engine.science.uncertainty import Uncertainty, rank_uncertainty
+from grace_engine.stores.response_store import DirectoryResponseStore
 from studies import candidates as cands
 
 WORK = Path(".grace/benchmarks/budget")
@@ -93,12 +94,8 @@ def main() -> None:
     policy = ModelPolicy.from_paths([root])
     started = time.perf_counter()
     full_pass = rank_teachers(
-        prompts,
-        candidates,
-        student,
-        policy=policy,
-        # The tiny student's 512-token context cuts a few long gold solutions (counted, warned).
-        config=ScoringConfig(
+        JobInputs(prompts, candidates, student),
+        ScoringConfig(
             responses_per_prompt=m,
             proj_dim=BASE_D,
             bootstrap=0,
@@ -106,8 +103,11 @@ def main() -> None:
             seed=0,
             student_format=StudentFormat(truncate=True),
         ),
-        models=ModelCache(policy, capacity=2),
-        responses=DirectoryResponseStore(WORK / "responses"),
+        EngineContext(
+            policy=policy,
+            models=ModelCache(policy, capacity=2),
+            responses=DirectoryResponseStore(WORK / "responses"),
+        ),
     )
     gradient_seconds = time.perf_counter() - started
     evidence = full_pass.evidence

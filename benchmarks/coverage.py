@@ -10,7 +10,7 @@ prompts) and ``e`` noise whose spectrum differs by candidate. The truth a gap's 
 the expected GRACE difference at the job's ``n`` (GRACE as released, mean over its 10 splits):
 estimated from ``--truth`` fresh independent samples of ``n`` prompts, an estimate whose own error
 the report gives. Each repetition draws one sample of ``n`` prompts, computes the uncertainty the
-service reports (:func:`grace_engine.uncertainty.rank_uncertainty`, its defaults: 10 x 10-fold, 90%),
+service reports (:func:`grace_engine.science.uncertainty.rank_uncertainty`, its defaults: 10 x 10-fold, 90%),
 and checks:
 
 * coverage: every non-leader's ``gap`` interval against the true difference to the sample's leader;
@@ -36,9 +36,9 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grace_engine.predictors import Evidence, GraceSettings, value
-from grace_engine.scores import grace
-from grace_engine.uncertainty import rank_uncertainty
+from grace_engine.science.grace import grace
+from grace_engine.science.predictors import Evidence, GraceSettings, value
+from grace_engine.science.uncertainty import rank_uncertainty
 
 FloatArray = npt.NDArray[np.float64]
 OUT = Path(__file__).with_name("coverage.json")

@@ -45,15 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.budget import WORK as BUDGET_WORK
 from benchmarks.budget import setting
-from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt, StudentFormat
-from grace_engine.generation import Candidate
-from grace_engine.models import ModelCache, ModelPolicy
-from grace_engine.ranking import spearman
-from grace_engine.responses import DirectoryResponseStore
-from grace_engine.scores import grace
-from grace_engine.scoring import rank_teachers
-from grace_engine.tiny_models import gsm8k_records
+from grace_engine.models.data import Prompt, StudentFormat
+from grace_engine.models.generation import Candidate
+from grace_engine.models.loading import ModelCache, ModelPolicy
+from grace_engine.models.tiny_models import gsm8k_records
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.scoring import rank_teachers
+from grace_engine.science.grace import grace
+from grace_engine.science.ranking import spearman
+from grace_engine.stores.response_store import DirectoryResponseStore
 from studies import candidates as cands
 
 WORK = Path(".grace/benchmarks/fast-exact")
@@ -75,8 +76,8 @@ def _student_5m(tiny_student: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from grace_engine.data import clean_solution
-    from grace_engine.tiny_models import N_DEMO_PROMPTS, train_lm
+    from grace_engine.models.data import clean_solution
+    from grace_engine.models.tiny_models import N_DEMO_PROMPTS, train_lm
 
     tok = AutoTokenizer.from_pretrained(tiny_student)
     torch.manual_seed(0)
@@ -117,11 +118,8 @@ def _gradients(
 ) -> dict[str, np.ndarray]:
     policy = ModelPolicy.from_paths([root, student.parent])
     result = rank_teachers(
-        prompts,
-        candidates,
-        str(student),
-        policy=policy,
-        config=ScoringConfig(
+        JobInputs(prompts, candidates, str(student)),
+        ScoringConfig(
             responses_per_prompt=M,
             proj_dim=d,
             path=path,  # type: ignore[arg-type]
@@ -130,8 +128,11 @@ def _gradients(
             predictors=("grace",),
             student_format=StudentFormat(truncate=True),
         ),
-        models=ModelCache(policy, capacity=2),
-        responses=DirectoryResponseStore(BUDGET_WORK / "responses"),
+        EngineContext(
+            policy=policy,
+            models=ModelCache(policy, capacity=2),
+            responses=DirectoryResponseStore(BUDGET_WORK / "responses"),
+        ),
     )
     return {name: ev.gradients for name, ev in result.evidence.items()}
 

@@ -21,10 +21,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grace_engine.data import read_prompts
 from grace_engine.errors import GraceError
-from grace_engine.generation import GenerationSettings, TransformersBackend, VllmBackend
-from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.models.data import read_prompts
+from grace_engine.models.generation import GenerationSettings, TransformersBackend, VllmBackend
+from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 
 
 def _tokens(tokenizer: Any, responses: list[list[str]]) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grace_engine.runtime import available_cpus
+from grace_engine.memory import available_cpus
 
 SPACES = ("full", "output_layer", "lora")
 
@@ -59,7 +59,7 @@ CONFIGS = {
 def _model(cfg: Config) -> Any:
     import torch
 
-    from grace_engine.tiny_models import tiny_llama
+    from grace_engine.models.tiny_models import tiny_llama
 
     torch.manual_seed(0)
     if cfg.layers == 2:
@@ -90,7 +90,7 @@ def _model(cfg: Config) -> Any:
 def _synthetic_examples(cfg: Config, n: int, seq_len: int, seed: int = 0) -> list[Any]:
     import torch
 
-    from grace_engine.data import StudentExample
+    from grace_engine.models.data import StudentExample
 
     gen = torch.Generator().manual_seed(seed)
     prompt = seq_len // 4
@@ -104,7 +104,7 @@ def _synthetic_examples(cfg: Config, n: int, seq_len: int, seed: int = 0) -> lis
 def _candidate_examples(cfg: Config, n_prompts: int, m: int, seq_len: int) -> dict[str, list[Any]]:
     """Four synthetic teachers whose responses differ in a way gradients see: uniform random
     tokens, Zipf-distributed tokens, a short repeated pattern, and the prompt copied back."""
-    from grace_engine.data import StudentExample
+    from grace_engine.models.data import StudentExample
 
     rng = np.random.default_rng(1)
     prompt_len = seq_len // 4
@@ -131,12 +131,12 @@ def _candidate_examples(cfg: Config, n_prompts: int, m: int, seq_len: int) -> di
 
 def _tiny_candidates(work: Path) -> tuple[Any, dict[str, list[Any]]]:
     """The tiny test student and its real candidates' responses (built and generated here)."""
-    from grace_engine.config import ScoringConfig
-    from grace_engine.data import StudentFormat, encode_for_student, read_prompts
-    from grace_engine.generation import read_candidates
-    from grace_engine.models import ModelCache, ModelPolicy, resolve_model
-    from grace_engine.responses import collect_responses, resolve_candidates
-    from grace_engine.tiny_models import build_tiny_models
+    from grace_engine.models.data import StudentFormat, encode_for_student, read_prompts
+    from grace_engine.models.generation import read_candidates
+    from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
+    from grace_engine.models.tiny_models import build_tiny_models
+    from grace_engine.pipelines.config import ScoringConfig
+    from grace_engine.pipelines.responses import collect_responses, resolve_candidates
 
     built = build_tiny_models(work)
     policy = ModelPolicy.from_paths([work])
@@ -170,9 +170,9 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """Child process: build the config's model and data, run one method, report ms and peak RSS."""
     import torch
 
-    from grace_engine.batches import collate
-    from grace_engine.data import length_batches
-    from grace_engine.gradients import (
+    from grace_engine.models.batches import collate
+    from grace_engine.models.data import length_batches
+    from grace_engine.science.gradients import (
         GradientSpace,
         compute_gradients,
         describe_space,
@@ -180,7 +180,7 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
         make_gradient_computer,
         per_example_losses,
     )
-    from grace_engine.projection import DenseProjector
+    from grace_engine.science.projection import DenseProjector
 
     torch.set_num_threads(task["threads"])
     cfg = CONFIGS[task["config"]]
@@ -249,17 +249,17 @@ def _agreement(model: Any, candidates: dict[str, list[Any]], proj_dim: int, thre
     responses: the same map, generated once per chunk)."""
     import torch
 
-    from grace_engine.batches import collate
-    from grace_engine.gradients import (
+    from grace_engine.models.batches import collate
+    from grace_engine.science.grace import grace
+    from grace_engine.science.gradients import (
         GradientSpace,
         compute_gradients,
         describe_space,
         exact_flat_gradients,
         make_gradient_computer,
     )
-    from grace_engine.projection import DenseProjector
-    from grace_engine.ranking import spearman
-    from grace_engine.scores import grace
+    from grace_engine.science.projection import DenseProjector
+    from grace_engine.science.ranking import spearman
 
     torch.set_num_threads(threads)
     fast = make_gradient_computer(model, space=GradientSpace("full"), d=proj_dim, seed=0)

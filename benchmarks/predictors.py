@@ -5,7 +5,7 @@
 SmolLM2-135M-Instruct as the student (converted into .grace/benchmarks/smollm2 when absent), the
 GSM8K reference solutions of the first N shipped problems as supplied responses, one memory budget.
 Both passes go through ``compute_gradients`` with the same batching; the forward-only one uses
-:class:`~grace_engine.gradients.ForwardStatistics` (no backward, no projection). Reports seconds per
+:class:`~grace_engine.science.gradients.ForwardStatistics` (no backward, no projection). Reports seconds per
 response and the peak resident memory of each pass (VmHWM, reset between passes).
 """
 
@@ -22,17 +22,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grace_cli.main import main as grace
-from grace_engine.data import StudentFormat, clean_solution, encode_for_student, pad_token_id
-from grace_engine.gradients import (
+from grace_engine.memory import MemoryBudget, resident_bytes
+from grace_engine.models.data import StudentFormat, clean_solution, encode_for_student, pad_token_id
+from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
+from grace_engine.models.tiny_models import gsm8k_records
+from grace_engine.science.gradients import (
     ForwardStatistics,
     GradientComputer,
     GradientSpace,
     compute_gradients,
     make_gradient_computer,
 )
-from grace_engine.memory import MemoryBudget, resident_bytes
-from grace_engine.models import ModelCache, ModelPolicy, resolve_model
-from grace_engine.tiny_models import gsm8k_records
 
 WORK = Path(".grace/benchmarks/smollm2")
 

@@ -20,7 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grace_engine.scores import g_norm, g_vendi, grace
+from grace_engine.science.evidence import Evidence, GraceSettings
+from grace_engine.science.grace import grace
+from grace_engine.science.predictors import value
 
 
 def gradients(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -50,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         g = gradients(rows, dim)
         grace(g, args.m)  # warm-up (BLAS threads, caches)
         grace_ms = best_ms(lambda g=g: grace(g, args.m), repeats)
-        base_ms = best_ms(lambda g=g: (g_norm(g), g_vendi(g)), repeats)
+        rows_ = g.shape[0]
+        ev = Evidence(
+            g.astype(np.float64), np.ones(rows_), np.ones(rows_), np.ones(rows_), np.ones(rows_), args.m
+        )
+        base_ms = best_ms(
+            lambda ev=ev: [value(p, ev, GraceSettings()) for p in ("g_norm", "g_vendi")], repeats
+        )
         results.append(
             {
                 "rows": rows,

@@ -44,9 +44,9 @@ BUDGETS = (2.0, 4.0, 6.0, 12.0)
 
 
 def _examples(model_dir: str, n: int) -> list[Any]:
-    from grace_engine.data import StudentFormat, clean_solution, encode_for_student
-    from grace_engine.models import ModelPolicy, load_tokenizer, resolve_model
-    from grace_engine.tiny_models import gsm8k_records
+    from grace_engine.models.data import StudentFormat, clean_solution, encode_for_student
+    from grace_engine.models.loading import ModelPolicy, load_tokenizer, resolve_model
+    from grace_engine.models.tiny_models import gsm8k_records
 
     policy = ModelPolicy.from_paths([Path(model_dir).parent])
     tok = load_tokenizer(resolve_model(model_dir, policy, field="student"), policy)
@@ -59,16 +59,16 @@ def _examples(model_dir: str, n: int) -> list[Any]:
 def _speed(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from grace_engine.batches import collate
-    from grace_engine.data import length_batches
-    from grace_engine.gradients import (
+    from grace_engine.memory import MemoryBudget, resident_bytes
+    from grace_engine.models.batches import collate
+    from grace_engine.models.data import length_batches
+    from grace_engine.models.loading import ModelPolicy, load_causal_lm, resolve_model
+    from grace_engine.science.gradients import (
         GradientSpace,
         compute_gradients,
         make_gradient_computer,
         per_example_losses,
     )
-    from grace_engine.memory import MemoryBudget, resident_bytes
-    from grace_engine.models import ModelPolicy, load_causal_lm, resolve_model
 
     torch.set_num_threads(task["threads"])
     policy = ModelPolicy.from_paths([Path(task["model"]).parent])

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _records(source: Path | None) -> list[dict[str, Any]]:
-    from grace_engine.tiny_models import gsm8k_records
+    from grace_engine.models.tiny_models import gsm8k_records
 
     if source is None:
         return gsm8k_records()
@@ -44,7 +44,11 @@ def _records(source: Path | None) -> list[dict[str, Any]]:
 
 def build(out: Path, *, n: int, source: Path | None = None, offset: int = 0, m: int = 2) -> tuple[Path, Path]:
     """Write ``prompts.jsonl`` and ``candidates.json`` under ``out``; returns their paths."""
-    from grace_engine.data import clean_solution, reference_answer, write_jsonl  # torch: not for --help
+    from grace_engine.models.data import (  # torch: not for --help
+        clean_solution,
+        reference_answer,
+        write_jsonl,
+    )
 
     records = _records(source)[offset : offset + n]
     if n < 2 or len(records) < n:

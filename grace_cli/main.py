@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grace_cli.flags import add_model_flags, from_args
 from grace_cli.gsm8k import add_parser as add_gsm8k_parser
 from grace_cli.gsm8k import cmd_gsm8k
 from grace_cli.models_cmd import add_parser as add_models_parser
@@ -32,11 +33,11 @@ from grace_cli.validate import add_parser as add_validate_parser
 from grace_cli.validate import cmd_validate
 from grace_client import GraceAPIError, __version__
 from grace_engine.errors import GraceError
-from grace_engine.runtime import available_cpus
+from grace_jobs.requests import InfluenceSettingsIn, ScoringIn
 
 if TYPE_CHECKING:
     from grace_engine.memory import MemoryBudget
-    from grace_engine.models import ModelPolicy
+    from grace_engine.models.loading import ModelPolicy
 
 EXIT_BAD_INPUT = 2
 
@@ -46,25 +47,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def proj_dim_arg(text: str) -> int | str:
-    """``--proj-dim``: ``auto`` (from the training rows per split) or a positive integer."""
-    return "auto" if text == "auto" else _positive_int(text)
-
-
-def ranking_budget_arg(text: str) -> tuple[int | None, float | None]:
-    """``--budget``: ``N`` gradient examples, or ``Ns`` seconds."""
-    try:
-        if text.endswith("s"):
-            seconds = float(text[:-1])
-            if seconds > 0:
-                return None, seconds
-        elif int(text) >= 1:
-            return int(text), None
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"expected N examples or Ns seconds, got {text!r}")
 
 
 def _add_memory_budget(parser: argparse.ArgumentParser) -> None:
@@ -100,37 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument(
         "--prompts", required=True, type=Path, help="JSONL file: {id, prompt|question, answer?}"
     )
-    rank.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4, help="default 4")
-    rank.add_argument(
-        "--proj-dim",
-        "-d",
-        type=proj_dim_arg,
-        default="auto",
-        help="projection dimension, or auto (default): a quarter of the training rows per split, 16..512",
-    )
-    rank.add_argument("--splits", type=_positive_int, default=10, help="cross-validation splits (10)")
-    rank.add_argument("--test-fraction", type=float, default=0.1, help="prompts held out per split (0.1)")
-    rank.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
-    rank.add_argument("--path", choices=["fast", "exact"], default="fast", help="gradient path (fast)")
-    rank.add_argument("--seed", type=int, default=0, help="projection and sampling seed (0)")
-    rank.add_argument(
-        "--factor-dim", type=_positive_int, default=64, help="fast path per-layer factor size (64)"
-    )
-    rank.add_argument(
-        "--length-factor", action="store_true", help="scale gradient rows by ln(response length)"
-    )
-    rank.add_argument("--max-length", type=_positive_int, help="max student tokens per example")
-    rank.add_argument(
-        "--truncate", action="store_true", help="cut examples above --max-length instead of failing"
-    )
-    rank.add_argument("--student-template", help="student text before the response; must contain {prompt}")
+    add_model_flags(rank, ScoringIn)
     rank.add_argument("--response-cache", type=Path, help="directory keeping generated responses for re-use")
-    rank.add_argument(
-        "--generation-backend",
-        choices=["auto", "vllm", "transformers"],
-        default="auto",
-        help="teacher generation (auto: vLLM when installed and a GPU is visible)",
-    )
     rank.add_argument(
         "--model-root",
         type=Path,
@@ -149,27 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device for the student and teachers (cuda on a GPU)"
     )
     _add_memory_budget(rank)
-    rank.add_argument(
-        "--predictors",
-        nargs="+",
-        help="predictors to compute, of grace g_norm g_vendi student_nll rsr length teacher_accuracy "
-        "(default: all); without grace, g_norm and g_vendi only the student's forward pass runs",
-    )
-    rank.add_argument("--rank-by", help="the predictor that orders the ranking (default grace)")
-    rank.add_argument(
-        "--bootstrap",
-        type=int,
-        default=200,
-        help="subsamples of half the prompts for P(top-1) (200; 0: no uncertainty)",
-    )
-    rank.add_argument(
-        "--budget",
-        type=ranking_budget_arg,
-        help="rank in rounds until settled or spent: N gradient examples, or Ns seconds",
-    )
-    rank.add_argument(
-        "--initial-prompts", type=int, default=16, help="prompts of a budget run's first round (16)"
-    )
     rank.add_argument("--out", type=Path, help="write the full result as JSON here")
     rank.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -241,11 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="JSONL of {prompt|question, solution|answer} reference solutions",
     )
-    infl.add_argument("--method", choices=["exact", "projected", "finite_difference"], default="projected")
-    infl.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4)
-    infl.add_argument("--proj-dim", "-d", type=_positive_int, default=2048)
-    infl.add_argument("--keep-fraction", type=float, help="keep the most helpful share of responses")
-    infl.add_argument("--seed", type=int, default=0)
+    add_model_flags(infl, InfluenceSettingsIn)
+    add_model_flags(infl, ScoringIn)  # m, d ("auto": 2048), the gradient space, seed, student format
     infl.add_argument("--model-root", type=Path, action="append", default=[])
     _add_memory_budget(infl)
     infl.add_argument("--out", type=Path, help="write the full result as JSON here")
@@ -264,9 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--student", required=True, help="student model, as the service's model roots see it")
     submit.add_argument("--candidates", required=True, type=Path)
     submit.add_argument("--prompts", required=True, type=Path)
-    submit.add_argument("--responses-per-prompt", "-m", type=_positive_int, default=4)
-    submit.add_argument("--proj-dim", "-d", type=proj_dim_arg, default="auto")
-    submit.add_argument("--gradient-space", choices=["full", "output_layer", "lora"], default="full")
+    add_model_flags(submit, ScoringIn)
     submit.add_argument("--idempotency-key")
     submit.add_argument("--quiet", "-q", action="store_true")
     board = sub.add_parser(
@@ -293,14 +220,17 @@ def _model_process() -> None:
     freeze_imports()
 
 
-def _set_threads(threads: int | None) -> None:
+def _set_threads(threads: int | None, *, spare: int = 0) -> None:
+    """torch's threads: ``threads``, else the CPUs this process may use less ``spare`` (at least 1)."""
     import torch
 
-    torch.set_num_threads(threads or available_cpus())
+    from grace_engine.memory import available_cpus
+
+    torch.set_num_threads(threads or max(1, available_cpus() - spare))
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
-    from grace_engine.tiny_models import build_tiny_models
+    from grace_engine.models.tiny_models import build_tiny_models
 
     _model_process()
     _set_threads(None)
@@ -320,7 +250,7 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
 def _local_policy(args: argparse.Namespace) -> ModelPolicy:
     """Where `grace rank` and `grace influence` may load models: --model-root, else
     GRACE_MODEL_ROOTS, else the working directory, the candidate file's and the student's parent."""
-    from grace_engine.models import ModelPolicy
+    from grace_engine.models.loading import ModelPolicy
     from grace_infra.settings import split_list
 
     roots = list(args.model_root)
@@ -348,60 +278,31 @@ def _budget(args: argparse.Namespace) -> MemoryBudget:
 
 def cmd_rank(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars, format_table
-    from grace_engine.adaptive import RankingBudget
-    from grace_engine.config import ScoringConfig
-    from grace_engine.data import StudentFormat, read_prompts
-    from grace_engine.generation import read_candidates
-    from grace_engine.gradients import GradientSpace
-    from grace_engine.models import ModelCache
-    from grace_engine.predictors import PREDICTOR_NAMES
-    from grace_engine.responses import DirectoryResponseStore
-    from grace_engine.scoring import rank_teachers
+    from grace_engine.models.data import read_prompts
+    from grace_engine.models.generation import read_candidates
+    from grace_engine.models.loading import ModelCache
+    from grace_engine.pipelines.context import EngineContext, JobInputs
+    from grace_engine.pipelines.scoring import rank_teachers
+    from grace_engine.stores.response_store import DirectoryResponseStore
 
+    config = from_args(args, ScoringIn, field="scoring").to_engine()  # settings first, then files
     _model_process()
     _set_threads(args.threads)
     prompts = read_prompts(args.prompts)
     candidates = read_candidates(args.candidates)
-    fmt_kwargs: dict[str, object] = {"max_length": args.max_length, "truncate": args.truncate}
-    if args.student_template is not None:
-        fmt_kwargs["template"] = args.student_template.replace("\\n", "\n")
-    config = ScoringConfig(
-        responses_per_prompt=args.responses_per_prompt,
-        proj_dim=args.proj_dim,
-        n_splits=args.splits,
-        test_fraction=args.test_fraction,
-        gradient_space=GradientSpace(args.gradient_space),
-        path=args.path,
-        seed=args.seed,
-        factor_dim=args.factor_dim,
-        length_factor=args.length_factor,
-        student_format=StudentFormat(**fmt_kwargs),  # type: ignore[arg-type]
-        generation_backend=args.generation_backend,
-        predictors=tuple(args.predictors) if args.predictors else PREDICTOR_NAMES,
-        rank_by=args.rank_by,
-        bootstrap=args.bootstrap,
-        budget=None
-        if args.budget is None
-        else RankingBudget(
-            examples=args.budget[0],
-            seconds=args.budget[1],
-            initial_prompts=args.initial_prompts,
-            seed=args.seed,
-        ),
-    )
     policy = _local_policy(args)
     bars = ProgressBars(enabled=not args.quiet)
     try:
         result = rank_teachers(
-            prompts,
-            candidates,
-            args.student,
-            policy=policy,
-            config=config,
-            models=ModelCache(policy, device=args.device),
-            responses=DirectoryResponseStore(args.response_cache) if args.response_cache else None,
-            progress=bars.update,
-            budget=_budget(args),
+            JobInputs(prompts, candidates, args.student),
+            config,
+            EngineContext(
+                policy=policy,
+                models=ModelCache(policy, device=args.device),
+                responses=DirectoryResponseStore(args.response_cache) if args.response_cache else None,
+                budget=_budget(args),
+                progress=bars.update,
+            ),
         )
     finally:
         bars.close()
@@ -423,7 +324,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings()
     # The embedded worker thread shares this process with the API: leave it a core, or a running
     # job starves request handling (and the database) and poll latency goes from ms to seconds.
-    _set_threads(max(1, available_cpus() - 1) if settings.embedded else None)
+    _set_threads(None, spare=1 if settings.embedded else 0)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -493,7 +394,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from grace_engine.mixture import MixedExample, chat_jsonl
+    from grace_engine.science.mixture import MixedExample, chat_jsonl
 
     try:
         data = json.loads(args.result.read_text("utf-8"))
@@ -515,7 +416,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from grace_engine import scaling
+    from grace_engine.science import scaling
 
     k = scaling.Coefficients.resolve(args.coefficients)
     if args.scaling_command == "predict":
@@ -547,27 +448,26 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
 def cmd_influence(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars
-    from grace_engine.config import ScoringConfig
-    from grace_engine.data import read_prompts, read_validation
-    from grace_engine.generation import read_candidates
-    from grace_engine.influence_job import run_influence
+    from grace_engine.models.data import read_prompts, read_references
+    from grace_engine.models.generation import read_candidates
+    from grace_engine.pipelines.context import EngineContext
+    from grace_engine.pipelines.influence import InfluenceInputs, InfluenceSpec, run_influence
 
+    chosen = from_args(args, InfluenceSettingsIn, field="influence")
+    scoring = from_args(args, ScoringIn, field="scoring")
     _model_process()
     _set_threads(None)
     bars = ProgressBars(enabled=not args.quiet)
     try:
         result = run_influence(
-            read_prompts(args.prompts),
-            read_candidates(args.candidates),
-            args.student,
-            read_validation(args.validation),
-            policy=_local_policy(args),
-            method=args.method,
-            config=ScoringConfig(
-                responses_per_prompt=args.responses_per_prompt, proj_dim=args.proj_dim, seed=args.seed
+            InfluenceInputs(
+                read_prompts(args.prompts),
+                read_candidates(args.candidates),
+                args.student,
+                reference=read_references(args.validation),
             ),
-            progress=bars.update,
-            budget=_budget(args),
+            InfluenceSpec(scoring=scoring.to_engine(), method=chosen.method),
+            EngineContext(policy=_local_policy(args), budget=_budget(args), progress=bars.update),
         )
     finally:
         bars.close()
@@ -575,10 +475,11 @@ def cmd_influence(args: argparse.Namespace) -> int:
     print(f"{'candidate':<16}{'mean influence':>16}{'helpful':>10}{'responses':>11}")
     for c in result.per_candidate():
         print(f"{c.candidate:<16}{c.mean:>16.4g}{c.share_positive:>10.0%}{c.n_responses:>11}")
-    kept = result.select(keep_fraction=args.keep_fraction)
+    kept = result.select(keep_fraction=chosen.keep_fraction, drop_negative=chosen.drop_negative)
     print(
-        f"kept {len(kept)} of {len(result.responses)} responses (positive influence"
-        + (f", top {args.keep_fraction:.0%})" if args.keep_fraction else ")")
+        f"kept {len(kept)} of {len(result.responses)} responses ("
+        + ("positive influence" if chosen.drop_negative else "any influence")
+        + (f", top {chosen.keep_fraction:.0%})" if chosen.keep_fraction else ")")
     )
     if args.out is not None:
         data = result.to_dict()

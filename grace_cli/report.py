@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from grace_engine.progress import ProgressEvent
 
 if TYPE_CHECKING:  # the service commands format API JSON; the engine's results stay unimported
-    from grace_engine.results import RankingResult
+    from grace_engine.pipelines.results import RankingResult
+    from grace_engine.science.predictors import Predictor
 
 _UNITS = {
     "generate": "prompt",
@@ -71,13 +72,23 @@ HEADER = (
     "gap interval",
     "P(top-1)",
     "beats next",
-    "G-Norm",
-    "G-Vendi",
-    "student NLL",
-    "RSR",
-    "tokens",
-    "accuracy",
 )
+
+
+def _shown(rows: Sequence[Mapping[str, Any]], *, besides: frozenset[str]) -> list[Predictor]:
+    """The predictors (registry order) any row has a value for, but those in ``besides``."""
+    from grace_engine.science.predictors import PREDICTORS
+
+    present = {name for r in rows for name in r.get("values") or {}}
+    return [p for name, p in PREDICTORS.items() if name in present and name not in besides]
+
+
+def _directions(shown: Sequence[Predictor]) -> str:
+    lower = [p.label for p in shown if p.lower_is_better]
+    higher = [p.label for p in shown if not p.lower_is_better]
+    return f"Lower {', '.join(['GRACE', *lower])} = better teacher" + (
+        f"; higher {', '.join(higher)}." if higher else "."
+    )
 
 
 def _interval(value: Sequence[float] | None) -> str:
@@ -107,9 +118,11 @@ def format_ranking(
     """The ranking table, best teacher first; ``rows`` as :meth:`RankingResult.ranking_rows` (or
     the API's ranking entries) give them; ``uncertainty`` is the result's (its JSON form), for the
     verdict line: settled or not, and on what."""
-    table = [HEADER]
+    shown = _shown(rows, besides=frozenset({"grace"}))
+    table = [(*HEADER, *(p.label for p in shown))]
     for r in rows:
         agreement = r["agreement_with_next"]
+        values = r.get("values") or {}
         table.append(
             (
                 str(r["rank"]),
@@ -120,20 +133,12 @@ def format_ranking(
                 _interval(r.get("gap_interval")),
                 _fmt(r.get("p_top1"), ".0%"),
                 "-" if agreement is None else f"{agreement:.0%}",
-                _fmt(r["g_norm"], ".4g"),
-                _fmt(r["g_vendi"], ".4g"),
-                _fmt(r["student_nll"], ".3f"),
-                _fmt(r.get("rsr"), ".4g"),
-                _fmt(r.get("mean_response_tokens"), ".0f"),
-                "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
+                *(_fmt(values.get(p.name), p.fmt) for p in shown),
             )
         )
     lines = _aligned(table, left=1)
     lines += ["", *footer, *_verdict(uncertainty)]
-    lines.append(
-        "Lower GRACE, RSR, G-Norm and student NLL = better teacher; higher G-Vendi, tokens, accuracy. "
-        "'beats next': share of GRACE splits where it scores below the next."
-    )
+    lines.append(f"{_directions(shown)} 'beats next': share of GRACE splits where it scores below the next.")
     return "\n".join(lines)
 
 
@@ -208,39 +213,23 @@ def format_validation(result: Mapping[str, Any]) -> str:
     """``grace validate``'s report, from the result's JSON form: per candidate its scores beside
     the distilled student's outcome, the untrained student as the reference row, then one line per
     score with its correlation against the outcome."""
-    header = (
-        "candidate",
-        "GRACE",
-        "rank",
-        "G-Norm",
-        "G-Vendi",
-        "student NLL",
-        "RSR",
-        "tokens",
-        "teacher acc",
-        "eval NLL",
-        "vs untrained",
-        "accuracy",
-    )
-    table: list[tuple[str, ...]] = [header]
-    for name, c in sorted(result["candidates"].items(), key=lambda kv: kv[1]["rank"]):
+    candidates = sorted(result["candidates"].items(), key=lambda kv: kv[1]["rank"])
+    shown = _shown([c for _, c in candidates], besides=frozenset())
+    outcome_columns = ("eval NLL", "vs untrained", "accuracy")
+    table: list[tuple[str, ...]] = [("candidate", "rank", *(p.label for p in shown), *outcome_columns)]
+    for name, c in candidates:
         o = c["outcome"]
         table.append(
             (
                 name,
-                _fmt(None if c["grace"] is None else c["grace"]["score"], ".4g"),
                 str(c["rank"]),
-                _fmt(c["g_norm"], ".4g"),
-                _fmt(c["g_vendi"], ".4g"),
-                _fmt(c["student_nll"], ".3f"),
-                _fmt(c.get("rsr"), ".4g"),
-                _fmt(c.get("mean_response_tokens"), ".0f"),
-                "-" if c["accuracy"] is None else f"{c['accuracy']:.1%}",
+                *(_fmt(c["values"].get(p.name), p.fmt) for p in shown),
                 f"{o['eval_nll']:.4f}",
                 f"{o['delta_eval_nll']:+.4f}",
                 "-" if o["accuracy"] is None else f"{o['accuracy']:.1%}",
             )
         )
+    blank = [""] * (1 + len(shown))
     base = result["untrained"]
     acc = "-" if base["accuracy"] is None else f"{base['accuracy']:.1%}"
     mixed = result.get("mixed_candidate")
@@ -248,8 +237,8 @@ def format_validation(result: Mapping[str, Any]) -> str:
         o = mixed["outcome"]
         delta = o["eval_nll"] - base["eval_nll"]
         mixed_acc = "-" if o["accuracy"] is None else f"{o['accuracy']:.1%}"
-        table.append(("(mixed, GRACE-routed)", *[""] * 8, f"{o['eval_nll']:.4f}", f"{delta:+.4f}", mixed_acc))
-    table.append(("(untrained)", *[""] * 8, f"{base['eval_nll']:.4f}", "", acc))
+        table.append(("(mixed, GRACE-routed)", *blank, f"{o['eval_nll']:.4f}", f"{delta:+.4f}", mixed_acc))
+    table.append(("(untrained)", *blank, f"{base['eval_nll']:.4f}", "", acc))
     lines = _aligned(table, left=0)
     outcome = result["outcome"]
     lines += [

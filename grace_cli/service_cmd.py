@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from grace_cli.flags import given
 from grace_cli.report import ProgressBars, format_ranking, format_warnings
 from grace_client import Client
 from grace_engine.errors import GraceError
 from grace_engine.progress import ProgressEvent
+from grace_jobs.requests import ScoringIn
 
 STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
@@ -136,7 +138,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from grace_engine.data import read_prompts
+    from grace_engine.models.data import read_prompts
 
     with client_for(args) as client:
         if args.datasets_command == "upload":
@@ -156,7 +158,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from grace_engine.data import read_prompts
+    from grace_engine.models.data import read_prompts
 
     prompts = [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)]
     try:
@@ -167,11 +169,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "student": args.student,
         "candidates": loaded["candidates"] if isinstance(loaded, dict) else loaded,
         "prompts": prompts,
-        "scoring": {
-            "responses_per_prompt": args.responses_per_prompt,
-            "proj_dim": args.proj_dim,
-            "gradient_space": args.gradient_space,
-        },
+        "scoring": given(args, ScoringIn),  # what was typed; the service checks it
     }
     with client_for(args) as client:
         job_id = client.create_job(job, idempotency_key=args.idempotency_key)["id"]

@@ -153,6 +153,16 @@ class Client:
         """POST /v1/validations."""
         return self._submit("/v1/validations", job, idempotency_key)
 
+    def create(self, path: str, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:
+        """POST a job of any kind to its path: one of the above, or a kind your service adds
+        (``GRACE_JOB_KINDS``); the 202 body."""
+        return self._submit(path, job, idempotency_key)
+
+    def get_result(self, job_id: str, kind: str) -> Json:
+        """GET /v1/jobs/{id}/{kind}: the result of a job of a kind with a result body of its own
+        (``influence``, ``validation``, or a kind your service adds)."""
+        return self._json("GET", f"/v1/jobs/{job_id}/{kind}")
+
     def list_jobs(
         self,
         *,
@@ -265,6 +275,10 @@ class Client:
         id or a job's ``prompt_set``) under one gradient configuration, ranked together."""
         params = _params(student=student, dataset=dataset, comparison=comparison, limit=limit, offset=offset)
         return self._json("GET", "/v1/leaderboards", params=params)
+
+    def list_predictors(self) -> Json:
+        """GET /v1/predictors: every predictor a job can compute (name, direction, needs, label)."""
+        return self._json("GET", "/v1/predictors")
 
     # --- scaling law -----------------------------------------------------------------------------
 

@@ -82,6 +82,11 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: sched_getaffinity respects cgroup/taskset limits (Linux only)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_budget_gb() -> float:
     """Half of the machine's physical memory, at most 8 GB: safe beside a database and a browser."""
     try:

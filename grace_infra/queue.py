@@ -16,19 +16,20 @@ from dramatiq.brokers.redis import RedisBroker
 
 from grace_infra.settings import Settings
 
-ACTOR_NAME = "run_job"
+ACTOR_NAME = "run_unit"
 MAINTENANCE_CHANCE = 100_000  # per million broker commands: 10%, so an idle queue recovers in seconds
 
 
 class JobQueue(Protocol):
-    """Where unit ids wait for a worker. ``is_pending`` says whether a sent id is still waiting in
-    this queue (not yet taken by a worker); the reconciler resends queued jobs that are not."""
+    """Where unit keys (``{job_id}/{position}``) wait for a worker. ``is_pending`` says whether a
+    sent key is still waiting in this queue (not yet taken by a worker); the reconciler resends
+    queued units that are not."""
 
-    def enqueue(self, job_id: str) -> None: ...
+    def enqueue(self, key: str) -> None: ...
 
-    def is_pending(self, job_id: str) -> bool: ...
+    def is_pending(self, key: str) -> bool: ...
 
-    def taken(self, job_id: str) -> None: ...
+    def taken(self, key: str) -> None: ...
 
     def depth(self) -> int | None: ...
 
@@ -49,28 +50,29 @@ def make_broker(settings: Settings) -> RedisBroker:
 
 
 class RedisJobQueue:
-    """Enqueues ``run_job(unit_id)`` messages for ``grace worker`` processes."""
+    """Enqueues ``run_unit(key)`` messages (a unit key, :func:`~grace_jobs.lifecycle.unit_key`) for
+    ``grace worker`` processes."""
 
     def __init__(self, settings: Settings, broker: RedisBroker | None = None) -> None:
         self.broker = broker or make_broker(settings)
         self.queue_name = settings.queue_name
 
-    def _marker(self, job_id: str) -> str:
+    def _marker(self, key: str) -> str:
         # In the same Redis as the messages: if Redis loses the message, it loses the marker too.
-        return f"{self.broker.namespace}:grace-pending:{job_id}"
+        return f"{self.broker.namespace}:grace-pending:{key}"
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, key: str) -> None:
         message: dramatiq.Message[None] = dramatiq.Message(
-            queue_name=self.queue_name, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
+            queue_name=self.queue_name, actor_name=ACTOR_NAME, args=(key,), kwargs={}, options={}
         )
-        self.broker.client.set(self._marker(job_id), "1")
+        self.broker.client.set(self._marker(key), "1")
         self.broker.enqueue(message)
 
-    def is_pending(self, job_id: str) -> bool:
-        return bool(self.broker.client.exists(self._marker(job_id)))
+    def is_pending(self, key: str) -> bool:
+        return bool(self.broker.client.exists(self._marker(key)))
 
-    def taken(self, job_id: str) -> None:
-        self.broker.client.delete(self._marker(job_id))
+    def taken(self, key: str) -> None:
+        self.broker.client.delete(self._marker(key))
 
     def depth(self) -> int | None:
         return int(self.broker.client.llen(f"{self.broker.namespace}:{self.queue_name}"))

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path(".grace/tiny-models")])
     allowed_hub_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     hub_download: bool = Field(False, description="let allowed hub ids download (else local cache only)")
+    job_kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="modules of extra job kinds (each defines KIND), beside score, influence and validation",
+    )
 
     # Limits (413 / 422 beyond them).
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
@@ -114,7 +118,7 @@ class Settings(BaseSettings):
         description="free GPU memory under which vLLM engines are dropped before the gradient stage",
     )
 
-    @field_validator("model_roots", "allowed_hub_ids", mode="before")
+    @field_validator("model_roots", "allowed_hub_ids", "job_kinds", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         """``a:b`` (os.pathsep), ``a,b`` or a JSON list, as people write them in env files."""

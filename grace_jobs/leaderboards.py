@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt
+from grace_engine.models.data import Prompt
+from grace_engine.pipelines.config import ScoringConfig
 from grace_infra.db.models import Job, JobResult, JobStatus
 
 
@@ -37,17 +37,10 @@ def prompt_set_hash(prompts: Sequence[Prompt]) -> str:
 
 def comparison_config(cfg: ScoringConfig) -> dict[str, Any]:
     """What a GRACE score depends on besides the candidate, the student and the prompts (``cfg``
-    resolved: ``proj_dim`` a number)."""
+    resolved: ``proj_dim`` a number): what its gradients do, GRACE's settings and the length factor."""
     return {
-        "gradient_space": asdict(cfg.gradient_space),
-        "proj_dim": cfg.dim,
-        "seed": cfg.seed,
-        "path": cfg.path,
-        "factor_dim": cfg.factor_dim,
-        "student_format": asdict(cfg.student_format),
-        "n_splits": cfg.n_splits,
-        "test_fraction": cfg.test_fraction,
-        "smoothing": cfg.smoothing,
+        "gradients": cfg.gradient_settings(),
+        "grace": asdict(cfg.grace_settings),
         "length_factor": cfg.length_factor,
     }
 
@@ -58,14 +51,13 @@ def comparison_key(student: str, prompt_set: str, cfg: ScoringConfig) -> str:
 
 @dataclass(frozen=True)
 class Entry:
+    """A candidate's latest score: every predictor its job computed (``values``), and GRACE's
+    spread over its splits."""
+
     rank: int
     candidate: str
-    grace: float | None
+    values: dict[str, float | None]
     grace_std: float | None
-    g_norm: float | None
-    g_vendi: float | None
-    student_nll: float | None
-    accuracy: float | None
     job_id: str
     scored_at: datetime
 
@@ -88,18 +80,20 @@ def leaderboard(
     tenant_id: str,
     student: str,
     prompt_set: str,
+    kind: str,
     comparison: str | None = None,
     offset: int = 0,
     limit: int = 50,
 ) -> Leaderboard:
     """The tenant's leaderboard for ``student`` on ``prompt_set`` under ``comparison`` (default:
-    that of the latest such job)."""
+    that of the latest such job), among its succeeded jobs of ``kind`` (the kind whose
+    :meth:`~grace_jobs.kinds.base.JobKind.keys` gives them a comparison)."""
     scored = (
         Job.tenant_id == tenant_id,
         Job.student == student,
         Job.prompt_set == prompt_set,
         Job.status == JobStatus.SUCCEEDED,
-        Job.kind == "score",
+        Job.kind == kind,
         Job.comparison.is_not(None),
     )
     comparisons: list[str] = []
@@ -119,23 +113,21 @@ def leaderboard(
     for result, finished in rows:
         assert finished is not None  # a succeeded job has finished
         latest.setdefault(result.candidate, (result, finished))
+
     # Best (lowest) GRACE first; candidates without one (forward-only jobs) last, by name.
-    ordered = sorted(
-        latest.values(), key=lambda rf: (rf[0].grace is None, rf[0].grace or 0.0, rf[0].candidate)
-    )
+    def order(rf: tuple[JobResult, datetime]) -> tuple[bool, float, str]:
+        grace = rf[0].predictor_values.get("grace")
+        return grace is None, grace or 0.0, rf[0].candidate
+
     entries = [
         Entry(
             rank=offset + i + 1,
             candidate=r.candidate,
-            grace=r.grace,
-            grace_std=r.grace_std,
-            g_norm=r.g_norm,
-            g_vendi=r.g_vendi,
-            student_nll=r.student_nll,
-            accuracy=r.accuracy,
+            values=dict(r.predictor_values),
+            grace_std=(r.details.get("grace") or {}).get("split_std"),
             job_id=r.job_id,
             scored_at=finished,
         )
-        for i, (r, finished) in enumerate(ordered[offset : offset + limit])
+        for i, (r, finished) in enumerate(sorted(latest.values(), key=order)[offset : offset + limit])
     ]
-    return Leaderboard(chosen, comparisons, entries, len(ordered))
+    return Leaderboard(chosen, comparisons, entries, len(latest))

@@ -32,20 +32,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from grace_engine.predictors import needs_gradients
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import TERMINAL, Job, JobResult, JobStatus, JobUnit
 from grace_jobs import webhooks
-from grace_jobs.requests import JobCreate
+from grace_jobs.kinds.base import FanOut
 
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
 WAITING = "waiting"  # a unit's state until the units it needs are done
 NOT_STARTED = (JobStatus.QUEUED, WAITING)
+
+
+class Outcome(StrEnum):
+    """What a transition, or a unit's run, came to besides a job status."""
+
+    LOST = "lost"  # the unit (or job) is no longer this worker's: nothing was written
+    ASSEMBLE = "assemble"  # the last candidate unit of an assembled job is done: the caller assembles
+    RELEASE = "release"  # the last candidate unit released the whole-job unit: the caller runs it
+    DUPLICATE = "duplicate"  # the job was already assembled by another worker
+    HANDED_BACK = "handed_back"  # back in the queue for another worker (shutdown)
+    SKIPPED = "skipped"  # not claimable: finished, cancelled, or owned by a live worker
+    OUTAGE = "outage"  # the database stayed down past the stale bound: left for the reconciler
+
+
+Transition = JobStatus | Outcome
 
 
 class AlreadyFinished(Exception):
@@ -67,37 +82,12 @@ def parse_unit_key(key: str) -> tuple[str, int]:
     return job_id, int(position or 0)
 
 
-def fan_out(job_in: JobCreate, kind: str, *, gradient_store: bool) -> str | None:
-    """How a job's work splits by candidate: ``score`` (a unit per candidate does generation,
-    gradients and its scores; the ranking is assembled from the stored gradients), ``distil`` (a
-    unit per candidate collects its responses, stores its gradients when the store is on, and
-    distils and evaluates the student on them; then one unit does the rest), ``responses`` (a unit
-    per candidate collects its responses, then one unit does the rest), or None (one unit).
-
-    A scoring job fans out when its candidates' work is independent until the ranking: more than
-    one candidate, gradients that the store can hand to the assembly (it is on), and no budget (a
-    budget-aware job picks each round's prompts from every candidate's scores so far). A validation
-    job's distillations are independent (its untrained student, mixed-teacher set and correlations
-    are its last unit's). An influence job's influence needs every candidate's gradients at once;
-    only its generation splits, worth it when there is some."""
-    if len(job_in.candidates) < 2:
-        return None
-    if kind == "score":
-        fans = gradient_store and job_in.scoring.budget is None
-        return "score" if fans and needs_gradients(job_in.scoring.to_engine().predictors) else None
-    if kind == "validation":
-        return "distil"
-    return "responses" if any(c.model is not None for c in job_in.candidates) else None
-
-
-def plan_units(
-    job: Job, candidates: Sequence[str] | None, now: datetime, *, then_whole: bool = False
-) -> None:
-    """Give a new ``job`` its units: one per name in ``candidates`` (followed, with ``then_whole``,
-    by a whole-job unit waiting for them), or one for the whole job."""
-    names: list[str | None] = list(candidates) if candidates else [None]
+def plan_units(job: Job, candidates: Sequence[str], fan_out: FanOut, now: datetime) -> None:
+    """Give a new ``job`` its units as its kind's ``fan_out`` says: one per name in ``candidates``
+    (followed, for ``THEN_WHOLE``, by a whole-job unit waiting for them), or one for the whole job."""
+    names: list[str | None] = [None] if fan_out == FanOut.WHOLE else list(candidates)
     states: list[str] = [JobStatus.QUEUED] * len(names)
-    if candidates and then_whole:
+    if fan_out == FanOut.THEN_WHOLE:
         names.append(None)
         states.append(WAITING)
     job.units = [
@@ -249,50 +239,53 @@ def finish(
     status: JobStatus,
     code: str | None = None,
     message: str | None = None,
-) -> str:
+) -> Transition:
     """End a running unit of ``worker_id`` as failed or cancelled (and its job as that says);
     ``lost`` if it is no longer its. Returns the job's status."""
     owned = _owned(session, job_id, position, worker_id)
     if owned is None:
-        return "lost"
+        return Outcome.LOST
     job, unit = owned
     now = utcnow()
     _end(unit, status, now, (code, message or "") if code else None)
     _settle(job, now)
     session.commit()
-    return str(job.status)
+    return JobStatus(job.status)
 
 
-def hand_back(session: Session, job_id: str, position: int, worker_id: str) -> str:
+def hand_back(session: Session, job_id: str, position: int, worker_id: str) -> Transition:
     """Return a unit its worker stopped for shutdown to the queue, as if never claimed: its attempt
     is not counted (the unit did nothing wrong) and its progress restarts. A cancel that arrived
     meanwhile wins: the unit is then cancelled, not queued."""
     owned = _owned(session, job_id, position, worker_id)
     if owned is None:
-        return "lost"
+        return Outcome.LOST
     job, unit = owned
     now = utcnow()
+    outcome: Transition
     if job.status != JobStatus.RUNNING:
         _end(unit, JobStatus.CANCELLED, now)
-        outcome = str(JobStatus.CANCELLED)
+        outcome = JobStatus.CANCELLED
     else:
         unit.status, unit.stage, unit.worker_id = JobStatus.QUEUED, None, None
         unit.attempts = max(unit.attempts - 1, 0)
         unit.heartbeat_at, unit.enqueued_at, unit.progress, unit.updated_at = None, None, {}, now
-        outcome = "handed_back"
+        outcome = Outcome.HANDED_BACK
     _settle(job, now)
     session.commit()
     return outcome
 
 
-def unit_done(session: Session, job_id: str, position: int, worker_id: str, result: dict[str, Any]) -> str:
+def unit_done(
+    session: Session, job_id: str, position: int, worker_id: str, result: dict[str, Any]
+) -> Transition:
     """A candidate unit's work is done (its responses, and for a scoring job its gradients,
     stored; ``result`` its own scores). When it was the last candidate unit: ``assemble`` (the
     caller assembles the ranking, :func:`succeed`), or ``release`` when a whole-job unit waits
     for them (now queued: the caller runs it). Else the job's status, or ``lost``."""
     owned = _owned(session, job_id, position, worker_id)
     if owned is None:
-        return "lost"
+        return Outcome.LOST
     job, unit = owned
     now = utcnow()
     _end(unit, JobStatus.SUCCEEDED, now)
@@ -305,8 +298,8 @@ def unit_done(session: Session, job_id: str, position: int, worker_id: str, resu
         whole.status, whole.enqueued_at, whole.updated_at = JobStatus.QUEUED, now, now  # handed over
     session.commit()
     if not last:
-        return str(job.status)
-    return "assemble" if whole is None else "release"
+        return JobStatus(job.status)
+    return Outcome.ASSEMBLE if whole is None else Outcome.RELEASE
 
 
 def awaiting_assembly(session: Session, job_id: str, *, stale_after_seconds: float) -> bool:
@@ -327,7 +320,7 @@ def succeed(
     worker_id: str,
     write: Callable[[Job], None],
     position: int | None = None,
-) -> str:
+) -> Transition:
     """Write the job's results (``write`` sets them on the locked row) and mark it succeeded, in one
     transaction. ``position``: the whole-job unit that computed them (it must still be this
     worker's); None for an assembly, which needs every unit succeeded and the job not yet done
@@ -339,17 +332,17 @@ def succeed(
         locked = _lock(session, job_id)
         if locked is None:
             session.commit()
-            return "lost"
+            return Outcome.LOST
         job = locked
     else:
         owned = _owned(session, job_id, position, worker_id)
         if owned is None:
-            return "lost"
+            return Outcome.LOST
         job, unit = owned
     now = utcnow()
     if job.status == JobStatus.SUCCEEDED:
         session.commit()
-        return "duplicate"
+        return Outcome.DUPLICATE
     if unit is not None:
         _end(unit, JobStatus.CANCELLED if job.status == JobStatus.CANCELLING else JobStatus.SUCCEEDED, now)
     if job.status == JobStatus.CANCELLING:
@@ -357,28 +350,28 @@ def succeed(
     ready = job.status == JobStatus.RUNNING and all(u.status == JobStatus.SUCCEEDED for u in job.units)
     if not ready:
         session.commit()
-        return str(job.status)
+        return JobStatus(job.status)
     session.execute(delete(JobResult).where(JobResult.job_id == job_id))
     write(job)
     job.status, job.stage, job.worker_id = JobStatus.SUCCEEDED, "done", worker_id
     job.finished_at = job.updated_at = now
     webhooks.record_end(job, now)
     session.commit()
-    return str(JobStatus.SUCCEEDED)
+    return JobStatus.SUCCEEDED
 
 
-def fail(session: Session, job_id: str, code: str, message: str) -> str:
+def fail(session: Session, job_id: str, code: str, message: str) -> Transition:
     """Fail a live job whose assembly failed (its units all succeeded)."""
     job = _lock(session, job_id)
     if job is None or job.status not in LIVE:
         session.commit()
-        return "lost"
+        return Outcome.LOST
     now = utcnow()
     job.status, job.error_code, job.error_message = JobStatus.FAILED, code, message
     job.finished_at, job.stage = now, None
     webhooks.record_end(job, now)
     session.commit()
-    return str(job.status)
+    return JobStatus(job.status)
 
 
 def request_cancel(session: Session, job: Job) -> Job:

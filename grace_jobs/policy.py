@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grace_engine.models import ModelPolicy
+from grace_engine.models.loading import ModelPolicy
 from grace_infra.settings import Settings
 
 

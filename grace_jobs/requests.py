@@ -1,7 +1,8 @@
-"""What a job asks for: the request bodies of ``POST /v1/jobs``, ``/v1/influence`` and
-``/v1/validations`` (pydantic; no web framework, no ORM). The API validates them; the worker reads
-the stored request back through the same models and converts it to engine objects
-(:meth:`JobCreate.to_engine` and friends), so it runs exactly what the API accepted.
+"""What every job asks for: the parts every kind's request shares (prompts, candidates, scoring
+settings, webhook) and :class:`JobCreate`, the body of ``POST /v1/jobs`` that each kind's own
+request extends (pydantic; no web framework, no ORM). The API validates them; the worker reads the
+stored request back through the same models and converts it to engine objects
+(:meth:`JobCreate.inputs`, :meth:`ScoringIn.to_engine`), so it runs exactly what the API accepted.
 
 Request models are strict (a boolean is not a number) and forbid unknown keys; every list and
 string is bounded.
@@ -9,7 +10,7 @@ string is bounded.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    PrivateAttr,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -24,16 +26,24 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from grace_engine.adaptive import RankingBudget
-from grace_engine.config import ScoringConfig
-from grace_engine.data import DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat, ValidationExample
-from grace_engine.distillation import DistillConfig
-from grace_engine.generation import DEFAULT_INSTRUCTION, Candidate
-from grace_engine.gradients import GradientSpace
-from grace_engine.predictors import PREDICTOR_NAMES, PredictorName
-from grace_engine.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES
-from grace_engine.validation import ValidationConfig
+from grace_engine.errors import InvalidInput
+from grace_engine.models.data import DEFAULT_INSTRUCTION, DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat
 from grace_jobs.sanitize import MAX_ITEMS, MAX_TEXT, text_problem
+
+if TYPE_CHECKING:  # the engine's objects, built by to_engine(); importing them here would load torch
+    from grace_engine.models.generation import Candidate
+    from grace_engine.pipelines.config import ScoringConfig
+    from grace_engine.pipelines.context import JobInputs
+    from grace_engine.pipelines.distillation import DistillConfig
+    from grace_engine.pipelines.validation import ValidationConfig
+    from grace_engine.science.adaptive import RankingBudget
+
+
+class LimitExceeded(InvalidInput):
+    """A request the schema accepts but one of the operator's limits (``Settings.max_*``) refuses."""
+
+    code = "limit_exceeded"
+    title = "Limit Exceeded"
 
 
 def _storable(value: str) -> str:
@@ -138,6 +148,8 @@ class CandidateIn(StrictModel):
         return self
 
     def to_engine(self) -> Candidate:
+        from grace_engine.models.generation import Candidate
+
         return Candidate(
             name=self.name,
             model=self.model,
@@ -182,12 +194,34 @@ class BudgetIn(StrictModel):
     )
 
     def to_engine(self, seed: int) -> RankingBudget:
+        from grace_engine.science.adaptive import RankingBudget
+
         return RankingBudget(
             self.examples, self.seconds, self.initial_prompts, self.growth, self.drop_below, seed
         )
 
 
-PredictorList = Annotated[list[PredictorName], Field(min_length=1, max_length=len(PREDICTOR_NAMES))]
+def _predictor(name: str) -> str:
+    from grace_engine.science.predictors import PREDICTORS
+
+    if name not in PREDICTORS:
+        raise ValueError(f"unknown predictor; choose from {', '.join(PREDICTORS)}")
+    return name
+
+
+class _PredictorSchema:
+    """Lists the registry's predictors in the JSON schema, read when the schema is made."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        from grace_engine.science.predictors import PREDICTORS
+
+        return {"type": "string", "enum": list(PREDICTORS)}
+
+
+# A predictor's name, one of the registry's (grace_engine.science.predictors).
+PredictorName = Annotated[str, AfterValidator(_predictor), _PredictorSchema()]
 
 
 class ScoringIn(StrictModel):
@@ -202,7 +236,13 @@ class ScoringIn(StrictModel):
     smoothing: Annotated[float, Field(ge=0, le=1)] = 1e-3
     gradient_space: Literal["full", "output_layer", "lora"] = "full"
     lora_rank: Annotated[int, Field(ge=1, le=1024)] = 8
+    lora_alpha: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)] = Field(
+        16.0, description="the LoRA gradient space's scale (alpha / rank)"
+    )
     path: Literal["fast", "exact"] = "fast"
+    factor_dim: Annotated[int, Field(ge=1, le=4096)] = Field(
+        64, description="the fast path's per-layer factor size (README: fast vs exact)"
+    )
     seed: Seed = 0
     length_factor: bool = False
     max_length: Annotated[int, Field(ge=2)] | None = None
@@ -212,9 +252,7 @@ class ScoringIn(StrictModel):
     generation_backend: Literal["auto", "vllm", "transformers"] | None = Field(
         None, description="override the worker's GRACE_GENERATION_BACKEND for this job"
     )
-    predictors: (
-        Annotated[list[PredictorName], Field(min_length=1, max_length=len(PREDICTOR_NAMES))] | None
-    ) = Field(
+    predictors: Annotated[list[PredictorName], Field(min_length=1)] | None = Field(
         None,
         description="predictors to compute (default: all); without grace, g_norm and g_vendi the "
         "job runs the student's forward pass only",
@@ -223,22 +261,35 @@ class ScoringIn(StrictModel):
         None, description="the predictor that orders the ranking (default: grace when computed)"
     )
     bootstrap: Annotated[int, Field(ge=0, le=2000)] = Field(
-        DEFAULT_RESAMPLES,
+        200,
         description="subsamples of half the prompts for P(top-1) (the gaps and settled come from "
         "cross-validation); 0: no uncertainty",
     )
-    confidence: Annotated[float, Field(gt=0, lt=1)] = DEFAULT_CONFIDENCE
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9
     budget: BudgetIn | None = Field(None, description="rank in rounds within a budget (README)")
+    _engine: ScoringConfig | None = PrivateAttr(None)
 
     def to_engine(self) -> ScoringConfig:
+        """The engine's config of these settings, made once per request (the submission's checks
+        and each unit read it)."""
+        if self._engine is None:
+            self._engine = self._convert()
+        return self._engine
+
+    def _convert(self) -> ScoringConfig:
+        from grace_engine.pipelines.config import ScoringConfig
+        from grace_engine.science.gradients import GradientSpace
+        from grace_engine.science.predictors import PREDICTOR_NAMES
+
         return ScoringConfig(
             responses_per_prompt=self.responses_per_prompt,
             proj_dim="auto" if self.proj_dim == "auto" else int(self.proj_dim),
             n_splits=self.n_splits,
             test_fraction=self.test_fraction,
             smoothing=self.smoothing,
-            gradient_space=GradientSpace(self.gradient_space, lora_rank=self.lora_rank),
+            gradient_space=GradientSpace(self.gradient_space, self.lora_rank, self.lora_alpha),
             path=self.path,
+            factor_dim=self.factor_dim,
             seed=self.seed,
             length_factor=self.length_factor,
             student_format=StudentFormat(self.student_template, self.max_length, self.truncate),
@@ -284,6 +335,12 @@ class JobCreate(StrictModel):
             raise ValueError("give exactly one of 'prompts' or 'dataset_id'")
         return self
 
+    def inputs(self, prompts: list[Prompt]) -> JobInputs:
+        """What the engine scores: ``prompts`` (inline or the dataset's), candidates, student."""
+        from grace_engine.pipelines.context import JobInputs
+
+        return JobInputs(prompts, [c.to_engine() for c in self.candidates], self.student)
+
 
 def engine_prompts(prompts: list[PromptIn] | list[dict[str, Any]]) -> list[Prompt]:
     """Prompts as the engine wants them; a missing id becomes the prompt's position."""
@@ -301,29 +358,7 @@ class DatasetCreate(StrictModel):
     prompts: Annotated[list[PromptIn], Field(min_length=2, max_length=MAX_LIST)]
 
 
-# --- influence jobs ------------------------------------------------------------------------------
-
-
-class ValidationIn(StrictModel):
-    prompt: Annotated[Text, Field(min_length=1)]
-    solution: NonBlankText
-
-
-class InfluenceCreate(JobCreate):
-    """``POST /v1/influence``: the influence of each candidate response on the student's loss on
-    ``validation`` (reference solutions). ``scoring`` supplies m, proj_dim, gradient_space, seed and
-    the student format; its GRACE-only settings are ignored."""
-
-    validation: Annotated[list[ValidationIn], Field(min_length=1, max_length=MAX_LIST)]
-    method: Literal["exact", "projected", "finite_difference"] = "projected"
-    keep_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-    drop_negative: bool = True
-
-    def validation_examples(self) -> list[ValidationExample]:
-        return [ValidationExample(v.prompt, v.solution) for v in self.validation]
-
-
-# --- validation jobs -----------------------------------------------------------------------------
+# --- validation jobs' settings ---------------------------------------------------------------------
 
 
 class EvalIn(StrictModel):
@@ -339,7 +374,7 @@ class DistillIn(StrictModel):
     """How each distilled student is trained; the defaults suit a 135M student on CPU."""
 
     method: Literal["lora", "full"] = "lora"
-    epochs: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = DistillConfig.epochs
+    epochs: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 3.0
     max_steps: Annotated[int, Field(ge=1)] | None = Field(None, description="replaces epochs when set")
     batch_size: Annotated[int, Field(ge=1, le=256)] = 8
     learning_rate: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
@@ -351,18 +386,19 @@ class DistillIn(StrictModel):
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
     def to_engine(self) -> DistillConfig:
+        from grace_engine.pipelines.distillation import DistillConfig
+
         return DistillConfig(**self.model_dump())
 
 
-class ValidationCreate(JobCreate):
-    """``POST /v1/validations``: score ``candidates`` (as ``POST /v1/jobs``), distil a fresh copy of
-    the student on each candidate's responses, evaluate it on ``eval``, and correlate every score
-    with the outcome. Generated responses a scoring job already stored are reused."""
+class ValidationSettingsIn(StrictModel):
+    """How a validation job trains and judges each distilled student (``POST /v1/validations``
+    and ``grace validate`` alike)."""
 
-    eval: Annotated[list[EvalIn], Field(min_length=1, max_length=MAX_LIST)]
     distill: DistillIn = Field(default_factory=DistillIn)
     train_seeds: Annotated[list[Seed], Field(min_length=1, max_length=10)] = Field(
-        default_factory=lambda: list(ValidationConfig().train_seeds)
+        default_factory=lambda: [0, 1, 2],
+        description="one distilled student per seed: the spread between seeds is measured",
     )
     outcome: Literal["eval_nll", "accuracy"] = "eval_nll"
     accuracy: bool = Field(True, description="greedy-decode the eval problems that carry an answer")
@@ -372,19 +408,29 @@ class ValidationCreate(JobCreate):
         description="also distil on the mixed-teacher set (per prompt, the teacher GRACE favours there) "
         "and compare it with the best single teacher",
     )
-
-    def eval_examples(self) -> list[ValidationExample]:
-        return [
-            ValidationExample(e.prompt, e.solution, None if e.answer is None else str(e.answer))
-            for e in self.eval
-        ]
+    bootstrap_seed: Annotated[int, Field(ge=0)] = Field(
+        0, description="seeds the bootstrap intervals of the correlations"
+    )
 
     def to_validation(self) -> ValidationConfig:
+        from grace_engine.pipelines.validation import ValidationConfig
+
         return ValidationConfig(
             distill=self.distill.to_engine(),
             train_seeds=tuple(self.train_seeds),
             outcome=self.outcome,
             accuracy=self.accuracy,
             eval_max_tokens=self.eval_max_tokens,
+            bootstrap_seed=self.bootstrap_seed,
             mixed=self.mixed,
         )
+
+
+class InfluenceSettingsIn(StrictModel):
+    """How an influence job measures and selects (``POST /v1/influence`` and ``grace influence``)."""
+
+    method: Literal["exact", "projected", "finite_difference"] = "projected"
+    keep_fraction: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="keep the most helpful share of responses"
+    )
+    drop_negative: bool = Field(True, description="leave out responses of negative influence")

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from grace_engine.data import clean_solution, reference_answer
+from grace_engine.models.data import clean_solution, reference_answer
 
 Records = Sequence[dict[str, Any]]
 

@@ -13,8 +13,8 @@ import argparse
 import json
 from typing import Any
 
-from grace_engine.predictors import LOWER_IS_BETTER
-from grace_engine.validation import OUTCOMES, correlate
+from grace_engine.pipelines.validation import OUTCOMES, correlate
+from grace_engine.science.predictors import PREDICTORS
 from studies.run import HERE
 
 
@@ -47,10 +47,15 @@ def candidate_table(result: dict[str, Any]) -> str:
     for name, c in sorted(result["candidates"].items(), key=lambda kv: kv[1]["outcome"]["eval_nll"]):
         o = c["outcome"]
         seeds = ", ".join(f"{s['eval_nll']:.3f}" for s in o["per_seed"])
-        acc = "–" if c["accuracy"] is None else f"{c['accuracy']:.0%}"
+        v = {
+            p: _value(result, name, p)
+            for p in ("grace", "g_norm", "g_vendi", "student_nll", "teacher_accuracy")
+        }
         lines.append(
-            f"| {name} | {c['grace']['score']:.4g} ({c['rank']}) | {c['g_norm']:.3g} | {c['g_vendi']:.3g} | "
-            f"{c['student_nll']:.3f} | {acc} | {o['eval_nll']:.4f} | {seeds} | {_num(o['accuracy'], '.0%')} |"
+            f"| {name} | {_num(v['grace'], '.4g')} ({c['rank']}) | {_num(v['g_norm'], '.3g')} | "
+            f"{_num(v['g_vendi'], '.3g')} | {_num(v['student_nll'], '.3f')} | "
+            f"{_num(v['teacher_accuracy'], '.0%')} | {o['eval_nll']:.4f} | {seeds} | "
+            f"{_num(o['accuracy'], '.0%')} |"
         )
     u = result["untrained"]
     lines.append(
@@ -63,7 +68,7 @@ def subset_correlations(result: dict[str, Any], names: list[str]) -> dict[str, A
     outcome = result["outcome"]
     target = {n: result["candidates"][n]["outcome"][outcome] for n in names}
     out = {}
-    for name, lower in LOWER_IS_BETTER.items():
+    for name, predictor in PREDICTORS.items():
         raw = {n: _value(result, n, name) for n in names}
         values = {n: v for n, v in raw.items() if v is not None}
         if len(values) < len(raw):
@@ -72,7 +77,7 @@ def subset_correlations(result: dict[str, Any], names: list[str]) -> dict[str, A
             name,
             values,
             target,
-            lower_score_is_better=lower,
+            lower_score_is_better=predictor.lower_is_better,
             higher_outcome_is_better=OUTCOMES[outcome],
             outcome_name=outcome,
         )
@@ -81,9 +86,14 @@ def subset_correlations(result: dict[str, Any], names: list[str]) -> dict[str, A
 
 
 def _value(result: dict[str, Any], name: str, score: str) -> float | None:
+    """Predictor ``score`` of candidate ``name``: from its ``values``, or, in results written before
+    they existed, from its one field per predictor."""
     c = result["candidates"][name]
-    aliases = {"teacher_accuracy": "accuracy", "length": "mean_response_tokens"}
-    value = c["grace"]["score"] if score == "grace" else c.get(aliases.get(score, score))
+    if "values" in c:
+        value = c["values"].get(score)
+    else:
+        aliases = {"teacher_accuracy": "accuracy", "length": "mean_response_tokens"}
+        value = c["grace"]["score"] if score == "grace" else c.get(aliases.get(score, score))
     return None if value is None else float(value)
 
 

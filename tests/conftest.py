@@ -12,13 +12,13 @@ import pytest
 import torch
 from transformers.utils import logging as hf_logging
 
-import grace_engine.models
-import grace_engine.scoring
-from grace_engine.batches import StudentBatch, collate
-from grace_engine.data import StudentExample
+import grace_engine.models.loading
+import grace_engine.pipelines.scoring
 from grace_engine.memory import freeze_imports
-from grace_engine.smollm2 import convert_smollm2
-from grace_engine.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, tiny_llama
+from grace_engine.models.batches import StudentBatch, collate
+from grace_engine.models.data import StudentExample
+from grace_engine.models.smollm2 import convert_smollm2
+from grace_engine.models.tiny_models import TinyModels, build_tiny_models, tiny_gpt2, tiny_llama
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -91,14 +91,14 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def gradient_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Rows each call of rank_teachers' compute_gradients computes; the real function still runs."""
-    real = grace_engine.scoring.compute_gradients
+    real = grace_engine.pipelines.scoring.compute_gradients
     calls: list[int] = []
 
     def counting(model: Any, computer: Any, examples: Any, **kwargs: Any) -> Any:
         calls.append(len(examples))
         return real(model, computer, examples, **kwargs)
 
-    monkeypatch.setattr(grace_engine.scoring, "compute_gradients", counting)
+    monkeypatch.setattr(grace_engine.pipelines.scoring, "compute_gradients", counting)
     return calls
 
 
@@ -112,8 +112,8 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Callable[[], AbstractCont
     @contextmanager
     def inside() -> Iterator[None]:
         with monkeypatch.context() as m:
-            m.setattr(grace_engine.models, "load_causal_lm", refuse)
-            m.setattr(grace_engine.models, "load_tokenizer", refuse)
+            m.setattr(grace_engine.models.loading, "load_causal_lm", refuse)
+            m.setattr(grace_engine.models.loading, "load_tokenizer", refuse)
             yield
 
     return inside

@@ -6,10 +6,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from grace_engine.adaptive import RankingBudget, adaptive_evidence, prompt_order
 from grace_engine.errors import InvalidInput
-from grace_engine.predictors import Evidence, GraceSettings, value
-from grace_engine.uncertainty import Uncertainty, rank_uncertainty
+from grace_engine.science.adaptive import RankingBudget, adaptive_evidence, prompt_order
+from grace_engine.science.predictors import Evidence, GraceSettings, value
+from grace_engine.science.uncertainty import Uncertainty, rank_uncertainty
 
 
 def _full(rng: np.random.Generator, n: int, m: int, d: int, scale: float) -> Evidence:
@@ -175,5 +175,5 @@ def test_a_time_budget_is_checked_between_rounds() -> None:
 )
 def test_bad_budgets_name_the_field(budget: RankingBudget, field: str) -> None:
     with pytest.raises(InvalidInput) as err:
-        budget.validate()
+        budget.check()
     assert err.value.field == field

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from grace_cli.main import main
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 
 
 def test_tiny_models_command_builds_loadable_models(
@@ -124,10 +124,14 @@ def test_bad_input_exits_2_with_one_line(
 
 
 def test_argument_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["rank", "--student", "s", "--candidates", "c", "--prompts", "p", "--proj-dim", "0"])
+    """A setting out of range is refused before any file is read, naming the field as the API does."""
+    assert main(["rank", "--student", "s", "--candidates", "c", "--prompts", "p", "--proj-dim", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "scoring.proj_dim" in err
+    assert "from 1 to" in err
+    with pytest.raises(SystemExit) as exit_info:  # what argparse itself refuses
+        main(["rank", "--student", "s", "--candidates", "c", "--prompts", "p", "--n-splits", "x"])
     assert exit_info.value.code == 2
-    assert "must be at least 1" in capsys.readouterr().err
 
 
 def test_console_script_is_installed() -> None:
@@ -164,7 +168,7 @@ def test_scaling_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_influence_command(tiny: TinyModels, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from grace_engine.tiny_models import gsm8k_records
+    from grace_engine.models.tiny_models import gsm8k_records
 
     validation = tmp_path / "val.jsonl"
     validation.write_text(
@@ -227,7 +231,7 @@ def test_models_smollm2_console_script_fast_path_never_imports_transformers(smol
         for line in done.stderr.splitlines()
         if line.startswith("import time:")
     }
-    assert "grace_engine.smollm2" in imported  # the profile is there ...
+    assert "grace_engine.models.smollm2" in imported  # the profile is there ...
     assert "transformers" not in imported  # ... and no model code was loaded, let alone the GGUF
 
 

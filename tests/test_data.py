@@ -10,8 +10,9 @@ import pytest
 import torch
 from tokenizers import processors
 
-from grace_engine.batches import collate
-from grace_engine.data import (
+from grace_engine.errors import InvalidInput
+from grace_engine.models.batches import collate
+from grace_engine.models.data import (
     DEFAULT_STUDENT_TEMPLATE,
     IGNORE_INDEX,
     StudentFormat,
@@ -20,10 +21,9 @@ from grace_engine.data import (
     read_prompts,
     reference_answer,
 )
-from grace_engine.errors import InvalidInput
-from grace_engine.gradients import per_example_losses
-from grace_engine.models import ModelPolicy, load_tokenizer, resolve_model
-from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_engine.models.loading import ModelPolicy, load_tokenizer, resolve_model
+from grace_engine.models.tiny_models import TinyModels, gsm8k_records
+from grace_engine.science.gradients import per_example_losses
 
 PROMPT = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 RESPONSE = "3 + 4 = 7.\nThe answer is \\boxed{7}."
@@ -143,7 +143,7 @@ def test_max_length_errors_or_truncates(tokenizer: Any) -> None:
 
 
 def test_collate_right_pads_with_masked_labels() -> None:
-    from grace_engine.data import StudentExample
+    from grace_engine.models.data import StudentExample
 
     batch = collate(
         [StudentExample([5, 6, 7], [-100, 6, 7], False), StudentExample([8], [-100], False)], pad_id=0

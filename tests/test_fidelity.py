@@ -22,18 +22,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grace_engine.batches import collate
-from grace_engine.data import (
+from grace_engine.models.batches import collate
+from grace_engine.models.data import (
     StudentExample,
     StudentFormat,
     clean_solution,
     encode_for_student,
     pad_token_id,
 )
-from grace_engine.gradients import GradientSpace, SpaceLayout, describe_space, make_gradient_computer
-from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
-from grace_engine.projection import FactorizedProjector
-from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.models.tiny_models import TinyModels, gsm8k_records
+from grace_engine.science.gradients import GradientSpace, SpaceLayout, describe_space, make_gradient_computer
+from grace_engine.science.projection import FactorizedProjector
 
 # Relative, per example. float32 rounding through SmolLM2 measures 2-6e-7 on the loss; the loss bound
 # is the tighter one so that it catches float32 F.cross_entropy on a 49k vocabulary, whose log_softmax

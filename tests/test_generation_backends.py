@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from grace_engine.config import ScoringConfig
 from grace_engine.errors import InvalidInput
-from grace_engine.generation import (
+from grace_engine.models.generation import (
     GenerationSettings,
     TransformersBackend,
     VllmBackend,
@@ -17,7 +16,8 @@ from grace_engine.generation import (
     vllm_installed,
     vllm_sampling_kwargs,
 )
-from grace_engine.responses import make_backend
+from grace_engine.models.loading import ModelPolicy
+from grace_engine.pipelines.context import EngineContext
 
 
 @pytest.mark.parametrize(
@@ -56,8 +56,8 @@ def test_vllm_backend_refuses_to_build_without_vllm_or_gpu() -> None:
         VllmBackend()
     assert err.value.field == "generation_backend"
     with pytest.raises(InvalidInput):
-        make_backend(ScoringConfig(generation_backend="vllm"))
-    assert isinstance(make_backend(ScoringConfig()), TransformersBackend)
+        EngineContext(policy=ModelPolicy.from_paths([])).backend("vllm")
+    assert isinstance(EngineContext(policy=ModelPolicy.from_paths([])).backend("auto"), TransformersBackend)
 
 
 def test_sampling_parameter_mapping() -> None:
@@ -80,7 +80,10 @@ def test_sampling_parameter_mapping() -> None:
 
 
 def test_vllm_is_imported_lazily() -> None:
-    modules = "grace_engine.generation, grace_engine.scoring, app.main, workers.runner, grace_cli.main"
+    modules = (
+        "grace_engine.models.generation, grace_engine.pipelines.scoring, app.main, workers.runner, "
+        "grace_cli.main"
+    )
     code = f"import sys, {modules}\nprint('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

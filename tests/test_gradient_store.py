@@ -13,15 +13,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt, StudentFormat, read_prompts
-from grace_engine.generation import Candidate
-from grace_engine.gradient_store import DirectoryGradientStore, StoredGradients, content_hash, gradient_key
-from grace_engine.gradients import GradientSpace
-from grace_engine.models import ModelCache, ModelPolicy, ModelSource
-from grace_engine.results import RankingResult
-from grace_engine.scoring import rank_teachers
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.data import Prompt, StudentFormat, read_prompts
+from grace_engine.models.generation import Candidate
+from grace_engine.models.loading import ModelCache, ModelPolicy, ModelSource
+from grace_engine.models.tiny_models import TinyModels
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.results import RankingResult
+from grace_engine.pipelines.scoring import rank_teachers
+from grace_engine.science.gradients import GradientSpace
+from grace_engine.stores.gradient_store import (
+    DirectoryGradientStore,
+    GradientStore,
+    StoredGradients,
+    content_hash,
+    gradient_key,
+)
 
 
 def _stored(rows: int, d: int, seed: int = 0) -> StoredGradients:
@@ -45,38 +52,36 @@ def test_stored_gradients_round_trip_exactly() -> None:
 
 
 def _key(**changes: Any) -> str:
-    values: dict[str, Any] = {
-        "student_hash": "s",
-        "fmt": StudentFormat(),
-        "prompts": [Prompt("a", "one"), Prompt("b", "two")],
-        "responses": [["x", "y"], ["z", "w"]],
-        "space": GradientSpace(),
-        "d": 32,
-        "seed": 0,
-        "path": "fast",
-        "factor_dim": 64,
+    """The key of a fixed candidate under ``ScoringConfig(**changes)`` (or another student,
+    prompts or responses)."""
+    content = {
+        "student_hash": changes.pop("student_hash", "s"),
+        "prompts": changes.pop("prompts", [Prompt("a", "one"), Prompt("b", "two")]),
+        "responses": changes.pop("responses", [["x", "y"], ["z", "w"]]),
     }
-    values.update(changes)
-    return gradient_key(**values)
+    cfg = ScoringConfig(**{"proj_dim": 32, **changes})
+    return gradient_key(**content, settings=cfg.gradient_settings())
 
 
 def test_the_key_changes_with_everything_gradients_depend_on_and_nothing_else() -> None:
     base = _key()
     changed = [
         _key(student_hash="t"),
-        _key(fmt=StudentFormat(max_length=100)),
+        _key(student_format=StudentFormat(max_length=100)),
         _key(prompts=[Prompt("a", "one!"), Prompt("b", "two")]),
         _key(responses=[["x", "y"], ["z", "v"]]),
-        _key(space=GradientSpace(kind="lora")),
-        _key(d=64),
+        _key(gradient_space=GradientSpace(kind="lora")),
+        _key(gradient_space=GradientSpace(lora_alpha=4.0)),
+        _key(proj_dim=64),
         _key(seed=1),
         _key(path="exact"),
         _key(factor_dim=32),
     ]
     assert base not in changed
     assert len(set(changed)) == len(changed)
-    # prompt ids and answers do not change a gradient
+    # prompt ids and answers do not change a gradient, nor do GRACE's own settings
     assert _key(prompts=[Prompt("p0", "one", "1"), Prompt("p1", "two")]) == base
+    assert _key(n_splits=3, test_fraction=0.3, smoothing=0.1, length_factor=True, bootstrap=0) == base
 
 
 def test_content_hash_follows_the_files(tmp_path: Path) -> None:
@@ -130,17 +135,14 @@ def setup(tiny: TinyModels) -> dict[str, Any]:
 
 
 def _rank(
-    setup: dict[str, Any], names: tuple[str, ...], config: ScoringConfig, **kwargs: Any
+    setup: dict[str, Any],
+    names: tuple[str, ...],
+    config: ScoringConfig,
+    gradients: GradientStore | None = None,
 ) -> RankingResult:
-    return rank_teachers(
-        setup["prompts"],
-        _candidates(setup["prompts"], names),
-        str(setup["tiny"].student),
-        policy=setup["policy"],
-        models=setup["cache"],
-        config=config,
-        **kwargs,
-    )
+    inputs = JobInputs(setup["prompts"], _candidates(setup["prompts"], names), str(setup["tiny"].student))
+    ctx = EngineContext(policy=setup["policy"], models=setup["cache"], gradients=gradients)
+    return rank_teachers(inputs, config, ctx)
 
 
 def _same_scores(a: RankingResult, b: RankingResult) -> None:
@@ -150,8 +152,8 @@ def _same_scores(a: RankingResult, b: RankingResult) -> None:
         assert cand.grace is not None
         assert other.grace is not None
         assert cand.grace.score == pytest.approx(other.grace.score, rel=1e-6)
-        assert cand.g_norm == pytest.approx(other.g_norm, rel=1e-6)
-        assert cand.student_nll == pytest.approx(other.student_nll, rel=1e-9)
+        assert cand.score("g_norm") == pytest.approx(other.score("g_norm"), rel=1e-6)
+        assert cand.score("student_nll") == pytest.approx(other.score("student_nll"), rel=1e-9)
 
 
 def test_a_re_score_with_other_splits_computes_no_gradient_and_matches_a_fresh_run(

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.batches import StudentBatch, collate
-from grace_engine.data import StudentFormat, clean_solution, encode_for_student
 from grace_engine.errors import Cancelled, InvalidInput, UnsupportedModel
-from grace_engine.gradients import (
+from grace_engine.models.batches import StudentBatch, collate
+from grace_engine.models.data import StudentFormat, clean_solution, encode_for_student
+from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.models.tiny_models import TinyModels, gsm8k_records
+from grace_engine.science.gradients import (
     FastGradients,
     GradientSpace,
     compute_gradients,
@@ -28,8 +30,6 @@ from grace_engine.gradients import (
     exact_flat_gradients,
     make_gradient_computer,
 )
-from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
-from grace_engine.tiny_models import TinyModels, gsm8k_records
 from tests.conftest import make_examples
 
 ARCHS = [("llama", False), ("llama", True), ("gpt2", False), ("gpt2", True)]

@@ -9,24 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.batches import collate
-from grace_engine.data import (
+from grace_engine.errors import InvalidInput
+from grace_engine.models.batches import collate
+from grace_engine.models.data import (
     Prompt,
+    ReferenceExample,
     StudentExample,
     StudentFormat,
-    ValidationExample,
     clean_solution,
     encode_for_student,
     read_prompts,
 )
-from grace_engine.errors import InvalidInput
-from grace_engine.generation import GenerationSettings, TransformersBackend
-from grace_engine.gradients import GradientSpace, describe_space, exact_flat_gradients
-from grace_engine.influence import InfluenceResult, influence
-from grace_engine.models import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.models.generation import GenerationSettings, TransformersBackend
+from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.models.tiny_models import TinyModels, gsm8k_records
 from grace_engine.progress import ProgressEvent
-from grace_engine.ranking import spearman
-from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_engine.science.gradients import GradientSpace, describe_space, exact_flat_gradients
+from grace_engine.science.influence import InfluenceResult, influence
+from grace_engine.science.ranking import spearman
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def fixture(tiny: TinyModels) -> dict[str, Any]:
     by_id = {f"gsm8k-{r['idx']}": r for r in gsm8k_records()}
     responses["gold"] = [[clean_solution(by_id[p.id]["answer"])] * 2 for p in prompts]
     validation = [
-        ValidationExample(r["question"], clean_solution(r["answer"])) for r in gsm8k_records()[30:38]
+        ReferenceExample(r["question"], clean_solution(r["answer"])) for r in gsm8k_records()[30:38]
     ]
     events: dict[str, list[ProgressEvent]] = {}
     results = {

@@ -35,7 +35,7 @@ def _modules(module: str) -> set[str]:
             {"fastapi", "starlette", "uvicorn", "dramatiq", "redis", "sqlalchemy", "app", "workers"},
         ),
         (
-            "grace_engine.scoring",
+            "grace_engine.pipelines.scoring",
             {"fastapi", "starlette", "sqlalchemy", "dramatiq", "redis", "app", "workers", "grace_infra"},
         ),
     ],

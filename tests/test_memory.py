@@ -12,11 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from grace_engine.config import ScoringConfig
-from grace_engine.data import length_batches, read_prompts
 from grace_engine.errors import InvalidInput
-from grace_engine.generation import Candidate, GenerationSettings, TransformersBackend, read_candidates
-from grace_engine.gradients import GradientSpace, make_gradient_computer
 from grace_engine.memory import (
     GB,
     PLANNED_SHARE,
@@ -29,11 +25,16 @@ from grace_engine.memory import (
     release_memory,
     resident_bytes,
 )
-from grace_engine.models import ModelCache, ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.models.data import length_batches, read_prompts
+from grace_engine.models.generation import Candidate, GenerationSettings, TransformersBackend, read_candidates
+from grace_engine.models.loading import ModelCache, ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
+from grace_engine.models.tiny_models import TinyModels, tiny_llama
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.scoring import rank_teachers
 from grace_engine.progress import ProgressEvent
-from grace_engine.responses import DirectoryResponseStore
-from grace_engine.scoring import rank_teachers
-from grace_engine.tiny_models import TinyModels, tiny_llama
+from grace_engine.science.gradients import GradientSpace, make_gradient_computer
+from grace_engine.stores.response_store import DirectoryResponseStore
 
 
 def test_three_points_give_the_linear_and_quadratic_terms() -> None:
@@ -147,15 +148,15 @@ def setup(tiny: TinyModels) -> dict[str, Any]:
 def _run(setup: dict[str, Any], budget: MemoryBudget, tmp: Path | None = None, **kw: Any) -> Any:
     events: list[ProgressEvent] = []
     result = rank_teachers(
-        setup["prompts"],
-        setup["candidates"],
-        setup["student"],
-        policy=setup["policy"],
-        config=ScoringConfig(responses_per_prompt=2, proj_dim=64, **kw),
-        models=ModelCache(setup["policy"], capacity=4),
-        responses=DirectoryResponseStore(tmp) if tmp is not None else None,
-        progress=events.append,
-        budget=budget,
+        JobInputs(setup["prompts"], setup["candidates"], setup["student"]),
+        ScoringConfig(responses_per_prompt=2, proj_dim=64, **kw),
+        EngineContext(
+            policy=setup["policy"],
+            models=ModelCache(setup["policy"], capacity=4),
+            responses=DirectoryResponseStore(tmp) if tmp is not None else None,
+            budget=budget,
+            progress=events.append,
+        ),
     )
     return result, events
 
@@ -186,9 +187,9 @@ def test_scores_do_not_depend_on_the_budget(setup: dict[str, Any]) -> None:
         cb = b.candidates[name]
         assert ca.responses == cb.responses, name  # generation is batch-independent too
         assert ca.grace.score == pytest.approx(cb.grace.score, rel=1e-5, abs=0)
-        assert ca.g_norm == pytest.approx(cb.g_norm, rel=1e-6)
-        assert ca.g_vendi == pytest.approx(cb.g_vendi, rel=1e-6)
-        assert ca.student_nll == pytest.approx(cb.student_nll, rel=1e-6)
+        assert ca.score("g_norm") == pytest.approx(cb.score("g_norm"), rel=1e-6)
+        assert ca.score("g_vendi") == pytest.approx(cb.score("g_vendi"), rel=1e-6)
+        assert ca.score("student_nll") == pytest.approx(cb.score("student_nll"), rel=1e-6)
         assert ca.grace.split_scores == pytest.approx(cb.grace.split_scores, rel=1e-5)
 
 

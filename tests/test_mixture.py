@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grace_engine.data import Prompt
-from grace_engine.influence import InfluenceResult, ResponseInfluence
-from grace_engine.mixture import chat_jsonl, per_prompt_grace, route_by_grace, route_by_influence
-from grace_engine.predictors import Evidence
-from grace_engine.scores import grace, held_out_energies
+from grace_engine.models.data import Prompt
+from grace_engine.science.grace import grace, held_out_energies
+from grace_engine.science.influence import InfluenceResult, ResponseInfluence
+from grace_engine.science.mixture import chat_jsonl, per_prompt_grace, route_by_grace, route_by_influence
+from grace_engine.science.predictors import Evidence
 
 
 def _evidence(g: np.ndarray, m: int) -> Evidence:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from grace_engine.errors import ModelNotAllowed, ModelNotFound
-from grace_engine.models import ModelCache, ModelPolicy, load_causal_lm, resolve_model
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.loading import ModelCache, ModelPolicy, load_causal_lm, resolve_model
+from grace_engine.models.tiny_models import TinyModels
 
 
 def test_paths_resolve_inside_roots_only(tiny: TinyModels, tmp_path: Path) -> None:

@@ -10,17 +10,18 @@ from typing import Any
 
 import pytest
 
-from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt, StudentFormat, read_prompts
 from grace_engine.errors import Cancelled, GraceError, InvalidInput, ModelNotAllowed, ModelNotFound
-from grace_engine.generation import Candidate, Generated, read_candidates
-from grace_engine.models import ModelCache, ModelPolicy
+from grace_engine.models.data import Prompt, StudentFormat, read_prompts
+from grace_engine.models.generation import Candidate, Generated, read_candidates
+from grace_engine.models.loading import ModelCache, ModelPolicy
+from grace_engine.models.tiny_models import TinyModels
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.results import RankingResult
+from grace_engine.pipelines.scoring import rank_teachers
 from grace_engine.progress import ProgressEvent
-from grace_engine.ranking import spearman
-from grace_engine.responses import DirectoryResponseStore
-from grace_engine.results import RankingResult
-from grace_engine.scoring import rank_teachers
-from grace_engine.tiny_models import TinyModels
+from grace_engine.science.ranking import spearman
+from grace_engine.stores.response_store import DirectoryResponseStore
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +39,20 @@ def store(shared_tmp: Path) -> DirectoryResponseStore:
     return DirectoryResponseStore(shared_tmp / "responses")
 
 
-def _rank_demo(tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, **kwargs: Any) -> RankingResult:
-    """rank_teachers on the tiny models' own prompt and candidate files."""
+def _rank_demo(
+    tiny: TinyModels,
+    policy: ModelPolicy,
+    cache: ModelCache,
+    config: ScoringConfig | None = None,
+    **context: Any,
+) -> RankingResult:
+    """rank_teachers on the tiny models' own prompt and candidate files (``context``: the
+    EngineContext's other fields)."""
+    inputs = JobInputs(
+        read_prompts(tiny.prompts_file), read_candidates(tiny.candidates_file), str(tiny.student)
+    )
     return rank_teachers(
-        read_prompts(tiny.prompts_file),
-        read_candidates(tiny.candidates_file),
-        str(tiny.student),
-        policy=policy,
-        models=cache,
-        **kwargs,
+        inputs, config or ScoringConfig(), EngineContext(policy=policy, models=cache, **context)
     )
 
 
@@ -73,17 +79,17 @@ def test_ranking_is_sorted_complete_and_sane(
         assert 0.0 <= r.agreement_with_next <= 1.0
     for c in result.candidates.values():
         assert c.n_responses == result.n_prompts * 4 == len(c.responses) * len(c.responses[0])
-        assert c.accuracy is not None  # the GSM8K prompts carry answers
+        assert c.score("teacher_accuracy") is not None  # the GSM8K prompts carry answers
         assert c.grace.variance + c.grace.bias == pytest.approx(c.grace.score, rel=1e-9)
-        assert c.g_norm > 0
-        assert c.g_vendi >= 1
-        assert c.student_nll > 0
+        assert c.score("g_norm") > 0
+        assert c.score("g_vendi") >= 1
+        assert c.score("student_nll") > 0
     # Random-token responses are the worst thing to distil from: last by GRACE, highest student NLL.
     assert result.ranking[-1].name == "noise"
-    assert max(result.candidates.values(), key=lambda c: c.student_nll).name == "noise"
+    assert max(result.candidates.values(), key=lambda c: c.score("student_nll")).name == "noise"
     # The other predictors' say against the ranking travels as warnings.
     codes = [w.code for w in result.warnings]
-    accuracy = {n: c.accuracy for n, c in result.candidates.items()}
+    accuracy = {n: c.score("teacher_accuracy") for n, c in result.candidates.items()}
     disagree = accuracy[result.ranking[0].name] < max(a for a in accuracy.values() if a is not None)
     assert codes.count("accuracy_disagrees") == int(disagree)
     lengths = [result.candidates[r.name].mean_response_tokens for r in result.ranking]
@@ -134,11 +140,13 @@ def test_supplied_responses_score_like_generated_ones_under_one_projection(
     tutor = result.candidates["tutor"].responses
     supplied = {p.id: group for p, group in zip(prompts, tutor, strict=True)}
     again = rank_teachers(
-        prompts,
-        [Candidate("copy-a", responses=supplied), Candidate("copy-b", responses=supplied)],
-        str(tiny.student),
-        policy=policy,
-        models=cache,
+        JobInputs(
+            prompts,
+            [Candidate("copy-a", responses=supplied), Candidate("copy-b", responses=supplied)],
+            str(tiny.student),
+        ),
+        ScoringConfig(),
+        EngineContext(policy=policy, models=cache),
     )
     a, b = again.candidates["copy-a"], again.candidates["copy-b"]
     assert a.response_source == "provided"
@@ -153,12 +161,9 @@ def test_length_factor_changes_scores(
     prompts = read_prompts(tiny.prompts_file)
     supplied = {p.id: g for p, g in zip(prompts, result.candidates["parrot"].responses, strict=True)}
     scaled = rank_teachers(
-        prompts,
-        [Candidate("p", responses=supplied)],
-        str(tiny.student),
-        policy=policy,
-        models=cache,
-        config=ScoringConfig(length_factor=True),
+        JobInputs(prompts, [Candidate("p", responses=supplied)], str(tiny.student)),
+        ScoringConfig(length_factor=True),
+        EngineContext(policy=policy, models=cache),
     )
     assert scaled.candidates["p"].grace.score != pytest.approx(
         result.candidates["parrot"].grace.score, rel=1e-3
@@ -176,7 +181,7 @@ def test_cancellation_stops_at_a_batch_boundary(
         return polls > 3
 
     with pytest.raises(Cancelled):
-        _rank_demo(tiny, policy, cache, should_cancel=should_cancel, config=ScoringConfig(generation_batch=4))
+        _rank_demo(tiny, policy, cache, should_cancel=should_cancel, generation_batch=4)
     assert polls == 4
 
 
@@ -239,12 +244,9 @@ def test_bad_input_is_a_clear_error_naming_the_field(
     args.update(kwargs)
     with pytest.raises(error) as err:
         rank_teachers(
-            args["prompts"],
-            args["candidates"],
-            args["student"],  # type: ignore[arg-type]
-            policy=policy,
-            base_dir=tiny.root,
-            config=args["config"],  # type: ignore[arg-type]
+            JobInputs(args["prompts"], args["candidates"], args["student"]),
+            args["config"],
+            EngineContext(policy=policy, base_dir=tiny.root),
         )
     assert err.value.field == field
     assert err.value.message
@@ -269,12 +271,9 @@ def test_overlong_responses_are_refused_naming_the_response_or_truncated(
 
     def run(student_format: StudentFormat) -> RankingResult:
         return rank_teachers(
-            _two_prompts(),
-            [Candidate("long", responses=supplied)],
-            str(tiny.student),
-            policy=policy,
-            models=cache,
-            config=ScoringConfig(responses_per_prompt=2, student_format=student_format),
+            JobInputs(_two_prompts(), [Candidate("long", responses=supplied)], str(tiny.student)),
+            ScoringConfig(responses_per_prompt=2, student_format=student_format),
+            EngineContext(policy=policy, models=cache),
         )
 
     with pytest.raises(InvalidInput, match=message) as err:
@@ -349,17 +348,16 @@ def test_responses_cut_at_max_tokens_and_examples_cut_at_max_length_are_reported
 ) -> None:
     prompts = _two_prompts()
     result = rank_teachers(
-        prompts,
-        [
-            Candidate("clipped", model=str(tiny.teachers["tutor"]), max_tokens=3),
-            Candidate("long", responses={"a": ["short", "ok"], "b": ["fine", "word " * 100]}),
-        ],
-        str(tiny.student),
-        policy=policy,
-        models=cache,
-        config=ScoringConfig(
-            responses_per_prompt=2, student_format=StudentFormat(max_length=128, truncate=True)
+        JobInputs(
+            prompts,
+            [
+                Candidate("clipped", model=str(tiny.teachers["tutor"]), max_tokens=3),
+                Candidate("long", responses={"a": ["short", "ok"], "b": ["fine", "word " * 100]}),
+            ],
+            str(tiny.student),
         ),
+        ScoringConfig(responses_per_prompt=2, student_format=StudentFormat(max_length=128, truncate=True)),
+        EngineContext(policy=policy, models=cache),
     )
     by_code = {(w.code, w.numbers.get("candidate")): w for w in result.warnings}
     assert ("few_prompts", None) in by_code
@@ -381,7 +379,7 @@ def test_result_carries_every_predictor_its_uncertainty_and_the_projection(
     for r in rows:
         assert r["score"] == "grace"
         assert r["value"] == r["grace"]
-        assert r["rsr"] > 0
+        assert r["values"]["rsr"] > 0
         assert r["mean_response_tokens"] > 0
     # Every interval the result reports holds the number printed beside it. (Issue 25: on this very
     # job the old bootstrap's per-candidate "interval" sat above its own GRACE value.)
@@ -443,17 +441,18 @@ def test_forward_only_predictors_run_no_backward(
     full = demo[0].candidates
     for name, c in result.candidates.items():
         assert c.grace is None
-        assert c.g_norm is None
-        assert c.g_vendi is None
-        assert c.accuracy is None
-        assert c.rsr == pytest.approx(full[name].rsr, rel=1e-4)  # same responses, no gradients
-        assert c.student_nll == pytest.approx(full[name].student_nll, rel=1e-4)
+        assert c.score("g_norm") is None
+        assert c.score("g_vendi") is None
+        assert c.score("teacher_accuracy") is None
+        # same responses, no gradients
+        assert c.score("rsr") == pytest.approx(full[name].score("rsr"), rel=1e-4)
+        assert c.score("student_nll") == pytest.approx(full[name].score("student_nll"), rel=1e-4)
         assert c.mean_response_tokens == full[name].mean_response_tokens
     assert not any(w.code == "small_sample" for w in result.warnings)
 
 
 def test_projection_identity_is_a_function_of_seed_and_size() -> None:
-    from grace_engine.projection import Block, DenseProjector, FactorizedProjector
+    from grace_engine.science.projection import Block, DenseProjector, FactorizedProjector
 
     blocks = [Block("w", (96, 80)), Block("b", (96,)), Block("e", (50, 8))]
     base = FactorizedProjector(blocks, 32, 7, factor_dim=16).identity()
@@ -476,14 +475,17 @@ def torch_float64() -> Any:
 def test_a_budget_aware_job_stops_early_when_one_candidate_dominates(
     tiny: TinyModels, policy: ModelPolicy, cache: ModelCache, store: DirectoryResponseStore
 ) -> None:
-    from grace_engine.adaptive import RankingBudget
+    from grace_engine.pipelines.context import EngineContext, JobInputs
+    from grace_engine.science.adaptive import RankingBudget
 
     chosen = [c for c in read_candidates(tiny.candidates_file) if c.name in ("tutor-cold", "noise")]
     assert len(chosen) == 2
     prompts = read_prompts(tiny.prompts_file)
     cfg = ScoringConfig(budget=RankingBudget(initial_prompts=8), bootstrap=100)
     result = rank_teachers(
-        prompts, chosen, str(tiny.student), policy=policy, models=cache, responses=store, config=cfg
+        JobInputs(prompts, chosen, str(tiny.student)),
+        cfg,
+        EngineContext(policy=policy, models=cache, responses=store),
     )
     spent = result.budget
     assert spent is not None
@@ -505,10 +507,11 @@ def test_a_budget_aware_job_stops_early_when_one_candidate_dominates(
 def test_a_budget_aware_job_projects_once_and_scores_each_round_at_its_own_dim(
     tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
 ) -> None:
-    from grace_engine.adaptive import RankingBudget
-    from grace_engine.data import clean_solution
-    from grace_engine.scores import auto_proj_dim
-    from grace_engine.tiny_models import gsm8k_records
+    from grace_engine.models.data import clean_solution
+    from grace_engine.models.tiny_models import gsm8k_records
+    from grace_engine.pipelines.context import EngineContext, JobInputs
+    from grace_engine.science.adaptive import RankingBudget
+    from grace_engine.science.grace import auto_proj_dim
 
     records = gsm8k_records()[100:172]
     prompts = [Prompt(f"p{i}", r["question"]) for i, r in enumerate(records)]
@@ -520,7 +523,9 @@ def test_a_budget_aware_job_projects_once_and_scores_each_round_at_its_own_dim(
     def rank(names: dict[str, dict[str, list[str]]], **kw: Any) -> Any:
         chosen = [Candidate(n, responses=r, responses_per_prompt=2) for n, r in names.items()]
         cfg = ScoringConfig(responses_per_prompt=2, bootstrap=60, predictors=("grace", "g_norm"), **kw)
-        return rank_teachers(prompts, chosen, str(tiny.student), policy=policy, models=cache, config=cfg)
+        return rank_teachers(
+            JobInputs(prompts, chosen, str(tiny.student)), cfg, EngineContext(policy=policy, models=cache)
+        )
 
     d_full = auto_proj_dim(72, 2)
     assert d_full > auto_proj_dim(8, 2)  # the sample is large enough for the rounds' d to grow
@@ -537,7 +542,8 @@ def test_a_budget_aware_job_projects_once_and_scores_each_round_at_its_own_dim(
         assert swept.candidates[name].grace.score == pytest.approx(
             full.candidates[name].grace.score, rel=1e-6
         )
-        assert swept.candidates[name].g_norm == pytest.approx(full.candidates[name].g_norm, rel=1e-6)
+        swept_norm, full_norm = swept.candidates[name].score("g_norm"), full.candidates[name].score("g_norm")
+        assert swept_norm == pytest.approx(full_norm, rel=1e-6)
     quick = rank({"gold": gold, "noise": noise}, budget=RankingBudget(initial_prompts=8))
     assert quick.budget is not None
     assert quick.budget.stopped == "settled"

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from grace_engine.errors import InvalidInput
-from grace_engine.scaling import (
+from grace_engine.science.scaling import (
     SCENARIOS,
     TEACHER_BOUNDS,
     Coefficients,

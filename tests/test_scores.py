@@ -11,16 +11,35 @@ import numpy as np
 import pytest
 
 from grace_engine.errors import InvalidInput
-from grace_engine.scores import (
+from grace_engine.science.evidence import Evidence, GraceSettings
+from grace_engine.science.grace import (
     answers_match,
     extract_answer,
-    g_norm,
-    g_vendi,
     grace,
     log_length_factor,
-    student_nll,
     teacher_accuracy,
 )
+from grace_engine.science.predictors import value as predictor_value
+
+
+def _on_rows(
+    name: str, gradients: object = None, losses: object = None, n_tokens: object = None
+) -> float | None:
+    """Predictor ``name`` on one response per prompt with these rows (what is not given is zero)."""
+    g = np.asarray(
+        gradients if gradients is not None else np.zeros((len(np.asarray(losses)), 0)), dtype=float
+    )
+    rows = g.shape[0]
+    zeros = np.zeros(rows)
+    ev = Evidence(
+        g,
+        zeros if losses is None else np.asarray(losses, dtype=float),
+        np.ones(rows) if n_tokens is None else np.asarray(n_tokens, dtype=float),
+        zeros,
+        np.full(rows, np.nan),
+        1,
+    )
+    return predictor_value(name, ev, GraceSettings())
 
 
 def reference_grace(g: np.ndarray, m: int, splits: int = 10, f: float = 0.1, nu: float = 1e-3) -> float:
@@ -57,7 +76,7 @@ def _prompt_major(rng: np.random.Generator, n: int, m: int, d: int) -> np.ndarra
 def test_grace_of_many_subsets_is_grace_of_each(n: int, m: int, d: int, b: int) -> None:
     """Stacked splits (both the X^T X and the row-space cases) against the slow reference, subset
     by subset, rows taken in the subset's order."""
-    from grace_engine.scores import grace_subsets
+    from grace_engine.science.grace import grace_subsets
 
     rng = np.random.default_rng(n * d + b)
     g = _prompt_major(rng, n, m, d)
@@ -171,21 +190,21 @@ def test_grace_rejects_bad_settings() -> None:
 
 def test_g_norm_hand_computed() -> None:
     g = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])
-    assert g_norm(g) == pytest.approx((25 + 1 + 0) / 3)
+    assert _on_rows("g_norm", g) == pytest.approx((25 + 1 + 0) / 3)
 
 
 def test_g_vendi_hand_computed() -> None:
-    assert g_vendi(np.eye(4) * np.array([[1.0], [2.0], [3.0], [4.0]])) == pytest.approx(4.0)
-    assert g_vendi(np.array([[1.0, 1.0], [2.0, 2.0], [-3.0, -3.0]])) == pytest.approx(1.0)
+    assert _on_rows("g_vendi", np.eye(4) * np.array([[1.0], [2.0], [3.0], [4.0]])) == pytest.approx(4.0)
+    assert _on_rows("g_vendi", np.array([[1.0, 1.0], [2.0, 2.0], [-3.0, -3.0]])) == pytest.approx(1.0)
     # Two orthogonal directions holding 3 and 1 of 4 unit rows: p = (3/4, 1/4).
     rows = np.array([[1.0, 0], [2.0, 0], [5.0, 0], [0, 7.0]])
     p = np.array([0.75, 0.25])
-    assert g_vendi(rows) == pytest.approx(math.exp(-np.sum(p * np.log(p))))
-    assert g_vendi(np.zeros((3, 2))) == 0.0
+    assert _on_rows("g_vendi", rows) == pytest.approx(math.exp(-np.sum(p * np.log(p))))
+    assert _on_rows("g_vendi", np.zeros((3, 2))) == 0.0
 
 
 def test_student_nll_is_token_weighted() -> None:
-    assert student_nll([1.0, 4.0], [3, 1]) == pytest.approx((3 * 1.0 + 4.0) / 4)
+    assert _on_rows("student_nll", losses=[1.0, 4.0], n_tokens=[3, 1]) == pytest.approx((3 * 1.0 + 4.0) / 4)
 
 
 def test_log_length_factor() -> None:
@@ -249,7 +268,7 @@ def test_teacher_accuracy_uses_gsm8k_reference_and_skips_unanswered() -> None:
 )
 def test_auto_proj_dim_keeps_the_papers_rows_per_dimension(n: int, m: int, d: int) -> None:
     """The largest power of two with rows / d at least the paper's 1844 / 512, within [16, 512]."""
-    from grace_engine.scores import auto_proj_dim, train_rows
+    from grace_engine.science.grace import auto_proj_dim, train_rows
 
     assert auto_proj_dim(n, m) == d
     rows = train_rows(n, m, 0.1)

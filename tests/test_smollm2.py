@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from grace_engine.errors import InvalidInput, ModelNotFound
-from grace_engine.smollm2 import MARKER, convert_smollm2, install_hint, locate_gguf, read_conversion
+from grace_engine.models.smollm2 import MARKER, convert_smollm2, install_hint, locate_gguf, read_conversion
 
 
 def test_the_marker_records_the_wheel_and_every_file(smollm2_dir: Path) -> None:

@@ -8,9 +8,9 @@ import string
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grace_engine.data import read_prompts
-from grace_engine.generation import GenerationSettings, TransformersBackend, read_candidates
-from grace_engine.tiny_models import N_DEMO_PROMPTS, TinyModels, gsm8k_records
+from grace_engine.models.data import read_prompts
+from grace_engine.models.generation import GenerationSettings, TransformersBackend, read_candidates
+from grace_engine.models.tiny_models import N_DEMO_PROMPTS, TinyModels, gsm8k_records
 
 
 def _load(path: object) -> tuple[object, object]:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from grace_engine import crossval, learning_curve
-from grace_engine.caveats import unsettled
-from grace_engine.near_duplicates import find_copies
-from grace_engine.predictors import Evidence, GraceSettings, value
-from grace_engine.uncertainty import Draws, rank_uncertainty, subsample_plan
+from grace_engine.science import crossval, learning_curve
+from grace_engine.science.caveats import unsettled
+from grace_engine.science.near_duplicates import find_copies
+from grace_engine.science.predictors import PREDICTORS, Evidence, GraceSettings, value
+from grace_engine.science.uncertainty import Draws, rank_uncertainty, subsample_plan
 from tests.test_adaptive import _full
 
 
@@ -95,9 +95,12 @@ def test_near_identical_texts_cluster_and_different_ones_do_not() -> None:
 @pytest.mark.parametrize("name", ["g_norm", "length", "student_nll", "rsr", "teacher_accuracy"])
 def test_mean_contributions_average_to_the_predictor(name: str) -> None:
     ev = _evidence(np.random.default_rng(2), 15, 3, 5)
-    assert float(np.nanmean(crossval.mean_contributions(name, ev))) == pytest.approx(
-        value(name, ev, GraceSettings()), rel=1e-12
-    )
+    contributions = PREDICTORS[name].contributions
+    assert contributions is not None
+    folds = crossval.fold_assignment(ev.n_prompts, repeats=2)
+    per_prompt = contributions(ev, folds, GraceSettings(), None)
+    assert per_prompt.shape == folds.shape
+    assert float(np.nanmean(per_prompt[1])) == pytest.approx(value(name, ev, GraceSettings()), rel=1e-12)
 
 
 def test_an_untrained_comparison_is_scipys_paired_t_and_wilcoxon() -> None:
@@ -243,7 +246,7 @@ def test_units_draws_give_the_joint_uncertainty_and_survive_json() -> None:
 
 @pytest.mark.parametrize("n", [5, 7])
 def test_spearman_permutation_p_is_scipys_exact_permutation_test(n: int) -> None:
-    from grace_engine.permutation import spearman_p
+    from grace_engine.science.permutation import spearman_p
 
     rng = np.random.default_rng(n)
     x, y = rng.normal(size=n), rng.normal(size=n) + 0.5 * np.arange(n)
@@ -259,7 +262,7 @@ def test_spearman_permutation_p_is_scipys_exact_permutation_test(n: int) -> None
 
 
 def test_critical_rho_is_the_textbook_table_and_monte_carlo_above_ten() -> None:
-    from grace_engine.permutation import MONTE_CARLO, critical_rho, spearman_p
+    from grace_engine.science.permutation import MONTE_CARLO, critical_rho, spearman_p
 
     table = {5: 0.900, 6: 0.829, 7: 0.714, 8: 0.643, 9: 0.600, 10: 0.564}
     for n, rho in table.items():

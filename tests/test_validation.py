@@ -14,35 +14,44 @@ from scipy import stats
 
 from grace_cli.main import main
 from grace_cli.report import format_validation
-from grace_engine import caveats
-from grace_engine.config import ScoringConfig
-from grace_engine.data import (
+from grace_engine.errors import InvalidInput
+from grace_engine.memory import GB, PLANNED_SHARE, MemoryBudget, module_bytes, resident_bytes
+from grace_engine.models.data import (
+    ReferenceExample,
     StudentExample,
     StudentFormat,
-    ValidationExample,
     clean_solution,
     encode_for_student,
     read_prompts,
-    read_validation,
+    read_references,
 )
-from grace_engine.distillation import DistillConfig, _trainable_copy, distil, micro_batch, training_cost
-from grace_engine.errors import InvalidInput
-from grace_engine.evaluation import evaluate
-from grace_engine.generation import Candidate
-from grace_engine.gradient_store import DirectoryGradientStore
-from grace_engine.memory import GB, PLANNED_SHARE, MemoryBudget, module_bytes, resident_bytes
-from grace_engine.models import ModelCache, ModelPolicy, resolve_model
-from grace_engine.progress import ProgressEvent
-from grace_engine.responses import DirectoryResponseStore
-from grace_engine.tiny_models import TinyModels, gsm8k_records
-from grace_engine.validation import (
+from grace_engine.models.generation import Candidate
+from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
+from grace_engine.models.tiny_models import TinyModels, gsm8k_records
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext
+from grace_engine.pipelines.distillation import (
+    DistillConfig,
+    _trainable_copy,
+    distil,
+    micro_batch,
+    training_cost,
+)
+from grace_engine.pipelines.validation import (
     CandidateValidation,
     ValidationConfig,
+    ValidationInputs,
+    ValidationSpec,
     correlate,
     kendall_tau_b,
     run_validation,
     validate_candidate,
 )
+from grace_engine.progress import ProgressEvent
+from grace_engine.science import caveats
+from grace_engine.science.evaluation import evaluate
+from grace_engine.stores.gradient_store import DirectoryGradientStore
+from grace_engine.stores.response_store import DirectoryResponseStore
 
 
 def _named(values: list[float]) -> dict[str, float]:
@@ -243,9 +252,15 @@ def test_every_candidate_gets_an_outcome_and_the_report_shape(validated: dict[st
         assert len(o["per_seed"]) == 3
         assert o["eval_nll"] == pytest.approx(np.mean([s["eval_nll"] for s in o["per_seed"]]))
         assert "score" in c["grace"]
-        assert "g_norm" in c
-        assert "g_vendi" in c
-        assert "student_nll" in c
+        assert set(c["values"]) == {
+            "grace",
+            "g_norm",
+            "g_vendi",
+            "student_nll",
+            "rsr",
+            "length",
+            "teacher_accuracy",
+        }
     for score in ("grace", "g_norm", "g_vendi", "student_nll", "rsr", "length", "teacher_accuracy"):
         assert set(validated["correlations"][score]) >= {
             "spearman",
@@ -298,10 +313,10 @@ def test_reported_correlations_recompute_from_reported_values(validated: dict[st
     nll = np.array([cands[n]["outcome"]["eval_nll"] for n in names])
     values = {
         "grace": ([cands[n]["grace"]["score"] for n in names], True),
-        "g_norm": ([cands[n]["g_norm"] for n in names], True),
-        "g_vendi": ([cands[n]["g_vendi"] for n in names], False),
-        "student_nll": ([cands[n]["student_nll"] for n in names], True),
-        "rsr": ([cands[n]["rsr"] for n in names], True),
+        "g_norm": ([cands[n]["values"]["g_norm"] for n in names], True),
+        "g_vendi": ([cands[n]["values"]["g_vendi"] for n in names], False),
+        "student_nll": ([cands[n]["values"]["student_nll"] for n in names], True),
+        "rsr": ([cands[n]["values"]["rsr"] for n in names], True),
         "length": ([cands[n]["mean_response_tokens"] for n in names], False),
     }
     for score, (raw, lower_is_better) in values.items():
@@ -317,12 +332,12 @@ def test_reported_correlations_recompute_from_reported_values(validated: dict[st
 
 
 @pytest.fixture(scope="module")
-def tutor_set(tiny: TinyModels) -> tuple[Any, list[StudentExample], list[ValidationExample]]:
+def tutor_set(tiny: TinyModels) -> tuple[Any, list[StudentExample], list[ReferenceExample]]:
     policy = ModelPolicy.from_paths([tiny.root])
     student = ModelCache(policy).get(resolve_model(str(tiny.student), policy, field="student"))
     by_id = {f"gsm8k-{r['idx']}": r for r in gsm8k_records()}
     prompts = read_prompts(tiny.prompts_file)[:12]
-    own = [ValidationExample(p.prompt, clean_solution(by_id[p.id]["answer"])) for p in prompts]
+    own = [ReferenceExample(p.prompt, clean_solution(by_id[p.id]["answer"])) for p in prompts]
     examples = [encode_for_student(student.tokenizer, v.prompt, v.solution, StudentFormat()) for v in own]
     return student, examples, own
 
@@ -389,19 +404,24 @@ def test_the_budget_changes_micro_batches_not_what_is_learnt(tutor_set: Any) -> 
 def test_validation_settings_are_checked_before_any_work(tiny: TinyModels) -> None:
     policy = ModelPolicy.from_paths([tiny.root])
     prompts = read_prompts(tiny.prompts_file)
-    no_answers = [ValidationExample("What is 2 + 2?", "4")]
+    no_answers = [ReferenceExample("What is 2 + 2?", "4")]
     with pytest.raises(InvalidInput) as err:
         run_validation(
-            prompts, [], str(tiny.student), no_answers, policy=policy,
-            validation=ValidationConfig(outcome="accuracy"),
-        )  # fmt: skip
+            ValidationInputs(prompts, [], str(tiny.student), eval_set=no_answers),
+            ValidationSpec(validation=ValidationConfig(outcome="accuracy")),
+            EngineContext(policy=policy),
+        )
     assert err.value.field == "eval[0].answer"
     with pytest.raises(InvalidInput) as err:
-        DistillConfig(method="adapter").validate()  # type: ignore[arg-type]
+        DistillConfig(method="adapter").check()  # type: ignore[arg-type]
     assert err.value.field == "method"
-    too_long = [ValidationExample("q " * 2000, "s")]
+    too_long = [ReferenceExample("q " * 2000, "s")]
     with pytest.raises(InvalidInput) as err:
-        run_validation(prompts, [], str(tiny.student), too_long, policy=policy)
+        run_validation(
+            ValidationInputs(prompts, [], str(tiny.student), eval_set=too_long),
+            ValidationSpec(),
+            EngineContext(policy=policy),
+        )
     assert err.value.field == "eval[0].solution"
 
 
@@ -419,25 +439,21 @@ def test_candidates_validated_alone_finish_into_the_whole_jobs_result(
         for c in json.loads(tiny.candidates_file.read_text())["candidates"]
         if c["name"] in keep
     ]
-    eval_set = read_validation(tiny.eval_file)[:4]
-    common: dict[str, Any] = {
-        "policy": policy,
-        "config": ScoringConfig(responses_per_prompt=2),  # d "auto": resolved for all candidates
-        "validation": ValidationConfig(
+    eval_set = read_references(tiny.eval_file)[:4]
+    inputs = ValidationInputs(prompts, candidates, str(tiny.student), eval_set=eval_set)
+    spec = ValidationSpec(
+        scoring=ScoringConfig(responses_per_prompt=2),  # d "auto": resolved for all candidates
+        validation=ValidationConfig(
             distill=DistillConfig(method="full", max_steps=2, batch_size=4, learning_rate=1e-3),
             train_seeds=(0, 1),
             eval_max_tokens=4,
         ),
-        "responses": DirectoryResponseStore(tmp_path / "responses"),
-    }
-    whole = run_validation(prompts, candidates, str(tiny.student), eval_set, **common)
+    )
+    responses = DirectoryResponseStore(tmp_path / "responses")
+    whole = run_validation(inputs, spec, EngineContext(policy=policy, responses=responses))
     store = DirectoryGradientStore(tmp_path / "gradients", max_bytes=10**9)
-    parts = {
-        c.name: validate_candidate(
-            prompts, candidates, c.name, str(tiny.student), eval_set, gradients=store, **common
-        )
-        for c in candidates
-    }
+    units = EngineContext(policy=policy, responses=responses, gradients=store)
+    parts = {c.name: validate_candidate(inputs, spec, units, c.name) for c in candidates}
     stored = sorted(p.name for p in store.root.rglob("*"))
     assert len(stored) >= len(candidates)
     events: list[ProgressEvent] = []
@@ -452,10 +468,8 @@ def test_candidates_validated_alone_finish_into_the_whole_jobs_result(
         assert r.ranking is not None
         assert r.ranking.uncertainty is not None
         draws[n] = r.ranking.uncertainty.draws[n]
-    finished = run_validation(
-        prompts, candidates, str(tiny.student), eval_set, gradients=store, bootstrap_draws=draws,
-        distilled=distilled, progress=events.append, **common,
-    )  # fmt: skip
+    last = EngineContext(policy=policy, responses=responses, gradients=store, progress=events.append)
+    finished = run_validation(inputs, spec, last, distilled=distilled, known=draws)
     assert not [e for e in events if e.stage == "distil"]
     gradients = [e for e in events if e.stage == "gradients"]  # found in the store: at once, done
     assert sorted(e.candidate or "" for e in gradients) == sorted(keep)
@@ -478,5 +492,5 @@ def test_candidates_validated_alone_finish_into_the_whole_jobs_result(
         )
     assert finished.ranking.uncertainty == whole.ranking.uncertainty
     with pytest.raises(InvalidInput) as err:
-        validate_candidate(prompts, candidates, "nobody", str(tiny.student), eval_set, **common)
+        validate_candidate(inputs, spec, EngineContext(policy=policy), "nobody")
     assert err.value.field == "candidates"

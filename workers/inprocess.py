@@ -19,46 +19,46 @@ _STOP = "__stop__"
 
 
 class InProcessQueue:
-    """A FIFO of unit ids drained by a single thread that runs them with ``runner``."""
+    """A FIFO of unit keys drained by a single thread that runs them with ``runner``."""
 
     def __init__(self, runner: JobRunner) -> None:
         self.runner = runner
-        self._ids: queue.Queue[str] = queue.Queue()
+        self._keys: queue.Queue[str] = queue.Queue()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._drain, name="grace-inprocess-worker", daemon=True)
         self._thread.start()
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, key: str) -> None:
         with self._lock:
-            self._pending.add(job_id)
-        self._ids.put(job_id)
+            self._pending.add(key)
+        self._keys.put(key)
 
-    def is_pending(self, job_id: str) -> bool:
+    def is_pending(self, key: str) -> bool:
         with self._lock:
-            return job_id in self._pending
+            return key in self._pending
 
-    def taken(self, job_id: str) -> None:
+    def taken(self, key: str) -> None:
         with self._lock:
-            self._pending.discard(job_id)
+            self._pending.discard(key)
 
     def depth(self) -> int | None:
-        return self._ids.qsize()
+        return self._keys.qsize()
 
     def ping(self) -> bool:
         return self._thread.is_alive()
 
     def close(self) -> None:
-        self._ids.put(_STOP)
+        self._keys.put(_STOP)
         self._thread.join(timeout=5)
 
     def _drain(self) -> None:
-        while (job_id := self._ids.get()) != _STOP:
-            self.taken(job_id)
+        while (key := self._keys.get()) != _STOP:
+            self.taken(key)
             try:
-                self.runner.run(job_id)
+                self.runner.run(key)
             except Exception:  # keep the thread alive for the next job
-                log.exception("in-process worker failed on job %s", job_id)
+                log.exception("in-process worker failed on unit %s", key)
 
 
 class EmbeddedWorker:

@@ -19,6 +19,7 @@ from dramatiq import Worker
 from grace_infra.db.session import make_engine, make_session_factory
 from grace_infra.queue import ACTOR_NAME, RedisJobQueue, make_broker
 from grace_infra.settings import Settings
+from grace_jobs.lifecycle import Outcome
 from workers.reconciler import Reconciler
 from workers.runner import JobRunner
 from workers.webhooks import Dispatcher
@@ -45,13 +46,13 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
     stop = stop or threading.Event()
     runner = JobRunner(settings, session_factory, shutdown=stop)
 
-    def run_job(job_id: str) -> None:
-        queue.taken(job_id)
-        if runner.run(job_id) == "handed_back":
-            queue.enqueue(job_id)  # at once, for another worker; the reconciler would only later
+    def run_unit(key: str) -> None:
+        queue.taken(key)
+        if runner.run(key) == Outcome.HANDED_BACK:
+            queue.enqueue(key)  # at once, for another worker; the reconciler would only later
 
     dramatiq.actor(
-        run_job,
+        run_unit,
         broker=broker,
         actor_name=ACTOR_NAME,
         queue_name=settings.queue_name,

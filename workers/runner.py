@@ -1,7 +1,7 @@
-"""Running one unit of a job in a worker: claim it, run the engine (``rank_teachers`` for the whole
-job or one candidate, ``run_influence``, ``run_validation`` or ``validate_candidate``) with
-progress, heartbeats and cancellation, and write the outcome; after a fanned-out job's last unit,
-assemble its ranking. The state transitions themselves are :mod:`grace_jobs.lifecycle`'s, each
+"""Running one unit of a job in a worker: claim it, run its kind's unit (:mod:`grace_jobs.kinds`:
+a candidate's part, or the whole job) in an :class:`~grace_engine.pipelines.context.EngineContext`
+with progress, heartbeats and cancellation, and write the outcome; after a fanned-out job's last
+unit, assemble it. The state transitions themselves are :mod:`grace_jobs.lifecycle`'s, each
 retried through a database outage.
 """
 
@@ -16,42 +16,36 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from grace_engine.data import Prompt
-from grace_engine.errors import Cancelled, GraceError, InvalidInput, as_candidate
-from grace_engine.generation import (
+from grace_engine.errors import Cancelled, GraceError, InvalidInput
+from grace_engine.memory import MemoryBudget
+from grace_engine.models.data import Prompt
+from grace_engine.models.generation import (
     Generated,
+    GenerationBackend,
     TransformersBackend,
     VllmBackend,
     generated_from_json,
     generated_to_json,
     select_backend,
 )
-from grace_engine.gradient_store import StoredGradients
-from grace_engine.influence_job import run_influence
-from grace_engine.job import prepare_job
-from grace_engine.memory import MemoryBudget
-from grace_engine.models import ModelCache
+from grace_engine.models.loading import ModelCache
+from grace_engine.pipelines.context import EngineContext
 from grace_engine.progress import ProgressEvent
-from grace_engine.responses import GenerationBackend
-from grace_engine.results import RankingResult
-from grace_engine.scoring import rank_teachers
-from grace_engine.uncertainty import Draws
-from grace_engine.validation import CandidateRun, CandidateValidation, run_validation, validate_candidate
+from grace_engine.stores.gradient_store import StoredGradients
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Dataset, GradientSet, Job, JobStatus, JobUnit, ResponseSet
 from grace_infra.settings import Settings
-from grace_jobs import lifecycle
-from grace_jobs.lifecycle import LIVE
+from grace_jobs import kinds, lifecycle
+from grace_jobs.lifecycle import LIVE, Outcome, Transition
 from grace_jobs.policy import policy_from
-from grace_jobs.requests import InfluenceCreate, JobCreate, ValidationCreate, engine_prompts
-from grace_jobs.results import Result, write_result
+from grace_jobs.requests import JobCreate, engine_prompts
 
 log = logging.getLogger("grace.worker")
 T = TypeVar("T")
@@ -86,13 +80,20 @@ def _retried(method: Callable[Concatenate[JobRunner, P], T]) -> Callable[Concate
     return wrapper
 
 
+@dataclass(frozen=True)
+class LoadedJob:
+    """A job as a unit runs it: its kind, its request (as the kind's model), tenant, prompts, and
+    the unit's candidate (None: the whole job)."""
+
+    kind: kinds.AnyKind
+    request: JobCreate
+    tenant_id: str
+    prompts: list[Prompt]
+    candidate: str | None
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def _draws(units: dict[str, dict[str, Any]]) -> dict[str, Draws]:
-    """Each candidate unit's uncertainty draws (:meth:`JobRunner._unit_done`)."""
-    return {c: Draws.from_json(r["draws"]) for c, r in units.items() if "draws" in r}
 
 
 class _TenantRows:
@@ -148,7 +149,7 @@ class DbResponseStore(_TenantRows):
 
 
 class DbGradientStore(_TenantRows):
-    """Projected gradients kept in ``gradient_sets`` (:mod:`grace_engine.gradient_store`), scoped to
+    """Projected gradients kept in ``gradient_sets`` (:mod:`grace_engine.stores.gradient_store`), scoped to
     the tenant, at most ``max_bytes`` in all: after a put the least recently used go first. In the
     database rather than on a worker's disk, so every worker (and, with fan-out, the one that
     assembles a ranking) reads what any other stored."""
@@ -360,44 +361,48 @@ class JobRunner:
                 max_attempts=self.settings.max_attempts,
             )
 
-    def run(self, key: str) -> str:
+    def run(self, key: str) -> Transition:
         """Claim and run the unit ``key`` (:func:`~grace_jobs.lifecycle.unit_key`; a job id: its
-        first unit), and assemble the ranking when it was the job's last; returns the outcome
-        (``skipped`` when not claimable)."""
+        first unit), and assemble the job when it was its last; returns the outcome (``skipped``
+        when not claimable)."""
         job_id, position = lifecycle.parse_unit_key(key)
         if not self.claim(job_id, position):
             if self._awaiting_assembly(job_id):
                 return self._assemble(job_id)
             log.info("unit %s not claimable (finished, cancelled, or owned by a live worker); skipped", key)
-            return "skipped"
+            return Outcome.SKIPPED
         log.info("unit %s claimed by %s", key, self.worker_id)
         released: list[int] = []
         with UnitSession(self, job_id, position) as us:
 
-            def work() -> str:
-                request, candidate, result = self._execute(job_id, position, us)
-                if candidate is None:
-                    assert result is not None
-                    assert not isinstance(result, CandidateRun)
-                    return self._store(job_id, request, result, position)
-                outcome = self._unit_done(job_id, position, result)
-                if outcome == "release":  # plan_units puts the whole-job unit after the candidates'
-                    released.append(len(request.candidates))
+            def work() -> Transition:
+                job = self._load(job_id, position)
+                ctx = self._context(job, us.update, us.should_cancel)
+                if job.candidate is None:
+                    result = job.kind.run_whole(job.request, job.prompts, self._unit_results(job_id), ctx)
+                    return self._store(job_id, job, result, position)
+                own = job.kind.run_candidate(job.request, job.prompts, job.candidate, ctx)
+                outcome = self._unit_done(job_id, position, own)
+                if outcome == Outcome.RELEASE:  # plan_units puts the whole-job unit after the candidates'
+                    released.append(len(job.request.candidates))
                 return outcome
 
-            def end(status: JobStatus, code: str | None, message: str | None) -> str:
+            def end(status: JobStatus, code: str | None, message: str | None) -> Transition:
                 if status == JobStatus.CANCELLED and self.shutdown.is_set():
                     return self._hand_back(job_id, position)
                 return self._finish(job_id, position, status, code, message)
 
             outcome = self._guarded(job_id, work, end)
-        if outcome == "release":  # this worker goes on with the job's last unit at once
+        if outcome == Outcome.RELEASE:  # this worker goes on with the job's last unit at once
             return self.run(lifecycle.unit_key(job_id, released[0]))
-        return self._assemble(job_id) if outcome == "assemble" else outcome
+        return self._assemble(job_id) if outcome == Outcome.ASSEMBLE else outcome
 
     def _guarded(
-        self, job_id: str, work: Callable[[], str], end: Callable[[JobStatus, str | None, str | None], str]
-    ) -> str:
+        self,
+        job_id: str,
+        work: Callable[[], Transition],
+        end: Callable[[JobStatus, str | None, str | None], Transition],
+    ) -> Transition:
         """``work()``'s outcome, or ``end(status, code, message)``'s when it stopped: cancelled, or
         failed (bad input: its code; a bug: ``internal_error``)."""
         try:
@@ -412,120 +417,55 @@ class JobRunner:
             log.exception(
                 "job %s: database unreachable past the stale bound; left for the reconciler", job_id
             )
-            return "outage"
+            return Outcome.OUTAGE
         except Exception as exc:
             log.exception("job %s failed", job_id)
             return end(JobStatus.FAILED, "internal_error", f"{type(exc).__name__}: {exc}")
 
     @_retried
-    def _load(
-        self, job_id: str, position: int | None = None
-    ) -> tuple[JobCreate, str, list[Prompt], str | None]:
-        """The job's request (as its kind's schema), tenant id, prompts, and the candidate of unit
-        ``position`` (None: the whole job)."""
+    def _load(self, job_id: str, position: int | None = None) -> LoadedJob:
+        """The job as its kind reads it, and the candidate of unit ``position`` (None: the whole job)."""
         with self.session_factory() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            schemas: dict[str, type[JobCreate]] = {
-                "influence": InfluenceCreate,
-                "validation": ValidationCreate,
-            }
-            request = schemas.get(job.kind, JobCreate).model_validate(job.request)
+            kind = kinds.get(job.kind, self.settings.job_kinds)
+            request = kind.request.model_validate(job.request)
             unit = next((u for u in job.units if u.position == position), None)
             candidate = unit.candidate if unit is not None else None
             if request.prompts is not None:
-                return request, job.tenant_id, engine_prompts(request.prompts), candidate
-            dataset = session.get(Dataset, request.dataset_id)
-            if dataset is None:  # deleted between the job's acceptance and its run
-                raise InvalidInput("the job's dataset was deleted before the job ran", field="dataset_id")
-            return request, job.tenant_id, engine_prompts(dataset.prompts), candidate
+                raw: list[Any] = list(request.prompts)
+            else:
+                dataset = session.get(Dataset, request.dataset_id)
+                if dataset is None:  # deleted between the job's acceptance and its run
+                    raise InvalidInput("the job's dataset was deleted before the job ran", field="dataset_id")
+                raw = dataset.prompts
+            return LoadedJob(kind, request, job.tenant_id, engine_prompts(raw), candidate)
 
-    def _shared(
-        self,
-        request: JobCreate,
-        tenant_id: str,
-        progress: Callable[[ProgressEvent], None],
-        should_cancel: Callable[[], bool],
-    ) -> dict[str, Any]:
-        """What every engine call of a job is given: policy, config, teacher backend, model cache,
-        response store, memory budget, progress and cancellation."""
-        config = replace(request.scoring.to_engine(), release_below_gb=self.settings.vllm_release_below_gb)
-        return {
-            "policy": self.policy,
-            "config": config,
-            "generator": self.backend(request.scoring.generation_backend),
-            "models": self.models,
-            "responses": DbResponseStore(self.session_factory, tenant_id, self.through_outage),
-            "progress": progress,
-            "should_cancel": should_cancel,
-            "budget": MemoryBudget.from_gb(self.settings.memory_budget_gb),
-        }
-
-    def _gradient_store(self, tenant_id: str) -> DbGradientStore | None:
-        if self.settings.gradient_store_mb <= 0:
-            return None
-        return DbGradientStore(
-            self.session_factory, tenant_id, self.settings.gradient_store_mb << 20, self.through_outage
+    def _context(
+        self, job: LoadedJob, progress: Callable[[ProgressEvent], None], should_cancel: Callable[[], bool]
+    ) -> EngineContext:
+        """What the engine runs a unit of ``job`` in: this worker's policy, model cache, teacher
+        backend and memory budget; the tenant's response and gradient stores; the unit's progress and
+        cancel poll."""
+        gradients = None
+        if self.settings.gradient_store_mb > 0:
+            gradients = DbGradientStore(
+                self.session_factory,
+                job.tenant_id,
+                self.settings.gradient_store_mb << 20,
+                self.through_outage,
+            )
+        return EngineContext(
+            policy=self.policy,
+            models=self.models,
+            responses=DbResponseStore(self.session_factory, job.tenant_id, self.through_outage),
+            gradients=gradients,
+            generator=self.backend(job.request.scoring.generation_backend),
+            budget=MemoryBudget.from_gb(self.settings.memory_budget_gb),
+            progress=progress,
+            should_cancel=should_cancel,
+            release_below_gb=self.settings.vllm_release_below_gb,
         )
-
-    def _execute(
-        self, job_id: str, position: int, us: UnitSession
-    ) -> tuple[JobCreate, str | None, Result | CandidateRun | None]:
-        """Run unit ``position``: the whole job (with what its candidate units left: distilled
-        students, bootstrap draws, and in the stores responses and gradients); or one candidate of
-        a scoring job, scored under the job's one projection (its d resolved for all its
-        candidates) with its gradients stored for the assembly; or one candidate of a validation
-        job, distilled (:func:`~grace_engine.validation.validate_candidate`); or one candidate's
-        responses of an influence job, stored for its whole-job unit. Returns the request, the
-        unit's candidate and its result (None for responses alone)."""
-        request, tenant_id, prompts, candidate = self._load(job_id, position)
-        candidates = [c.to_engine() for c in request.candidates]
-        shared = self._shared(request, tenant_id, us.update, us.should_cancel)
-        store = self._gradient_store(tenant_id)
-        if isinstance(request, ValidationCreate):
-            run = {
-                "prompts": prompts,
-                "candidates": candidates,
-                "student": request.student,
-                "eval_set": request.eval_examples(),
-                "validation": request.to_validation(),
-                "gradients": store,
-                **shared,
-            }
-            if candidate is not None:
-                return request, candidate, validate_candidate(name=candidate, **run)
-            units = self._unit_results(job_id)
-            distilled = {
-                c: CandidateValidation.from_dict(r["validation"])
-                for c, r in units.items()
-                if "validation" in r
-            }
-            draws = _draws(units)
-            return request, None, run_validation(distilled=distilled, bootstrap_draws=draws or None, **run)
-        index = [c.name for c in candidates].index(candidate) if candidate is not None else 0
-        if isinstance(request, InfluenceCreate):
-            if candidate is not None:
-                with as_candidate(index):
-                    prepare_job(prompts, [candidates[index]], request.student, **shared)
-                return request, candidate, None
-            examples = request.validation_examples()
-            return (
-                request,
-                None,
-                run_influence(
-                    prompts, candidates, request.student, examples, method=request.method, **shared
-                ),
-            )
-        if candidate is None:
-            return (
-                request,
-                None,
-                rank_teachers(prompts, candidates, request.student, gradients=store, **shared),
-            )
-        shared["config"] = shared["config"].resolved(len(prompts), candidates)
-        with as_candidate(index):
-            result = rank_teachers(prompts, [candidates[index]], request.student, gradients=store, **shared)
-        return request, candidate, result
 
     @_retried
     def _awaiting_assembly(self, job_id: str) -> bool:
@@ -534,12 +474,10 @@ class JobRunner:
                 session, job_id, stale_after_seconds=self.settings.stale_after_seconds
             )
 
-    def _assemble(self, job_id: str) -> str:
-        """Rank a fanned-out job's candidates together from the gradients its units stored (no model
-        is loaded while they are all there) and write the results, at most once per job
-        (:func:`grace_jobs.lifecycle.succeed`)."""
-        request, tenant_id, prompts, _ = self._load(job_id)
-        draws = _draws(self._unit_results(job_id))
+    def _assemble(self, job_id: str) -> Transition:
+        """Assemble a fanned-out job from what its candidate units left (a scoring job: its ranking
+        from the gradients they stored, no model loaded while they are all there) and write the
+        results, at most once per job (:func:`grace_jobs.lifecycle.succeed`)."""
         last_poll = [0.0]
 
         def stage(event: ProgressEvent) -> None:
@@ -552,19 +490,17 @@ class JobRunner:
             last_poll[0] = now
             return self._job_status(job_id) != JobStatus.RUNNING
 
-        def work() -> str:
+        def work() -> Transition:
+            job = self._load(job_id)
             self._set_stage(job_id, "assemble")
-            candidates = [c.to_engine() for c in request.candidates]
-            shared = self._shared(request, tenant_id, stage, stopped)
-            store = self._gradient_store(tenant_id)
-            result = rank_teachers(
-                prompts, candidates, request.student, gradients=store, bootstrap_draws=draws, **shared
-            )
-            return self._store(job_id, request, result, None)
+            ctx = self._context(job, stage, stopped)
+            result = job.kind.run_whole(job.request, job.prompts, self._unit_results(job_id), ctx)
+            return self._store(job_id, job, result, None)
 
-        def end(status: JobStatus, code: str | None, message: str | None) -> str:
+        def end(status: JobStatus, code: str | None, message: str | None) -> Transition:
             if status == JobStatus.CANCELLED:  # the job was cancelled (or failed) meanwhile
-                return str(self._job_status(job_id))
+                now = self._job_status(job_id)
+                return Outcome.LOST if now is None else JobStatus(now)
             return self._fail(job_id, code or "internal_error", message or "")
 
         return self._guarded(job_id, work, end)
@@ -596,7 +532,7 @@ class JobRunner:
             session.commit()
 
     @_retried
-    def _hand_back(self, job_id: str, position: int) -> str:
+    def _hand_back(self, job_id: str, position: int) -> Transition:
         with self.session_factory() as session:
             outcome = lifecycle.hand_back(session, job_id, position, self.worker_id)
         log.info("unit %s %s (worker shutting down)", lifecycle.unit_key(job_id, position), outcome)
@@ -610,50 +546,41 @@ class JobRunner:
         status: JobStatus,
         code: str | None = None,
         message: str | None = None,
-    ) -> str:
+    ) -> Transition:
         with self.session_factory() as session:
             outcome = lifecycle.finish(session, job_id, position, self.worker_id, status, code, message)
         log.info("unit %s %s: job %s", lifecycle.unit_key(job_id, position), status, outcome)
         return outcome
 
     @_retried
-    def _fail(self, job_id: str, code: str, message: str) -> str:
+    def _fail(self, job_id: str, code: str, message: str) -> Transition:
         with self.session_factory() as session:
             outcome = lifecycle.fail(session, job_id, code, message)
         log.info("job %s assembly failed (%s): %s", job_id, code, outcome)
         return outcome
 
     @_retried
-    def _unit_done(self, job_id: str, position: int, result: Result | CandidateRun | None) -> str:
-        own: dict[str, Any] = {}
-        if isinstance(result, CandidateRun):  # a validation job's candidate: its distilled students
-            own["validation"] = result.validation.to_dict()
-            result = result.ranking
-        if isinstance(result, RankingResult):  # a candidate's scores
-            (row,) = result.ranking_rows()
-            own.update(row)
-        if isinstance(result, RankingResult) and result.uncertainty is not None:
-            (draws,) = result.uncertainty.draws.values()  # for the last unit
-            own["draws"] = draws.to_json()
+    def _unit_done(self, job_id: str, position: int, own: dict[str, Any]) -> Transition:
+        """A candidate unit's end; ``own``: what it leaves for the job's last unit."""
         with self.session_factory() as session:
             outcome = lifecycle.unit_done(session, job_id, position, self.worker_id, own)
         log.info("unit %s done: %s", lifecycle.unit_key(job_id, position), outcome)
         return outcome
 
     @_retried
-    def _store(self, job_id: str, request: JobCreate, result: Result, position: int | None) -> str:
+    def _store(self, job_id: str, job: LoadedJob, result: Any, position: int | None) -> Transition:
         """Write the results of the whole-job unit ``position``, or of an assembly (None)."""
         with self.session_factory() as session:
             outcome = lifecycle.succeed(
                 session,
                 job_id,
                 self.worker_id,
-                lambda job: write_result(session, job, request, result),
+                lambda row: job.kind.write(session, row, job.request, result),
                 position,
             )
-        if outcome == "lost":
+        if outcome == Outcome.LOST:
             log.warning("job %s is no longer ours; results dropped", job_id)
-        elif outcome == "duplicate":
+        elif outcome == Outcome.DUPLICATE:
             log.info("job %s was already assembled; this assembly is dropped", job_id)
         elif position is None:
             log.info("job %s assembly by %s: %s", job_id, self.worker_id, outcome)

@@ -163,13 +163,28 @@ function verdict(job) {
     <strong>${esc(u.leader)}</strong> leads <strong>${esc(u.runner_up)}</strong> by ${how}${more}.</p>`;
 }
 
+// GET /v1/predictors, once: every predictor table has a column per predictor its rows carry.
+let predictors = null;
+async function loadPredictors() {
+  if (!predictors) predictors = (await api("/v1/predictors")).body.data;
+}
+
+function predictorColumns(rows, skip) {
+  return predictors.filter((p) => p.name !== skip && rows.some((r) => r.values && r.values[p.name] != null));
+}
+
+function predictorCell(p, row) {
+  const v = (row.values || {})[p.name];
+  return `<td class="num">${p.fmt.endsWith("%") ? pct(v) : fmt(v, p.fmt === ".0f" ? 1 : 4)}</td>`;
+}
+
 function scoresTable(ranking) {
   const cols = [["grace", "GRACE"], ["grace_std", "± std"], ["gap", "gap to #1"], ["gap_interval", "gap interval"], ["gap_p_value", "gap p"],
-    ["p_top1", "P(top-1) at n/2"], ["g_norm", "G-Norm"], ["g_vendi", "G-Vendi"],
-    ["student_nll", "student NLL"], ["rsr", "RSR"], ["mean_response_tokens", "tokens"], ["accuracy", "teacher acc."]];
+    ["p_top1", "P(top-1) at n/2"]];
   const used = cols.filter(([k]) => ranking.some((r) => r[k] !== null && r[k] !== undefined));
-  return `<table id="scores"><thead><tr><th>#</th><th>Candidate</th>${used.map(([, t]) => `<th>${t}</th>`).join("")}</tr></thead><tbody>
-    ${ranking.map((r) => `<tr><td>${r.rank}</td><td>${esc(r.name)}</td>${used.map(([k]) => `<td class="num">${k === "gap_interval" ? (r[k] ? `[${r[k].map(sig).join(", ")}]` : "–") : fmt(r[k], k === "mean_response_tokens" ? 1 : 4)}</td>`).join("")}</tr>`).join("")}
+  const shown = predictorColumns(ranking, "grace");
+  return `<table id="scores"><thead><tr><th>#</th><th>Candidate</th>${used.map(([, t]) => `<th>${t}</th>`).join("")}${shown.map((p) => `<th>${esc(p.label)}</th>`).join("")}</tr></thead><tbody>
+    ${ranking.map((r) => `<tr><td>${r.rank}</td><td>${esc(r.name)}</td>${used.map(([k]) => `<td class="num">${k === "gap_interval" ? (r[k] ? `[${r[k].map(sig).join(", ")}]` : "–") : fmt(r[k], 4)}</td>`).join("")}${shown.map((p) => predictorCell(p, r)).join("")}</tr>`).join("")}
     </tbody></table>`;
 }
 
@@ -200,6 +215,7 @@ async function jobView(gen, jobId, state = {}) {
   if (gen !== generation) return;
   if (!got.notModified) {
     const job = got.body;
+    await loadPredictors();
     let extra = "";
     if (job.kind === "validation" && job.status === "succeeded" && job.ranking) {
       extra = scatter(job, (await api(`/v1/jobs/${encodeURIComponent(jobId)}/validation`)).body);
@@ -228,8 +244,10 @@ async function leaderboardView(gen, params) {
   if (student && dataset) {
     const { body } = await api(`/v1/leaderboards?${new URLSearchParams({ student, dataset, limit: "100" })}`);
     if (gen !== generation) return;
-    table = body.data.length ? `<table id="leaderboard"><thead><tr><th>#</th><th>Candidate</th><th>GRACE</th><th>± std</th><th>Job</th><th>Scored</th></tr></thead><tbody>
-      ${body.data.map((e) => `<tr><td>${e.rank}</td><td>${esc(e.candidate)}</td><td class="num">${fmt(e.grace)}</td><td class="num">${fmt(e.grace_std)}</td>
+    await loadPredictors();
+    const shown = predictorColumns(body.data, "grace");
+    table = body.data.length ? `<table id="leaderboard"><thead><tr><th>#</th><th>Candidate</th><th>GRACE</th><th>± std</th>${shown.map((p) => `<th>${esc(p.label)}</th>`).join("")}<th>Job</th><th>Scored</th></tr></thead><tbody>
+      ${body.data.map((e) => `<tr><td>${e.rank}</td><td>${esc(e.candidate)}</td><td class="num">${fmt(e.grace)}</td><td class="num">${fmt(e.grace_std)}</td>${shown.map((p) => predictorCell(p, e)).join("")}
         <td><a href="#/jobs/${esc(e.job_id)}"><code>${esc(e.job_id.slice(0, 8))}</code></a></td><td>${esc(e.scored_at.slice(0, 19).replace("T", " "))}</td></tr>`).join("")}
       </tbody></table>` : "<p>Nothing scored yet for this student and prompt set.</p>";
   }

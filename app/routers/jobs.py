@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel
 
-from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep, Submission, SubmissionDep
+from app.deps import CurrentJob, CurrentTenant, SessionDep, SettingsDep, Submission
 from app.errors import ApiError
 from app.schemas import (
     CandidateProgress,
@@ -26,8 +27,11 @@ from app.schemas import (
     result_summary,
 )
 from app.services import jobs as job_service
-from grace_engine.mixture import MixedExample, chat_jsonl
+from grace_engine.science.mixture import MixedExample, chat_jsonl
 from grace_infra.db.models import Job, JobStatus
+from grace_jobs import kinds
+from grace_jobs.kinds import AnyKind
+from grace_jobs.kinds.score import KIND as SCORE
 from grace_jobs.requests import JobCreate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -93,7 +97,7 @@ def job_public(request: Request, job: Job) -> JobPublic:
     )
 
 
-def submit(submission: Submission, job_in: JobCreate, kind: str = "score") -> JobAccepted:
+def submit(submission: Submission, job_in: JobCreate, kind: AnyKind) -> JobAccepted:
     """Store and enqueue a job of ``kind``; the 202 body (the original job on an idempotent replay)."""
     job, _created = job_service.create_job(
         session=submission.session,
@@ -105,13 +109,6 @@ def submit(submission: Submission, job_in: JobCreate, kind: str = "score") -> Jo
         kind=kind,
     )
     return accepted(submission.request, submission.response, job)
-
-
-@router.post("", status_code=202, response_model=JobAccepted)
-def create_job(job_in: JobCreate, submission: SubmissionDep) -> JobAccepted:
-    """Accept a scoring job. Same ``Idempotency-Key`` and body: the same job again; same key with
-    another body: 422; while the first request with that key is still in flight: 409."""
-    return submit(submission, job_in)
 
 
 def etagged(model: BaseModel, if_none_match: str | None) -> Response:
@@ -170,12 +167,16 @@ def cancel_job(request: Request, job: CurrentJob, session: SessionDep) -> JobPub
     return job_public(request, job_service.cancel_job(session=session, job=job))
 
 
-def finished(job: Job, kind: str = "score") -> None:
-    """409 unless ``job`` is a succeeded job of ``kind``, pointing to where its results are."""
-    if job.kind != kind:
-        where = "/ranking and /scores" if job.kind == "score" else f"/v1/jobs/{job.id}/{job.kind}"
-        raise ApiError(409, "Conflict", f"not a {kind} job but a {job.kind} job; its results are at {where}")
-    if job.status != JobStatus.SUCCEEDED or (kind != "score" and job.result is None):
+def finished(job: Job, kind: AnyKind | None = None, extra_kinds: Sequence[str] = ()) -> None:
+    """409 unless ``job`` succeeded (and is of ``kind`` when given: else pointing to where its
+    kind's results are; ``extra_kinds``: the operator's, ``Settings.job_kinds``)."""
+    if kind is not None and job.kind != kind.name:
+        own = next((k for k in kinds.enabled(extra_kinds) if k.name == job.kind), None)
+        where = f"; its results are at {own.results_at(job.id)}" if own is not None else ""
+        raise ApiError(409, "Conflict", f"not a {kind.name} job but a {job.kind} job{where}")
+    if job.status != JobStatus.SUCCEEDED or (
+        kind is not None and kind.public is not None and job.result is None
+    ):
         raise ApiError(
             409,
             "Conflict",
@@ -185,9 +186,9 @@ def finished(job: Job, kind: str = "score") -> None:
 
 
 @router.get("/{job_id}/ranking", response_model=RankingPublic)
-def get_ranking(job: CurrentJob) -> RankingPublic:
+def get_ranking(job: CurrentJob, settings: SettingsDep) -> RankingPublic:
     """Candidates best first (lower GRACE = better teacher for this student)."""
-    finished(job)
+    finished(job, SCORE, settings.job_kinds)
     return RankingPublic(
         job_id=job.id,
         student=job.student,
@@ -212,8 +213,7 @@ def get_mixed_dataset(job: CurrentJob) -> Response:
     scores favour there (score and validation jobs: per-prompt GRACE contributions; influence jobs:
     mean influence on the validation loss). Each line is ``{"messages": [user, assistant],
     "prompt_id", "teacher"}``, which ``datasets.load_dataset("json", ...)`` and TRL's ``SFTTrainer`` read."""
-    if job.status != JobStatus.SUCCEEDED:
-        finished(job, job.kind)
+    finished(job)
     rows = (job.result or {}).get("mixed") or []
     if not rows:
         raise ApiError(
@@ -231,9 +231,9 @@ def get_mixed_dataset(job: CurrentJob) -> Response:
 
 
 @router.get("/{job_id}/scores", response_model=ScoresPublic)
-def get_scores(job: CurrentJob) -> ScoresPublic:
+def get_scores(job: CurrentJob, settings: SettingsDep) -> ScoresPublic:
     """Every score of every candidate: GRACE split values, its variance and bias parts, baselines."""
-    finished(job)
+    finished(job, SCORE, settings.job_kinds)
     return ScoresPublic(
         job_id=job.id,
         candidates=[CandidateScores(name=r.candidate, rank=r.rank, details=r.details) for r in job.results],

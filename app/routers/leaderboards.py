@@ -4,6 +4,7 @@ together across jobs (grace_jobs.leaderboards)."""
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,6 +13,7 @@ from app.deps import CurrentTenant, SessionDep
 from app.errors import ApiError
 from app.schemas import LeaderboardEntry, LeaderboardPublic
 from grace_infra.db.models import Dataset
+from grace_jobs.kinds.score import KIND as SCORE
 from grace_jobs.leaderboards import leaderboard, prompt_set_hash
 from grace_jobs.requests import engine_prompts
 
@@ -54,6 +56,7 @@ def get_leaderboard(
         tenant_id=tenant.id,
         student=student,
         prompt_set=prompt_set,
+        kind=SCORE.name,
         comparison=comparison,
         offset=offset,
         limit=limit,
@@ -65,6 +68,6 @@ def get_leaderboard(
         comparison=board.comparison,
         comparisons=board.comparisons,
         total=board.total,
-        data=[LeaderboardEntry.model_validate(e, from_attributes=True) for e in board.entries],
+        data=[LeaderboardEntry.model_validate(asdict(e)) for e in board.entries],
         next_offset=end if end < board.total else None,
     )

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.deps import CurrentTenant
 from app.schemas import ScalingPlanIn, ScalingPlans, ScalingPredictIn, ScalingPrediction
-from grace_engine import scaling
+from grace_engine.science import scaling
 
 router = APIRouter(prefix="/v1/scaling-law", tags=["scaling-law"])
 

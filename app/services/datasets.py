@@ -7,8 +7,8 @@ from sqlalchemy.orm import Session, defer
 
 from app.errors import ApiError, not_found
 from app.services.pages import newest_first
-from grace_engine.data import validate_prompts
 from grace_engine.errors import InvalidInput
+from grace_engine.models.data import check_prompts
 from grace_infra.db.models import Dataset, Job, Tenant
 from grace_infra.settings import Settings
 from grace_jobs.lifecycle import LIVE, NOT_STARTED
@@ -34,7 +34,7 @@ def create_dataset(
                 field=f"prompts[{i}].prompt",
             )
     try:
-        validate_prompts(engine_prompts(dataset_in.prompts))
+        check_prompts(engine_prompts(dataset_in.prompts))
     except InvalidInput as exc:  # duplicate ids, blank text
         raise ApiError(422, "Validation Error", exc.message, field=exc.field) from exc
     dataset = Dataset(

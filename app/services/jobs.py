@@ -16,18 +16,18 @@ from sqlalchemy.orm import Session, defer
 
 from app.errors import ApiError, not_found
 from app.services.pages import newest_first
-from grace_engine.data import Prompt, validate_prompts
 from grace_engine.errors import InvalidInput
-from grace_engine.generation import provided_responses, validate_candidates
-from grace_engine.models import configured_context, resolve_model
+from grace_engine.models.data import Prompt, check_prompts
+from grace_engine.models.generation import check_candidates, provided_responses
+from grace_engine.models.loading import configured_context, resolve_model
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
 from grace_infra.queue import JobQueue
 from grace_infra.settings import Settings
 from grace_jobs import lifecycle, webhooks
-from grace_jobs.leaderboards import comparison_key, prompt_set_hash
+from grace_jobs.kinds import AnyKind
 from grace_jobs.policy import policy_from
-from grace_jobs.requests import JobCreate, ValidationCreate, engine_prompts
+from grace_jobs.requests import JobCreate, LimitExceeded, engine_prompts
 
 log = logging.getLogger("grace.jobs")
 
@@ -56,7 +56,7 @@ def request_hash(job_in: JobCreate) -> str:
 
 def _limit(condition: bool, field: str, detail: str) -> None:
     if condition:
-        raise ApiError(422, "Limit Exceeded", detail, field=field)
+        raise LimitExceeded(detail, field=field)
 
 
 def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
@@ -109,46 +109,14 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
                 )
 
 
-def check_validation_limits(job_in: ValidationCreate, settings: Settings) -> None:
-    """A validation job's own limits: eval problems, their length, and training steps."""
-    _limit(
-        len(job_in.eval) > settings.max_eval_examples,
-        "eval",
-        f"{len(job_in.eval)} eval problems; at most {settings.max_eval_examples} per job",
-    )
-    for i, e in enumerate(job_in.eval):
-        _limit(
-            len(e.prompt) > settings.max_prompt_chars,
-            f"eval[{i}].prompt",
-            f"{len(e.prompt)} characters; at most {settings.max_prompt_chars}",
-        )
-        _limit(
-            len(e.solution) > settings.max_response_chars,
-            f"eval[{i}].solution",
-            f"{len(e.solution)} characters; at most {settings.max_response_chars}",
-        )
-    steps = job_in.distill.max_steps
-    _limit(
-        steps is not None and steps > settings.max_training_steps,
-        "distill.max_steps",
-        f"at most {settings.max_training_steps} steps per distilled student",
-    )
-    try:
-        job_in.to_validation().validate(job_in.eval_examples())
-    except InvalidInput as exc:
-        top = ("eval", "train_seeds", "outcome")
-        field = exc.field if exc.field is None or exc.field.startswith(top) else f"distill.{exc.field}"
-        raise ApiError(422, "Validation Error", exc.message, field=field) from exc
-
-
 def check_engine_inputs(job_in: JobCreate, prompts: list[Prompt]) -> None:
     """The engine's own checks (duplicate ids and names, template, supplied responses that match
     the prompts), run before anything is stored. ``prompts``: the job's, inline or its dataset's."""
     try:
-        job_in.scoring.to_engine().validate()
+        job_in.scoring.to_engine().check()
     except InvalidInput as exc:
         raise ApiError(422, "Validation Error", exc.message, field=f"scoring.{exc.field}") from exc
-    validate_prompts(prompts)
+    check_prompts(prompts)
     if job_in.scoring.rank_by == "teacher_accuracy" and any(p.answer is None for p in prompts):
         raise ApiError(
             422,
@@ -157,22 +125,12 @@ def check_engine_inputs(job_in: JobCreate, prompts: list[Prompt]) -> None:
             field="scoring.rank_by",
         )
     candidates = [c.to_engine() for c in job_in.candidates]
-    validate_candidates(candidates)
+    check_candidates(candidates)
     for i, c in enumerate(candidates):
         if c.responses is not None:
             provided_responses(
                 c, prompts, c.responses_per_prompt or job_in.scoring.responses_per_prompt, index=i
             )
-
-
-def _comparison(job_in: JobCreate, prompts: list[Prompt]) -> tuple[str, str | None]:
-    """The job's prompt set, and its leaderboard comparison key: none for a budget-aware job,
-    whose final d depends on how many prompts it ends up scoring."""
-    prompt_set = prompt_set_hash(prompts)
-    if job_in.scoring.budget is not None:
-        return prompt_set, None
-    cfg = job_in.scoring.to_engine().resolved(len(prompts), [c.to_engine() for c in job_in.candidates])
-    return prompt_set, comparison_key(job_in.student, prompt_set, cfg)
 
 
 def check_models(job_in: JobCreate, settings: Settings) -> None:
@@ -219,9 +177,9 @@ def create_job(
     idempotency_key: str | None,
     queue: JobQueue,
     settings: Settings,
-    kind: str = "score",
+    kind: AnyKind,
 ) -> tuple[Job, bool]:
-    """Store a queued job of ``kind`` (``score``, ``influence`` or ``validation``) and enqueue its id.
+    """Store a queued job of ``kind`` (:mod:`grace_jobs.kinds`) and enqueue its units.
 
     Returns ``(job, created)``; a replay of an idempotent request returns the original job with
     ``created=False``."""
@@ -244,16 +202,15 @@ def create_job(
         assert job_in.prompts is not None  # the schema requires prompts or dataset_id
         check_limits(job_in, len(job_in.prompts), settings)
         prompts = engine_prompts(job_in.prompts)
-    if isinstance(job_in, ValidationCreate):
-        check_validation_limits(job_in, settings)
+    kind.check(job_in, prompts, settings)
     check_engine_inputs(job_in, prompts)
     check_models(job_in, settings)
     check_webhook(job_in, tenant, settings)
-    prompt_set, comparison = _comparison(job_in, prompts) if kind == "score" else (None, None)
+    prompt_set, comparison = kind.keys(job_in, prompts)
     now = utcnow()
     job = Job(
         tenant_id=tenant.id,
-        kind=kind,
+        kind=kind.name,
         student=job_in.student,
         request=job_in.model_dump(mode="json"),
         request_hash=digest,
@@ -266,9 +223,8 @@ def create_job(
         created_at=now,
         updated_at=now,
     )
-    fan_out = lifecycle.fan_out(job_in, kind, gradient_store=settings.gradient_store_mb > 0)
-    names = [c.name for c in job_in.candidates] if fan_out else None
-    lifecycle.plan_units(job, names, now, then_whole=fan_out in ("distil", "responses"))
+    fan_out = kind.fan_out(job_in, gradient_store=settings.gradient_store_mb > 0)
+    lifecycle.plan_units(job, [c.name for c in job_in.candidates], fan_out, now)
     session.add(job)
     try:
         session.commit()

@@ -121,7 +121,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(20), default="score")
+    kind: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     student: Mapped[str] = mapped_column(String(1024), index=True)
@@ -199,13 +199,8 @@ class JobResult(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     candidate: Mapped[str] = mapped_column(String(255))
     rank: Mapped[int] = mapped_column(Integer)
-    # Null where the job did not compute that predictor (a forward-only job has no gradients).
-    grace: Mapped[float | None] = mapped_column(Float, nullable=True)
-    grace_std: Mapped[float | None] = mapped_column(Float, nullable=True)
-    g_norm: Mapped[float | None] = mapped_column(Float, nullable=True)
-    g_vendi: Mapped[float | None] = mapped_column(Float, nullable=True)
-    student_nll: Mapped[float | None] = mapped_column(Float, nullable=True)
-    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Every predictor the job computed, by name; null where one is undefined for the candidate.
+    predictor_values: Mapped[dict[str, float | None]] = mapped_column(JSONType)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType)
 
     job: Mapped[Job] = relationship(back_populates="results")
@@ -226,7 +221,7 @@ class ResponseSet(Base):
 
 
 class GradientSet(Base):
-    """One candidate's projected per-example gradients (``grace_engine.gradient_store``), keyed
+    """One candidate's projected per-example gradients (``grace_engine.stores.gradient_store``), keyed
     by a hash of (tenant, content address), so a re-score or a grown comparison reuses them. A
     cache: bounded by ``GRACE_GRADIENT_STORE_MB``, least recently used first out."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grace_engine.tiny_models import build_tiny_models, gsm8k_records
+from grace_engine.models.tiny_models import build_tiny_models, gsm8k_records
 from studies import candidates as cands
 from studies.run import HERE, run_study, write_candidates
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from grace_engine.config import ScoringConfig
-from grace_engine.data import encode_for_student, pad_token_id, read_prompts
-from grace_engine.generation import read_candidates
-from grace_engine.gradients import compute_gradients, make_gradient_computer
-from grace_engine.models import ModelCache, ModelPolicy, resolve_model
-from grace_engine.scoring import rank_teachers
+from grace_engine.models.data import encode_for_student, pad_token_id, read_prompts
+from grace_engine.models.generation import read_candidates
+from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.scoring import rank_teachers
+from grace_engine.science.gradients import compute_gradients, make_gradient_computer
 from studies.run import HERE
 
 WORK = Path(".grace/studies/A")
@@ -36,11 +37,9 @@ def main() -> None:
     prompts = read_prompts(tiny / "prompts.jsonl")
     config = ScoringConfig(responses_per_prompt=4, proj_dim=64)
     result = rank_teachers(
-        prompts,
-        read_candidates(WORK / "candidates.json"),
-        str(tiny / "student"),
-        policy=policy,
-        config=config,
+        JobInputs(prompts, read_candidates(WORK / "candidates.json"), str(tiny / "student")),
+        config,
+        EngineContext(policy=policy),
     )
     student = ModelCache(policy).get(resolve_model(str(tiny / "student"), policy, field="student"))
     computer = make_gradient_computer(student.model, space=config.gradient_space, d=64, seed=0)

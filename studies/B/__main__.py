@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from grace_cli.main import main as grace
-from grace_engine.data import write_jsonl
-from grace_engine.tiny_models import gsm8k_records
+from grace_engine.models.data import write_jsonl
+from grace_engine.models.tiny_models import gsm8k_records
 from studies import candidates as cands
 from studies.run import HERE, run_study, write_candidates
 

@@ -13,16 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from grace_engine.config import ScoringConfig
-from grace_engine.data import read_prompts
-from grace_engine.generation import Candidate, read_candidates
-from grace_engine.models import ModelCache, ModelPolicy
-from grace_engine.predictors import Evidence, GraceSettings, value
-from grace_engine.ranking import spearman
-from grace_engine.responses import DirectoryResponseStore
-from grace_engine.results import RankingResult
-from grace_engine.scores import train_rows
-from grace_engine.scoring import rank_teachers
+from grace_engine.models.data import read_prompts
+from grace_engine.models.generation import Candidate, read_candidates
+from grace_engine.models.loading import ModelCache, ModelPolicy
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.results import RankingResult
+from grace_engine.pipelines.scoring import rank_teachers
+from grace_engine.science.grace import train_rows
+from grace_engine.science.predictors import Evidence, GraceSettings, value
+from grace_engine.science.ranking import spearman
+from grace_engine.stores.response_store import DirectoryResponseStore
 from studies.run import HERE
 
 DIMS = (8, 16, 32, 64, 128, 256, 512, 1024)
@@ -81,13 +82,13 @@ def score_study(
         started = time.perf_counter()
         results.append(
             rank_teachers(
-                read_prompts(prompts),
-                candidates,
-                str(student),
-                policy=policy,
-                config=config,
-                models=cache,
-                responses=None if store is None else DirectoryResponseStore(store),
+                JobInputs(read_prompts(prompts), candidates, str(student)),
+                config,
+                EngineContext(
+                    policy=policy,
+                    models=cache,
+                    responses=None if store is None else DirectoryResponseStore(store),
+                ),
             )
         )
         print(f"  seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)

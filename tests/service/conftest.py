@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.main import create_app
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 from grace_infra.db.migrate import upgrade
 from grace_infra.db.models import Job, JobUnit
 from grace_infra.db.session import make_engine, make_session_factory

@@ -17,9 +17,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from grace_engine.results import RankingResult
-from grace_engine.scoring import rank_teachers
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
+from grace_engine.pipelines.context import EngineContext, JobInputs
+from grace_engine.pipelines.results import RankingResult
+from grace_engine.pipelines.scoring import rank_teachers
 from grace_infra.settings import Settings
 from grace_jobs.policy import policy_from
 from grace_jobs.requests import JobCreate, engine_prompts
@@ -43,16 +44,24 @@ def settings_env(settings: Settings) -> dict[str, str]:
         GRACE_WEBHOOK_ALLOW_PRIVATE=str(settings.webhook_allow_private).lower(),
         GRACE_WEBHOOK_BACKOFF_SECONDS=str(settings.webhook_backoff_seconds),
         GRACE_WEBHOOK_POLL_SECONDS=str(settings.webhook_poll_seconds),
+        GRACE_JOB_KINDS=",".join(settings.job_kinds),
     )
     return env
 
 
 @contextmanager
-def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(
+    settings: Settings, log: Path, *, python_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``grace worker`` process on ``settings`` (``python_path``: a directory it also imports
+    from, for a job kind module outside the package)."""
+    env = settings_env(settings)
+    if python_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(python_path), env.get("PYTHONPATH")) if p)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "grace_cli.main", "worker"],
-            env=settings_env(settings),
+            env=env,
             stdout=out,
             stderr=out,
         )
@@ -147,10 +156,11 @@ def engine_ranking(body: dict[str, Any], settings: Settings, responses: Any = No
     generating them again."""
     request = JobCreate.model_validate(body)
     return rank_teachers(
-        engine_prompts(request.prompts or []),
-        [c.to_engine() for c in request.candidates],
-        request.student,
-        policy=policy_from(settings),
-        config=request.scoring.to_engine(),
-        responses=responses,
+        JobInputs(
+            engine_prompts(request.prompts or []),
+            [c.to_engine() for c in request.candidates],
+            request.student,
+        ),
+        request.scoring.to_engine(),
+        EngineContext(policy=policy_from(settings), responses=responses),
     )

@@ -16,6 +16,7 @@ from app.main import create_app
 from app.services.jobs import request_hash
 from grace_infra.db.models import Job, JobResult, JobStatus, Tenant
 from grace_infra.settings import Settings
+from grace_jobs.kinds.score import KIND as SCORE
 from grace_jobs.requests import JobCreate
 from tests.service.conftest import Caller, assert_problem, job_body, run_job, service_settings
 from workers.runner import JobRunner
@@ -64,6 +65,7 @@ def test_idempotency_key(client: TestClient, caller: Caller, session_factory: se
         session.add(
             Job(
                 tenant_id=tenant.id,
+                kind=SCORE.name,
                 student="student",
                 request=job_body(),
                 request_hash=request_hash(JobCreate.model_validate(job_body())),

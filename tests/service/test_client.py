@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from grace_client import Client, GraceAPIError, GraceConnectionError, __version__
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 from tests.service.conftest import Caller, assert_problem, embedded_server, supplied_job
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"What is {i} + {i}?"} for i in range(3)]

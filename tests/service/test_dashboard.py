@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from grace_client import Client
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 from tests.service.conftest import embedded_key, embedded_server, supplied_job
 from tests.service.helpers import slow_job
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from grace_client import Client
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 from tests.service.conftest import embedded_server, job_body
 
 

@@ -18,9 +18,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.services import jobs as job_service
-from grace_engine.generation import Generated
+from grace_engine.models.generation import Generated
+from grace_engine.models.tiny_models import TinyModels
 from grace_engine.progress import ProgressEvent
-from grace_engine.tiny_models import TinyModels
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Job, JobUnit
 from grace_infra.queue import RedisJobQueue

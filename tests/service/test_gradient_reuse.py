@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from grace_engine.gradient_store import StoredGradients
+from grace_engine.stores.gradient_store import StoredGradients
 from grace_infra.db.migrate import upgrade
 from grace_infra.db.models import GradientSet, Tenant
 from grace_infra.settings import Settings

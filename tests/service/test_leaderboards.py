@@ -52,8 +52,13 @@ def test_candidates_from_several_jobs_rank_together(
     assert graces == sorted(graces)
     source = {e["candidate"]: e["job_id"] for e in board["data"]}
     assert source == {"short": first["id"], "long": second["id"], "terse": second["id"]}
-    by_job = {r["name"]: r["grace"] for r in second["ranking"]}
-    assert next(e for e in board["data"] if e["candidate"] == "long")["grace"] == by_job["long"]
+    by_job = {r["name"]: r for r in second["ranking"]}
+    long = next(e for e in board["data"] if e["candidate"] == "long")
+    assert long["grace"] == by_job["long"]["grace"]
+    # Every predictor the job computed is on the board, RSR among them, as the job reported it.
+    assert long["values"] == by_job["long"]["values"]
+    assert set(long["values"]) >= {"grace", "g_norm", "g_vendi", "student_nll", "rsr", "length"}
+    assert all(e["values"]["rsr"] > 0 for e in board["data"])
 
     # the same prompts uploaded as a dataset name the same prompt set
     uploaded = client.post("/v1/datasets", json={"prompts": job_body()["prompts"]}, headers=owner.headers)

@@ -3,6 +3,7 @@ matches the migrated schema exactly (autogenerate finds nothing to do)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -50,4 +51,68 @@ def test_embedded_sqlite_migrates_to_the_same_schema(tmp_path: Path) -> None:
     downgrade(url, "base")
     engine = sa.create_engine(url)
     assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+
+
+def _filled(table: sa.Table, **given: object) -> dict[str, object]:
+    """A row for ``table`` with ``given`` and a plain value in every other required column."""
+    now = datetime.now(UTC)
+    plain = {sa.String: "x", sa.Text: "x", sa.Integer: 0, sa.Float: 0.0, sa.Boolean: False, sa.JSON: {}}
+    row = dict(given)
+    for column in table.columns:
+        if (
+            column.name in row
+            or column.nullable
+            or column.server_default is not None
+            or column.autoincrement is True
+        ):
+            continue
+        if isinstance(column.type, sa.DateTime):
+            row[column.name] = now
+        else:
+            row[column.name] = next(v for t, v in plain.items() if isinstance(column.type, t))
+    return row
+
+
+def test_stored_results_keep_their_predictor_values_across_0009() -> None:
+    """Rows written with one column per predictor read back as ``predictor_values`` (RSR and length
+    from their details), and go back to the columns on a downgrade."""
+    url = fresh_database("values")
+    upgrade(url, "0008_webhook_rotation")
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    tenants, jobs, results = meta.tables["tenants"], meta.tables["jobs"], meta.tables["job_results"]
+    details = {"rsr": 2.5, "mean_response_tokens": 41.0, "grace": {"score": 0.7, "split_std": 0.05}}
+    old = {
+        "grace": 0.7,
+        "grace_std": 0.05,
+        "g_norm": 3.0,
+        "g_vendi": None,
+        "student_nll": 1.2,
+        "accuracy": 0.5,
+    }
+    with engine.begin() as conn:
+        conn.execute(sa.insert(tenants).values(_filled(tenants, id="t1", name="t1")))
+        conn.execute(sa.insert(jobs).values(_filled(jobs, id="j1", tenant_id="t1", kind="score")))
+        conn.execute(
+            sa.insert(results).values(
+                _filled(results, job_id="j1", candidate="c", rank=1, details=details, **old)
+            )
+        )
+    upgrade(url)
+    with engine.connect() as conn:
+        (values,) = conn.execute(sa.text("SELECT predictor_values FROM job_results")).one()
+    assert values == {
+        "grace": 0.7,
+        "g_norm": 3.0,
+        "student_nll": 1.2,
+        "teacher_accuracy": 0.5,
+        "rsr": 2.5,
+        "length": 41.0,
+    }
+    downgrade(url, "0008_webhook_rotation")
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM job_results")).mappings().one()
+    assert {k: row[k] for k in old} == old
     engine.dispose()

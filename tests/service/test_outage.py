@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 from grace_infra.db.migrate import upgrade
 from grace_infra.db.session import make_engine, make_session_factory
 from grace_infra.settings import Settings

@@ -21,7 +21,7 @@ import pytest
 
 from grace_cli.main import build_parser
 from grace_client import Client
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 from tests.service.conftest import embedded_key, embedded_server, supplied_job
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

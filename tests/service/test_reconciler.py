@@ -15,6 +15,8 @@ from grace_infra.db.models import Job, JobStatus, JobUnit
 from grace_infra.queue import RedisJobQueue
 from grace_infra.settings import Settings
 from grace_jobs import lifecycle
+from grace_jobs.kinds import FanOut
+from grace_jobs.kinds.score import KIND as SCORE
 from grace_jobs.tenants import get_or_create_tenant
 from workers.reconciler import reconcile
 from workers.runner import JobRunner
@@ -30,6 +32,7 @@ def make_job(session_factory: sessionmaker[Session]) -> Any:
             now = utcnow()
             job = Job(
                 tenant_id=tenant.id,
+                kind=SCORE.name,
                 student="student",
                 request={},
                 request_hash="h",
@@ -39,7 +42,7 @@ def make_job(session_factory: sessionmaker[Session]) -> Any:
                 created_at=created_at or now,
             )
             unit_status = status if status in (JobStatus.QUEUED, JobStatus.RUNNING) else JobStatus.RUNNING
-            lifecycle.plan_units(job, None, now)
+            lifecycle.plan_units(job, [], FanOut.WHOLE, now)
             for name, value in {"status": unit_status, **unit}.items():
                 setattr(job.units[0], name, value)
             session.add(job)

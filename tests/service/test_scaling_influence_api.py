@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from grace_engine import scaling
-from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt, ValidationExample, clean_solution
-from grace_engine.generation import Candidate
-from grace_engine.influence_job import run_influence
-from grace_engine.tiny_models import TinyModels, gsm8k_records
+from grace_engine.models.data import Prompt, ReferenceExample, clean_solution
+from grace_engine.models.generation import Candidate
+from grace_engine.models.tiny_models import TinyModels, gsm8k_records
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext
+from grace_engine.pipelines.influence import InfluenceInputs, InfluenceSpec, run_influence
+from grace_engine.science import scaling
 from grace_infra.settings import Settings
 from grace_jobs.policy import policy_from
 from tests.service.conftest import Caller, assert_problem, job_body
@@ -129,12 +130,14 @@ def test_influence_job_through_a_worker(
     assert len(result["selected"]) <= 12
     # The same computation in-process gives the same numbers.
     engine = run_influence(
-        [Prompt(p["id"], p["prompt"], p["answer"]) for p in body["prompts"]],
-        [Candidate(**c) for c in body["candidates"]],
-        "student",
-        [ValidationExample(v["prompt"], v["solution"]) for v in body["validation"]],
-        policy=policy_from(settings),
-        config=ScoringConfig(responses_per_prompt=2, proj_dim=1024),
+        InfluenceInputs(
+            [Prompt(p["id"], p["prompt"], p["answer"]) for p in body["prompts"]],
+            [Candidate(**c) for c in body["candidates"]],
+            "student",
+            reference=[ReferenceExample(v["prompt"], v["solution"]) for v in body["validation"]],
+        ),
+        InfluenceSpec(scoring=ScoringConfig(responses_per_prompt=2, proj_dim=1024)),
+        EngineContext(policy=policy_from(settings)),
     )
     got = {(r["candidate"], r["prompt_id"], r["index"]): r["influence"] for r in result["responses"]}
     for r in engine.responses:

@@ -9,15 +9,21 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from grace_engine.config import ScoringConfig
-from grace_engine.data import Prompt, ValidationExample, clean_solution, reference_answer
-from grace_engine.distillation import DistillConfig
-from grace_engine.generation import Candidate
-from grace_engine.tiny_models import TinyModels, gsm8k_records
-from grace_engine.validation import ValidationConfig, run_validation
+from grace_engine.models.data import Prompt, ReferenceExample, clean_solution, reference_answer
+from grace_engine.models.generation import Candidate
+from grace_engine.models.tiny_models import TinyModels, gsm8k_records
+from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.pipelines.context import EngineContext
+from grace_engine.pipelines.distillation import DistillConfig
+from grace_engine.pipelines.validation import (
+    ValidationConfig,
+    ValidationInputs,
+    ValidationSpec,
+    run_validation,
+)
 from grace_infra.settings import Settings
+from grace_jobs.kinds.validation import ValidationCreate
 from grace_jobs.policy import policy_from
-from grace_jobs.requests import ValidationCreate
 from tests.service.conftest import Caller, assert_problem, job_body
 from tests.service.helpers import assert_fanned_out, succeeded_through_worker
 
@@ -76,17 +82,21 @@ def test_validation_job_through_a_worker(
     assert "few_candidates" in {w["code"] for w in result["warnings"]}
     # The same computation in-process gives the same outcomes (threads may differ: float rounding).
     engine = run_validation(
-        [Prompt(p["id"], p["prompt"], p["answer"]) for p in body["prompts"]],
-        [Candidate(**c) for c in body["candidates"]],
-        "student",
-        [ValidationExample(**e) for e in body["eval"]],
-        policy=policy_from(settings),
-        config=ScoringConfig(responses_per_prompt=2, proj_dim=64),
-        validation=ValidationConfig(
-            distill=DistillConfig(method="full", max_steps=3, batch_size=4, learning_rate=1e-3),
-            train_seeds=(0, 1),
-            eval_max_tokens=8,
+        ValidationInputs(
+            [Prompt(p["id"], p["prompt"], p["answer"]) for p in body["prompts"]],
+            [Candidate(**c) for c in body["candidates"]],
+            "student",
+            eval_set=[ReferenceExample(**e) for e in body["eval"]],
         ),
+        ValidationSpec(
+            scoring=ScoringConfig(responses_per_prompt=2, proj_dim=64),
+            validation=ValidationConfig(
+                distill=DistillConfig(method="full", max_steps=3, batch_size=4, learning_rate=1e-3),
+                train_seeds=(0, 1),
+                eval_max_tokens=8,
+            ),
+        ),
+        EngineContext(policy=policy_from(settings)),
     )
     for name, v in engine.candidates.items():
         assert result["candidates"][name]["outcome"]["eval_nll"] == pytest.approx(

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from app.main import create_app
-from grace_engine.tiny_models import TinyModels
+from grace_engine.models.tiny_models import TinyModels
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Tenant
 from grace_infra.settings import Settings
