@@ -80,6 +80,8 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], pre
             continue
         default = None if info.is_required() else info.get_default(call_default_factory=True)
         spec: dict[str, Any] = {"dest": key.replace(".", SEP), "default": None, "help": _help(info, default)}
+        if kind is not bool and get_origin(kind) is not Literal:  # choices show themselves
+            spec["metavar"] = name.upper()
         if kind is bool:
             spec["action"] = argparse.BooleanOptionalAction
         elif get_origin(kind) is Literal:

@@ -227,28 +227,38 @@ PredictorName = Annotated[str, AfterValidator(_predictor), _PredictorSchema()]
 class ScoringIn(StrictModel):
     """Scoring settings; the defaults follow the paper."""
 
-    responses_per_prompt: Annotated[int, Field(ge=1)] = 4
+    responses_per_prompt: Annotated[int, Field(ge=1)] = Field(
+        4, description="m: responses per prompt of each generated candidate (a candidate may set its own)"
+    )
     proj_dim: ProjDim = Field(
         "auto", description='projection dimension; "auto": from the training rows per split (README)'
     )
-    n_splits: Annotated[int, Field(ge=1, le=1000)] = 10
-    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    smoothing: Annotated[float, Field(ge=0, le=1)] = 1e-3
-    gradient_space: Literal["full", "output_layer", "lora"] = "full"
-    lora_rank: Annotated[int, Field(ge=1, le=1024)] = 8
+    n_splits: Annotated[int, Field(ge=1, le=1000)] = Field(10, description="GRACE's random prompt splits")
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(0.1, description="prompts held out per split")
+    smoothing: Annotated[float, Field(ge=0, le=1)] = Field(
+        1e-3, description="spectral smoothing of the training kernel (the paper's nu)"
+    )
+    gradient_space: Literal["full", "output_layer", "lora"] = Field(
+        "full", description="the parameters gradients are taken with respect to"
+    )
+    lora_rank: Annotated[int, Field(ge=1, le=1024)] = Field(8, description="the LoRA gradient space's rank")
     lora_alpha: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)] = Field(
         16.0, description="the LoRA gradient space's scale (alpha / rank)"
     )
-    path: Literal["fast", "exact"] = "fast"
+    path: Literal["fast", "exact"] = Field("fast", description="the gradient path (README: fast vs exact)")
     factor_dim: Annotated[int, Field(ge=1, le=4096)] = Field(
         64, description="the fast path's per-layer factor size (README: fast vs exact)"
     )
     seed: Seed = 0
-    length_factor: bool = False
-    max_length: Annotated[int, Field(ge=2)] | None = None
-    truncate: bool = False
-    student_template: Text = DEFAULT_STUDENT_TEMPLATE
-    instruction: Text = DEFAULT_INSTRUCTION
+    length_factor: bool = Field(False, description="scale each gradient row by ln(response length)")
+    max_length: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="student tokens per example at most"
+    )
+    truncate: bool = Field(False, description="cut examples above max_length instead of refusing them")
+    student_template: Text = Field(
+        DEFAULT_STUDENT_TEMPLATE, description="the student's text before a response; contains {prompt}"
+    )
+    instruction: Text = Field(DEFAULT_INSTRUCTION, description="the teacher's user turn before the prompt")
     generation_backend: Literal["auto", "vllm", "transformers"] | None = Field(
         None, description="override the worker's GRACE_GENERATION_BACKEND for this job"
     )
@@ -265,7 +275,9 @@ class ScoringIn(StrictModel):
         description="subsamples of half the prompts for P(top-1) (the gaps and settled come from "
         "cross-validation); 0: no uncertainty",
     )
-    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    confidence: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.9, description="the level of the gaps' intervals and of settled"
+    )
     budget: BudgetIn | None = Field(None, description="rank in rounds within a budget (README)")
     _engine: ScoringConfig | None = PrivateAttr(None)
 
