@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -38,21 +38,29 @@ def _flag(key: str) -> str:
     return "--" + key.replace(".", "-").replace("_", "-")
 
 
-def _plain(annotation: Any) -> tuple[Any, bool]:
-    """The annotation without ``Annotated`` and ``None``, and whether it allowed None."""
-    optional = False
+def _plain(annotation: Any) -> Any:
+    """The annotation without ``Annotated`` and ``None`` (a tuple where a union of several is left)."""
     while True:
         origin = get_origin(annotation)
         if origin is Annotated:
             annotation = get_args(annotation)[0]
         elif origin in (Union, types.UnionType):
             args = [a for a in get_args(annotation) if a is not type(None)]
-            optional = optional or len(args) < len(get_args(annotation))
             if len(args) != 1:
-                return tuple(args), optional
+                return tuple(args)
             annotation = args[0]
         else:
-            return annotation, optional
+            return annotation
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo, Any]]:
+    """Each setting of ``model`` as ``(dotted key, field, plain type)``, nested models opened."""
+    for name, info in model.model_fields.items():
+        kind = _plain(info.annotation)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            yield from _leaves(kind, prefix + name + ".")
+        else:
+            yield prefix + name, info, kind
 
 
 def _number_or_word(text: str) -> int | str:
@@ -70,24 +78,19 @@ def _help(info: FieldInfo, default: Any) -> str:
     return (info.description or "") + shown
 
 
-def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "") -> None:
-    """One flag per field of ``model`` (nested models flattened); see the module docstring."""
-    for name, info in model.model_fields.items():
-        key = prefix + name
-        kind, _ = _plain(info.annotation)
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            add_model_flags(parser, kind, prefix=key + ".")
-            continue
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One flag per setting of ``model`` (nested models flattened); see the module docstring."""
+    for key, info, kind in _leaves(model):
         default = None if info.is_required() else info.get_default(call_default_factory=True)
         spec: dict[str, Any] = {"dest": key.replace(".", SEP), "default": None, "help": _help(info, default)}
         if kind is not bool and get_origin(kind) is not Literal:  # choices show themselves
-            spec["metavar"] = name.upper()
+            spec["metavar"] = key.rsplit(".", 1)[-1].upper()
         if kind is bool:
             spec["action"] = argparse.BooleanOptionalAction
         elif get_origin(kind) is Literal:
             spec["choices"] = get_args(kind)
         elif get_origin(kind) is list:
-            item, _ = _plain(get_args(kind)[0])
+            item = _plain(get_args(kind)[0])
             spec["nargs"] = "+"
             spec["type"] = item if item in (int, float) else _text
         elif kind in (int, float):
@@ -97,24 +100,22 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], pre
         elif kind is str:
             spec["type"] = _text
         else:
-            raise TypeError(f"{model.__name__}.{name}: no command-line form for {kind!r}")
+            raise TypeError(f"{model.__name__}.{key}: no command-line form for {kind!r}")
         parser.add_argument(_flag(key), *ALIASES.get(key, ()), **spec)
 
 
-def given(args: argparse.Namespace, model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
-    """The fields of ``model`` the command line set (:func:`add_model_flags`), nested as the model is."""
+def given(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    """The settings of ``model`` the command line set (:func:`add_model_flags`), nested as the
+    model is."""
     out: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        key = prefix + name
-        kind, _ = _plain(info.annotation)
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            inner = given(args, kind, prefix=key + ".")
-            if inner:
-                out[name] = inner
-            continue
+    for key, _info, _kind in _leaves(model):
         value = getattr(args, key.replace(".", SEP))
         if value is not None:
-            out[name] = value
+            *parents, name = key.split(".")
+            node = out
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[name] = value
     return out
 
 
