@@ -222,6 +222,52 @@ class BudgetPublic(BaseModel):
     )
 
 
+class TeacherPublic(BaseModel):
+    """What generated a candidate: its model (as given), the temperature it sampled at, and from
+    the model's files its family (config `model_type`) and parameter count."""
+
+    model: str
+    temperature: float
+    family: str | None
+    params: int | None
+
+
+class TemperatureChoicePublic(BaseModel):
+    model: str
+    candidate: str = Field(description="the model's best candidate")
+    temperature: float = Field(description="the temperature that candidate sampled at")
+    rank: int
+    temperatures: list[float] = Field(description="every temperature the model was tried at")
+
+
+class FamilyChoicePublic(BaseModel):
+    family: str
+    candidate: str = Field(description="the family's best candidate")
+    params: int | None
+    rank: int
+    n_candidates: int
+
+
+class SizeChoicePublic(BaseModel):
+    max_params: int
+    candidate: str | None = Field(description="the best candidate within the limit; null: none fits")
+    params: int | None
+    rank: int | None
+    n_within: int = Field(description="candidates within the limit")
+    unknown: list[str] = Field(description="generated candidates whose size is unknown, left out")
+
+
+class GuidancePublic(BaseModel):
+    """The paper's three uses of a ranking, each the best candidate of its group in the ranking's
+    order: per model, its best temperature; per family, its best candidate; and the best candidate
+    whose model has at most `max_params` parameters (null when the job set none). Candidates with
+    supplied responses have no model and stay out."""
+
+    best_temperature: list[TemperatureChoicePublic]
+    best_per_family: list[FamilyChoicePublic]
+    under_max_params: SizeChoicePublic | None
+
+
 class ResultSummary(BaseModel):
     """What qualifies a ranking, as a worker stored it with the job."""
 
@@ -232,6 +278,9 @@ class ResultSummary(BaseModel):
     uncertainty: UncertaintyPublic | None = None
     projection: ProjectionPublic | None = None
     budget: BudgetPublic | None = Field(None, description="a budget-aware ranking's compute, else null")
+    guidance: GuidancePublic | None = Field(
+        None, description="the best temperature, per family and under the size limit (scoring jobs)"
+    )
     warnings: list[WarningPublic] = Field(
         default_factory=list, description="what qualifies the result: small samples, cut responses"
     )
@@ -241,7 +290,7 @@ def result_summary(result: dict[str, Any] | None) -> dict[str, Any]:
     """The fields of :class:`ResultSummary` from a stored result, for a response model's kwargs."""
     stored = result or {}
     return ResultSummary.model_validate(
-        {k: stored.get(k) for k in ("settled", "proj_dim", "uncertainty", "projection", "budget")}
+        {k: stored.get(k) for k in ("settled", "proj_dim", "uncertainty", "projection", "budget", "guidance")}
         | {"warnings": stored.get("warnings", [])}
     ).model_dump()
 
@@ -299,6 +348,7 @@ class LeaderboardEntry(PredictorValues):
     grace_std: float | None
     job_id: str = Field(description="the job that scored it (its latest score)")
     scored_at: datetime
+    teacher: TeacherPublic | None = Field(None, description="what generated it; null: supplied responses")
 
 
 class LeaderboardPublic(BaseModel):
@@ -312,6 +362,7 @@ class LeaderboardPublic(BaseModel):
     total: int
     data: list[LeaderboardEntry]
     next_offset: int | None
+    guidance: GuidancePublic = Field(description="the three answers over every entry, not only this page")
 
 
 class RankingHistory(BaseModel):

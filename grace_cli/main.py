@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--dataset", required=True, help="a dataset id, or a job's prompt_set")
     board.add_argument("--comparison", help="a configuration's key (default: the latest job's)")
     board.add_argument("--limit", type=_positive_int, default=50)
+    board.add_argument(
+        "--max-params", type=_positive_int, metavar="N", help="name the best of at most N params"
+    )
     add_service_parsers(sub)
     return parser
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from grace_cli.flags import given
-from grace_cli.report import ProgressBars, format_ranking, format_warnings
+from grace_cli.report import ProgressBars, format_guidance, format_ranking, format_warnings
 from grace_client import Client
 from grace_engine.errors import GraceError
 from grace_engine.progress import ProgressEvent
@@ -110,7 +110,7 @@ def _show(job: dict[str, Any], as_json: bool) -> None:
     if job.get("error"):
         print(f"error: {job['error']['code']}: {job['error']['message']}")
     if job.get("ranking"):
-        footer = [f"job {job['id']} | student {job['student']}"]
+        footer = [f"job {job['id']} | student {job['student']}", *format_guidance(job.get("guidance"))]
         print(format_ranking(job["ranking"], footer, uncertainty=job.get("uncertainty")))
     notes = format_warnings(job.get("warnings") or [])
     if notes:
@@ -180,7 +180,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise GraceError(
             f"job {job_id} {final['status']}: {error.get('code', '')} {error.get('message', '')}".strip()
         )
-    footer = [f"job {job_id} | student {final['student']} | {final['examples_scored']} responses scored"]
+    footer = [
+        f"job {job_id} | student {final['student']} | {final['examples_scored']} responses scored",
+        *format_guidance(final.get("guidance")),
+    ]
     print(format_ranking(final["ranking"], footer, uncertainty=final.get("uncertainty")))
     notes = format_warnings(final.get("warnings") or [])
     if notes:
@@ -191,7 +194,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         board = client.get_leaderboard(
-            args.student, args.dataset, comparison=args.comparison, limit=args.limit
+            args.student,
+            args.dataset,
+            comparison=args.comparison,
+            limit=args.limit,
+            max_params=args.max_params,
         )
     if board["comparison"] is None:
         print(f"nothing scored yet for {args.student} on prompt set {board['prompt_set'][:12]}")
@@ -209,4 +216,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"{e['rank']:>4}  {e['candidate']:<24} {grace:>10} {std:>8}  {job:<10} {e['scored_at']}")
     if board["next_offset"] is not None:
         print(f"... {board['total'] - len(board['data'])} more (--limit)")
+    for line in format_guidance(board["guidance"]):
+        print(line)
     return 0

@@ -270,10 +270,19 @@ class Client:
         comparison: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        max_params: int | None = None,
     ) -> Json:
         """GET /v1/leaderboards: every candidate scored for ``student`` on a prompt set (a dataset
-        id or a job's ``prompt_set``) under one gradient configuration, ranked together."""
-        params = _params(student=student, dataset=dataset, comparison=comparison, limit=limit, offset=offset)
+        id or a job's ``prompt_set``) under one gradient configuration, ranked together, with its
+        guidance (best temperature, per family, and under ``max_params``)."""
+        params = _params(
+            student=student,
+            dataset=dataset,
+            comparison=comparison,
+            limit=limit,
+            offset=offset,
+            max_params=max_params,
+        )
         return self._json("GET", "/v1/leaderboards", params=params)
 
     def list_predictors(self) -> Json:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from grace_engine.models.data import Prompt
 from grace_engine.pipelines.config import ScoringConfig
+from grace_engine.science.guidance import Guidance, Teacher, guide
 from grace_infra.db.models import Job, JobResult, JobStatus
 
 
@@ -60,18 +61,21 @@ class Entry:
     grace_std: float | None
     job_id: str
     scored_at: datetime
+    teacher: Teacher | None  # the model behind a generated candidate (None: supplied responses)
 
 
 @dataclass(frozen=True)
 class Leaderboard:
     """``comparison``: the configuration ranked (None: nothing scored yet); ``comparisons``: every
     configuration this student and prompt set were scored under, newest first; ``entries`` best
-    first; ``total`` entries before paging."""
+    first; ``total`` entries before paging; ``guidance``: the three answers over every entry, not
+    only this page's."""
 
     comparison: str | None
     comparisons: list[str]
     entries: list[Entry]
     total: int
+    guidance: Guidance
 
 
 def leaderboard(
@@ -84,10 +88,12 @@ def leaderboard(
     comparison: str | None = None,
     offset: int = 0,
     limit: int = 50,
+    max_params: int | None = None,
 ) -> Leaderboard:
     """The tenant's leaderboard for ``student`` on ``prompt_set`` under ``comparison`` (default:
     that of the latest such job), among its succeeded jobs of ``kind`` (the kind whose
-    :meth:`~grace_jobs.kinds.base.JobKind.keys` gives them a comparison)."""
+    :meth:`~grace_jobs.kinds.base.JobKind.keys` gives them a comparison); its guidance names the
+    best under ``max_params`` when given."""
     scored = (
         Job.tenant_id == tenant_id,
         Job.student == student,
@@ -102,7 +108,7 @@ def leaderboard(
             comparisons.append(key)
     chosen = comparison if comparison is not None else (comparisons[0] if comparisons else None)
     if chosen is None:
-        return Leaderboard(None, comparisons, [], 0)
+        return Leaderboard(None, comparisons, [], 0, guide([], {}, max_params=max_params))
     rows = session.execute(
         select(JobResult, Job.finished_at)
         .join(Job, Job.id == JobResult.job_id)
@@ -119,6 +125,8 @@ def leaderboard(
         grace = rf[0].predictor_values.get("grace")
         return grace is None, grace or 0.0, rf[0].candidate
 
+    ordered = sorted(latest.values(), key=order)
+    teachers = {r.candidate: _teacher(r.details) for r, _ in ordered}
     entries = [
         Entry(
             rank=offset + i + 1,
@@ -127,7 +135,15 @@ def leaderboard(
             grace_std=(r.details.get("grace") or {}).get("split_std"),
             job_id=r.job_id,
             scored_at=finished,
+            teacher=teachers[r.candidate],
         )
-        for i, (r, finished) in enumerate(sorted(latest.values(), key=order)[offset : offset + limit])
+        for i, (r, finished) in enumerate(ordered[offset : offset + limit])
     ]
-    return Leaderboard(chosen, comparisons, entries, len(latest))
+    guidance = guide([r.candidate for r, _ in ordered], teachers, max_params=max_params)
+    return Leaderboard(chosen, comparisons, entries, len(latest), guidance)
+
+
+def _teacher(details: dict[str, Any]) -> Teacher | None:
+    """A stored candidate's teacher (None: supplied responses, or scored before teachers were kept)."""
+    found = details.get("teacher")
+    return None if found is None else Teacher(**found)

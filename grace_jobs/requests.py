@@ -27,7 +27,13 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from grace_engine.errors import InvalidInput
-from grace_engine.models.data import DEFAULT_INSTRUCTION, DEFAULT_STUDENT_TEMPLATE, Prompt, StudentFormat
+from grace_engine.models.data import (
+    DEFAULT_INSTRUCTION,
+    DEFAULT_STUDENT_TEMPLATE,
+    Prompt,
+    StudentFormat,
+    at_temperature,
+)
 from grace_jobs.sanitize import MAX_ITEMS, MAX_TEXT, text_problem
 
 if TYPE_CHECKING:  # the engine's objects, built by to_engine(); importing them here would load torch
@@ -97,6 +103,8 @@ Seed = Annotated[int, Field(ge=0, description="seeds the projection, splits and 
 # the operator's limits (Settings.max_*, 422 "Limit Exceeded") are tighter still, checked after.
 MAX_LIST = MAX_ITEMS
 MAX_CANDIDATES = 1024
+MAX_TEMPERATURES = 16  # temperatures one model candidate lists
+Temperature = Annotated[float, Field(ge=0, le=10)]
 MAX_RESPONSES = 1024  # responses supplied for one prompt
 
 
@@ -122,6 +130,9 @@ class PromptIn(StrictModel):
     answer: Text | float | int | None = Field(None, description="reference answer; enables teacher accuracy")
 
 
+_ONE: dict[str, Any] = {"temperatures": None}  # an expanded candidate samples at one temperature
+
+
 class CandidateIn(StrictModel):
     """A teacher to score: a model with sampling settings, or responses you supply."""
 
@@ -130,7 +141,15 @@ class CandidateIn(StrictModel):
 
     name: Annotated[NonBlankText, Field(max_length=200)]
     model: Annotated[Text, Field(min_length=1, max_length=1024)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=10)] = 0.6
+    temperature: Temperature = 0.6
+    temperatures: Annotated[list[Temperature], Field(min_length=1, max_length=MAX_TEMPERATURES)] | None = (
+        Field(
+            None,
+            description="sample the model at each of these instead of `temperature`: the job scores one "
+            "candidate per temperature, named `name@T` (e.g. `tutor@0.3`), and its guidance names the "
+            "best temperature",
+        )
+    )
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_tokens: Annotated[int, Field(ge=1)] = 1024
     responses_per_prompt: Annotated[int, Field(ge=1)] | None = None
@@ -145,7 +164,23 @@ class CandidateIn(StrictModel):
     def _model_xor_responses(self) -> CandidateIn:
         if (self.model is None) == (self.responses is None):
             raise ValueError("give exactly one of 'model' or 'responses'")
+        if self.temperatures is not None:
+            if self.model is None:
+                raise ValueError("'temperatures' samples a model; supplied responses have none")
+            if "temperature" in self.model_fields_set:
+                raise ValueError("give 'temperature' or 'temperatures', not both")
+            if len(set(self.temperatures)) != len(self.temperatures):
+                raise ValueError("'temperatures' lists a temperature twice")
         return self
+
+    def expanded(self) -> list[CandidateIn]:
+        """This candidate, or one per temperature when it lists ``temperatures``."""
+        if self.temperatures is None:
+            return [self]
+        return [
+            self.model_copy(update={"name": at_temperature(self.name, t), "temperature": t} | _ONE)
+            for t in self.temperatures
+        ]
 
     def to_engine(self) -> Candidate:
         from grace_engine.models.generation import Candidate
@@ -279,6 +314,11 @@ class ScoringIn(StrictModel):
         0.9, description="the level of the gaps' intervals and of settled"
     )
     budget: BudgetIn | None = Field(None, description="rank in rounds within a budget (README)")
+    max_params: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="the guidance's size limit: it names the best candidate whose model has at most "
+        "this many parameters (read from the model's files); no effect on any score",
+    )
     _engine: ScoringConfig | None = PrivateAttr(None)
 
     def to_engine(self) -> ScoringConfig:
@@ -312,6 +352,7 @@ class ScoringIn(StrictModel):
             bootstrap=self.bootstrap,
             confidence=self.confidence,
             budget=None if self.budget is None else self.budget.to_engine(self.seed),
+            max_params=self.max_params,
         )
 
 
@@ -345,6 +386,9 @@ class JobCreate(StrictModel):
     def _prompts_xor_dataset(self) -> JobCreate:
         if (self.prompts is None) == (self.dataset_id is None):
             raise ValueError("give exactly one of 'prompts' or 'dataset_id'")
+        # One candidate per temperature from here on: the job's units, names, limits and stored
+        # request are the candidates it scores.
+        self.candidates = [one for c in self.candidates for one in c.expanded()]
         return self
 
     def inputs(self, prompts: list[Prompt]) -> JobInputs:

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from grace_engine.errors import InvalidInput
-from grace_engine.models.arithmetic import MAX_VALUE, SPLITS, STYLES, generate, split_of
+from grace_engine.models.arithmetic import SPLITS, STYLES, Difficulty, generate, split_of
 from grace_engine.science.grace import answers_match, extract_answer
 
 
@@ -52,12 +52,19 @@ def test_splits_are_disjoint_by_construction() -> None:
     assert not {p.id for p in generate(300, "train", seed=99)} & (ids["score"] | ids["eval"])
 
 
-def test_every_question_reads_back_to_its_answer_and_every_value_is_small() -> None:
-    for problem in generate(300, "train", seed=1):
+@pytest.mark.parametrize(
+    "level", [Difficulty(), Difficulty(max_value=30, max_start=15, max_term=9, max_factor=2)]
+)
+def test_every_question_reads_back_to_its_answer_and_every_value_is_small(level: Difficulty) -> None:
+    for problem in generate(300, "train", seed=1, level=level):
         assert _read_back(problem.question) == problem.answer, problem.question
         values = problem.values()
         assert values[-1] == problem.answer
-        assert all(0 <= v <= MAX_VALUE for v in values)
+        assert all(0 <= v <= level.max_value for v in values)
+        assert problem.start <= level.max_start
+        for step in problem.steps:
+            bound = level.max_term if step.op in "+-" else level.max_factor
+            assert step.operand <= bound
         assert 1 <= len(problem.steps) <= 4
 
 
@@ -72,11 +79,16 @@ def test_every_reference_solution_states_the_answer_the_engine_extracts(style: s
 
 
 def test_the_styles_differ_and_the_step_mix_follows_the_weights() -> None:
-    problem = generate(1, "train", seed=5, steps=(3,))[0]
+    problem = generate(1, "train", seed=5, level=Difficulty(steps=(3,)))[0]
     assert len({problem.solution(s) for s in STYLES}) == len(STYLES)
-    mix = Counter(len(p.steps) for p in generate(400, "train", seed=6, steps=(1, 4), weights=(3, 1)))
+    mix = Counter(
+        len(p.steps) for p in generate(400, "train", seed=6, level=Difficulty(steps=(1, 4), weights=(3, 1)))
+    )
     assert set(mix) == {1, 4}
     assert 0.65 < mix[1] / 400 < 0.85
     with pytest.raises(InvalidInput) as err:
         generate(3, "holdout", seed=0)  # type: ignore[arg-type]
     assert err.value.field == "split"
+    with pytest.raises(InvalidInput) as err:
+        Difficulty(steps=(1, 2), weights=(1,))
+    assert err.value.field == "weights"

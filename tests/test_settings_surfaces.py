@@ -40,6 +40,7 @@ SCORING: dict[str, Any] = {
     "bootstrap": 50,
     "confidence": 0.8,
     "budget": {"examples": 100, "seconds": 60.0, "initial_prompts": 8, "growth": 3.0, "drop_below": 0.05},
+    "max_params": 1_000_000,
 }
 VALIDATION: dict[str, Any] = {
     "distill": {

@@ -210,6 +210,32 @@ function scatter(job, validation) {
     </svg></div>`;
 }
 
+const params = (n) => (n === null || n === undefined ? "size unknown" : n >= 1e9 ? `${sig(n / 1e9)}B params` : `${sig(n / 1e6)}M params`);
+
+function guidanceCard(g) {
+  // The paper's three uses of the ranking: the best temperature per model (when it was tried at
+  // several), the best per family (when there are several), and the best under the size limit.
+  if (!g) return "";
+  const rows = [];
+  for (const c of g.best_temperature.filter((c) => c.temperatures.length > 1)) {
+    rows.push(["Best temperature", esc(c.model), `<strong>${sig(c.temperature)}</strong> (${esc(c.candidate)}, rank ${c.rank}; tried ${c.temperatures.map(sig).join(", ")})`]);
+  }
+  if (g.best_per_family.length > 1) {
+    for (const c of g.best_per_family) {
+      rows.push(["Best in family", esc(c.family), `<strong>${esc(c.candidate)}</strong> (rank ${c.rank} of ${c.n_candidates}, ${params(c.params)})`]);
+    }
+  }
+  const s = g.under_max_params;
+  if (s) {
+    const pick = s.candidate === null ? "none fits" : `<strong>${esc(s.candidate)}</strong> (rank ${s.rank}, ${params(s.params)})`;
+    const unknown = s.unknown.length ? `; size unknown, left out: ${s.unknown.map(esc).join(", ")}` : "";
+    rows.push(["Best under the size limit", `at most ${params(s.max_params)}`, pick + unknown]);
+  }
+  if (!rows.length) return "";
+  return `<div class="card" id="guidance"><h2>Guidance</h2><table><tbody>
+    ${rows.map(([what, of, answer]) => `<tr><th>${what}</th><td>${of}</td><td>${answer}</td></tr>`).join("")}</tbody></table></div>`;
+}
+
 async function jobView(gen, jobId, state = {}) {
   const got = await api(`/v1/jobs/${encodeURIComponent(jobId)}`, state.etag);
   if (gen !== generation) return;
@@ -230,6 +256,7 @@ async function jobView(gen, jobId, state = {}) {
         ${job.error ? `<p class="error">${esc(job.error.code)}: ${esc(job.error.message)}</p>` : ""}
         <div id="job-progress">${progressCell(job)}</div></div>
       ${job.ranking ? `<div class="card"><h2>Ranking</h2>${verdict(job)}${rankingChart(job.ranking)}${scoresTable(job.ranking)}</div>` : ""}
+      ${guidanceCard(job.guidance)}
       ${warnings ? `<div class="card"><h2>Warnings</h2>${warnings}</div>` : ""}
       ${extra}
       <div class="card"><h2>Units</h2><table><thead><tr><th>Candidate</th><th>Status</th><th>Stage</th><th>Attempts</th><th>Worker</th></tr></thead><tbody>${units}</tbody></table></div>`;
@@ -238,27 +265,32 @@ async function jobView(gen, jobId, state = {}) {
   if (!state.done) timer = setTimeout(() => run((g) => jobView(g, jobId, state), gen), POLL_MS);
 }
 
-async function leaderboardView(gen, params) {
-  const student = params.get("student") || "", dataset = params.get("dataset") || "";
+async function leaderboardView(gen, query) {
+  const student = query.get("student") || "", dataset = query.get("dataset") || "", maxParams = query.get("max_params") || "";
   let table = "";
   if (student && dataset) {
-    const { body } = await api(`/v1/leaderboards?${new URLSearchParams({ student, dataset, limit: "100" })}`);
+    const search = new URLSearchParams({ student, dataset, limit: "100" });
+    if (maxParams) search.set("max_params", maxParams);
+    const { body } = await api(`/v1/leaderboards?${search}`);
     if (gen !== generation) return;
     await loadPredictors();
     const shown = predictorColumns(body.data, "grace");
     table = body.data.length ? `<table id="leaderboard"><thead><tr><th>#</th><th>Candidate</th><th>GRACE</th><th>± std</th>${shown.map((p) => `<th>${esc(p.label)}</th>`).join("")}<th>Job</th><th>Scored</th></tr></thead><tbody>
       ${body.data.map((e) => `<tr><td>${e.rank}</td><td>${esc(e.candidate)}</td><td class="num">${fmt(e.grace)}</td><td class="num">${fmt(e.grace_std)}</td>${shown.map((p) => predictorCell(p, e)).join("")}
         <td><a href="#/jobs/${esc(e.job_id)}"><code>${esc(e.job_id.slice(0, 8))}</code></a></td><td>${esc(e.scored_at.slice(0, 19).replace("T", " "))}</td></tr>`).join("")}
-      </tbody></table>` : "<p>Nothing scored yet for this student and prompt set.</p>";
+      </tbody></table>${guidanceCard(body.guidance)}` : "<p>Nothing scored yet for this student and prompt set.</p>";
   }
   view.innerHTML = `<h1>Leaderboard</h1><form id="board-form" class="card">
       <input name="student" placeholder="student" value="${esc(student)}" required>
       <input name="dataset" placeholder="dataset id or prompt_set" value="${esc(dataset)}" required size="40">
+      <input name="max_params" type="number" min="1" placeholder="max params (optional)" value="${esc(maxParams)}">
       <button type="submit">Show</button></form>${table}`;
   document.getElementById("board-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
-    location.hash = `#/leaderboard?${new URLSearchParams({ student: f.get("student"), dataset: f.get("dataset") })}`;
+    const next = new URLSearchParams({ student: f.get("student"), dataset: f.get("dataset") });
+    if (f.get("max_params")) next.set("max_params", f.get("max_params"));
+    location.hash = `#/leaderboard?${next}`;
   });
 }
 

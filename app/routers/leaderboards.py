@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 
 from app.deps import CurrentTenant, SessionDep
 from app.errors import ApiError
-from app.schemas import LeaderboardEntry, LeaderboardPublic
+from app.schemas import GuidancePublic, LeaderboardEntry, LeaderboardPublic
 from grace_infra.db.models import Dataset
 from grace_jobs.kinds.score import KIND as SCORE
 from grace_jobs.leaderboards import leaderboard, prompt_set_hash
@@ -39,6 +39,9 @@ def get_leaderboard(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    max_params: Annotated[
+        int | None, Query(ge=1, description="the guidance's size limit: the best with at most this many")
+    ] = None,
 ) -> LeaderboardPublic:
     """Your candidates for ``student`` on one prompt set, best GRACE first: each candidate's
     latest score among your succeeded score jobs with the same configuration, and its job."""
@@ -60,6 +63,7 @@ def get_leaderboard(
         comparison=comparison,
         offset=offset,
         limit=limit,
+        max_params=max_params,
     )
     end = offset + len(board.entries)
     return LeaderboardPublic(
@@ -70,4 +74,5 @@ def get_leaderboard(
         total=board.total,
         data=[LeaderboardEntry.model_validate(asdict(e)) for e in board.entries],
         next_offset=end if end < board.total else None,
+        guidance=GuidancePublic.model_validate(asdict(board.guidance)),
     )

@@ -36,7 +36,6 @@ SPLITS: tuple[Split, ...] = ("train", "score", "eval")
 # students, the rest scored (the GRACE prompts) or held out for evaluation.
 SPLIT_SHARES: dict[Split, int] = {"train": 80, "score": 10, "eval": 10}
 STYLES: tuple[str, ...] = ("verbose", "equations", "answer_first")
-MAX_VALUE = 99  # every quantity a problem mentions or reaches stays in 0..99
 
 NAMES = ("Mia", "Tom", "Ana", "Leo", "Sara", "Ben", "Ivy", "Omar", "Nina", "Raj", "Lena", "Max")
 THINGS = ("apples", "marbles", "coins", "stickers", "books", "shells", "pencils", "cards")
@@ -55,6 +54,30 @@ PHRASES: dict[Op, tuple[str, ...]] = {
     ),
 }
 VERBS: dict[Op, str] = {"+": "adds", "-": "takes away", "*": "multiplies by", "/": "divides by"}
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard the world is, fixed on the pilot: every quantity stays in ``0..max_value``; a
+    problem starts at ``2..max_start``, adds or takes away ``1..max_term``, multiplies or divides
+    by ``2..max_factor``; a problem has one of ``steps`` step counts, drawn with ``weights``."""
+
+    steps: tuple[int, ...] = (1, 2, 3, 4)
+    weights: tuple[float, ...] | None = None
+    max_value: int = 99
+    max_start: int = 30
+    max_term: int = 20
+    max_factor: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.steps or min(self.steps) < 1:
+            raise InvalidInput("step counts must be 1 or more", field="steps")
+        if self.weights is not None and len(self.weights) != len(self.steps):
+            raise InvalidInput("one weight per step count", field="weights")
+        if not 2 <= self.max_start <= self.max_value or self.max_term < 1 or self.max_factor < 2:
+            raise InvalidInput(
+                "needs 2 <= max_start <= max_value, max_term >= 1, max_factor >= 2", field="difficulty"
+            )
 
 
 @dataclass(frozen=True)
@@ -135,19 +158,20 @@ def split_of(problem_id: str) -> Split:
     raise AssertionError("split shares sum to 100")
 
 
-def _steps(rng: random.Random, start: int, n_steps: int) -> tuple[Step, ...] | None:
-    """``n_steps`` operations that keep every value a whole number in 0..MAX_VALUE (None: this
-    draw could not)."""
+def _steps(rng: random.Random, start: int, n_steps: int, level: Difficulty) -> tuple[Step, ...] | None:
+    """``n_steps`` operations that keep every value a whole number in ``0..level.max_value`` (None:
+    this draw could not)."""
     value, steps = start, []
+    top = level.max_value
     for _ in range(n_steps):
         options: list[Step] = []
-        if value < MAX_VALUE:
-            options.append(Step("+", rng.randint(1, min(20, MAX_VALUE - value))))
+        if value < top:
+            options.append(Step("+", rng.randint(1, min(level.max_term, top - value))))
         if value > 1:
-            options.append(Step("-", rng.randint(1, min(20, value - 1))))
-        if 0 < value <= MAX_VALUE // 2:
-            options.append(Step("*", rng.randint(2, min(5, MAX_VALUE // value))))
-        divisors = [d for d in range(2, 6) if value % d == 0 and value // d > 0]
+            options.append(Step("-", rng.randint(1, min(level.max_term, value - 1))))
+        if 0 < value <= top // 2:
+            options.append(Step("*", rng.randint(2, min(level.max_factor, top // value))))
+        divisors = [d for d in range(2, level.max_factor + 1) if value % d == 0 and value // d > 0]
         if divisors:
             options.append(Step("/", rng.choice(divisors)))
         if not options:
@@ -173,11 +197,10 @@ def generate(
     split: Split,
     *,
     seed: int = 0,
-    steps: Sequence[int] = (1, 2, 3, 4),
-    weights: Sequence[float] | None = None,
+    level: Difficulty = Difficulty(),
 ) -> list[Problem]:
-    """``n`` distinct problems of ``split``, seeded: ``steps`` are the step counts drawn from (with
-    ``weights``, the difficulty mix). The same arguments give the same problems."""
+    """``n`` distinct problems of ``split`` at ``level``, seeded. The same arguments give the same
+    problems."""
     if split not in SPLITS:
         raise InvalidInput(f"unknown split {split!r}; choose from {', '.join(SPLITS)}", field="split")
     if n < 0:
@@ -189,9 +212,9 @@ def generate(
         tries += 1
         if tries > 200 * n + 1000:
             raise InvalidInput(f"cannot find {n} distinct {split} problems with these step counts", field="n")
-        n_steps = rng.choices(list(steps), weights=list(weights) if weights is not None else None)[0]
-        start = rng.randint(2, 30)
-        drawn = _steps(rng, start, n_steps)
+        n_steps = rng.choices(level.steps, weights=level.weights)[0]
+        start = rng.randint(2, level.max_start)
+        drawn = _steps(rng, start, n_steps, level)
         if drawn is None:
             continue
         problem_id = canonical_id(start, drawn)

@@ -24,6 +24,12 @@ DEFAULT_INSTRUCTION = "Please reason step by step and put your final answer with
 DEFAULT_STUDENT_TEMPLATE = "### Problem:\n{prompt}\n\n### Solution:\n"
 
 
+def at_temperature(name: str, temperature: float) -> str:
+    """The name of the candidate that model candidate ``name`` becomes at one of the several
+    ``temperatures`` it lists (``tutor`` at 0.3: ``tutor@0.3``)."""
+    return f"{name}@{temperature:g}"
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One problem. ``answer`` is optional; when present it enables teacher accuracy."""

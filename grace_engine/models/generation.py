@@ -22,7 +22,7 @@ import torch
 
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.memory import MemoryBudget, generation_cost, resident_bytes
-from grace_engine.models.data import DEFAULT_INSTRUCTION, Prompt, pad_token_id
+from grace_engine.models.data import DEFAULT_INSTRUCTION, Prompt, at_temperature, pad_token_id
 from grace_engine.models.loading import context_length
 from grace_engine.science.projection import stream_seed
 
@@ -104,10 +104,33 @@ def candidate_from_dict(record: Any, index: int) -> Candidate:
     return candidate
 
 
+def _at_temperatures(record: Any, index: int) -> list[Any]:
+    """``record``, or one record per temperature when it lists ``temperatures``."""
+    if not isinstance(record, dict) or "temperatures" not in record:
+        return [record]
+    field = f"candidates[{index}]"
+    temps, rest = record["temperatures"], {k: v for k, v in record.items() if k != "temperatures"}
+    if not (
+        isinstance(temps, list)
+        and temps
+        and all(isinstance(t, int | float) and not isinstance(t, bool) for t in temps)
+    ):
+        raise InvalidInput("must be a non-empty list of numbers", field=f"{field}.temperatures")
+    if "temperature" in rest:
+        raise InvalidInput("give 'temperature' or 'temperatures', not both", field=field)
+    if "model" not in rest:
+        raise InvalidInput("'temperatures' samples a model; supplied responses have none", field=field)
+    if len(set(temps)) != len(temps):
+        raise InvalidInput("lists a temperature twice", field=f"{field}.temperatures")
+    name = rest.get("name", rest.get("model"))
+    return [{**rest, "name": at_temperature(str(name), float(t)), "temperature": t} for t in temps]
+
+
 def read_candidates(path: str | Path) -> list[Candidate]:
     """Candidates from a JSON file holding a list or ``{"candidates": [...]}``. A relative ``model``
     path that exists next to the file is taken from there (so a candidate file travels with its
-    models); anything else is left for the model policy to judge."""
+    models); anything else is left for the model policy to judge. A candidate listing
+    ``temperatures`` becomes one candidate per temperature (``name@T``)."""
     p = Path(path)
     if not p.is_file():
         raise InvalidInput(f"no such file: {p}", field="candidates")
@@ -119,7 +142,8 @@ def read_candidates(path: str | Path) -> list[Candidate]:
     if not isinstance(records, list):
         raise InvalidInput('expected a list of candidates or {"candidates": [...]}', field="candidates")
     out = []
-    for i, record in enumerate(records):
+    expanded = [(i, one) for i, record in enumerate(records) for one in _at_temperatures(record, i)]
+    for i, record in expanded:
         c = candidate_from_dict(record, i)
         if c.model is not None and not Path(c.model).is_absolute() and (p.parent / c.model).exists():
             c = replace(c, model=str((p.parent / c.model).resolve()))

@@ -81,10 +81,11 @@ def tiny_llama(
     eos_id: int,
     pad_id: int,
     hidden: int = 64,
+    layers: int = 2,
     tied: bool = False,
     max_positions: int = 512,
 ) -> torch.nn.Module:
-    """A 2-layer Llama with grouped-query attention (4 heads, 2 KV heads), randomly initialised."""
+    """A Llama with grouped-query attention (4 heads, 2 KV heads), randomly initialised."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     model: torch.nn.Module = LlamaForCausalLM(
@@ -92,7 +93,7 @@ def tiny_llama(
             vocab_size=vocab_size,
             hidden_size=hidden,
             intermediate_size=2 * hidden,
-            num_hidden_layers=2,
+            num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,
             max_position_embeddings=max_positions,
@@ -114,8 +115,10 @@ def tiny_gpt2(
     layers: int = 2,
     tied: bool = True,
     max_positions: int = 512,
+    dropout: float = 0.1,
 ) -> torch.nn.Module:
-    """A GPT-2 (Conv1D layers, LayerNorm, learned positions), randomly initialised."""
+    """A GPT-2 (Conv1D layers, LayerNorm, learned positions), randomly initialised; ``dropout``
+    (GPT-2's default 0.1) on the embeddings, residuals and attention."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model: torch.nn.Module = GPT2LMHeadModel(
@@ -126,6 +129,39 @@ def tiny_gpt2(
             n_head=4,
             n_positions=max_positions,
             tie_word_embeddings=tied,
+            embd_pdrop=dropout,
+            resid_pdrop=dropout,
+            attn_pdrop=dropout,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
+        )
+    )
+    return model
+
+
+def tiny_neox(
+    vocab_size: int,
+    *,
+    eos_id: int,
+    pad_id: int,
+    hidden: int = 64,
+    layers: int = 2,
+    max_positions: int = 512,
+) -> torch.nn.Module:
+    """A GPT-NeoX (parallel attention and MLP, rotary positions on a quarter of each head, untied
+    output), randomly initialised: a third architecture besides Llama and GPT-2."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    model: torch.nn.Module = GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=4 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=False,
             bos_token_id=eos_id,
             eos_token_id=eos_id,
             pad_token_id=pad_id,

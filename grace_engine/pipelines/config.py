@@ -55,6 +55,7 @@ class ScoringConfig:
     rank_by: str | None = None  # the predictor that orders the ranking; None: GRACE when computed
     bootstrap: int = DEFAULT_RESAMPLES  # resamples over prompts for P(top-1) and intervals; 0: none
     confidence: float = DEFAULT_CONFIDENCE
+    max_params: int | None = None  # the guidance's parameter-count limit (no effect on any score)
 
     @property
     def ranking_score(self) -> str:

@@ -106,6 +106,7 @@ class PreparedJob(Generic[P]):
     origins: list[Origin]
     student_source: ModelSource
     ctx: EngineContext
+    sources: dict[int, ModelSource]  # each generating candidate's model, by its index
     check_student: Callable[[], CheckedStudent[P]]
     checked: CheckedStudent[P] | None = None
 
@@ -191,7 +192,7 @@ def prepare(
         also_resident=[early.loaded.model] if early else [],
     )
     release_if_short(backend, ctx)
-    job = PreparedJob(spec, checked, collected, origins, student_source, ctx, check_student, early)
+    job = PreparedJob(spec, checked, collected, origins, student_source, ctx, sources, check_student, early)
     if not deferred:
         job.load_student()
     return job

@@ -15,6 +15,7 @@ from grace_engine.science.caveats import ResultWarning
 from grace_engine.science.grace import (
     GraceResult,
 )
+from grace_engine.science.guidance import Guidance, Teacher, guide
 from grace_engine.science.mixture import MixedExample
 from grace_engine.science.predictors import (
     Evidence,
@@ -36,7 +37,8 @@ class CandidateResult:
     an uncertainty; ``p_top1`` 0 for a candidate a budget-aware ranking dropped).
     ``n_at_max_tokens`` counts generated responses that stopped at ``max_tokens``
     (None for supplied responses, where it is unknown); ``n_truncated`` counts examples cut at the
-    student's ``max_length``.
+    student's ``max_length``. ``teacher``: the model, temperature, family and size behind a
+    generated candidate.
     """
 
     name: str
@@ -52,6 +54,7 @@ class CandidateResult:
     mean_response_tokens: float
     response_source: Origin
     responses: Responses = field(repr=False)
+    teacher: Teacher | None = None  # what generated it (None: supplied responses)
 
     def score(self, name: str) -> float | None:
         """Predictor ``name``'s value (None where the job did not compute it)."""
@@ -85,6 +88,16 @@ class RankingResult:
         """Whether the leader beats the runner-up at the stated confidence (None without an
         uncertainty)."""
         return None if self.uncertainty is None else self.uncertainty.settled
+
+    @property
+    def guidance(self) -> Guidance:
+        """The paper's three uses of the ranking: the best temperature per model, the best
+        candidate per family, and the best under the config's ``max_params``."""
+        return guide(
+            [r.name for r in self.ranking],
+            {name: c.teacher for name, c in self.candidates.items()},
+            max_params=self.config.max_params,
+        )
 
     def ranking_rows(self) -> list[dict[str, Any]]:
         """The ranking best-first, one row per candidate with every predictor's value (``values``),
@@ -132,6 +145,7 @@ class RankingResult:
             "mixed": [asdict(r) for r in self.mixed],
             "uncertainty": _uncertainty_dict(self.uncertainty),
             "ranking": [asdict(r) for r in self.ranking],
+            "guidance": asdict(self.guidance),
             "candidates": details,
             "warnings": [w.to_dict() for w in self.warnings],
         }

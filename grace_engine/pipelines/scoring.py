@@ -26,11 +26,13 @@ from grace_engine.models.data import (
     pad_token_id,
     student_examples,
 )
+from grace_engine.models.facts import model_facts
 from grace_engine.models.generation import (
     Candidate,
 )
 from grace_engine.models.loading import (
     LoadedModel,
+    ModelSource,
 )
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs
@@ -53,6 +55,7 @@ from grace_engine.science.gradients import (
     compute_gradients,
     make_gradient_computer,
 )
+from grace_engine.science.guidance import Teacher
 from grace_engine.science.mixture import route_by_grace
 from grace_engine.science.predictors import (
     PREDICTORS,
@@ -499,6 +502,7 @@ def _scored(
             mean_response_tokens=float(np.mean(ev.n_tokens)),
             response_source=job.origins[i],
             responses=generated.texts,
+            teacher=_teacher(cand, job.sources.get(i)),
         )
     ranking = _ranking(ranked_values, score, graces, None if adaptive is None else adaptive[1])
     job.report(ProgressEvent("score", len(candidates), len(candidates)))
@@ -529,6 +533,15 @@ def _scored(
         if computer.d > 0
         else [],
     )
+
+
+def _teacher(cand: Candidate, source: ModelSource | None) -> Teacher | None:
+    """What generated ``cand`` (None for supplied responses), its family and size read from the
+    model's files."""
+    if cand.model is None or source is None:
+        return None
+    facts = model_facts(source)
+    return Teacher(cand.model, cand.temperature, facts.family, facts.params)
 
 
 def _identity(computer: Projection, scored_dim: int) -> ProjectionIdentity | None:

@@ -29,7 +29,7 @@ from grace_jobs.leaderboards import comparison_key, prompt_set_hash
 from grace_jobs.requests import JobCreate
 
 # The parts of a ranking kept on the job; per-candidate details go to job_results.
-RANKING_KEPT = ("warnings", "settled", "uncertainty", "projection", "proj_dim", "budget", "mixed")
+RANKING_KEPT = ("warnings", "settled", "uncertainty", "projection", "proj_dim", "budget", "mixed", "guidance")
 
 
 def unit_result(ranking: RankingResult) -> dict[str, Any]:

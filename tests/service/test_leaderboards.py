@@ -10,6 +10,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from grace_engine.models.facts import model_facts
+from grace_engine.models.loading import ModelPolicy, resolve_model
+from grace_engine.models.tiny_models import TinyModels
 from grace_infra.settings import Settings
 from tests.service.conftest import Caller, assert_problem, job_body, run_to_success, supplied_job
 from workers.runner import JobRunner
@@ -97,3 +100,68 @@ def test_the_leaderboard_is_in_the_openapi_document(client: TestClient) -> None:
     op = doc["paths"]["/v1/leaderboards"]["get"]
     assert {p["name"] for p in op["parameters"]} >= {"student", "dataset", "comparison", "limit", "offset"}
     assert op["security"] == [{"bearer": []}]
+
+
+def test_guidance_names_the_best_temperature_family_and_size_on_the_job_and_the_board(
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    tiny: TinyModels,
+) -> None:
+    policy = ModelPolicy.from_paths([tiny.root])
+    size = {n: model_facts(resolve_model(n, policy, field="m")).params for n in ("parrot", "noise", "tutor")}
+    assert size["noise"] < size["parrot"] < size["tutor"]  # type: ignore[operator]
+    body = job_body(
+        candidates=[
+            {"name": "tutor", "model": "tutor", "temperatures": [0.3, 1.0], "max_tokens": 32},
+            {"name": "parrot", "model": "parrot", "max_tokens": 32},
+            {"name": "noise", "model": "noise", "temperature": 1.0, "max_tokens": 32},
+        ],
+        scoring={"responses_per_prompt": 2, "proj_dim": 64, "max_params": size["parrot"]},
+    )
+    job = run_to_success(client, caller, JobRunner(settings, session_factory), body)
+    order = [r["name"] for r in job["ranking"]]
+    assert sorted(order) == ["noise", "parrot", "tutor@0.3", "tutor@1"]
+
+    def first(*names: str) -> str:
+        return min(names, key=order.index)
+
+    guidance = job["guidance"]
+    temps = {c["model"]: c for c in guidance["best_temperature"]}
+    assert temps["tutor"]["candidate"] == first("tutor@0.3", "tutor@1")
+    assert temps["tutor"]["temperatures"] == [0.3, 1.0]
+    assert temps["tutor"]["temperature"] == {"tutor@0.3": 0.3, "tutor@1": 1.0}[temps["tutor"]["candidate"]]
+    families = {c["family"]: (c["candidate"], c["n_candidates"]) for c in guidance["best_per_family"]}
+    assert families == {"gpt2": (first("tutor@0.3", "tutor@1", "noise"), 3), "llama": ("parrot", 1)}
+    small = guidance["under_max_params"]
+    assert (small["candidate"], small["n_within"]) == (first("parrot", "noise"), 2)
+    assert small["params"] == size[small["candidate"]]
+
+    # The board answers the same over its own order, under the size limit its caller asks for.
+    board = _board(client, caller, dataset=job["prompt_set"], max_params=size["noise"])
+    assert {e["candidate"]: e["teacher"]["params"] for e in board["data"]} == {
+        "tutor@0.3": size["tutor"],
+        "tutor@1": size["tutor"],
+        "parrot": size["parrot"],
+        "noise": size["noise"],
+    }
+    assert board["guidance"]["under_max_params"]["candidate"] == "noise"
+    assert board["guidance"]["best_temperature"] == guidance["best_temperature"]
+    assert _board(client, caller, dataset=job["prompt_set"])["guidance"]["under_max_params"] is None
+
+
+def test_a_muddled_temperature_list_is_a_422_naming_the_candidate(client: TestClient, caller: Caller) -> None:
+    for candidate in (
+        {"name": "t", "model": "tutor", "temperature": 0.3, "temperatures": [0.3, 1.0]},
+        {"name": "t", "model": "tutor", "temperatures": [0.3, 0.3]},
+        {"name": "t", "responses": {"p0": ["4"]}, "temperatures": [0.3]},
+    ):
+        response = client.post("/v1/jobs", json=job_body(candidates=[candidate]), headers=caller.headers)
+        assert_problem(response, 422, "candidates[0]")
+    empty = [{"name": "t", "model": "tutor", "temperatures": []}]
+    response = client.post("/v1/jobs", json=job_body(candidates=empty), headers=caller.headers)
+    assert_problem(response, 422, "candidates[0].temperatures")
+    # Expanded names meet the others': a clash names the candidate that repeats it.
+    clash = [{"name": "t", "model": "tutor", "temperatures": [0.3]}, {"name": "t@0.3", "model": "noise"}]
+    assert_problem(client.post("/v1/jobs", json=job_body(candidates=clash), headers=caller.headers), 422)

@@ -1,0 +1,263 @@
+"""Study E's runs (protocol.md): each candidate's distillation set, the distillations and their
+outcomes, and the predictors' scores, every stage cached under the world's root and resumable.
+
+* ``generate``: each candidate answers every distillation prompt once at its temperature.
+* ``distil``: each student is fine-tuned (full fine-tuning, the product's ``distil``) on each
+  candidate's answers, once per seed; the outcome is the distilled student's greedy exact match on
+  the evaluation problems, and its NLL on their references in all three styles.
+* ``score``: the product's ``rank_teachers`` scores every candidate for each student on the 512
+  scoring prompts under each configuration of :data:`CONFIGS`.
+
+    python -m studies.E run [--jobs 2] [--stage generate|distil|score|all]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from studies.E.world import MAX_NEW_TOKENS, ROOT, STUDENTS, ModelSpec
+
+SEEDS = (0, 1)  # distillation seeds
+# Fixed on the pilot teacher (pilot_distil.json), never on an outcome the study reports.
+DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR = 600, 32, 2e-3
+# The paper's scoring setup (512 prompts x 4 responses, d = 512) on both gradient paths, and the
+# product's default (d "auto", the fast path).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "exact-512": {"proj_dim": 512, "path": "exact"},
+    "fast-512": {"proj_dim": 512, "path": "fast"},
+    "default": {},
+}
+SCORING_M = 4
+
+
+@dataclass(frozen=True)
+class Problems:
+    """A problem set read back from the world's JSONL: prompts and per style reference solutions."""
+
+    ids: list[str]
+    questions: list[str]
+    answers: list[str]
+    solutions: dict[str, list[str]]
+
+    @classmethod
+    def read(cls, path: Path) -> Problems:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        styles = list(rows[0]["solutions"])
+        return cls(
+            [r["id"] for r in rows],
+            [r["prompt"] for r in rows],
+            [r["answer"] for r in rows],
+            {s: [r["solutions"][s] for r in rows] for s in styles},
+        )
+
+    def prompts(self) -> list[Any]:
+        from grace_engine.models.data import Prompt
+
+        return [Prompt(i, q, a) for i, q, a in zip(self.ids, self.questions, self.answers, strict=True)]
+
+
+def candidates(root: Path) -> list[Any]:
+    """The zoo's candidates, one per model and temperature."""
+    from grace_engine.models.generation import read_candidates
+
+    return read_candidates(root / "candidates.json")
+
+
+def _policy(root: Path) -> Any:
+    from grace_engine.models.loading import ModelPolicy
+
+    return ModelPolicy.from_paths([root])
+
+
+def distillation_set(root: Path, cand: Any) -> list[str]:
+    """``cand``'s answers to every distillation prompt (cached)."""
+    path = root / "distill-responses" / f"{cand.name}.json"
+    if path.is_file():
+        return list(json.loads(path.read_text())["responses"])
+    from grace_engine.models.generation import GenerationSettings, TransformersBackend
+    from grace_engine.models.loading import load_causal_lm, load_tokenizer, resolve_model
+
+    started = time.perf_counter()
+    problems = Problems.read(root / "distill.jsonl")
+    source = resolve_model(cand.model, _policy(root), field="model")
+    model, tok = load_causal_lm(source, _policy(root)), load_tokenizer(source, _policy(root))
+    settings = GenerationSettings(1, cand.temperature, 1.0, MAX_NEW_TOKENS, seed=0)
+    texts = [t[0] for t in TransformersBackend().generate(model, tok, problems.prompts(), settings).texts]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"responses": texts, "seconds": time.perf_counter() - started}) + "\n")
+    return texts
+
+
+def outcome(model: Any, tok: Any, problems: Problems) -> dict[str, Any]:
+    """A (distilled) student's greedy exact match on ``problems`` and its NLL per reference token
+    on their solutions in every style, and the mean of those NLLs."""
+    from grace_engine.models.data import ReferenceExample, StudentFormat
+    from grace_engine.science.evaluation import evaluate, greedy_accuracy
+
+    fmt = StudentFormat()
+    refs = {
+        style: [
+            ReferenceExample(q, s, a)
+            for q, s, a in zip(problems.questions, sols, problems.answers, strict=True)
+        ]
+        for style, sols in problems.solutions.items()
+    }
+    nll = {style: evaluate(model, tok, ex, fmt, accuracy=False).eval_nll for style, ex in refs.items()}
+    first = next(iter(refs.values()))
+    return {
+        "accuracy": greedy_accuracy(model, tok, first, fmt, max_new_tokens=MAX_NEW_TOKENS),
+        "nll": nll,
+        "mean_nll": sum(nll.values()) / len(nll),
+    }
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Student ``student`` distilled on candidate ``candidate``'s distillation set with ``seed``,
+    ``steps`` optimizer steps of ``batch`` examples at learning rate ``lr``."""
+
+    root: Path
+    student: ModelSpec
+    candidate: str
+    seed: int
+    steps: int = DISTIL_STEPS
+    batch: int = DISTIL_BATCH
+    lr: float = DISTIL_LR
+
+    @property
+    def path(self) -> Path:
+        name = f"seed{self.seed}-steps{self.steps}.json"
+        return self.root / "outcomes" / self.student.name / self.candidate / name
+
+
+def distil_one(run: Distillation) -> dict[str, Any]:
+    """``run`` and its outcome (cached); runs in a worker process."""
+    root, spec, name, seed, path = run.root, run.student, run.candidate, run.seed, run.path
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    import torch
+
+    from grace_engine.models.data import StudentFormat, encode_for_student
+    from grace_engine.models.loading import load_causal_lm, load_tokenizer, resolve_model
+    from grace_engine.pipelines.distillation import DistillConfig, distil
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    (cand,) = [c for c in candidates(root) if c.name == name]
+    texts = distillation_set(root, cand)
+    problems = Problems.read(root / "distill.jsonl")
+    source = resolve_model(str(root / "students" / spec.name), _policy(root), field="student")
+    student, tok = load_causal_lm(source, _policy(root)), load_tokenizer(source, _policy(root))
+    fmt = StudentFormat().within(512)
+    examples = [
+        encode_for_student(tok, q, t, replace(fmt, truncate=True, max_length=256), field="response")
+        for q, t in zip(problems.questions, texts, strict=True)
+    ]
+    cfg = DistillConfig(
+        method="full", max_steps=run.steps, batch_size=run.batch, learning_rate=run.lr, seed=seed
+    )
+    model, stats = distil(student, tok, examples, cfg)
+    trained = time.perf_counter() - started
+    record = {
+        "student": spec.name,
+        "candidate": name,
+        "seed": seed,
+        "steps": run.steps,
+        "batch": run.batch,
+        "lr": run.lr,
+        "train": asdict(stats),
+        **outcome(model, tok, Problems.read(root / "eval.jsonl")),
+        "train_seconds": trained,
+        "seconds": time.perf_counter() - started,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def score(root: Path, spec: ModelSpec, config: str) -> dict[str, Any]:
+    """Every candidate scored for student ``spec`` under ``CONFIGS[config]`` on the scoring prompts
+    by the product's ``rank_teachers`` (cached; responses shared through the response store)."""
+    path = root / "scores" / spec.name / f"{config}.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    from grace_engine.models.loading import ModelCache
+    from grace_engine.pipelines.config import ScoringConfig
+    from grace_engine.pipelines.context import EngineContext, JobInputs
+    from grace_engine.pipelines.scoring import rank_teachers
+    from grace_engine.stores.response_store import DirectoryResponseStore
+
+    started = time.perf_counter()
+    inputs = JobInputs(
+        Problems.read(root / "score.jsonl").prompts(), candidates(root), str(root / "students" / spec.name)
+    )
+    cfg = ScoringConfig(responses_per_prompt=SCORING_M, **CONFIGS[config])
+    ctx = EngineContext(
+        policy=_policy(root),
+        models=ModelCache(_policy(root)),
+        responses=DirectoryResponseStore(root / "responses"),
+    )
+    result = rank_teachers(inputs, cfg, ctx)
+    full = result.to_dict(include_responses=False)
+    record = {
+        "student": spec.name,
+        "config": config,
+        "proj_dim": result.config.proj_dim,
+        "path": result.config.path,
+        "values": {name: c.values for name, c in result.candidates.items()},
+        "teachers": {name: c["teacher"] for name, c in full["candidates"].items()},
+        "ranking": [r.name for r in result.ranking],
+        "guidance": full["guidance"],
+        "warnings": full["warnings"],
+        "seconds": time.perf_counter() - started,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _generate_one(args: tuple[Path, str]) -> str:
+    import torch
+
+    root, name = args
+    torch.set_num_threads(1)
+    (cand,) = [c for c in candidates(root) if c.name == name]
+    distillation_set(root, cand)
+    return name
+
+
+def run(
+    root: Path = ROOT,
+    *,
+    stage: str = "all",
+    jobs: int = 2,
+    students: Sequence[ModelSpec] = STUDENTS,
+    seeds: Sequence[int] = SEEDS,
+    steps: int = DISTIL_STEPS,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run (or finish) the study's stages under ``root``, ``jobs`` processes at a time."""
+    names = [c.name for c in candidates(root)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        if stage in ("generate", "all"):
+            for name in pool.map(_generate_one, [(root, n) for n in names]):
+                log(f"generated {name}")
+        if stage in ("distil", "all"):
+            work = [Distillation(root, s, n, seed, steps) for seed in seeds for s in students for n in names]
+            for record in pool.map(distil_one, work):
+                log(
+                    f"{record['student']:<14} {record['candidate']:<26} seed {record['seed']}  "
+                    f"accuracy {record['accuracy']:.1%}  mean NLL {record['mean_nll']:.3f}  "
+                    f"{record['seconds']:.0f} s"
+                )
+    if stage in ("score", "all"):
+        for spec in students:
+            for config in CONFIGS:
+                record = score(root, spec, config)
+                log(f"scored {spec.name} {config}: d={record['proj_dim']} {record['seconds']:.0f} s")
