@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -35,7 +36,6 @@ from grace_infra.settings import Settings
 from grace_jobs import kinds
 
 log = logging.getLogger("grace.api")
-VERSION = "0.2.0"
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # default pages load them from a CDN, which leaves them blank on an offline host.
     app = FastAPIOffline(
         title="grace-service",
-        version=VERSION,
+        version=version("grace-service"),  # the installed distribution's, as `grace --version` says
         summary="Rank candidate teacher LLMs for distilling a student, by the GRACE score.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,

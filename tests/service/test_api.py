@@ -372,3 +372,15 @@ def test_listings_never_load_request_bodies(client: TestClient, caller: Caller) 
     listings = [s for s in seen if "FROM jobs" in s and "LIMIT" in s.upper()]
     assert len(listings) == 2
     assert not any(re.search(r"jobs\.request\b(?!_)", s) for s in listings), listings
+
+
+def test_one_version_everywhere(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    from grace_cli.main import main
+
+    installed = version("grace-service")
+    assert client.get("/openapi.json").json()["info"]["version"] == installed
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"grace {installed}"
