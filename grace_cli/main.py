@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from grace_engine.memory import MemoryBudget
     from grace_engine.models.loading import ModelPolicy
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 EXIT_BAD_INPUT = 2
 
 
@@ -517,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GraceError, GraceAPIError) as err:
         print(f"grace: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as stop:  # Ctrl-C: one line, no traceback, the shell's exit status
+        print("grace: interrupted" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

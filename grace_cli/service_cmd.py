@@ -73,6 +73,10 @@ def progress_events(job: dict[str, Any]) -> list[ProgressEvent]:
     return events
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while following a job: the job runs on; the message says how to pick it up."""
+
+
 def follow(client: Client, job_id: str, *, quiet: bool) -> dict[str, Any]:
     """Wait for the job with progress bars on stderr; the job at its end."""
     bars = ProgressBars(enabled=not quiet, rates=False)
@@ -83,6 +87,11 @@ def follow(client: Client, job_id: str, *, quiet: bool) -> dict[str, Any]:
 
     try:
         return client.wait(job_id, on_progress=show)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"job {job_id} keeps running on the service: `grace jobs wait {job_id}` follows it again, "
+            f"`grace jobs cancel {job_id}` stops it"
+        ) from None
     finally:
         bars.close()
 

@@ -78,6 +78,16 @@ def test_rank_prints_a_table_and_writes_json(
     assert (small["train_rows"], small["proj_dim"]) == (44, 128)
     assert any(line.startswith("warning [small_sample]: each split trains on 44") for line in lines)
     assert any(line.startswith("Ranked by grace: ") for line in lines)
+    # The guidance: the tutor was sampled at three temperatures, and two families compete.
+    guidance = result["guidance"]
+    (tutor,) = [c for c in guidance["best_temperature"] if c["model"].endswith("tutor")]
+    assert tutor["temperatures"] == [0.3, 0.6, 1.3]
+    assert any(
+        line.startswith(f"best temperature for {tutor['model']}: {tutor['temperature']:g} (")
+        for line in lines
+    )
+    assert {c["family"]: c["n_candidates"] for c in guidance["best_per_family"]} == {"gpt2": 4, "llama": 1}
+    assert any(line.startswith("best llama: parrot (rank ") for line in lines)
     # grace export: one chat example per prompt, loadable as a Hugging Face dataset.
     export = tmp_path / "mixed.jsonl"
     assert main(["export", str(out_file), "--out", str(export)]) == 0
@@ -289,3 +299,20 @@ def test_models_smollm2_without_a_converter_module_exits_2_saying_how_to_install
     assert "pip install gguf accelerate" in err
     assert "bash scripts/setup.sh" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_following_a_job_says_how_to_resume(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from grace_client import Client
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "wait", interrupted)
+    assert main(["jobs", "wait", "job-42", "--url", "http://127.0.0.1:9"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    assert err.startswith("grace: interrupted; job job-42 keeps running")
+    assert "`grace jobs wait job-42`" in err
+    assert "`grace jobs cancel job-42`" in err
