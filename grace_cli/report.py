@@ -207,9 +207,28 @@ def format_guidance(guidance: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _count(w: Mapping[str, Any]) -> str:
+    """A per-candidate warning's share: its first count field of its total."""
+    n = next((v for k, v in w.items() if k.startswith("n_") and isinstance(v, int)), None)
+    return f"{n} of {w['total']}" if n is not None and "total" in w else ""
+
+
 def format_warnings(warnings: Sequence[Mapping[str, Any]]) -> str:
-    """One ``warning [code]: message`` line per warning of a result (empty when there is none)."""
-    return "\n".join(f"warning [{w['code']}]: {w['message']}" for w in warnings)
+    """One ``warning [code]: message`` line per condition of a result (empty when there is none):
+    a condition several candidates share is one line, the first one's message and the others'
+    names and counts after it."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for w in warnings:
+        groups.setdefault(w["code"], []).append(w)
+    lines = []
+    for code, group in groups.items():
+        named = [w for w in group if w.get("candidate") is not None]
+        if len(named) > 1:
+            also = ", ".join(f"{w['candidate']!r} {_count(w)}".rstrip() for w in named[1:])
+            lines.append(f"warning [{code}]: {named[0]['message']} (likewise {also})")
+            group = [w for w in group if w.get("candidate") is None]
+        lines += [f"warning [{code}]: {w['message']}" for w in group]
+    return "\n".join(lines)
 
 
 def format_table(result: RankingResult) -> str:

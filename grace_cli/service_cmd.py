@@ -38,6 +38,7 @@ def add_parsers(sub: Any) -> None:
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--student")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--cursor", help="the next page: the cursor a previous listing printed")
     for name, text in (
         ("show", "a job's status, units and ranking (--json: the whole job)"),
         ("cancel", "cancel a job (running: at its next batch)"),
@@ -129,11 +130,13 @@ def _show(job: dict[str, Any], as_json: bool) -> None:
 def cmd_jobs(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         if args.jobs_command == "list":
-            page = client.list_jobs(status=args.status, student=args.student, limit=args.limit)
+            page = client.list_jobs(
+                status=args.status, student=args.student, limit=args.limit, cursor=args.cursor
+            )
             for job in page["data"]:
                 print(_job_line(job))
             if page["next_cursor"]:
-                print(f"... more (--limit; or the API's cursor {page['next_cursor']})", file=sys.stderr)
+                print(f"... more: --cursor {page['next_cursor']}", file=sys.stderr)
             return 0
         if args.jobs_command == "show":
             _show(client.get_job(args.job_id), args.json)

@@ -316,3 +316,27 @@ def test_ctrl_c_while_following_a_job_says_how_to_resume(
     assert err.startswith("grace: interrupted; job job-42 keeps running")
     assert "`grace jobs wait job-42`" in err
     assert "`grace jobs cancel job-42`" in err
+
+
+def test_a_condition_several_candidates_share_is_one_warning_line() -> None:
+    from grace_cli.report import format_warnings
+
+    def cut(name: str, n: int) -> dict[str, object]:
+        message = f"{n} of 48 responses of {name!r} stopped at max_tokens=96 before the teacher ended them"
+        return {
+            "code": "responses_at_max_tokens",
+            "message": message,
+            "candidate": name,
+            "n_responses": n,
+            "total": 48,
+        }
+
+    few = {"code": "few_prompts", "message": "only 6 prompts", "n_prompts": 6, "minimum": 10}
+    lines = format_warnings([cut("a", 12), few, cut("b", 20), cut("c", 30)]).splitlines()
+    assert lines == [
+        "warning [responses_at_max_tokens]: 12 of 48 responses of 'a' stopped at max_tokens=96 before the "
+        "teacher ended them (likewise 'b' 20 of 48, 'c' 30 of 48)",
+        "warning [few_prompts]: only 6 prompts",
+    ]
+    assert format_warnings([cut("a", 12)]).count("\n") == 0
+    assert format_warnings([]) == ""

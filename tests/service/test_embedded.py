@@ -10,7 +10,7 @@ from pathlib import Path
 
 from grace_client import Client
 from grace_engine.models.tiny_models import TinyModels
-from tests.service.conftest import embedded_server, job_body
+from tests.service.conftest import embedded_server, job_body, supplied_job
 
 
 def run_grace(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -64,6 +64,16 @@ def test_grace_serve_with_no_configuration_completes_a_job(tiny: TinyModels, tmp
         assert lines[-1].split()[:2] == ["2", "noise"], shown.stdout
         # The rest of the CLI's service commands, on grace_client.
         assert job["id"] in grace("jobs", "list", "--url", base).split()
+        # Pages: the listing prints the next page's cursor, which --cursor takes.
+        newer = client.wait(
+            client.create_job(supplied_job({"a": ["4", "4"], "b": ["x", "y"]}))["id"], poll=0.2
+        )
+        first = run_grace("jobs", "list", "--limit", "1", "--url", base)
+        assert first.stdout.split()[0] == newer["id"]
+        cursor = first.stderr.strip().rsplit("--cursor ", 1)[1]
+        assert (
+            grace("jobs", "list", "--limit", "1", "--cursor", cursor, "--url", base).split()[0] == job["id"]
+        )
         show = grace("jobs", "show", job["id"], "--url", base)
         assert show.splitlines()[0].split()[:3] == [job["id"], "score", "succeeded"]
         assert job["ranking"][0]["name"] in show
