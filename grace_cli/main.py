@@ -234,13 +234,22 @@ def _set_threads(threads: int | None, *, spare: int = 0) -> None:
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
+    from grace_cli.report import ProgressBars
     from grace_engine.models.tiny_models import build_tiny_models
 
     _model_process()
     _set_threads(None)
-    built = build_tiny_models(
-        args.dir, seed=args.seed, steps=args.steps, log=lambda m: print(m, file=sys.stderr)
-    )
+    bars = ProgressBars()
+    try:
+        built = build_tiny_models(
+            args.dir,
+            seed=args.seed,
+            steps=args.steps,
+            log=lambda m: print(m, file=sys.stderr),
+            progress=bars.update,
+        )
+    finally:
+        bars.close()
     print(f"built in {built.seconds:.1f} s: {built.root}")
     print(f"  student     {built.student}")
     for name, path in built.teachers.items():

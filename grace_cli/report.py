@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the service commands format API JSON; the engine's results 
     from grace_engine.science.predictors import Predictor
 
 _UNITS = {
+    "train": "step",
     "generate": "prompt",
     "validation": "example",
     "gradients": "resp",

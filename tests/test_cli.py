@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,10 @@ from grace_engine.models.tiny_models import TinyModels
 def test_tiny_models_command_builds_loadable_models(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["tiny-models", str(tmp_path / "t"), "--steps", "4"]) == 0
-    out = capsys.readouterr().out
+    assert main(["tiny-models", str(tmp_path / "t"), "--steps", "24"]) == 0
+    out, err = capsys.readouterr()
+    for name in ("student", "tutor", "parrot"):  # a bar per model trained: never minutes of silence
+        assert re.search(rf"train +{name} .*\b(\d+)/\1\b", err), err
     for name in ("student", "tutor", "parrot", "noise"):
         assert (tmp_path / "t" / name / "config.json").is_file()
         assert (tmp_path / "t" / name / "model.safetensors").is_file()

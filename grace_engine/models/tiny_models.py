@@ -32,6 +32,7 @@ import torch
 
 from grace_engine.models.data import DEFAULT_INSTRUCTION, clean_solution
 from grace_engine.models.generation import teacher_input
+from grace_engine.progress import ProgressFn, stage_progress
 
 EOS, PAD, USER, ASSISTANT = "<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>"
 CHAT_TEMPLATE = (
@@ -180,9 +181,10 @@ def train_lm(
     seq_len: int = 128,
     batch_size: int = 16,
     lr: float = 3e-3,
+    progress: Callable[[int, int], None] | None = None,
 ) -> float:
     """Next-token training on random windows of the concatenated ``text + EOS`` stream; returns the
-    mean loss of the last 20 steps."""
+    mean loss of the last 20 steps. ``progress(step, steps)`` every few steps and at the end."""
     ids: list[int] = []
     for t in texts:
         ids += tokenizer(t + EOS, add_special_tokens=False)["input_ids"]
@@ -192,7 +194,7 @@ def train_lm(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     tail: list[float] = []
-    for _ in range(steps):
+    for step in range(steps):
         starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=gen)
         batch = torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
         loss = model(input_ids=batch, labels=batch).loss
@@ -202,6 +204,8 @@ def train_lm(
         opt.step()
         sched.step()
         tail = [*tail[-19:], loss.item()]
+        if progress is not None and (step + 1 == steps or (step + 1) % 10 == 0):
+            progress(step + 1, steps)
     model.eval()
     return sum(tail) / len(tail)
 
@@ -237,8 +241,10 @@ def build_tiny_models(
     seed: int = 0,
     steps: int = 300,
     log: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> TinyModels:
-    """Build the student, three teachers, and the candidate, prompt and eval files under ``out_dir``."""
+    """Build the student, three teachers, and the candidate, prompt and eval files under ``out_dir``;
+    ``progress`` gets each model's training steps (stage ``train``, the model's name)."""
     started = time.perf_counter()
     say = log or (lambda _msg: None)
     root = Path(out_dir)
@@ -250,6 +256,9 @@ def build_tiny_models(
     questions = [r["question"] for r in train]
     solutions = [clean_solution(r["answer"]) for r in train]
     losses: dict[str, float] = {}
+
+    def steps_of(name: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else stage_progress(progress, "train", name)
 
     def keep(name: str, model: torch.nn.Module, tok: Any, loss: float | None) -> Path:
         path = root / name
@@ -266,19 +275,34 @@ def build_tiny_models(
     plain = questions + solutions
     tok = train_tokenizer(plain, 512, chat=False)
     student = tiny_llama(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
-    student_path = keep("student", student, tok, train_lm(student, tok, plain, steps=steps // 2, seed=seed))
+    student_path = keep(
+        "student",
+        student,
+        tok,
+        train_lm(student, tok, plain, steps=steps // 2, seed=seed, progress=steps_of("student")),
+    )
 
     teachers: dict[str, Path] = {}
     pairs = list(zip(questions, solutions, strict=True))
     tok = train_tokenizer([q + "\n" + s for q, s in pairs] + [DEFAULT_INSTRUCTION], 640, chat=True)
     tutor = tiny_gpt2(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, hidden=96)
     texts = [_chat_text(tok, q, s) for q, s in pairs]
-    teachers["tutor"] = keep("tutor", tutor, tok, train_lm(tutor, tok, texts, steps=steps, seed=seed + 1))
+    teachers["tutor"] = keep(
+        "tutor",
+        tutor,
+        tok,
+        train_lm(tutor, tok, texts, steps=steps, seed=seed + 1, progress=steps_of("tutor")),
+    )
 
     tok = train_tokenizer([*questions, DEFAULT_INSTRUCTION], 448, chat=True)
     parrot = tiny_llama(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, hidden=48)
     texts = [_chat_text(tok, q, rng.choice(questions)) for q in questions]
-    teachers["parrot"] = keep("parrot", parrot, tok, train_lm(parrot, tok, texts, steps=steps, seed=seed + 2))
+    teachers["parrot"] = keep(
+        "parrot",
+        parrot,
+        tok,
+        train_lm(parrot, tok, texts, steps=steps, seed=seed + 2, progress=steps_of("parrot")),
+    )
 
     tok = train_tokenizer([*questions[:200], DEFAULT_INSTRUCTION], 384, chat=True)
     noise = tiny_gpt2(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, hidden=32, layers=1)
