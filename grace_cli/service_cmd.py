@@ -49,6 +49,11 @@ def add_parsers(sub: Any) -> None:
         action.add_argument("--json", action="store_true", help="print the job as JSON")
         if name == "wait":
             action.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    dataset = jobs_sub.add_parser(
+        "dataset", help="download a succeeded job's mixed-teacher dataset (chat JSON lines)"
+    )
+    dataset.add_argument("job_id")
+    dataset.add_argument("--out", type=Path, help="write it here (default: standard output)")
     for action in jobs_sub.choices.values():
         add_service_options(action)
 
@@ -141,6 +146,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if args.jobs_command == "show":
             _show(client.get_job(args.job_id), args.json)
             return 0
+        if args.jobs_command == "dataset":
+            lines = client.get_mixed_dataset(args.job_id)
+            if args.out is None:
+                sys.stdout.write(lines)
+            else:
+                args.out.write_text(lines, "utf-8")
+                print(f"wrote {len(lines.splitlines())} examples to {args.out}", file=sys.stderr)
+            return 0
         if args.jobs_command == "cancel":
             _show(client.cancel_job(args.job_id), args.json)
             return 0
@@ -172,17 +185,23 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from grace_engine.models.data import read_prompts
 
-    prompts = [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)]
     try:
         loaded = json.loads(args.candidates.read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise GraceError(f"cannot read {args.candidates}: {exc}", field="candidates") from exc
-    job = {
+    job: dict[str, Any] = {
         "student": args.student,
         "candidates": loaded["candidates"] if isinstance(loaded, dict) else loaded,
-        "prompts": prompts,
         "scoring": given(args, ScoringIn),  # what was typed; the service checks it
     }
+    if args.dataset_id is not None:
+        job["dataset_id"] = args.dataset_id
+    else:
+        job["prompts"] = [
+            {"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in read_prompts(args.prompts)
+        ]
+    if args.webhook is not None:
+        job["webhook"] = {"url": args.webhook}
     with client_for(args) as client:
         job_id = client.create_job(job, idempotency_key=args.idempotency_key)["id"]
         print(f"job {job_id} accepted; following {args.url}/v1/jobs/{job_id}", file=sys.stderr)

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from grace_client import Client
 from grace_engine.models.tiny_models import TinyModels
-from tests.service.conftest import embedded_key, embedded_server, supplied_job
+from tests.service.conftest import embedded_key, embedded_server, job_body, supplied_job
 from tests.service.helpers import slow_job
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -118,6 +118,43 @@ def test_a_running_jobs_progress_advances_on_screen(server: str, page: Page, tin
     assert page.locator("#job-status").inner_text() == "succeeded"  # with no reload
     assert len(seen) >= 3, seen  # the counts changed on screen while it ran
     page.locator("#ranking-chart").wait_for()
+
+
+def test_the_guidance_shows_on_the_job_and_on_its_leaderboard(server: str, page: Page) -> None:
+    body = job_body(
+        candidates=[
+            {"name": "tutor", "model": "tutor", "temperatures": [0.3, 1.0], "max_tokens": 24},
+            {"name": "parrot", "model": "parrot", "max_tokens": 24},
+            {"name": "noise", "model": "noise", "max_tokens": 24},
+        ],
+        scoring={"responses_per_prompt": 2, "proj_dim": 32, "max_params": 10**9},
+    )
+    with Client(server) as grace:
+        job = grace.wait(grace.create_job(body)["id"], poll=0.2, timeout=600)
+    assert job["status"] == "succeeded", job
+    g = job["guidance"]
+    page.goto(f"{server}/dashboard#/jobs/{job['id']}")
+    card = page.locator("#guidance")
+    card.wait_for()
+    text = card.inner_text()
+    (tutor,) = [c for c in g["best_temperature"] if c["model"] == "tutor"]
+    assert f"{tutor['temperature']:g} ({tutor['candidate']}, rank {tutor['rank']}; tried 0.3, 1)" in text
+    for family in g["best_per_family"]:
+        assert f"{family['candidate']} (rank {family['rank']} of {family['n_candidates']}" in text
+    assert f"{g['under_max_params']['candidate']} (rank 1" in text  # everything fits under 1B
+    # The leaderboard's form asks for a size limit and the board answers under it.
+    small = min(c["params"] for c in g["best_per_family"] if c["params"] is not None)
+    page.goto(f"{server}/dashboard#/leaderboard")
+    page.fill("input[name=student]", "student")
+    page.fill("input[name=dataset]", job["prompt_set"])
+    page.fill("input[name=max_params]", str(small))
+    page.click("#board-form button")
+    page.locator("#leaderboard").wait_for()
+    with Client(server) as grace:
+        board = grace.get_leaderboard("student", job["prompt_set"], max_params=small)
+    pick = board["guidance"]["under_max_params"]["candidate"]
+    assert pick is not None
+    assert f"{pick} (rank" in page.locator("#guidance").inner_text()
 
 
 def _offline(page: Page, base: str) -> list[str]:

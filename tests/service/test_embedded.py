@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -77,10 +78,46 @@ def test_grace_serve_with_no_configuration_completes_a_job(tiny: TinyModels, tmp
         show = grace("jobs", "show", job["id"], "--url", base)
         assert show.splitlines()[0].split()[:3] == [job["id"], "score", "succeeded"]
         assert job["ranking"][0]["name"] in show
+        # The mixed-teacher dataset, to standard output or a file.
+        exported = [
+            json.loads(line) for line in grace("jobs", "dataset", job["id"], "--url", base).splitlines()
+        ]
+        assert len(exported) == len(job_body()["prompts"])
+        assert {e["teacher"] for e in exported} <= {"tutor", "noise"}
+        saved = tmp_path / "mixed.jsonl"
+        grace("jobs", "dataset", job["id"], "--out", str(saved), "--url", base)
+        assert [json.loads(line) for line in saved.read_text().splitlines()] == exported
         prompts = tmp_path / "prompts.jsonl"
         prompts.write_text('{"id": "a", "prompt": "1 + 1?"}\n{"id": "b", "prompt": "2 + 2?"}\n')
         dataset_id = grace("datasets", "upload", str(prompts), "--url", base).strip()
         assert dataset_id in grace("datasets", "list", "--url", base)
+        # submit scores a stored dataset, and takes every scoring option as a flag.
+        supplied = tmp_path / "supplied.json"
+        supplied.write_text(
+            json.dumps(
+                [
+                    {"name": "right", "responses": {"a": ["2", "It is 2."], "b": ["4", "It is 4."]}},
+                    {"name": "wrong", "responses": {"a": ["7", "purple"], "b": ["9", "seven"]}},
+                ]
+            )
+        )
+        flags = [
+            "-m",
+            "2",
+            "--proj-dim",
+            "8",
+            "--predictors",
+            "grace",
+            "student_nll",
+            "--rank-by",
+            "student_nll",
+        ]
+        ranked = grace(
+            *("submit", "--dataset-id", dataset_id, "--candidates", str(supplied), "--student", "student"),
+            *(*flags, "--quiet", "--url", base),
+        )
+        assert ranked.splitlines()[0].split()[:2] == ["rank", "candidate"], ranked
+        assert "Ranked by student_nll" in ranked
         grace("datasets", "delete", dataset_id, "--url", base)
         assert dataset_id not in grace("datasets", "list", "--url", base)
         refused = run_grace("jobs", "cancel", job["id"], "--url", base)
