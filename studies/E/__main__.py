@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m studies.E", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["build", "run", "report"])
+    parser.add_argument("command", choices=["build", "pilot", "run", "report"])
     parser.add_argument("--root", type=Path, default=ROOT, help="where the world is built and cached")
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time, one CPU thread each")
     parser.add_argument("--stage", choices=["generate", "distil", "score", "all"], default="all")
@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> None:
         from studies.E.world import build
 
         build(args.root, jobs=args.jobs)
+    elif args.command == "pilot":
+        from studies.E.study import pilot
+
+        pilot(args.root, jobs=args.jobs)
     elif args.command == "run":
         from studies.E.study import run
 

@@ -21,7 +21,7 @@ from typing import Any
 from grace_engine.pipelines.validation import correlate
 from grace_engine.science.guidance import Teacher, guide
 from grace_engine.science.predictors import PREDICTORS
-from studies.E.study import CONFIGS, SEEDS, Distillation
+from studies.E.study import CONFIGS, SEEDS, Distillation, study_steps
 from studies.E.world import STUDENTS, ZOO, ModelSpec
 
 # The guidance's size limit, fixed in the protocol: below every "m" model of the zoo, above every "s".
@@ -72,7 +72,8 @@ def _outcomes(root: Path, spec: ModelSpec, names: Sequence[str]) -> dict[str, di
     """Per candidate, each seed's primary and secondary outcome."""
     out: dict[str, dict[str, list[float]]] = {}
     for name in names:
-        runs = [json.loads(Distillation(root, spec, name, s).path.read_text()) for s in SEEDS]
+        steps = study_steps(spec.name)
+        runs = [json.loads(Distillation(root, spec, name, s, steps).path.read_text()) for s in SEEDS]
         out[name] = {PRIMARY: [r[PRIMARY] for r in runs], SECONDARY: [r[SECONDARY] for r in runs]}
     return out
 
@@ -181,9 +182,30 @@ def _guided(g: Mapping[str, Any]) -> str:
     return f"{g['mean_regret']:.1%} ({g['hits']}/{g['groups']})"
 
 
+def render_world(world: Mapping[str, Any]) -> str:
+    """The zoo and the students: size, training, build time and own accuracy, in markdown."""
+    lines = [
+        "| model | family | params | style | steps | train s | greedy | T0.3 | T0.7 | T1.1 |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in world["models"].items():
+        acc = m.get("accuracy", {})
+        cells = [
+            name,
+            m["family"],
+            f"{m['params']:,d}",
+            m["style"] or "(student)",
+            f"{m['steps']:,d}",
+            f"{m['train_seconds']:.0f}",
+            *(f"{acc[t]:.0%}" if t in acc else "–" for t in ("0.0", "0.3", "0.7", "1.1")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render(result: Mapping[str, Any]) -> str:
     """The report's tables in markdown."""
-    lines: list[str] = []
+    lines: list[str] = [render_world(result["world"]), ""]
     for student, r in result["students"].items():
         s = r["seed_spread"]
         lines += [

@@ -24,8 +24,13 @@ from typing import Any
 from studies.E.world import MAX_NEW_TOKENS, ROOT, STUDENTS, ModelSpec
 
 SEEDS = (0, 1)  # distillation seeds
-# Fixed on the pilot teacher (pilot_distil.json), never on an outcome the study reports.
-DISTIL_STEPS, DISTIL_BATCH, DISTIL_LR = 600, 32, 2e-3
+DISTIL_BATCH, DISTIL_LR = 32, 2e-3
+# The steps are fixed on the pilot teacher by this rule (protocol.md), never on an outcome the study
+# reports: per student, the fewest pilot steps within PLATEAU of the pilot's best accuracy.
+PILOT_TEACHER = "llama-m-equations@0.7"
+PILOT_STEPS = (200, 400, 800, 1200)
+PLATEAU = 0.02
+PILOT_FILE = Path(__file__).resolve().parent / "pilot_distil.json"
 # The paper's scoring setup (512 prompts x 4 responses, d = 512) on both gradient paths, and the
 # product's default (d "auto", the fast path).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -126,7 +131,7 @@ class Distillation:
     student: ModelSpec
     candidate: str
     seed: int
-    steps: int = DISTIL_STEPS
+    steps: int
     batch: int = DISTIL_BATCH
     lr: float = DISTIL_LR
 
@@ -222,6 +227,46 @@ def score(root: Path, spec: ModelSpec, config: str) -> dict[str, Any]:
     return record
 
 
+def plateau_steps(points: Sequence[tuple[int, float]]) -> int:
+    """The fewest steps whose accuracy is within :data:`PLATEAU` of the best of ``points``
+    (``(steps, accuracy)`` pairs)."""
+    best = max(acc for _, acc in points)
+    return min(steps for steps, acc in points if acc >= best - PLATEAU)
+
+
+def study_steps(student: str) -> int:
+    """The distillation steps of ``student``, by the plateau rule on the pilot's record."""
+    if not PILOT_FILE.is_file():
+        raise SystemExit("no pilot_distil.json: run `python -m studies.E pilot` first")
+    runs = json.loads(PILOT_FILE.read_text())["students"][student]
+    return plateau_steps([(r["steps"], r["accuracy"]) for r in runs])
+
+
+def pilot(root: Path = ROOT, *, jobs: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Each student distilled on the pilot teacher at each of :data:`PILOT_STEPS` (seed 0), into
+    ``pilot_distil.json``: the protocol fixes the study's steps from it by its plateau rule, before
+    any other candidate is distilled or scored."""
+    runs = [Distillation(root, s, PILOT_TEACHER, 0, steps) for s in STUDENTS for steps in PILOT_STEPS]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        records = list(pool.map(distil_one, runs))
+    out: dict[str, Any] = {"teacher": PILOT_TEACHER, "students": {}}
+    for run, record in zip(runs, records, strict=True):
+        out["students"].setdefault(run.student.name, []).append(
+            {k: record[k] for k in ("steps", "accuracy", "mean_nll", "nll", "train_seconds", "seconds")}
+        )
+        log(
+            f"{run.student.name:<14} {run.steps:>5} steps  accuracy {record['accuracy']:.1%}  "
+            f"{record['seconds']:.0f} s"
+        )
+    out["steps"] = {
+        name: plateau_steps([(r["steps"], r["accuracy"]) for r in runs])
+        for name, runs in out["students"].items()
+    }
+    PILOT_FILE.write_text(json.dumps(out, indent=2) + "\n")
+    log(f"study steps by the plateau rule: {out['steps']}")
+    return out
+
+
 def _generate_one(args: tuple[Path, str]) -> str:
     import torch
 
@@ -239,7 +284,6 @@ def run(
     jobs: int = 2,
     students: Sequence[ModelSpec] = STUDENTS,
     seeds: Sequence[int] = SEEDS,
-    steps: int = DISTIL_STEPS,
     log: Callable[[str], None] = print,
 ) -> None:
     """Run (or finish) the study's stages under ``root``, ``jobs`` processes at a time."""
@@ -249,7 +293,12 @@ def run(
             for name in pool.map(_generate_one, [(root, n) for n in names]):
                 log(f"generated {name}")
         if stage in ("distil", "all"):
-            work = [Distillation(root, s, n, seed, steps) for seed in seeds for s in students for n in names]
+            work = [
+                Distillation(root, s, n, seed, study_steps(s.name))
+                for seed in seeds
+                for s in students
+                for n in names
+            ]
             for record in pool.map(distil_one, work):
                 log(
                     f"{record['student']:<14} {record['candidate']:<26} seed {record['seed']}  "

@@ -10,8 +10,9 @@ holds ``trained.json`` is not trained again, so a stopped build picks up where i
   byte-level BPE tokenizer and chat template, of two or more sizes per family, trained for
   different numbers of steps on the reference solutions of one style each. Every model is a
   candidate at each of :data:`TEMPERATURES`.
-* **The students** (:data:`STUDENTS`): two families and sizes, pretrained on the world's problem
-  text and generic text (the shipped GSM8K subset), never on this world's solutions.
+* **The students** (:data:`STUDENTS`): two families and sizes, pretrained on the world's problems
+  in their own template (no solution after it) and generic text (the shipped GSM8K subset's
+  problems), never on a solution.
 
     python -m studies.E build [--jobs 2]
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from grace_engine.models.arithmetic import STYLES, Difficulty, Problem, generate
-from grace_engine.models.data import DEFAULT_INSTRUCTION, Prompt, clean_solution
+from grace_engine.models.data import DEFAULT_INSTRUCTION, Prompt, StudentFormat
 
 Family = Literal["llama", "gpt2", "gpt_neox"]
 HERE = Path(__file__).resolve().parent
@@ -116,10 +117,12 @@ def _model(spec: ModelSpec, tok: Any) -> Any:
 
 
 def _generic_text() -> list[str]:
-    """Generic text for the students: GSM8K's problems and worked solutions (another world's)."""
+    """Generic text for the students: GSM8K's problems, without their solutions (with them, a
+    student learns to end in "The answer is \\boxed{12}" whatever it was asked, and scores 4% by
+    chance on this world's small answers)."""
     from grace_engine.models.tiny_models import gsm8k_records
 
-    return [r["question"] + "\n" + clean_solution(r["answer"]) for r in gsm8k_records()]
+    return [r["question"] for r in gsm8k_records()]
 
 
 def training_texts(spec: ModelSpec, problems: Sequence[Problem]) -> tuple[Any, list[str]]:
@@ -132,7 +135,12 @@ def training_texts(spec: ModelSpec, problems: Sequence[Problem]) -> tuple[Any, l
 
     torch.manual_seed(spec.seed)
     if spec.style is None:
-        texts = [p.question for p in problems] + _generic_text()
+        # Each problem in the student's template with no solution after it: the student knows the
+        # problems and where a solution would go, and has never seen one. Trained on the bare
+        # problems instead, it continued with another problem, whose last number matched the
+        # answer by chance on 1-4% of the evaluation problems.
+        fmt = StudentFormat()
+        texts = [fmt.head(p.question) for p in problems] + _generic_text()
         return train_tokenizer(texts, spec.vocab, chat=False), texts
     pairs = [(p.question, p.solution(spec.style)) for p in problems]
     tok = train_tokenizer([q + "\n" + s for q, s in pairs] + [DEFAULT_INSTRUCTION], spec.vocab, chat=True)
