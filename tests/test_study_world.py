@@ -25,7 +25,7 @@ STUDENT = ModelSpec("student", "llama", 48, 2, 320, 40, 3, batch=16)
 
 
 def _distil(world: Path, candidate: str) -> dict[str, Any]:
-    return distil_one(Distillation(world, STUDENT, candidate, seed=0, steps=60, batch=16))
+    return distil_one(Distillation(world, STUDENT, candidate, seed=0, steps=60, lr=2e-3, batch=16))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typing import Any
 from grace_engine.pipelines.validation import correlate
 from grace_engine.science.guidance import Teacher, guide
 from grace_engine.science.predictors import PREDICTORS
-from studies.E.study import CONFIGS, SEEDS, Distillation, study_steps
+from studies.E.study import CONFIGS, SEEDS, Distillation, study_setting
 from studies.E.world import STUDENTS, ZOO, ModelSpec
 
 # The guidance's size limit, fixed in the protocol: below every "m" model of the zoo, above every "s".
@@ -72,8 +72,8 @@ def _outcomes(root: Path, spec: ModelSpec, names: Sequence[str]) -> dict[str, di
     """Per candidate, each seed's primary and secondary outcome."""
     out: dict[str, dict[str, list[float]]] = {}
     for name in names:
-        steps = study_steps(spec.name)
-        runs = [json.loads(Distillation(root, spec, name, s, steps).path.read_text()) for s in SEEDS]
+        setting = study_setting(spec.name)
+        runs = [json.loads(Distillation(root, spec, name, s, *setting).path.read_text()) for s in SEEDS]
         out[name] = {PRIMARY: [r[PRIMARY] for r in runs], SECONDARY: [r[SECONDARY] for r in runs]}
     return out
 

@@ -24,11 +24,13 @@ from typing import Any
 from studies.E.world import MAX_NEW_TOKENS, ROOT, STUDENTS, ModelSpec
 
 SEEDS = (0, 1)  # distillation seeds
-DISTIL_BATCH, DISTIL_LR = 32, 2e-3
-# The steps are fixed on the pilot teacher by this rule (protocol.md), never on an outcome the study
-# reports: per student, the fewest pilot steps within PLATEAU of the pilot's best accuracy.
+DISTIL_BATCH = 32
+# Steps and learning rate are fixed on the pilot teacher by this rule (protocol.md), never on an
+# outcome the study reports: per student, the cheapest pilot run (fewest steps, then the lower
+# rate) within PLATEAU of the pilot's best accuracy.
 PILOT_TEACHER = "llama-m-equations@0.7"
-PILOT_STEPS = (200, 400, 800, 1200)
+PILOT_STEPS = (400, 800, 1200)
+PILOT_LRS = (2e-3, 5e-3)
 PLATEAU = 0.02
 PILOT_FILE = Path(__file__).resolve().parent / "pilot_distil.json"
 # The paper's scoring setup (512 prompts x 4 responses, d = 512) on both gradient paths, and the
@@ -132,12 +134,12 @@ class Distillation:
     candidate: str
     seed: int
     steps: int
+    lr: float
     batch: int = DISTIL_BATCH
-    lr: float = DISTIL_LR
 
     @property
     def path(self) -> Path:
-        name = f"seed{self.seed}-steps{self.steps}.json"
+        name = f"seed{self.seed}-steps{self.steps}-lr{self.lr:g}.json"
         return self.root / "outcomes" / self.student.name / self.candidate / name
 
 
@@ -227,43 +229,50 @@ def score(root: Path, spec: ModelSpec, config: str) -> dict[str, Any]:
     return record
 
 
-def plateau_steps(points: Sequence[tuple[int, float]]) -> int:
-    """The fewest steps whose accuracy is within :data:`PLATEAU` of the best of ``points``
-    (``(steps, accuracy)`` pairs)."""
-    best = max(acc for _, acc in points)
-    return min(steps for steps, acc in points if acc >= best - PLATEAU)
+def plateau(points: Sequence[tuple[int, float, float]]) -> tuple[int, float]:
+    """The cheapest ``(steps, lr)`` of ``points`` (``(steps, lr, accuracy)``) whose accuracy is
+    within :data:`PLATEAU` of the best: the fewest steps, then the lower rate."""
+    best = max(acc for _, _, acc in points)
+    return min((steps, lr) for steps, lr, acc in points if acc >= best - PLATEAU)
 
 
-def study_steps(student: str) -> int:
-    """The distillation steps of ``student``, by the plateau rule on the pilot's record."""
+def study_setting(student: str) -> tuple[int, float]:
+    """The distillation ``(steps, lr)`` of ``student``, by the plateau rule on the pilot's record."""
     if not PILOT_FILE.is_file():
         raise SystemExit("no pilot_distil.json: run `python -m studies.E pilot` first")
     runs = json.loads(PILOT_FILE.read_text())["students"][student]
-    return plateau_steps([(r["steps"], r["accuracy"]) for r in runs])
+    return plateau([(r["steps"], r["lr"], r["accuracy"]) for r in runs])
 
 
 def pilot(root: Path = ROOT, *, jobs: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Each student distilled on the pilot teacher at each of :data:`PILOT_STEPS` (seed 0), into
     ``pilot_distil.json``: the protocol fixes the study's steps from it by its plateau rule, before
     any other candidate is distilled or scored."""
-    runs = [Distillation(root, s, PILOT_TEACHER, 0, steps) for s in STUDENTS for steps in PILOT_STEPS]
+    runs = [
+        Distillation(root, s, PILOT_TEACHER, 0, steps, lr)
+        for s in STUDENTS
+        for lr in PILOT_LRS
+        for steps in PILOT_STEPS
+    ]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         records = list(pool.map(distil_one, runs))
     out: dict[str, Any] = {"teacher": PILOT_TEACHER, "students": {}}
     for run, record in zip(runs, records, strict=True):
         out["students"].setdefault(run.student.name, []).append(
-            {k: record[k] for k in ("steps", "accuracy", "mean_nll", "nll", "train_seconds", "seconds")}
+            {k: record[k] for k in ("steps", "lr", "accuracy", "mean_nll", "nll", "train_seconds", "seconds")}
         )
         log(
-            f"{run.student.name:<14} {run.steps:>5} steps  accuracy {record['accuracy']:.1%}  "
+            f"{run.student.name:<14} {run.steps:>5} steps at {run.lr:g}  accuracy {record['accuracy']:.1%}  "
             f"{record['seconds']:.0f} s"
         )
-    out["steps"] = {
-        name: plateau_steps([(r["steps"], r["accuracy"]) for r in runs])
+    out["chosen"] = {
+        name: dict(
+            zip(("steps", "lr"), plateau([(r["steps"], r["lr"], r["accuracy"]) for r in runs]), strict=True)
+        )
         for name, runs in out["students"].items()
     }
     PILOT_FILE.write_text(json.dumps(out, indent=2) + "\n")
-    log(f"study steps by the plateau rule: {out['steps']}")
+    log(f"study settings by the plateau rule: {out['chosen']}")
     return out
 
 
@@ -294,7 +303,7 @@ def run(
                 log(f"generated {name}")
         if stage in ("distil", "all"):
             work = [
-                Distillation(root, s, n, seed, study_steps(s.name))
+                Distillation(root, s, n, seed, *study_setting(s.name))
                 for seed in seeds
                 for s in students
                 for n in names

@@ -76,7 +76,7 @@ ZOO: tuple[ModelSpec, ...] = (
 )
 STUDENTS: tuple[ModelSpec, ...] = (
     ModelSpec("student-llama", "llama", 96, 2, 512, 600, 41),
-    ModelSpec("student-gpt2", "gpt2", 128, 3, 576, 600, 42),
+    ModelSpec("student-gpt2", "gpt2", 96, 2, 576, 600, 42),
 )
 
 
