@@ -1,5 +1,6 @@
-"""The public Python client of grace-service: every endpoint, one exception type for problem+json
-answers, and :meth:`Client.wait` with a progress callback.
+"""The public Python client of grace-service: every endpoint, an exception class per kind of error
+answer (:mod:`grace_client.errors`), retries of what is safe to retry (:mod:`grace_client.retry`),
+and :meth:`Client.wait` with a progress callback.
 
     from grace_client import Client
 
@@ -13,11 +14,39 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from grace_client.client import TERMINAL, Client, GraceAPIError, GraceConnectionError
+from grace_client.client import TERMINAL, Client
+from grace_client.errors import (
+    Conflict,
+    GraceAPIError,
+    GraceConnectionError,
+    GraceTimeout,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+)
+from grace_client.retry import RetryPolicy
 
 try:
     __version__ = metadata.version("grace-service")
 except metadata.PackageNotFoundError:  # run from a source tree without installing
     __version__ = "0+unknown"
 
-__all__ = ["TERMINAL", "Client", "GraceAPIError", "GraceConnectionError", "__version__"]
+__all__ = [
+    "TERMINAL",
+    "Client",
+    "Conflict",
+    "GraceAPIError",
+    "GraceConnectionError",
+    "GraceTimeout",
+    "InvalidRequest",
+    "NotFound",
+    "RateLimited",
+    "RetryPolicy",
+    "ServerError",
+    "Unauthorized",
+    "Unavailable",
+    "__version__",
+]

@@ -1,69 +1,23 @@
 """A synchronous client on httpx. Each method is one endpoint and returns the decoded JSON body
-(the shapes are the OpenAPI document's, ``/openapi.json``); any 4xx/5xx answer raises
-:class:`GraceAPIError`, an unreachable service :class:`GraceConnectionError`."""
+(the shapes are the OpenAPI document's, ``/openapi.json``). A 4xx/5xx answer raises the
+:class:`~grace_client.errors.GraceAPIError` subclass of its status, no answer
+:class:`~grace_client.errors.GraceConnectionError` (:class:`~grace_client.errors.GraceTimeout`
+when it timed out), after the retries :mod:`grace_client.retry` allows."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from grace_client.errors import GraceAPIError, GraceConnectionError, GraceTimeout, Json
+from grace_client.retry import RetryPolicy, safe_to_repeat
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-Json = dict[str, Any]
-
-
-class GraceAPIError(Exception):
-    """The service answered with an error: its problem+json document, taken apart.
-
-    ``status`` is the HTTP status (None when the service could not be reached), ``title`` and
-    ``detail`` the problem's, ``field`` the first offending request field (``"candidates[1].model"``)
-    when the service named one, ``errors`` every ``{field, message}`` it listed, ``body`` the whole
-    document (or the raw text of an answer that was not JSON)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        title: str | None = None,
-        detail: str | None = None,
-        field: str | None = None,
-        errors: list[Json] | None = None,
-        body: Any = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.title, self.detail, self.field = status, title, detail, field
-        self.errors, self.body = errors or [], body
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> GraceAPIError:
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
-            text = response.text[:300]
-            return cls(f"HTTP {response.status_code}: {text}", status=response.status_code, body=text)
-        errors = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
-        field = str(errors[0]["field"]) if errors and errors[0].get("field") is not None else None
-        title, detail = doc.get("title"), doc.get("detail")
-        where = f" [{field}]" if field else ""
-        return cls(
-            f"HTTP {response.status_code} {title}{where}: {detail}",
-            status=response.status_code,
-            title=title,
-            detail=detail,
-            field=field,
-            errors=errors,
-            body=doc,
-        )
-
-
-class GraceConnectionError(GraceAPIError):
-    """The service could not be reached (refused, timed out, DNS)."""
 
 
 def _params(**values: Any) -> dict[str, Any]:
@@ -73,8 +27,11 @@ def _params(**values: Any) -> dict[str, Any]:
 class Client:
     """One service at ``base_url``; ``api_key`` is sent as ``Authorization: Bearer``.
 
-    ``transport``: an httpx transport (e.g. ``httpx.MockTransport`` in an integration's own tests,
-    or a WSGI/ASGI one); default: the network. Usable as a context manager (closes its pool)."""
+    ``timeout``: seconds to wait for an answer to one request; ``retry``: what to do when a safe
+    request gets a 503, a 429 or no answer (:class:`~grace_client.retry.RetryPolicy`; default: up to 8
+    tries in 2 minutes, honouring ``Retry-After``). ``transport``: an httpx transport (e.g.
+    ``httpx.MockTransport`` in an integration's own tests, or a WSGI/ASGI one); default: the
+    network. Usable as a context manager (closes its pool)."""
 
     def __init__(
         self,
@@ -82,12 +39,15 @@ class Client:
         api_key: str | None = None,
         *,
         timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -114,14 +74,26 @@ class Client:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """One call; the response of a 2xx or 304, :class:`GraceAPIError` otherwise."""
-        try:
-            response = self._http.request(method, path, json=json, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise GraceConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise GraceAPIError.from_response(response)
-        return response
+        """One call, tried again while it is safe and worth it (:mod:`grace_client.retry`); the
+        response of a 2xx or 304, a :class:`GraceAPIError` otherwise."""
+
+        def once() -> httpx.Response:
+            try:
+                response = self._http.request(method, path, json=json, params=params, headers=headers)
+            except httpx.TimeoutException as exc:
+                raise GraceTimeout(
+                    f"no answer from {self.base_url} within {self.timeout:g} s: {exc!r}"
+                ) from exc
+            except httpx.TransportError as exc:
+                raise GraceConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+            if response.status_code >= 400:
+                raise GraceAPIError.from_response(response)
+            return response
+
+        if not safe_to_repeat(method, headers):
+            return once()
+        result: httpx.Response = self.retry.retrying()(once)
+        return result
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Json:
         body: Json = self.request(method, path, **kwargs).json()
@@ -138,7 +110,9 @@ class Client:
     # --- jobs ------------------------------------------------------------------------------------
 
     def _submit(self, path: str, job: Mapping[str, Any], idempotency_key: str | None) -> Json:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        # Every submission carries a key (a fresh one unless the caller has its own), so a retry
+        # after a lost answer returns the job the first try created instead of a second job.
+        headers = {"Idempotency-Key": idempotency_key or f"grace-client-{uuid.uuid4()}"}
         return self._json("POST", path, json=job, headers=headers)
 
     def create_job(self, job: Mapping[str, Any], *, idempotency_key: str | None = None) -> Json:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from grace_client import Client, GraceAPIError, GraceConnectionError, __version__
+from grace_client import Client, GraceAPIError, GraceConnectionError, RetryPolicy, __version__
 from grace_engine.models.tiny_models import TinyModels
 from tests.service.conftest import Caller, assert_problem, embedded_server, supplied_job
 
@@ -87,6 +87,6 @@ def test_the_client_covers_the_service_end_to_end(tiny: TinyModels, tmp_path: Pa
         grace.delete_dataset(dataset["id"])
         assert grace.list_datasets()["data"] == []
         assert "grace_jobs" in grace.metrics()
-    with pytest.raises(GraceConnectionError), Client(base, timeout=2) as gone:
+    with pytest.raises(GraceConnectionError), Client(base, timeout=2, retry=RetryPolicy(attempts=2)) as gone:
         gone.healthz()
     assert issubclass(GraceConnectionError, GraceAPIError)
