@@ -5,12 +5,14 @@ scheme, and the status codes the middleware, the dependencies and the handlers c
 Routes declare only their own success responses; this module adds, per operation:
 
 * 422 to every operation with parameters or a body, 413 to every one with a body;
-* 401 and the bearer requirement to every operation that takes an API key (all but health), when
-  the server requires keys (not in the embedded default with auth off: the document says what
-  this server does);
+* 401 and the bearer scheme to every operation that takes an API key (all but health), whatever
+  the server's auth setting, so that a client generated against the embedded default (auth off)
+  can send keys to a production server: there the key is optional (the security requirement lists
+  an empty alternative);
 * 404 and 409 to operations on a resource named in the path, 409 also to submissions
   (``Idempotency-Key`` reused with another body);
-* 503 to every operation that needs the database or the queue.
+* 503 to every operation that needs the database or the queue, with its ``Retry-After`` header;
+* the ``Location`` header to every 202 (an accepted job: where to poll it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}  # no API key
 NO_DEPENDENCIES = {"/healthz"}  # answers without the database or the queue
 
 _DESCRIPTIONS = {
-    "401": "missing, invalid or revoked API key",
+    "401": "missing, invalid or revoked API key (when this server requires keys)",
     "404": "no such resource for your API key",
     "409": "the resource is in another state, or the Idempotency-Key was used with another body",
     "413": "request body over the size limit",
@@ -54,14 +56,28 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(None, description="validation problems: one per field")
 
 
+_HEADERS = {
+    "503": {
+        "Retry-After": {
+            "description": "seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
+_LOCATION = {"Location": {"description": "the accepted job's URL, to poll", "schema": {"type": "string"}}}
+
+
 def _problem_response(status: str) -> dict[str, Any]:
-    return {
+    found: dict[str, Any] = {
         "description": _DESCRIPTIONS[status],
         "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
+    if status in _HEADERS:
+        found["headers"] = _HEADERS[status]
+    return found
 
 
-def _statuses(path: str, method: str, op: dict[str, Any], *, secured: bool) -> list[str]:
+def _statuses(path: str, method: str, op: dict[str, Any]) -> list[str]:
     params = op.get("parameters", [])
     in_path = any(p.get("in") == "path" for p in params)
     body = "requestBody" in op
@@ -70,7 +86,7 @@ def _statuses(path: str, method: str, op: dict[str, Any], *, secured: bool) -> l
         found.append("422")
     if body:
         found.append("413")
-    if secured and path not in PUBLIC_PATHS:
+    if path not in PUBLIC_PATHS:
         found.append("401")
     if in_path:
         found.append("404")
@@ -83,7 +99,7 @@ def _statuses(path: str, method: str, op: dict[str, Any], *, secured: bool) -> l
 
 def openapi(app: FastAPI, *, secured: bool) -> dict[str, Any]:
     """The app's OpenAPI document with the shared contract (module docstring); built once.
-    ``secured``: the server requires API keys."""
+    ``secured``: the server requires API keys (else a key is optional: the only difference)."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -102,21 +118,24 @@ def openapi(app: FastAPI, *, secured: bool) -> dict[str, Any]:
     schemas.update(defs["$defs"])
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-    if secured:
-        components["securitySchemes"] = {
-            "bearer": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "an API key from `grace keys create`",
-            }
+    components["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API key from `grace keys create`",
         }
+    }
+    # An empty requirement is the alternative of sending none: keys are optional on this server.
+    requirement: list[dict[str, list[str]]] = [{"bearer": []}] if secured else [{"bearer": []}, {}]
     for path, operations in schema.get("paths", {}).items():
         for method, op in operations.items():
             responses = op.setdefault("responses", {})
-            for status in _statuses(path, method, op, secured=secured):
+            for status in _statuses(path, method, op):
                 responses[status] = _problem_response(status)
-            if secured and path not in PUBLIC_PATHS:
-                op["security"] = [{"bearer": []}]
+            if "202" in responses:
+                responses["202"].setdefault("headers", {}).update(_LOCATION)
+            if path not in PUBLIC_PATHS:
+                op["security"] = requirement
     app.openapi_schema = schema
     return schema
 

@@ -303,6 +303,30 @@ def test_the_openapi_document_declares_bearer_auth_and_problem_errors(client: Te
             if int(status) >= 400:
                 assert list(response["content"]) == ["application/problem+json"], (path, status)
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+    # What generated clients need from the headers: where to poll an accepted job, when to retry.
+    accepted = doc["paths"]["/v1/jobs"]["post"]["responses"]["202"]
+    assert "Location" in accepted["headers"]
+    for path, op in operations:
+        if "503" in op["responses"]:
+            assert "Retry-After" in op["responses"]["503"]["headers"], path
+
+
+def test_the_openapi_document_is_the_same_whatever_the_auth_setting(
+    client: TestClient, database_url: str, redis_url: str, tiny: Any
+) -> None:
+    """A client generated against a server with auth off can send keys to one with auth on: the
+    only difference is that a key is optional (an empty security alternative)."""
+    secured = client.get("/openapi.json").json()
+    with TestClient(
+        create_app(service_settings(database_url, redis_url, tiny.root, auth="off"))
+    ) as open_client:
+        relaxed = open_client.get("/openapi.json").json()
+    for path, ops in relaxed["paths"].items():
+        for method, op in ops.items():
+            if "security" in op:
+                assert op.pop("security") == [{"bearer": []}, {}], path
+                assert secured["paths"][path][method].pop("security") == [{"bearer": []}], path
+    assert relaxed == secured
 
 
 def test_readyz_reports_unmigrated_database(redis_url: str, tiny: Any) -> None:
