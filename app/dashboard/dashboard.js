@@ -175,7 +175,9 @@ function predictorColumns(rows, skip) {
 
 function predictorCell(p, row) {
   const v = (row.values || {})[p.name];
-  return `<td class="num">${p.fmt.endsWith("%") ? pct(v) : fmt(v, p.fmt === ".0f" ? 1 : 4)}</td>`;
+  // Shares as percentages (as the CLI shows them), counts to one decimal, the rest to three
+  // significant digits: G-Norm is ~1e-4 and fixed decimals would round it away.
+  return `<td class="num">${p.fmt.endsWith("%") ? pct(v) : p.fmt === ".0f" ? fmt(v, 1) : sig(v)}</td>`;
 }
 
 function scoresTable(ranking) {
@@ -184,7 +186,7 @@ function scoresTable(ranking) {
   const used = cols.filter(([k]) => ranking.some((r) => r[k] !== null && r[k] !== undefined));
   const shown = predictorColumns(ranking, "grace");
   return `<table id="scores"><thead><tr><th>#</th><th>Candidate</th>${used.map(([, t]) => `<th>${t}</th>`).join("")}${shown.map((p) => `<th>${esc(p.label)}</th>`).join("")}</tr></thead><tbody>
-    ${ranking.map((r) => `<tr><td>${r.rank}</td><td>${esc(r.name)}</td>${used.map(([k]) => `<td class="num">${k === "gap_interval" ? (r[k] ? `[${r[k].map(sig).join(", ")}]` : "–") : fmt(r[k], 4)}</td>`).join("")}${shown.map((p) => predictorCell(p, r)).join("")}</tr>`).join("")}
+    ${ranking.map((r) => `<tr><td>${r.rank}</td><td>${esc(r.name)}</td>${used.map(([k]) => `<td class="num">${k === "gap_interval" ? (r[k] ? `[${r[k].map(sig).join(", ")}]` : "–") : k === "p_top1" ? pct(r[k]) : sig(r[k])}</td>`).join("")}${shown.map((p) => predictorCell(p, r)).join("")}</tr>`).join("")}
     </tbody></table>`;
 }
 

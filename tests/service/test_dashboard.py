@@ -66,6 +66,8 @@ def test_a_finished_job_appears_with_its_id_and_its_chart(server: str, page: Pag
         body = supplied_job({"tutor": ["2 + 2 = 4", "4"], "noise": ["purple", "seven"]})
         job = grace.wait(grace.create_job(body)["id"], poll=0.2, timeout=600)
     assert job["status"] == "succeeded", job
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.goto(f"{server}/dashboard")
     row = page.locator(f'tr[data-job="{job["id"]}"]')
     row.wait_for()
@@ -87,6 +89,16 @@ def test_a_finished_job_appears_with_its_id_and_its_chart(server: str, page: Pag
     assert page.locator("#ranking-chart").get_attribute("data-scale") == ("log" if wide else "linear")
     assert page.locator("#scores tbody tr").count() == 2
     assert "g-norm" in page.locator("#scores thead").inner_text().lower()
+    # P(top-1) reads as the CLI shows it, a percentage; G-Norm (~1e-4) keeps its digits.
+    header = page.locator("#scores thead th").all_inner_texts()
+    for title, check in (("P(top-1) at n/2", lambda c: c.endswith("%")), ("G-Norm", lambda c: float(c) != 0)):
+        column = [
+            i for i, h in enumerate(header) if h.strip().lower() == title.lower()
+        ]  # CSS upper-cases them
+        assert column, header
+        cells = page.locator(f"#scores tbody td:nth-child({column[0] + 1})").all_inner_texts()
+        assert all(check(c) for c in cells), (title, cells)
+    assert console_errors == []  # no favicon 404, no script error
     # The verdict: the leader's margin over the runner-up, its interval and the test, as the API has them.
     u, second = job["uncertainty"], job["ranking"][1]
     verdict = page.locator("#verdict").inner_text()
