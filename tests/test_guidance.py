@@ -12,7 +12,7 @@ import pytest
 
 from grace_engine.errors import InvalidInput
 from grace_engine.models.data import read_prompts
-from grace_engine.models.facts import model_facts
+from grace_engine.models.facts import ModelFacts, model_facts
 from grace_engine.models.generation import read_candidates
 from grace_engine.models.loading import ModelCache, ModelPolicy, load_causal_lm, resolve_model
 from grace_engine.models.tiny_models import TinyModels
@@ -91,6 +91,13 @@ def test_facts_are_read_from_the_files_and_match_the_loaded_model(tiny: TinyMode
         assert model_facts(resolve_model(str(config_only), policy, field="model")) == facts
     hub = resolve_model("someone/absent", ModelPolicy((), ("someone/absent",)), field="model")
     assert model_facts(hub).params is None
+    # A corrupt weights file leaves the facts unknown; it never fails the job that asks.
+    (tmp_path / "llama-config" / "model.safetensors").write_bytes(
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json"
+    )
+    assert model_facts(resolve_model(str(tmp_path / "llama-config"), policy, field="model")) == ModelFacts(
+        None, None
+    )
 
 
 def test_a_candidate_file_expands_temperatures_and_refuses_a_muddled_list(tmp_path: Path) -> None:

@@ -76,10 +76,12 @@ def model_facts(source: ModelSource) -> ModelFacts:
     directory = _local_dir(source)
     if directory is None:
         return ModelFacts(None, None)
+    from safetensors import SafetensorError
+
     try:
         config = json.loads((directory / "config.json").read_text("utf-8"))
         params = _stored_params(directory)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, SafetensorError):  # unreadable: unknown, never a failed job
         return ModelFacts(None, None)
     family = config.get("model_type") if isinstance(config, dict) else None
     if params is None:
