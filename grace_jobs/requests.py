@@ -130,9 +130,6 @@ class PromptIn(StrictModel):
     answer: Text | float | int | None = Field(None, description="reference answer; enables teacher accuracy")
 
 
-_ONE: dict[str, Any] = {"temperatures": None}  # an expanded candidate samples at one temperature
-
-
 class CandidateIn(StrictModel):
     """A teacher to score: a model with sampling settings, or responses you supply."""
 
@@ -178,7 +175,9 @@ class CandidateIn(StrictModel):
         if self.temperatures is None:
             return [self]
         return [
-            self.model_copy(update={"name": at_temperature(self.name, t), "temperature": t} | _ONE)
+            self.model_copy(
+                update={"name": at_temperature(self.name, t), "temperature": t, "temperatures": None}
+            )
             for t in self.temperatures
         ]
 

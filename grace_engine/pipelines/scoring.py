@@ -483,6 +483,7 @@ def _scored(
     elif cfg.bootstrap > 0:
         uncertainty = _uncertainty(job, candidates, evidence, ranked_values, known)
     results = {}
+    teachers = _teachers(candidates, job.sources)
     for i, cand in enumerate(candidates):
         ev, v, generated = evidence[cand.name], values[cand.name], job.generated[i]
         # A candidate dropped by a budget-aware ranking is out of the last round's uncertainty.
@@ -502,7 +503,7 @@ def _scored(
             mean_response_tokens=float(np.mean(ev.n_tokens)),
             response_source=job.origins[i],
             responses=generated.texts,
-            teacher=_teacher(cand, job.sources.get(i)),
+            teacher=teachers.get(i),
         )
     ranking = _ranking(ranked_values, score, graces, None if adaptive is None else adaptive[1])
     job.report(ProgressEvent("score", len(candidates), len(candidates)))
@@ -535,13 +536,15 @@ def _scored(
     )
 
 
-def _teacher(cand: Candidate, source: ModelSource | None) -> Teacher | None:
-    """What generated ``cand`` (None for supplied responses), its family and size read from the
-    model's files."""
-    if cand.model is None or source is None:
-        return None
-    facts = model_facts(source)
-    return Teacher(cand.model, cand.temperature, facts.family, facts.params)
+def _teachers(candidates: Sequence[Candidate], sources: Mapping[int, ModelSource]) -> dict[int, Teacher]:
+    """What generated each generating candidate (by index; ``sources`` holds those alone): its
+    model and temperature, and the family and size read from the model's files once per model,
+    however many temperatures it was sampled at."""
+    facts = {source: model_facts(source) for source in set(sources.values())}
+    return {
+        i: Teacher(str(candidates[i].model), candidates[i].temperature, facts[s].family, facts[s].params)
+        for i, s in sources.items()
+    }
 
 
 def _identity(computer: Projection, scored_dim: int) -> ProjectionIdentity | None:
