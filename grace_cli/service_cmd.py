@@ -12,7 +12,7 @@ from typing import Any
 
 from grace_cli.flags import given
 from grace_cli.report import ProgressBars, format_guidance, format_ranking, format_warnings
-from grace_client import Client
+from grace_client import Client, RetryPolicy
 from grace_engine.errors import GraceError
 from grace_engine.progress import ProgressEvent
 from grace_jobs.requests import ScoringIn
@@ -25,10 +25,19 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
         "--url", default=os.environ.get("GRACE_URL", "http://127.0.0.1:8000"), help="default: GRACE_URL"
     )
     parser.add_argument("--api-key", default=os.environ.get("GRACE_API_KEY"), help="default: GRACE_API_KEY")
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=float(os.environ.get("GRACE_RETRY_FOR", "15")),
+        metavar="SECONDS",
+        help="keep retrying a 503, a 429 or an unreachable service this long; 0: never "
+        "(default: GRACE_RETRY_FOR, else 15)",
+    )
 
 
 def client_for(args: argparse.Namespace) -> Client:
-    return Client(args.url, args.api_key)
+    # Shorter than the library's two minutes: at a terminal, a wrong --url should not look like a hang.
+    return Client(args.url, args.api_key, retry=RetryPolicy(max_seconds=args.retry_for))
 
 
 def add_parsers(sub: Any) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from grace_cli.main import main
+from grace_cli.main import build_parser, main
+from grace_cli.service_cmd import client_for
 from grace_engine.models.tiny_models import TinyModels
 
 
@@ -280,6 +281,7 @@ def test_service_and_admin_commands_never_import_the_model_stack(tmp_path: Path)
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
     env["GRACE_DATA_DIR"] = str(tmp_path / "data")
+    env["GRACE_RETRY_FOR"] = "0"  # each refused connection fails at once, not after the retries
     done = subprocess.run(
         [sys.executable, "-c", _SERVICE_COMMANDS, *commands],
         capture_output=True,
@@ -291,6 +293,21 @@ def test_service_and_admin_commands_never_import_the_model_stack(tmp_path: Path)
     assert "database at head" in done.stdout  # the commands did run, not only parse
     assert "cannot reach" in done.stderr
     assert done.stdout.splitlines()[-1] == "[]", done.stdout[-500:]
+
+
+def test_service_commands_retry_for_the_seconds_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRACE_RETRY_FOR", raising=False)
+    default = build_parser().parse_args(["jobs", "list"])
+    asked = build_parser().parse_args(["jobs", "list", "--retry-for", "0"])
+    assert client_for(default).retry.max_seconds == 15
+    assert client_for(asked).retry.max_seconds == 0
+    monkeypatch.setenv("GRACE_RETRY_FOR", "3")
+    assert (
+        client_for(
+            build_parser().parse_args(["leaderboard", "--student", "s", "--dataset", "d"])
+        ).retry.max_seconds
+        == 3
+    )
 
 
 def test_models_smollm2_without_a_converter_module_exits_2_saying_how_to_install_it(
