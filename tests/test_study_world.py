@@ -24,8 +24,10 @@ BAD = ModelSpec("bad", "gpt2", 32, 1, 320, 30, 2, "equations", batch=16)
 STUDENT = ModelSpec("student", "llama", 48, 2, 320, 40, 3, batch=16)
 
 
+# 150 steps: at 60 the student distilled on the bad teacher was still emitting stray numbers, whose
+# last one matched the small answers by chance (10% of 40 problems against 7.5%).
 def _distil(world: Path, candidate: str) -> dict[str, Any]:
-    return distil_one(Distillation(world, STUDENT, candidate, seed=0, steps=60, lr=2e-3, batch=16))
+    return distil_one(Distillation(world, STUDENT, candidate, seed=0, steps=150, lr=2e-3, batch=16))
 
 
 @pytest.fixture(scope="module")

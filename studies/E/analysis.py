@@ -20,7 +20,7 @@ from typing import Any
 
 from grace_engine.pipelines.validation import correlate
 from grace_engine.science.guidance import Teacher, guide
-from grace_engine.science.predictors import PREDICTORS
+from grace_engine.science.predictors import PREDICTORS, Need
 from studies.E.study import CONFIGS, SEEDS, Distillation, study_setting
 from studies.E.world import STUDENTS, ZOO, ModelSpec
 
@@ -49,7 +49,7 @@ def guidance_regret(
         lost = {group: outcome[want] - outcome[got] for group, got, want in pairs}
         return {
             "per_group": {g: {"chosen": got, "best": want, "regret": lost[g]} for g, got, want in pairs},
-            "mean_regret": statistics.fmean(lost.values()),
+            "mean_regret": statistics.fmean(lost.values()) if lost else None,  # None: nothing fits
             "hits": sum(got == want for _, got, want in pairs),
             "groups": len(pairs),
         }
@@ -71,8 +71,8 @@ def guidance_regret(
 def _outcomes(root: Path, spec: ModelSpec, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
     """Per candidate, each seed's primary and secondary outcome."""
     out: dict[str, dict[str, list[float]]] = {}
+    setting = study_setting(spec.name)
     for name in names:
-        setting = study_setting(spec.name)
         runs = [json.loads(Distillation(root, spec, name, s, *setting).path.read_text()) for s in SEEDS]
         out[name] = {PRIMARY: [r[PRIMARY] for r in runs], SECONDARY: [r[SECONDARY] for r in runs]}
     return out
@@ -95,13 +95,10 @@ def analyse_student(root: Path, spec: ModelSpec) -> dict[str, Any]:
             values = {n: record["values"][n].get(p.name) for n in names}
             if any(v is None for v in values.values()):
                 continue
-            if p.name in predictors and p.name in ("student_nll", "rsr", "length", "teacher_accuracy"):
-                continue  # gradient-free: the same in every configuration
-            key = (
-                p.name
-                if p.name in ("student_nll", "rsr", "length", "teacher_accuracy")
-                else f"{p.name}/{config}"
-            )
+            # A predictor without gradients is the same in every configuration: reported once.
+            key = f"{p.name}/{config}" if p.needs == Need.GRADIENTS else p.name
+            if key in predictors:
+                continue
             given = {n: float(v) for n, v in values.items() if v is not None}
             predictors[key] = {
                 PRIMARY: asdict(

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from studies.E.world import MAX_NEW_TOKENS, ROOT, STUDENTS, ModelSpec
+from studies.E.world import MAX_NEW_TOKENS, ROOT, STUDENTS, ModelSpec, load
 
 SEEDS = (0, 1)  # distillation seeds
 DISTIL_BATCH = 32
@@ -82,18 +82,22 @@ def _policy(root: Path) -> Any:
     return ModelPolicy.from_paths([root])
 
 
+def candidate(root: Path, name: str) -> Any:
+    """The zoo's candidate ``name``."""
+    (found,) = [c for c in candidates(root) if c.name == name]
+    return found
+
+
 def distillation_set(root: Path, cand: Any) -> list[str]:
     """``cand``'s answers to every distillation prompt (cached)."""
     path = root / "distill-responses" / f"{cand.name}.json"
     if path.is_file():
         return list(json.loads(path.read_text())["responses"])
     from grace_engine.models.generation import GenerationSettings, TransformersBackend
-    from grace_engine.models.loading import load_causal_lm, load_tokenizer, resolve_model
 
     started = time.perf_counter()
     problems = Problems.read(root / "distill.jsonl")
-    source = resolve_model(cand.model, _policy(root), field="model")
-    model, tok = load_causal_lm(source, _policy(root)), load_tokenizer(source, _policy(root))
+    model, tok = load(Path(cand.model))
     settings = GenerationSettings(1, cand.temperature, 1.0, MAX_NEW_TOKENS, seed=0)
     texts = [t[0] for t in TransformersBackend().generate(model, tok, problems.prompts(), settings).texts]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,16 +155,13 @@ def distil_one(run: Distillation) -> dict[str, Any]:
     import torch
 
     from grace_engine.models.data import StudentFormat, encode_for_student
-    from grace_engine.models.loading import load_causal_lm, load_tokenizer, resolve_model
     from grace_engine.pipelines.distillation import DistillConfig, distil
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    (cand,) = [c for c in candidates(root) if c.name == name]
-    texts = distillation_set(root, cand)
+    texts = distillation_set(root, candidate(root, name))
     problems = Problems.read(root / "distill.jsonl")
-    source = resolve_model(str(root / "students" / spec.name), _policy(root), field="student")
-    student, tok = load_causal_lm(source, _policy(root)), load_tokenizer(source, _policy(root))
+    student, tok = load(root / "students" / spec.name, field="student")
     fmt = StudentFormat().within(512)
     examples = [
         encode_for_student(tok, q, t, replace(fmt, truncate=True, max_length=256), field="response")
@@ -281,8 +282,7 @@ def _generate_one(args: tuple[Path, str]) -> str:
 
     root, name = args
     torch.set_num_threads(1)
-    (cand,) = [c for c in candidates(root) if c.name == name]
-    distillation_set(root, cand)
+    distillation_set(root, candidate(root, name))
     return name
 
 

@@ -175,20 +175,26 @@ def train_model(spec: ModelSpec, problems: Sequence[Problem], out: Path) -> dict
     return record
 
 
-def teacher_accuracy(path: Path, problems: Sequence[Problem], *, temperature: float, seed: int = 0) -> float:
-    """The share of ``problems`` a teacher answers right at ``temperature`` (0: greedy), one
-    response each, prompted as a candidate is."""
-    from grace_engine.models.generation import GenerationSettings, TransformersBackend
+def load(path: Path, *, field: str = "model") -> tuple[Any, Any]:
+    """The model and tokenizer saved at ``path``, loaded as the product loads them (its model
+    policy, its directory's parent as the root)."""
     from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
-    from grace_engine.science.grace import answers_match, extract_answer
 
     policy = ModelPolicy.from_paths([path.parent])
-    source = resolve_model(str(path), policy, field="model")
-    model, tok = load_causal_lm(source, policy), load_tokenizer(source, policy)
+    source = resolve_model(str(path), policy, field=field)
+    return load_causal_lm(source, policy), load_tokenizer(source, policy)
+
+
+def teacher_accuracy(path: Path, problems: Sequence[Problem], *, temperature: float, seed: int = 0) -> float:
+    """The share of ``problems`` a teacher answers right at ``temperature`` (0: greedy), one
+    response each, prompted as a candidate is and judged as the teacher-accuracy predictor judges."""
+    from grace_engine.models.generation import GenerationSettings, TransformersBackend
+    from grace_engine.science.grace import response_correct
+
+    model, tok = load(path)
     settings = GenerationSettings(1, temperature, 1.0, MAX_NEW_TOKENS, seed)
     texts = TransformersBackend().generate(model, tok, prompts(problems), settings).texts
-    hits = [answers_match(extract_answer(t[0]), str(p.answer)) for t, p in zip(texts, problems, strict=True)]
-    return sum(hits) / len(hits)
+    return float(response_correct(texts, [str(p.answer) for p in problems]).mean())
 
 
 def _build_one(args: tuple[ModelSpec, Sizes, Difficulty, Path]) -> dict[str, Any]:
@@ -201,15 +207,15 @@ def _build_one(args: tuple[ModelSpec, Sizes, Difficulty, Path]) -> dict[str, Any
     out = root / ("students" if spec.style is None else "zoo") / spec.name
     # Students read problem text of every training problem; teachers the solutions of theirs.
     record = train_model(spec, sets["teacher_train"] + (sets["distill"] if spec.style is None else []), out)
-    if spec.style is not None and "accuracy" not in record:
+    if "accuracy" not in record:  # a student's before distillation; a teacher's at each temperature
         started = time.perf_counter()
-        record["accuracy"] = {
-            str(t): teacher_accuracy(out, sets["eval"], temperature=t) for t in (0.0, *TEMPERATURES)
-        }
+        if spec.style is None:
+            record["accuracy"] = {"0.0": student_accuracy(out, sets["eval"])}
+        else:
+            record["accuracy"] = {
+                str(t): teacher_accuracy(out, sets["eval"], temperature=t) for t in (0.0, *TEMPERATURES)
+            }
         record["accuracy_seconds"] = time.perf_counter() - started
-        (out / "trained.json").write_text(json.dumps(record, indent=2) + "\n")
-    if spec.style is None and "accuracy" not in record:
-        record["accuracy"] = {"0.0": student_accuracy(out, sets["eval"])}
         (out / "trained.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -217,12 +223,9 @@ def _build_one(args: tuple[ModelSpec, Sizes, Difficulty, Path]) -> dict[str, Any
 def student_accuracy(path: Path, problems: Sequence[Problem]) -> float:
     """A student's greedy exact match, continuing its template (before or after distillation)."""
     from grace_engine.models.data import ReferenceExample, StudentFormat
-    from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
     from grace_engine.science.evaluation import greedy_accuracy
 
-    policy = ModelPolicy.from_paths([path.parent])
-    source = resolve_model(str(path), policy, field="student")
-    model, tok = load_causal_lm(source, policy), load_tokenizer(source, policy)
+    model, tok = load(path, field="student")
     examples = [ReferenceExample(p.question, p.solution("verbose"), str(p.answer)) for p in problems]
     return greedy_accuracy(model, tok, examples, StudentFormat(), max_new_tokens=MAX_NEW_TOKENS)
 
