@@ -1,6 +1,7 @@
 """The OpenAPI document, completed in one place with what every route shares: errors are RFC 9457
 ``application/problem+json`` (never FastAPI's default ``HTTPValidationError``), the bearer API-key
-scheme, and the status codes the middleware, the dependencies and the handlers can answer with.
+requirement (the scheme itself is :mod:`app.deps`'s), and the status codes the middleware, the
+dependencies and the handlers can answer with.
 
 Routes declare only their own success responses; this module adds, per operation:
 
@@ -118,13 +119,6 @@ def openapi(app: FastAPI, *, secured: bool) -> dict[str, Any]:
     schemas.update(defs["$defs"])
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-    components["securitySchemes"] = {
-        "bearer": {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "an API key from `grace keys create`",
-        }
-    }
     # An empty requirement is the alternative of sending none: keys are optional on this server.
     requirement: list[dict[str, list[str]]] = [{"bearer": []}] if secured else [{"bearer": []}, {}]
     for path, operations in schema.get("paths", {}).items():

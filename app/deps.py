@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError
@@ -37,18 +38,24 @@ SessionDep = Annotated[Session, Depends(get_session)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
+# A security scheme, not a header parameter: generated clients then take the key once, as their
+# token, instead of an `authorization` argument on every operation. The 401s are ours (problem+json).
+_bearer = HTTPBearer(
+    scheme_name="bearer", description="an API key from `grace keys create`", auto_error=False
+)
+
+
 def current_tenant(
     session: SessionDep,
     settings: SettingsDep,
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Tenant:
     if not settings.auth_enabled:
         return get_or_create_tenant(session=session, name=DEFAULT_TENANT)
     challenge = {"WWW-Authenticate": "Bearer"}
-    if not authorization:
+    if credentials is None:
         raise ApiError(401, "Unauthorized", "send 'Authorization: Bearer <API key>'", headers=challenge)
-    scheme, _, key = authorization.partition(" ")
-    tenant = tenant_for_key(session=session, key=key.strip()) if scheme.lower() == "bearer" else None
+    tenant = tenant_for_key(session=session, key=credentials.credentials.strip())
     if tenant is None:
         raise ApiError(401, "Unauthorized", "invalid or revoked API key", headers=challenge)
     return tenant

@@ -18,7 +18,6 @@ from grace_jobs.public import WarningPublic
 from grace_jobs.requests import (
     StrictModel,
     exactly_one,
-    present,
 )
 
 
@@ -379,16 +378,7 @@ class ScalingPredictIn(StrictModel):
     """The student's loss after distillation on ``student_tokens`` from a teacher given by its loss
     or by its size and pretraining tokens."""
 
-    model_config = exactly_one(  # what _one_teacher checks
-        {
-            **present(teacher_loss="number"),
-            "not": {"anyOf": [present(teacher_params="number"), present(teacher_tokens="number")]},
-        },
-        {
-            **present(teacher_params="number", teacher_tokens="number"),
-            "not": present(teacher_loss="number"),
-        },
-    )
+    model_config = exactly_one(("teacher_loss",), ("teacher_params", "teacher_tokens"))  # _one_teacher
 
     n_student: Positive
     student_tokens: Positive

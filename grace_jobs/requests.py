@@ -108,15 +108,20 @@ Temperature = Annotated[float, Field(ge=0, le=10)]
 MAX_RESPONSES = 1024  # responses supplied for one prompt
 
 
-def present(**types: str) -> dict[str, Any]:
-    """JSON Schema: each named field is present and not null, of its JSON type."""
-    return {"required": list(types), "properties": {name: {"type": t} for name, t in types.items()}}
+def exactly_one(*groups: tuple[str, ...]) -> ConfigDict:
+    """A request model's config whose schema states what its cross-field validator checks: exactly
+    one of ``groups`` is given (each of its fields present and not null), in the description and as
+    ``x-exactly-one`` for tools. Not as a ``oneOf``: its untyped members stop common generators
+    (openapi-python-client) from parsing the body, and so from creating any job."""
+    rule = " or ".join(" with ".join(f"`{name}`" for name in group) for group in groups)
 
+    def extra(schema: dict[str, Any]) -> None:
+        schema["description"] = (
+            f"{schema.get('description', '').rstrip()}\n\nGive exactly one of {rule}.".lstrip()
+        )
+        schema["x-exactly-one"] = [list(group) for group in groups]
 
-def exactly_one(*alternatives: dict[str, Any]) -> ConfigDict:
-    """A request model's config whose JSON schema says what its cross-field validator checks:
-    exactly one of ``alternatives`` holds."""
-    return ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": list(alternatives)})
+    return ConfigDict(extra="forbid", strict=True, json_schema_extra=extra)
 
 
 class StrictModel(BaseModel):
@@ -134,7 +139,7 @@ class CandidateIn(StrictModel):
     """A teacher to score: a model with sampling settings, or responses you supply."""
 
     # what _model_xor_responses checks
-    model_config = exactly_one(present(model="string"), present(responses="object"))
+    model_config = exactly_one(("model",), ("responses",))
 
     name: Annotated[NonBlankText, Field(max_length=200)]
     model: Annotated[Text, Field(min_length=1, max_length=1024)] | None = None
@@ -206,8 +211,14 @@ MAX_PROJ_DIM = 16384
 ProjDim = Annotated[
     int | str,
     AfterValidator(_proj_dim),
+    # "auto" as a typed one-value enum, not a bare const: generators then try both members
     WithJsonSchema(
-        {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_PROJ_DIM}, {"const": "auto"}]}
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_PROJ_DIM},
+                {"type": "string", "enum": ["auto"]},
+            ]
+        }
     ),
 ]
 
@@ -367,7 +378,7 @@ class JobCreate(StrictModel):
     or on an uploaded dataset (``dataset_id``)."""
 
     # what _prompts_xor_dataset checks
-    model_config = exactly_one(present(prompts="array"), present(dataset_id="string"))
+    model_config = exactly_one(("prompts",), ("dataset_id",))
 
     student: Annotated[Text, Field(min_length=1, max_length=1024)]
     candidates: Annotated[list[CandidateIn], Field(min_length=1, max_length=MAX_CANDIDATES)]

@@ -35,6 +35,7 @@ from grace_jobs.kinds.score import KIND as SCORE
 from grace_jobs.requests import JobCreate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+NDJSON, OCTET_STREAM = "application/x-ndjson", "application/octet-stream"
 
 
 def links(request: Request, job_id: str) -> Links:
@@ -203,12 +204,17 @@ def get_ranking(job: CurrentJob, settings: SettingsDep) -> RankingPublic:
     response_class=Response,
     responses={
         200: {
-            "content": {"application/x-ndjson": {}},
-            "description": "one chat example per prompt (TRL SFTTrainer's messages format)",
+            # Both forms of the same bytes: generators that know no x-ndjson (openapi-python-client
+            # among them) keep the operation through octet-stream, which `Accept` selects.
+            "content": {
+                NDJSON: {"schema": {"type": "string", "description": "JSON lines"}},
+                OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "one chat example per prompt (TRL SFTTrainer's messages format), as JSON lines",
         }
     },
 )
-def get_mixed_dataset(job: CurrentJob) -> Response:
+def get_mixed_dataset(job: CurrentJob, request: Request) -> Response:
     """The mixed-teacher dataset as JSON lines: for each prompt, the response of the candidate the
     scores favour there (score and validation jobs: per-prompt GRACE contributions; influence jobs:
     mean influence on the validation loss). Each line is ``{"messages": [user, assistant],
@@ -223,9 +229,11 @@ def get_mixed_dataset(job: CurrentJob) -> Response:
             "(grace, g_norm or g_vendi) in scoring.predictors",
         )
     body = chat_jsonl([MixedExample(**r) for r in rows])
+    accept = request.headers.get("accept", "")
+    wants_bytes = OCTET_STREAM in accept and NDJSON not in accept
     return Response(
         content=body,
-        media_type="application/x-ndjson",
+        media_type=OCTET_STREAM if wants_bytes else NDJSON,
         headers={"Content-Disposition": f'attachment; filename="grace-mixed-{job.id}.jsonl"'},
     )
 
