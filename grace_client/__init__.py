@@ -1,6 +1,6 @@
 """The public Python client of grace-service: every endpoint, an exception class per kind of error
 answer (:mod:`grace_client.errors`), retries of what is safe to retry (:mod:`grace_client.retry`),
-and :meth:`Client.wait` with a progress callback.
+and :meth:`Client.wait` with a progress callback; :class:`AsyncClient` is the same for asyncio.
 
     from grace_client import Client
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from grace_client.client import TERMINAL, Client
+from grace_client.client import TERMINAL, AsyncClient, Client
 from grace_client.errors import (
     Conflict,
     GraceAPIError,
@@ -36,6 +36,7 @@ except metadata.PackageNotFoundError:  # run from a source tree without installi
 
 __all__ = [
     "TERMINAL",
+    "AsyncClient",
     "Client",
     "Conflict",
     "GraceAPIError",

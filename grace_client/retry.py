@@ -13,8 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
 from tenacity.wait import wait_exponential_jitter
 
 from grace_client.errors import GraceConnectionError, RateLimited, Unavailable
@@ -35,6 +43,12 @@ class RetryPolicy:
     jitter: float = 1.0
 
     def retrying(self) -> Retrying:
+        return Retrying(**self._strategy())
+
+    def retrying_async(self) -> AsyncRetrying:
+        return AsyncRetrying(**self._strategy())
+
+    def _strategy(self) -> dict[str, Any]:
         backoff = wait_exponential_jitter(multiplier=self.initial, max=self.max_wait, jitter=self.jitter)
 
         def wait(state: RetryCallState) -> float:
@@ -42,12 +56,12 @@ class RetryPolicy:
             hint = getattr(failed, "retry_after", None) or 0.0
             return max(float(hint), backoff(state))
 
-        return Retrying(
-            retry=retry_if_exception(_transient),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
-            wait=wait,
-            reraise=True,
-        )
+        return {
+            "retry": retry_if_exception(_transient),
+            "stop": stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
+            "wait": wait,
+            "reraise": True,
+        }
 
 
 def _transient(exc: BaseException) -> bool:

@@ -1,10 +1,11 @@
 """grace_client through a real proxy that injects faults in front of a real service: a 503 storm
 with Retry-After during wait() costs only time, a slow answer is a timeout (retried when safe,
 raised as GraceTimeout when not), a lost answer to a submission creates no second job, and each
-kind of error answer is its own exception class."""
+kind of error answer is its own exception class; the async client the same, awaited."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from grace_client import (
+    AsyncClient,
     Client,
     Conflict,
     GraceTimeout,
@@ -24,6 +26,7 @@ from grace_client import (
     RetryPolicy,
     Unavailable,
 )
+from grace_client.errors import Json
 from grace_engine.models.tiny_models import TinyModels
 from tests.service.conftest import embedded_server, supplied_job
 
@@ -173,3 +176,29 @@ def test_each_kind_of_error_is_its_own_class(service: str, tmp_path: Path) -> No
         with pytest.raises(Unavailable) as down:
             grace.healthz()
     assert down.value.retry_after == 1.0
+
+
+def test_the_async_client_is_the_same_client_awaited(service: str) -> None:
+    """The same endpoints, retries and errors on asyncio: two jobs followed at once through a 503
+    storm, their rankings, the paged listing and a typed error."""
+    proxy = FaultyProxy(service)
+    bodies = [supplied_job({"good": ["2 + 2 = 4", "4"], "bad": ["no", str(n)]}) for n in (5, 6)]
+
+    async def scenario() -> tuple[list[Json], list[Json]]:
+        async with AsyncClient(base, retry=FAST) as grace:
+            jobs = [await grace.create_job(body) for body in bodies]
+            proxy.faults = [("GET /v1/jobs/", "503")] * 3
+            done = await asyncio.gather(*(grace.wait(j["id"], poll=0.1, timeout=600) for j in jobs))
+            rankings = [await grace.get_ranking(j["id"]) for j in jobs]
+            listed = {j["id"] async for j in grace.iter_jobs()}
+            with pytest.raises(NotFound):
+                await grace.get_job("00000000-0000-0000-0000-000000000000")
+            assert (await grace.get_mixed_dataset(jobs[0]["id"])).count("\n") == len(bodies[0]["prompts"])
+            assert {j["id"] for j in jobs} <= listed
+            return done, rankings
+
+    with proxy.serving() as base:
+        done, rankings = asyncio.run(scenario())
+    assert [d["status"] for d in done] == ["succeeded", "succeeded"], done
+    assert [{r["name"] for r in ranking["ranking"]} for ranking in rankings] == [{"good", "bad"}] * 2
+    assert sum(s[3] == "503" for s in proxy.seen) == 3  # met, and ridden out
