@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     reconcile_every_seconds: float = Field(10.0, gt=0)
     job_time_limit_seconds: int = Field(7 * 24 * 3600, ge=60)
     broker_heartbeat_ms: int = Field(15_000, ge=1000, description="Dramatiq worker heartbeat timeout")
+    worker_alive_file: Path | None = Field(
+        None,
+        description="`grace worker` touches this file every second while its consumer, worker and "
+        "reconciler threads live: a container health check tests its age",
+    )
     model_cache_size: int = Field(2, ge=1)
     gradient_store_mb: int = Field(
         2048,

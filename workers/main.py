@@ -31,6 +31,13 @@ log = logging.getLogger("grace.worker")
 FETCH_BACKOFF_MS = 100
 
 
+def _alive(worker: Worker, *threads: threading.Thread) -> bool:
+    """Every thread the worker needs still runs: a dead one is a worker that takes no jobs (or
+    never re-queues lost ones), though the process lives."""
+    children = [*worker.consumers.values(), *worker.workers, *threads]
+    return bool(worker.workers) and all(t.is_alive() for t in children)
+
+
 def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Consume jobs until SIGTERM/SIGINT (or ``stop`` is set)."""
     if settings.redis_url is None:
@@ -80,7 +87,8 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
         # Python handler once the main thread runs again, and a wait without a timeout never does
         # (a benchmark's SIGTERM to a busy worker went unanswered for a minute).
         while not stop.wait(timeout=1.0):
-            pass
+            if settings.worker_alive_file is not None and _alive(worker, reconciler, dispatcher):
+                settings.worker_alive_file.touch()
     finally:
         dispatcher.stop()
         reconciler.stop()

@@ -46,6 +46,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         GRACE_WEBHOOK_POLL_SECONDS=str(settings.webhook_poll_seconds),
         GRACE_JOB_KINDS=",".join(settings.job_kinds),
     )
+    if settings.worker_alive_file is not None:
+        env["GRACE_WORKER_ALIVE_FILE"] = str(settings.worker_alive_file)
     return env
 
 

@@ -39,7 +39,8 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
     client: TestClient, caller: Caller, settings: Settings, tmp_path: Path
 ) -> None:
     body = job_body()
-    with worker_process(settings, tmp_path / "worker.log"):
+    alive = tmp_path / "alive"
+    with worker_process(settings.model_copy(update={"worker_alive_file": alive}), tmp_path / "worker.log"):
         created = client.post("/v1/jobs", json=body, headers=caller.headers).json()
         assert created["status"] == "queued"
         seen: list[str] = []
@@ -50,6 +51,12 @@ def test_job_runs_to_the_same_ranking_as_the_engine(
             return job["status"] in TERMINAL
 
         job = wait_for(client, caller, created["id"], record)
+        # The health check's file: touched while the worker lives, and again after this job.
+        touched = alive.stat().st_mtime
+        deadline = time.monotonic() + DEADLINE
+        while alive.stat().st_mtime == touched:
+            assert time.monotonic() < deadline, "the worker stopped touching its alive file"
+            time.sleep(0.2)
     assert job["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
     assert seen[-1] == "succeeded"
     assert set(seen) <= {"queued", "running", "succeeded"}
