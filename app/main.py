@@ -11,12 +11,14 @@ from importlib.metadata import version
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_fastapi_instrumentator import Instrumentator
 
 from app import contract, errors
 from app.guard import InputGuard
 from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
+from app.request_ids import RequestIds
 from app.routers import (
     dashboard,
     datasets,
@@ -29,6 +31,7 @@ from app.routers import (
     webhooks,
 )
 from app.routers.kinds import kind_router
+from grace_infra import tracing
 from grace_infra.db.migrate import upgrade
 from grace_infra.db.session import make_engine, make_session_factory
 from grace_infra.queue import JobQueue, RedisJobQueue
@@ -70,16 +73,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning(
                 "AUTH IS OFF: every request acts as tenant 'default'. Set GRACE_AUTH=on for shared use."
             )
-        registry = CollectorRegistry()  # no auto_describe: collecting queries the database
-        registry.register(JobMetrics(session_factory, queue.depth))
+        job_metrics = JobMetrics(session_factory, queue.depth)
+        registry.register(job_metrics)
         app.state.settings = settings
         app.state.engine = engine
         app.state.session_factory = session_factory
         app.state.queue = queue
-        app.state.metrics_registry = registry
         try:
             yield
         finally:
+            registry.unregister(job_metrics)
             if embedded is not None:
                 embedded.close()
             else:
@@ -95,9 +98,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
+    # One registry per app (tests build many apps in one process): HTTP requests by route, method
+    # and status class, with latency and sizes (prometheus-fastapi-instrumentator, whose route
+    # templates keep the label set bounded), the process's CPU, memory and GC, and, registered in
+    # the lifespan, the jobs' own metrics.
+    registry = CollectorRegistry()  # no auto_describe: collecting JobMetrics queries the database
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    Instrumentator(registry=registry, excluded_handlers=[*contract.PUBLIC_PATHS]).instrument(app)
+    tracing.configure(settings.tracing)
+    if tracing.provider() is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracing.provider(), excluded_urls=",".join(contract.PUBLIC_PATHS)
+        )
+    app.state.metrics_registry = registry
     # The last added runs first: the size limit bounds what the guard reads.
     app.add_middleware(InputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIds)  # outermost: a refused body is logged with its id too
     errors.install(app)
     app.openapi = lambda: contract.openapi(app, secured=settings.auth_enabled)  # type: ignore[method-assign]
     for kind in kinds.enabled(settings.job_kinds):

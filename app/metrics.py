@@ -1,5 +1,5 @@
-"""Prometheus metrics, computed from the database at scrape time so every API replica reports the
-same numbers whatever process ran the jobs."""
+"""Prometheus metrics of jobs, read from the database at scrape time so every API replica reports
+the same numbers whatever process ran the jobs: a few aggregate rows, never every job."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from grace_infra.db.models import Job, JobStatus
-
-DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+from grace_jobs import durations
 
 
 class JobMetrics(Collector):
@@ -24,17 +23,7 @@ class JobMetrics(Collector):
         with self.session_factory() as session:
             counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
             scored = session.scalar(select(func.coalesce(func.sum(Job.examples_scored), 0))) or 0
-            durations = [
-                (end - start).total_seconds()
-                for start, end in session.execute(
-                    select(Job.started_at, Job.finished_at).where(
-                        Job.status == JobStatus.SUCCEEDED,
-                        Job.started_at.is_not(None),
-                        Job.finished_at.is_not(None),
-                    )
-                )
-                if start is not None and end is not None
-            ]
+            buckets, seconds = durations.histogram(session)
         jobs = GaugeMetricFamily("grace_jobs", "Jobs by state", labels=["state"])
         for state in JobStatus:
             jobs.add_metric([state.value], counts.get(state.value, 0))
@@ -42,12 +31,7 @@ class JobMetrics(Collector):
         depth = self.queue_depth()
         if depth is not None:
             yield GaugeMetricFamily("grace_queue_depth", "Job messages waiting in the queue", value=depth)
-        buckets = [(str(b), sum(d <= b for d in durations)) for b in DURATION_BUCKETS]
-        buckets.append(("+Inf", len(durations)))
         yield HistogramMetricFamily(
-            "grace_job_duration_seconds",
-            "Run time of succeeded jobs",
-            buckets=buckets,
-            sum_value=sum(durations),
+            "grace_job_duration_seconds", "Run time of succeeded jobs", buckets=buckets, sum_value=seconds
         )
         yield CounterMetricFamily("grace_examples_scored", "Teacher responses scored", value=scored)

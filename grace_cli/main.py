@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -333,26 +332,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from grace_infra import logs
     from grace_infra.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _model_process()
     settings = Settings()
+    logs.configure(settings.log_format)
+    _model_process()
     # The embedded worker thread shares this process with the API: leave it a core, or a running
     # job starves request handling (and the database) and poll latency goes from ms to seconds.
     _set_threads(None, spare=1 if settings.embedded else 0)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    # log_config=None: uvicorn's records go through the process's one handler (grace_infra.logs);
+    # access lines come from app.request_ids, with the request's id.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from grace_infra import logs
     from grace_infra.settings import Settings
     from workers.main import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    logs.configure(settings.log_format)
     _model_process()
     _set_threads(args.threads)
-    run_worker(Settings())
+    run_worker(settings)
     return 0
 
 

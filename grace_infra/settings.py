@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     reconcile_every_seconds: float = Field(10.0, gt=0)
     job_time_limit_seconds: int = Field(7 * 24 * 3600, ge=60)
     broker_heartbeat_ms: int = Field(15_000, ge=1000, description="Dramatiq worker heartbeat timeout")
+    tracing: Literal["off", "otlp"] = Field(
+        "off",
+        description="`otlp`: OpenTelemetry traces (API -> worker) over OTLP/HTTP, "
+        "to where OTEL_EXPORTER_OTLP_ENDPOINT says",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per line, with request and job ids"
+    )
     worker_alive_file: Path | None = Field(
         None,
         description="`grace worker` touches this file every second while its consumer, worker and "

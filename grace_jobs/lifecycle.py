@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import TERMINAL, Job, JobResult, JobStatus, JobUnit
-from grace_jobs import webhooks
+from grace_jobs import durations, webhooks
 from grace_jobs.kinds.base import FanOut
 
 LIVE = (JobStatus.RUNNING, JobStatus.CANCELLING)
@@ -355,6 +355,8 @@ def succeed(
     write(job)
     job.status, job.stage, job.worker_id = JobStatus.SUCCEEDED, "done", worker_id
     job.finished_at = job.updated_at = now
+    if job.started_at is not None:
+        durations.record(session, (now - job.started_at).total_seconds())
     webhooks.record_end(job, now)
     session.commit()
     return JobStatus.SUCCEEDED

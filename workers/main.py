@@ -16,6 +16,7 @@ from types import FrameType
 import dramatiq
 from dramatiq import Worker
 
+from grace_infra import tracing
 from grace_infra.db.session import make_engine, make_session_factory
 from grace_infra.queue import ACTOR_NAME, RedisJobQueue, make_broker
 from grace_infra.settings import Settings
@@ -45,6 +46,7 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
             "grace worker needs GRACE_REDIS_URL and GRACE_DATABASE_URL "
             "(the embedded default runs jobs inside `grace serve`)"
         )
+    tracing.configure(settings.tracing)
     engine = make_engine(settings)
     session_factory = make_session_factory(engine)
     broker = make_broker(settings)

@@ -39,6 +39,7 @@ from grace_engine.models.loading import ModelCache
 from grace_engine.pipelines.context import EngineContext
 from grace_engine.progress import ProgressEvent
 from grace_engine.stores.gradient_store import StoredGradients
+from grace_infra import logs, tracing
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Dataset, GradientSet, Job, JobStatus, JobUnit, ResponseSet
 from grace_infra.settings import Settings
@@ -366,6 +367,22 @@ class JobRunner:
         first unit), and assemble the job when it was its last; returns the outcome (``skipped``
         when not claimable)."""
         job_id, position = lifecycle.parse_unit_key(key)
+        with (
+            logs.job_context(job_id),
+            tracing.continued(
+                self._trace_of(job_id), "grace.unit", **{"grace.job_id": job_id, "grace.unit": position}
+            ),
+        ):
+            return self._run(key, job_id, position)
+
+    def _trace_of(self, job_id: str) -> str | None:
+        """The traceparent the job was submitted under (read only when tracing)."""
+        if tracing.provider() is None:
+            return None
+        with self.session_factory() as session:
+            return session.scalar(select(Job.trace_context).where(Job.id == job_id))
+
+    def _run(self, key: str, job_id: str, position: int) -> Transition:
         if not self.claim(job_id, position):
             if self._awaiting_assembly(job_id):
                 return self._assemble(job_id)

@@ -20,6 +20,7 @@ from grace_engine.errors import InvalidInput
 from grace_engine.models.data import Prompt, check_prompts
 from grace_engine.models.generation import check_candidates, provided_responses
 from grace_engine.models.loading import configured_context, resolve_model
+from grace_infra import tracing
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
 from grace_infra.queue import JobQueue
@@ -220,6 +221,7 @@ def create_job(
         prompt_set=prompt_set,
         comparison=comparison,
         webhook_url=None if job_in.webhook is None else job_in.webhook.url,
+        trace_context=tracing.traceparent(),
         created_at=now,
         updated_at=now,
     )

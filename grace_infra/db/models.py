@@ -141,6 +141,8 @@ class Job(Base):
     prompt_set: Mapped[str | None] = mapped_column(String(64), nullable=True)
     comparison: Mapped[str | None] = mapped_column(String(64), nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)  # told when the job ends
+    # the W3C traceparent of the request that created it: its units' spans continue that trace
+    trace_context: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -275,3 +277,16 @@ class WebhookDelivery(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class JobDurationBucket(Base):
+    """The run-time histogram of succeeded jobs, kept as jobs succeed (:mod:`grace_jobs.durations`),
+    so a scrape reads a dozen rows instead of every job: one row per upper bound ``le`` (seconds, as
+    Prometheus labels it, ``+Inf`` last) with the cumulative count; the ``+Inf`` row also holds the
+    sum of the run times."""
+
+    __tablename__ = "job_duration_buckets"
+
+    le: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    sum_seconds: Mapped[float] = mapped_column(Float, default=0.0)

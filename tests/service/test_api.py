@@ -281,8 +281,43 @@ def test_health_ready_metrics(client: TestClient, caller: Caller, caplog: pytest
         "grace_queue_depth",
         "grace_job_duration_seconds_bucket",
         "grace_examples_scored",
+        # HTTP requests by route template (not by raw path), the process's own metrics
+        'http_requests_total{handler="/v1/jobs",method="POST",status="2xx"}',
+        'http_request_duration_seconds_bucket{handler="/v1/jobs"',
+        "process_resident_memory_bytes",
+        "python_gc_collections_total",
     ):
-        assert name in text
+        assert name in text, name
+    assert 'handler="/readyz"' not in text  # probes are not traffic
+
+
+def test_the_job_duration_histogram_is_kept_as_jobs_succeed(
+    client: TestClient, caller: Caller, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    def histogram() -> dict[str, float]:
+        lines = re.findall(
+            r'^grace_job_duration_seconds_(bucket\{le="[^"]+"\}|count|sum) (\S+)$',
+            client.get("/metrics").text,
+            flags=re.M,
+        )
+        return {name: float(value) for name, value in lines}
+
+    before = histogram()
+    job_id = _submit(client, caller).json()["id"]
+    assert run_job(JobRunner(settings, session_factory), job_id) == "succeeded"
+    after = histogram()
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.started_at is not None
+        assert job.finished_at is not None
+        seconds = (job.finished_at - job.started_at).total_seconds()
+    assert after["count"] == before["count"] + 1
+    assert after["sum"] == pytest.approx(before["sum"] + seconds)
+    for label in before:
+        if label.startswith("bucket"):
+            bound = float(label.split('"')[1])  # +Inf parses as infinity
+            assert after[label] == before[label] + (seconds <= bound), label
 
 
 def test_the_openapi_document_declares_bearer_auth_and_problem_errors(client: TestClient) -> None:

@@ -3,7 +3,7 @@ matches the migrated schema exactly (autogenerate finds nothing to do)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -115,4 +115,42 @@ def test_stored_results_keep_their_predictor_values_across_0009() -> None:
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM job_results")).mappings().one()
     assert {k: row[k] for k in old} == old
+    engine.dispose()
+
+
+def test_the_duration_histogram_starts_from_the_jobs_that_already_succeeded() -> None:
+    """0010 fills the stored histogram from succeeded jobs' run times (others not counted)."""
+    url = fresh_database("durations")
+    upgrade(url, "0009_predictor_values")
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    tenants, jobs = meta.tables["tenants"], meta.tables["jobs"]
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    runs = {"a": ("succeeded", 3.0), "b": ("succeeded", 400.0), "c": ("failed", 2.0)}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(tenants).values(_filled(tenants, id="t1", name="t1")))
+        for job_id, (status, seconds) in runs.items():
+            ended = start + timedelta(seconds=seconds)
+            row = _filled(jobs, id=job_id, tenant_id="t1", kind="score", status=status)
+            conn.execute(sa.insert(jobs).values({**row, "started_at": start, "finished_at": ended}))
+    upgrade(url)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT le, count FROM job_duration_buckets")).all())
+        (total,) = conn.execute(
+            sa.text("SELECT sum_seconds FROM job_duration_buckets WHERE le = '+Inf'")
+        ).one()
+    assert rows == {
+        "1": 0,
+        "5": 1,
+        "15": 1,
+        "60": 1,
+        "300": 1,
+        "900": 2,
+        "3600": 2,
+        "14400": 2,
+        "86400": 2,
+        "+Inf": 2,
+    }
+    assert total == 403.0
     engine.dispose()
