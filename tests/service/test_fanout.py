@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +22,7 @@ from grace_engine.models.generation import Generated
 from grace_engine.models.tiny_models import TinyModels
 from grace_engine.progress import ProgressEvent
 from grace_infra.db.base import utcnow
-from grace_infra.db.models import Job, JobUnit
+from grace_infra.db.models import Job, JobResult, JobUnit
 from grace_infra.queue import RedisJobQueue
 from grace_infra.settings import Settings
 from grace_jobs import lifecycle
@@ -102,11 +102,16 @@ def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
 
 
 def test_a_killed_worker_costs_only_the_unit_it_was_running(
-    client: TestClient, caller: Caller, settings: Settings, tiny: TinyModels, tmp_path: Path
+    client: TestClient,
+    caller: Caller,
+    settings: Settings,
+    tiny: TinyModels,
+    tmp_path: Path,
+    session_factory: sessionmaker[Session],
 ) -> None:
     """kill -9 of a worker that has finished one unit and is in the middle of another: the finished
     unit is kept (attempt 1, its worker), the other worker re-runs the lost one (attempt 2), every
-    other unit ran once, and the job is assembled once."""
+    other unit ran once, and the job is assembled once: its results written once."""
     logs = (tmp_path / "a.log", tmp_path / "b.log")
     with worker_process(settings, logs[0]) as victim, worker_process(settings, logs[1]):
         _ready(*logs)
@@ -138,6 +143,9 @@ def test_a_killed_worker_costs_only_the_unit_it_was_running(
     assert job["attempts"] == 2
     assert text.count(f"job {job_id} assembly by") == 1, text[-3000:]
     assert len(job["ranking"]) == 5
+    with session_factory() as session:
+        rows = session.scalar(select(func.count()).select_from(JobResult).where(JobResult.job_id == job_id))
+    assert rows == 5
 
 
 def test_cancel_stops_every_unit(

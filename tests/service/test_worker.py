@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.main import create_app
 from grace_engine.models.tiny_models import TinyModels
-from grace_infra.db.models import Job, JobResult
+from grace_infra.db.models import JobResult
 from grace_infra.settings import Settings
 from tests.service.conftest import Caller, job_body, service_settings
 from tests.service.helpers import (
@@ -129,38 +129,6 @@ def test_cancel_while_running_stops_at_a_batch_boundary(
     # matter for benchmarks, not for a test on a loaded machine).
     assert job["status"] == "cancelled"
     assert job["ranking"] is None
-
-
-def test_killed_worker_job_completes_once_on_another_worker(
-    client: TestClient,
-    caller: Caller,
-    settings: Settings,
-    tiny: TinyModels,
-    tmp_path: Path,
-    session_factory: sessionmaker[Session],
-) -> None:
-    log = tmp_path / "workers.log"
-    with worker_process(settings, log) as first:
-        job_id = start_slow_job(client, caller, tiny)
-        first.kill()  # SIGKILL: no cleanup, no ack, the heartbeat just stops
-        first.wait()
-        killed = time.monotonic()
-    with worker_process(settings, log):
-        reclaimed = wait_for(
-            client, caller, job_id, lambda j: j["attempts"] == 2 and j["status"] == "running"
-        )
-        reclaim_s = time.monotonic() - killed
-        job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
-        done_s = time.monotonic() - killed
-    print(f"kill -9: re-claimed after {reclaim_s:.1f} s, succeeded {done_s:.1f} s after the kill")
-    assert reclaimed["attempts"] == 2
-    assert job["status"] == "succeeded", log.read_text()[-3000:]
-    with session_factory() as session:
-        rows = session.scalar(select(func.count()).select_from(JobResult).where(JobResult.job_id == job_id))
-        stored = session.get(Job, job_id)
-        assert stored is not None
-        assert stored.attempts == 2
-    assert rows == len(job["ranking"]) == 5
 
 
 def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(
