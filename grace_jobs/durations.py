@@ -4,7 +4,7 @@ succeeded, read whole by ``/metrics``."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from grace_infra.db.models import JobDurationBucket
@@ -19,8 +19,11 @@ def record(session: Session, seconds: float) -> None:
     """Count one succeeded job that ran ``seconds`` (in the caller's transaction)."""
     within = [str(b) for b in DURATION_BUCKETS if seconds <= b]
     row = JobDurationBucket
-    session.execute(update(row).where(row.le.in_([*within, INF])).values(count=row.count + 1))
-    session.execute(update(row).where(row.le == INF).values(sum_seconds=row.sum_seconds + seconds))
+    session.execute(
+        update(row)
+        .where(row.le.in_([*within, INF]))
+        .values(count=row.count + 1, sum_seconds=row.sum_seconds + case((row.le == INF, seconds), else_=0.0))
+    )
 
 
 def histogram(session: Session) -> tuple[list[tuple[str, int]], float]:
