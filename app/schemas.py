@@ -350,6 +350,22 @@ class LeaderboardEntry(PredictorValues):
     teacher: TeacherPublic | None = Field(None, description="what generated it; null: supplied responses")
 
 
+class BoardPublic(BaseModel):
+    """A leaderboard there is to open (``/v1/leaderboards?dataset=<prompt_set>&comparison=...``)."""
+
+    prompt_set: str = Field(description="hash of the prompt texts")
+    comparison: str = Field(description="the configuration's key")
+    jobs: int = Field(description="succeeded score jobs that fed it")
+    latest_job_id: str
+    latest_at: datetime
+    scoring: dict[str, Any] = Field(description="the latest job's scoring settings, as submitted")
+
+
+class BoardsPublic(BaseModel):
+    student: str
+    data: list[BoardPublic] = Field(description="the most recently fed first")
+
+
 class LeaderboardPublic(BaseModel):
     """Every candidate you scored for ``student`` on one prompt set under one configuration,
     best GRACE first, each with its latest score and the job that gave it."""

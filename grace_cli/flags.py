@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from grace_engine.errors import InvalidInput
+from grace_engine.models.data import SFT_FORMS
 
 ALIASES: Mapping[str, tuple[str, ...]] = {
     "responses_per_prompt": ("-m",),
@@ -128,3 +129,15 @@ def from_args(args: argparse.Namespace, model: type[M], *, field: str) -> M:
         first = exc.errors()[0]
         path = ".".join(str(p) for p in (field, *first["loc"]))
         raise InvalidInput(first["msg"], field=path) from exc
+
+
+def add_form_option(parser: argparse.ArgumentParser) -> None:
+    """``--format`` of an exported training set (``grace export``, ``grace jobs dataset``)."""
+    parser.add_argument(
+        "--format",
+        choices=SFT_FORMS,
+        default="chat",
+        help="chat: the teacher's conversation (instruction + prompt, then the response); "
+        "prompt_completion: the exact text the student was scored on (its template around the "
+        "prompt, then the response). Default: %(default)s",
+    )

@@ -12,10 +12,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grace_cli.flags import add_model_flags, from_args
+from grace_cli.flags import add_form_option, add_model_flags, from_args
 from grace_cli.gsm8k import add_parser as add_gsm8k_parser
 from grace_cli.gsm8k import cmd_gsm8k
 from grace_cli.models_cmd import add_parser as add_models_parser
@@ -184,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export",
-        help="write the mixed-teacher dataset of a result (rank/validate/influence --out) as chat JSONL",
+        help="write the mixed-teacher dataset of a result (rank/validate/influence --out) as JSONL for SFT",
     )
     export.add_argument("result", type=Path, help="the JSON a --out wrote")
+    add_form_option(export)
     export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     submit = sub.add_parser("submit", help="submit a scoring job to a running service and print the ranking")
     add_service_options(submit)
@@ -421,7 +423,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from grace_engine.science.mixture import MixedExample, chat_jsonl
+    from grace_engine.models.data import StudentFormat
+    from grace_engine.science.mixture import MixedExample, sft_jsonl
 
     try:
         data = json.loads(args.result.read_text("utf-8"))
@@ -434,11 +437,23 @@ def cmd_export(args: argparse.Namespace) -> int:
             "(routing by GRACE needs a gradient predictor)",
             field="result",
         )
+    # rank and influence write the scoring config as "config", validate in its protocol
+    config = data.get("config") or data.get("protocol", {}).get("scoring")
+    if not config:
+        raise GraceError(f"{args.result} does not say how its texts were scored (no config)", field="result")
     examples = [MixedExample(**r) for r in rows]
-    args.out.write_text(chat_jsonl(examples), "utf-8")
+    text = sft_jsonl(
+        examples,
+        args.format,
+        student_format=StudentFormat(config["student_format"]["template"]),
+        instruction=config["instruction"],
+    )
+    args.out.write_text(text, "utf-8")
     counts = Counter(e.teacher for e in examples)
     share = ", ".join(f"{t} {n}" for t, n in counts.most_common())
-    print(f"wrote {len(examples)} chat examples to {args.out} (routed by {examples[0].route}: {share})")
+    print(
+        f"wrote {len(examples)} {args.format} examples to {args.out} (routed by {examples[0].route}: {share})"
+    )
     return 0
 
 
@@ -481,7 +496,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     from grace_engine.pipelines.influence import InfluenceInputs, InfluenceSpec, run_influence
 
     chosen = from_args(args, InfluenceSettingsIn, field="influence")
-    scoring = from_args(args, ScoringIn, field="scoring")
+    scoring = from_args(args, ScoringIn, field="scoring").to_engine()
     _model_process()
     _set_threads(None)
     bars = ProgressBars(enabled=not args.quiet)
@@ -493,7 +508,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
                 args.student,
                 reference=read_references(args.validation),
             ),
-            InfluenceSpec(scoring=scoring.to_engine(), method=chosen.method),
+            InfluenceSpec(scoring=scoring, method=chosen.method),
             EngineContext(policy=_local_policy(args), budget=_budget(args), progress=bars.update),
         )
     finally:
@@ -511,6 +526,7 @@ def cmd_influence(args: argparse.Namespace) -> int:
     if args.out is not None:
         data = result.to_dict()
         data["selected"] = [vars(r) for r in kept]
+        data["config"] = asdict(scoring)
         args.out.write_text(json.dumps(data, indent=2) + "\n", "utf-8")
         print(f"wrote {args.out}")
     return 0

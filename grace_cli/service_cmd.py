@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grace_cli.flags import given
+from grace_cli.flags import add_form_option, given
 from grace_cli.report import ProgressBars, format_guidance, format_ranking, format_warnings
 from grace_client import Client, RetryPolicy
 from grace_engine.errors import GraceError
@@ -59,9 +59,10 @@ def add_parsers(sub: Any) -> None:
         if name == "wait":
             action.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     dataset = jobs_sub.add_parser(
-        "dataset", help="download a succeeded job's mixed-teacher dataset (chat JSON lines)"
+        "dataset", help="download a succeeded job's mixed-teacher dataset (JSON lines)"
     )
     dataset.add_argument("job_id")
+    add_form_option(dataset)
     dataset.add_argument("--out", type=Path, help="write it here (default: standard output)")
     for action in jobs_sub.choices.values():
         add_service_options(action)
@@ -156,7 +157,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             _show(client.get_job(args.job_id), args.json)
             return 0
         if args.jobs_command == "dataset":
-            lines = client.get_mixed_dataset(args.job_id)
+            lines = client.get_mixed_dataset(args.job_id, form=args.format)
             if args.out is None:
                 sys.stdout.write(lines)
             else:

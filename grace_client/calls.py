@@ -110,9 +110,10 @@ class Endpoints(Generic[J, S, N]):
     def get_validation(self, job_id: str) -> J:
         return self._json(Call("GET", f"/v1/jobs/{job_id}/validation"))
 
-    def get_mixed_dataset(self, job_id: str) -> S:
-        """GET /v1/jobs/{id}/dataset: the mixed-teacher set as chat JSON lines."""
-        return self._text(Call("GET", f"/v1/jobs/{job_id}/dataset"))
+    def get_mixed_dataset(self, job_id: str, *, form: str = "chat") -> S:
+        """GET /v1/jobs/{id}/dataset: the mixed-teacher set as JSON lines, ``form`` ``chat`` (the
+        teacher's conversation) or ``prompt_completion`` (the exact text the student was scored on)."""
+        return self._text(Call("GET", f"/v1/jobs/{job_id}/dataset", params={"format": form}))
 
     def get_deliveries(self, job_id: str) -> J:
         """GET /v1/jobs/{id}/deliveries: the job's webhook events and every delivery attempt."""

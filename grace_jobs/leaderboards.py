@@ -147,3 +147,58 @@ def _teacher(details: dict[str, Any]) -> Teacher | None:
     """A stored candidate's teacher (None: supplied responses, or scored before teachers were kept)."""
     found = details.get("teacher")
     return None if found is None else Teacher(**found)
+
+
+@dataclass(frozen=True)
+class Board:
+    """A leaderboard there is to open: a prompt set and a configuration (``comparison``) a student
+    was scored under, with how many succeeded jobs fed it and the latest of them, whose scoring
+    settings (as submitted, defaults filled) describe the configuration."""
+
+    prompt_set: str
+    comparison: str
+    jobs: int
+    latest_job_id: str
+    latest_at: datetime
+    scoring: dict[str, Any]
+
+
+def boards(session: Session, *, tenant_id: str, student: str, kind: str) -> list[Board]:
+    """Every leaderboard of ``student`` among the tenant's succeeded jobs of ``kind``, the most
+    recently fed first."""
+    rows = session.execute(
+        select(Job.prompt_set, Job.comparison, Job.id, Job.finished_at)
+        .where(
+            Job.tenant_id == tenant_id,
+            Job.student == student,
+            Job.status == JobStatus.SUCCEEDED,
+            Job.kind == kind,
+            Job.comparison.is_not(None),
+            Job.prompt_set.is_not(None),
+        )
+        .order_by(Job.finished_at.desc(), Job.id.desc())
+    ).all()
+    counts: dict[tuple[str, str], int] = {}
+    latest: dict[tuple[str, str], tuple[str, datetime]] = {}
+    for prompt_set, comparison, job_id, finished in rows:
+        assert prompt_set is not None
+        assert comparison is not None
+        assert finished is not None
+        counts[(prompt_set, comparison)] = counts.get((prompt_set, comparison), 0) + 1
+        latest.setdefault((prompt_set, comparison), (job_id, finished))
+    # Only the latest job's submission is read, for its settings: a request holds every prompt.
+    ids = [job_id for job_id, _ in latest.values()]
+    requests: dict[str, dict[str, Any]] = dict(
+        session.execute(select(Job.id, Job.request).where(Job.id.in_(ids))).tuples().all()
+    )
+    return [
+        Board(
+            prompt_set,
+            comparison,
+            counts[(prompt_set, comparison)],
+            job_id,
+            finished,
+            requests[job_id]["scoring"],
+        )
+        for (prompt_set, comparison), (job_id, finished) in latest.items()
+    ]

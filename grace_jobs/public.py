@@ -1,8 +1,12 @@
-"""Public models the job kinds share with the API's other response bodies (pydantic)."""
+"""Public models of the job kinds' results, and what they share with the API's other response
+bodies (pydantic, nothing else: ``grace_client.models`` serves them to clients that load no model
+stack)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class WarningPublic(BaseModel):
@@ -13,3 +17,56 @@ class WarningPublic(BaseModel):
 
     code: str
     message: str
+
+
+class InfluencePublic(BaseModel):
+    job_id: str
+    method: str
+    validation_loss: float = Field(description="the student's loss on the reference set, nats/token")
+    per_candidate: list[dict[str, Any]]
+    best_per_prompt: dict[str, dict[str, int]]
+    selected: list[dict[str, Any]]
+    responses: list[dict[str, Any]]
+
+
+class CorrelationPublic(BaseModel):
+    """How well one score predicted the outcome: +1 = perfectly; null when a side is constant."""
+
+    score: str
+    outcome: str
+    spearman: float | None
+    kendall: float | None
+    ci95: tuple[float, float] | None
+    regret: float
+    regret_rel: float | None
+    n_candidates: int
+    top_pick: str
+    best: str
+    p_value: float | None = Field(
+        None, description="one-sided permutation p-value of spearman (exact up to 10 candidates)"
+    )
+    critical_rho: float | None = Field(
+        None, description="the smallest spearman that reaches 5% one-sided for this many candidates"
+    )
+    distinguishable: bool | None = Field(
+        None, description="p_value <= 0.05; false: not distinguishable from chance"
+    )
+
+
+class ValidationPublic(BaseModel):
+    """A validation job's result: per candidate its scores (``grace.score``, baselines) and the
+    distilled student's ``outcome``; ``correlations`` per score against ``outcome``."""
+
+    job_id: str
+    student: str
+    outcome: str
+    untrained: dict[str, Any]
+    candidates: dict[str, dict[str, Any]]
+    correlations: dict[str, CorrelationPublic]
+    correlations_by_outcome: dict[str, dict[str, CorrelationPublic]]
+    ranking: list[dict[str, Any]]
+    mixed_candidate: dict[str, Any] | None = Field(
+        None, description="the mixed-teacher set's outcome against the best single teacher's"
+    )
+    protocol: dict[str, Any]
+    warnings: list[WarningPublic]

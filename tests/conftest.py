@@ -3,6 +3,10 @@ once per checkout) and small random models."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -27,6 +31,7 @@ torch.set_num_threads(2)
 VOCAB = 97
 # Under the ignored .grace/: the conversion takes ~30 s and 540 MB, so it outlives test sessions.
 SMOLLM2_CACHE = Path(__file__).resolve().parents[1] / ".grace" / "test-cache" / "smollm2"
+TINY_CACHE = SMOLLM2_CACHE.parent / "tiny"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -35,12 +40,47 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     freeze_imports()
 
 
+def _tiny_key() -> str:
+    """What the tiny models are a function of: the code that builds them and the libraries that
+    train and save them (the data ships inside the package, beside that code)."""
+    import transformers
+
+    models = Path(grace_engine.models.loading.__file__).parent
+    digest = hashlib.sha256(f"{torch.__version__} {transformers.__version__}".encode())
+    for name in ("tiny_models.py", "data.py", "generation.py"):
+        digest.update((models / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """The tiny student, teachers, candidate and prompt files, built once into a temp dir."""
-    built = build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
-    print(f"\ntiny models built in {built.seconds:.1f} s")
-    return built
+def tiny() -> TinyModels:
+    """The tiny student, teachers, candidate and prompt files: built once per checkout and code
+    version into TINY_CACHE (a clean checkout, as in CI, builds them; ~1 minute on 2 cores),
+    then found there. Tests treat them as read-only."""
+    cached = TINY_CACHE / _tiny_key()
+    record = cached / "tiny.json"
+    if not record.is_file():
+        shutil.rmtree(cached, ignore_errors=True)
+        building = Path(tempfile.mkdtemp(prefix="building-", dir=TINY_CACHE.parent))
+        built = build_tiny_models(building / "models")
+        print(f"\ntiny models built in {built.seconds:.1f} s")
+        fields = {k: v for k, v in vars(built).items() if k not in ("root", "teachers")}
+        paths = {k: str(Path(v).relative_to(built.root)) for k, v in fields.items() if isinstance(v, Path)}
+        teachers = {k: str(v.relative_to(built.root)) for k, v in built.teachers.items()}
+        numbers = {k: v for k, v in fields.items() if not isinstance(v, Path)}
+        (building / "models" / "tiny.json").write_text(
+            json.dumps({"paths": paths, "teachers": teachers, **numbers})
+        )
+        TINY_CACHE.mkdir(parents=True, exist_ok=True)
+        (building / "models").rename(cached)  # whole or not at all
+        shutil.rmtree(building)
+    saved = json.loads(record.read_text())
+    return TinyModels(
+        root=cached,
+        teachers={k: cached / v for k, v in saved.pop("teachers").items()},
+        **{k: cached / v for k, v in saved.pop("paths").items()},
+        **saved,
+    )
 
 
 @pytest.fixture(scope="session")

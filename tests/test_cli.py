@@ -14,6 +14,7 @@ import pytest
 
 from grace_cli.main import build_parser, main
 from grace_cli.service_cmd import client_for
+from grace_engine.models.data import DEFAULT_INSTRUCTION, StudentFormat
 from grace_engine.models.tiny_models import TinyModels
 
 
@@ -92,7 +93,7 @@ def test_rank_prints_a_table_and_writes_json(
     )
     assert {c["family"]: c["n_candidates"] for c in guidance["best_per_family"]} == {"gpt2": 4, "llama": 1}
     assert any(line.startswith("best llama: parrot (rank ") for line in lines)
-    # grace export: one chat example per prompt, loadable as a Hugging Face dataset.
+    # grace export: one example per prompt, loadable as a Hugging Face dataset, in either form.
     export = tmp_path / "mixed.jsonl"
     assert main(["export", str(out_file), "--out", str(export)]) == 0
     assert "wrote 24 chat examples" in capsys.readouterr().out
@@ -101,6 +102,13 @@ def test_rank_prints_a_table_and_writes_json(
     assert len(loaded) == 24
     assert set(loaded["teacher"]) <= set(names)
     assert all(len(m) == 2 for m in loaded["messages"])
+    assert loaded["messages"][0][0]["content"].startswith(DEFAULT_INSTRUCTION)  # what the teacher saw
+    assert main(["export", str(out_file), "--out", str(export), "--format", "prompt_completion"]) == 0
+    assert "wrote 24 prompt_completion examples" in capsys.readouterr().out
+    first = json.loads(export.read_text("utf-8").splitlines()[0])
+    assert first["prompt"] == StudentFormat().head(
+        json.loads(tiny.prompts_file.read_text().splitlines()[0])["prompt"]
+    )
 
 
 def _run_bad(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -216,6 +224,12 @@ def test_influence_command(tiny: TinyModels, tmp_path: Path, capsys: pytest.Capt
     assert all(r["influence"] > 0 for r in result["selected"])
     assert len(result["selected"]) <= 60
     assert "mean influence" in capsys.readouterr().out
+    # Its --out says how the texts were scored, so `grace export` can write what was scored.
+    assert result["config"]["proj_dim"] == 256
+    export = tmp_path / "mixed.jsonl"
+    assert main(["export", str(out_file), "--out", str(export), "--format", "prompt_completion"]) == 0
+    assert "routed by influence" in capsys.readouterr().out
+    assert json.loads(export.read_text("utf-8").splitlines()[0])["prompt"].startswith("### Problem:\n")
 
 
 def test_models_smollm2_on_a_converted_directory_is_a_no_op(

@@ -34,6 +34,11 @@ def _modules(module: str) -> set[str]:
             "grace_jobs.requests",
             {"fastapi", "starlette", "uvicorn", "dramatiq", "redis", "sqlalchemy", "app", "workers"},
         ),
+        # the typed client models are the API's own, yet load neither it nor the model stack
+        (
+            "grace_client.models",
+            {"fastapi", "starlette", "uvicorn", "sqlalchemy", "torch", "numpy", "transformers", "workers"},
+        ),
         (
             "grace_engine.pipelines.scoring",
             {"fastapi", "starlette", "sqlalchemy", "dramatiq", "redis", "app", "workers", "grace_infra"},

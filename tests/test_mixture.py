@@ -1,4 +1,5 @@
-"""The mixed-teacher dataset: per-prompt GRACE contributions, routing and the chat JSONL export."""
+"""The mixed-teacher dataset: per-prompt GRACE contributions, routing, and its export in both of
+TRL's dataset formats."""
 
 from __future__ import annotations
 
@@ -7,11 +8,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
-from grace_engine.models.data import Prompt
+from grace_engine.models.data import (
+    DEFAULT_INSTRUCTION,
+    IGNORE_INDEX,
+    SFT_FORMS,
+    Prompt,
+    SftForm,
+    StudentFormat,
+    encode_for_student,
+)
+from grace_engine.models.tiny_models import TinyModels
 from grace_engine.science.grace import grace, held_out_energies
 from grace_engine.science.influence import InfluenceResult, ResponseInfluence
-from grace_engine.science.mixture import chat_jsonl, per_prompt_grace, route_by_grace, route_by_influence
+from grace_engine.science.mixture import (
+    MixedExample,
+    per_prompt_grace,
+    route_by_grace,
+    route_by_influence,
+    sft_jsonl,
+)
 from grace_engine.science.predictors import Evidence
 
 
@@ -78,19 +95,46 @@ def test_influence_routes_to_the_most_helpful_teacher() -> None:
     assert [(r.prompt_id, r.teacher, r.response) for r in rows] == [("x", "b", "b-x1"), ("y", "b", "b-y0")]
 
 
-def test_the_export_loads_with_datasets_as_one_chat_example_per_prompt(tmp_path: Path) -> None:
+TEMPLATE = StudentFormat("Q: {prompt}\nA: ")
+
+
+@pytest.mark.parametrize("form", SFT_FORMS)
+def test_the_export_loads_with_datasets_as_one_example_per_prompt(tmp_path: Path, form: SftForm) -> None:
     datasets = pytest.importorskip("datasets")
     rng = np.random.default_rng(1)
     evidence = {c: _evidence(rng.normal(size=(16, 4)), 2) for c in ("a", "b")}
     prompts = [Prompt(f"p{i}", f"What is {i} + {i}? Ünïcode ok") for i in range(8)]
     texts = {c: [[f"{c} says {2 * i}", f"{c} thinks {2 * i}"] for i in range(8)] for c in evidence}
     path = tmp_path / "mixed.jsonl"
-    path.write_text(chat_jsonl(route_by_grace(evidence, prompts, texts)), "utf-8")
+    rows = route_by_grace(evidence, prompts, texts)
+    path.write_text(sft_jsonl(rows, form, student_format=TEMPLATE, instruction="Solve.\n"), "utf-8")
     loaded = datasets.load_dataset("json", data_files=str(path), split="train")
     assert len(loaded) == len(prompts)
     first = loaded[0]
-    assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
-    assert first["messages"][0]["content"] == prompts[0].prompt
+    if form == "chat":  # the teacher's conversation: its instruction, then the prompt
+        assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
+        assert first["messages"][0]["content"] == "Solve.\n" + prompts[0].prompt
+        reply = first["messages"][1]["content"]
+    else:  # the student's scored text: its template around the prompt
+        assert first["prompt"] == f"Q: {prompts[0].prompt}\nA: "
+        reply = first["completion"]
     assert first["teacher"] in ("a", "b")
-    assert first["messages"][1]["content"].startswith(first["teacher"])
+    assert reply == rows[0].response
+    assert reply.startswith(first["teacher"])
     assert json.loads(path.read_text("utf-8").splitlines()[3])["prompt_id"] == "p3"
+
+
+def test_prompt_and_completion_are_the_very_tokens_the_student_was_scored_on(tiny: TinyModels) -> None:
+    """The student's template (the tiny models' default one), its prompt part masked: prompt +
+    completion + EOS tokenizes to the scored example's ids, and the completion to its labelled part."""
+    tok = AutoTokenizer.from_pretrained(tiny.student)
+    fmt = StudentFormat()
+    prompt = "Tom has 3 apples and buys 4 more. How many?"
+    row = MixedExample("p", prompt, "a", 0, "7 apples.", 0.5, "grace")
+    text = sft_jsonl([row], "prompt_completion", student_format=fmt, instruction=DEFAULT_INSTRUCTION)
+    line = json.loads(text)
+    scored = encode_for_student(tok, prompt, "7 apples.", fmt)
+    ids = tok(line["prompt"] + line["completion"] + tok.eos_token, add_special_tokens=False)["input_ids"]
+    assert ids == scored.input_ids
+    completion = tok(line["completion"] + tok.eos_token, add_special_tokens=False)["input_ids"]
+    assert [t for t in scored.labels if t != IGNORE_INDEX] == completion

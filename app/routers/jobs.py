@@ -27,7 +27,8 @@ from app.schemas import (
     result_summary,
 )
 from app.services import jobs as job_service
-from grace_engine.science.mixture import MixedExample, chat_jsonl
+from grace_engine.models.data import SftForm, StudentFormat
+from grace_engine.science.mixture import MixedExample, sft_jsonl
 from grace_infra.db.models import Job, JobStatus
 from grace_jobs import kinds
 from grace_jobs.kinds import AnyKind
@@ -132,6 +133,15 @@ def list_jobs(
     if_none_match: Annotated[str | None, Header()] = None,
     status: Annotated[JobStatus | None, Query()] = None,
     student: Annotated[str | None, Query(max_length=1024)] = None,
+    kind: Annotated[str | None, Query(max_length=20, description="only jobs of this kind")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="search: a job id's beginning, or part of the student's name (any case)",
+        ),
+    ] = None,
     limit: Annotated[
         int,
         Query(ge=1, description="page size; more than the server's maximum (100 by default) gets that many"),
@@ -143,7 +153,14 @@ def list_jobs(
     # Clamped, not refused: the maximum is the operator's setting, which the schema cannot state.
     page = min(limit, settings.page_size_max)
     jobs, next_cursor = job_service.list_jobs(
-        session=session, tenant=tenant, limit=page, cursor=cursor, status=status, student=student
+        session=session,
+        tenant=tenant,
+        limit=page,
+        cursor=cursor,
+        status=status,
+        student=student,
+        kind=kind,
+        search=q,
     )
     return etagged(
         JobsPublic(data=[job_public(request, j) for j in jobs], next_cursor=next_cursor), if_none_match
@@ -159,6 +176,13 @@ def get_job(
     """Status, stage, per-candidate progress, timestamps, error, and the ranking once done.
     Poll with ``If-None-Match: <ETag>`` to get a bodiless 304 while nothing changed."""
     return etagged(job_public(request, job), if_none_match)
+
+
+@router.get("/{job_id}/request", response_model=dict[str, Any])
+def get_job_request(job: CurrentJob) -> dict[str, Any]:
+    """The job's submission as stored: the body it was created from, every default filled in (what
+    ran, and a body to submit again to re-run it)."""
+    return job.request
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
@@ -210,15 +234,30 @@ def get_ranking(job: CurrentJob, settings: SettingsDep) -> RankingPublic:
                 NDJSON: {"schema": {"type": "string", "description": "JSON lines"}},
                 OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
             },
-            "description": "one chat example per prompt (TRL SFTTrainer's messages format), as JSON lines",
+            "description": "one example per prompt in the chosen format, as JSON lines",
         }
     },
 )
-def get_mixed_dataset(job: CurrentJob, request: Request) -> Response:
+def get_mixed_dataset(
+    job: CurrentJob,
+    request: Request,
+    settings: SettingsDep,
+    form: Annotated[
+        SftForm,
+        Query(
+            alias="format",
+            description="chat: the teacher's conversation (its instruction + the prompt, then the "
+            "response); prompt_completion: the exact text the student was scored on (its template "
+            "around the prompt, then the response)",
+        ),
+    ] = "chat",
+) -> Response:
     """The mixed-teacher dataset as JSON lines: for each prompt, the response of the candidate the
     scores favour there (score and validation jobs: per-prompt GRACE contributions; influence jobs:
-    mean influence on the validation loss). Each line is ``{"messages": [user, assistant],
-    "prompt_id", "teacher"}``, which ``datasets.load_dataset("json", ...)`` and TRL's ``SFTTrainer`` read."""
+    mean influence on the validation loss). Each line is ``{"messages": [user, assistant]}``
+    (``format=chat``) or ``{"prompt", "completion"}`` (``format=prompt_completion``), with
+    ``prompt_id`` and ``teacher``; ``datasets.load_dataset("json", ...)`` and TRL's ``SFTTrainer``
+    read both. Train on ``prompt_completion`` to train on what GRACE scored."""
     finished(job)
     rows = (job.result or {}).get("mixed") or []
     if not rows:
@@ -228,7 +267,13 @@ def get_mixed_dataset(job: CurrentJob, request: Request) -> Response:
             "this job has no mixed dataset: routing by GRACE needs a gradient predictor "
             "(grace, g_norm or g_vendi) in scoring.predictors",
         )
-    body = chat_jsonl([MixedExample(**r) for r in rows])
+    scoring = kinds.get(job.kind, settings.job_kinds).request.model_validate(job.request).scoring
+    body = sft_jsonl(
+        [MixedExample(**r) for r in rows],
+        form,
+        student_format=StudentFormat(scoring.student_template),
+        instruction=scoring.instruction,
+    )
     accept = request.headers.get("accept", "")
     wants_bytes = OCTET_STREAM in accept and NDJSON not in accept
     return Response(

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Query
 
 from app.deps import CurrentTenant, SessionDep
 from app.errors import ApiError
-from app.schemas import GuidancePublic, LeaderboardEntry, LeaderboardPublic
+from app.schemas import BoardPublic, BoardsPublic, GuidancePublic, LeaderboardEntry, LeaderboardPublic
 from grace_infra.db.models import Dataset
 from grace_jobs.kinds.score import KIND as SCORE
-from grace_jobs.leaderboards import leaderboard, prompt_set_hash
+from grace_jobs.leaderboards import boards, leaderboard, prompt_set_hash
 from grace_jobs.requests import engine_prompts
 
 router = APIRouter(prefix="/v1/leaderboards", tags=["leaderboards"])
@@ -76,3 +76,13 @@ def get_leaderboard(
         next_offset=end if end < board.total else None,
         guidance=GuidancePublic.model_validate(asdict(board.guidance)),
     )
+
+
+@router.get("/boards", response_model=BoardsPublic)
+def list_boards(
+    session: SessionDep, tenant: CurrentTenant, student: Annotated[str, Query(min_length=1, max_length=1024)]
+) -> BoardsPublic:
+    """Every leaderboard of ``student``: each prompt set and configuration your succeeded score
+    jobs were scored under, with the latest job's settings, to pick one to open."""
+    found = boards(session, tenant_id=tenant.id, student=student, kind=SCORE.name)
+    return BoardsPublic(student=student, data=[BoardPublic.model_validate(asdict(b)) for b in found])

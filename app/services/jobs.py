@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
@@ -288,14 +288,22 @@ def list_jobs(
     cursor: str | None = None,
     status: str | None = None,
     student: str | None = None,
+    kind: str | None = None,
+    search: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """Newest first by (created_at, id); the cursor is the last row seen, so pages stay stable
-    while new jobs arrive."""
+    while new jobs arrive. ``search``: a job id's beginning or part of the student's name."""
     query = select(Job).options(*LISTING).where(Job.tenant_id == tenant.id)
     if status is not None:
         query = query.where(Job.status == status)
     if student is not None:
         query = query.where(Job.student == student)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if search is not None:
+        query = query.where(
+            or_(Job.id.startswith(search, autoescape=True), Job.student.icontains(search, autoescape=True))
+        )
     return newest_first(session, query, Job, limit=limit, cursor=cursor)
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from grace_engine.errors import InvalidInput
 
@@ -22,6 +22,9 @@ PROMPT_PLACEHOLDER = "{prompt}"  # the only placeholder a student template has, 
 # The teacher's user turn before the prompt (the paper's released code).
 DEFAULT_INSTRUCTION = "Please reason step by step and put your final answer within \\boxed{}.\n\n"
 DEFAULT_STUDENT_TEMPLATE = "### Problem:\n{prompt}\n\n### Solution:\n"
+# The two dataset formats a training set is exported in (grace_engine.science.mixture.sft_jsonl).
+SftForm = Literal["chat", "prompt_completion"]
+SFT_FORMS: tuple[SftForm, ...] = get_args(SftForm)
 
 
 def at_temperature(name: str, temperature: float) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from grace_engine.models.data import DEFAULT_INSTRUCTION, clean_solution
+from grace_engine.models.data import DEFAULT_INSTRUCTION, PROMPT_PLACEHOLDER, StudentFormat, clean_solution
 from grace_engine.models.generation import teacher_input
 from grace_engine.progress import ProgressFn, stage_progress
 
@@ -50,8 +50,31 @@ def gsm8k_records(name: str = "gsm8k_test_subset.jsonl") -> list[dict[str, Any]]
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int, *, chat: bool) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts``, wrapped as a transformers fast tokenizer."""
+def student_chat_template(fmt: StudentFormat | None = None) -> str:
+    """A chat template that renders a user turn as ``fmt``'s template around its content and an
+    assistant turn as its content + EOS (marked as generation, for assistant-only losses): chat
+    SFT of the student then trains on the format it was scored in."""
+    before, _, after = (fmt or StudentFormat()).template.partition(PROMPT_PLACEHOLDER)
+    return (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'user' %}"
+        + _jinja_text(before)
+        + "{{ message['content'] }}"
+        + _jinja_text(after)
+        + "{% elif message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}{{ eos_token }}"
+        "{% endgeneration %}{% endif %}{% endfor %}"
+    )
+
+
+def _jinja_text(text: str) -> str:
+    """``text`` as a Jinja expression printing it verbatim (whatever braces or tags it holds)."""
+    return "{{ " + json.dumps(text) + " }}"
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, *, chat: bool, template: str | None = None) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts``, wrapped as a transformers fast tokenizer.
+    ``chat``: with the user and assistant special tokens and :data:`CHAT_TEMPLATE`; ``template``:
+    this chat template instead (or, without ``chat``, a template and no special tokens)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -71,7 +94,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, *, chat: bool) -> Any
         tokenizer_object=tok,
         eos_token=EOS,
         pad_token=PAD,
-        chat_template=CHAT_TEMPLATE if chat else None,
+        chat_template=template or (CHAT_TEMPLATE if chat else None),
         model_max_length=512,
     )
 
@@ -273,7 +296,7 @@ def build_tiny_models(
 
     # Student: plain text only, so it has seen the domain but not the solution format.
     plain = questions + solutions
-    tok = train_tokenizer(plain, 512, chat=False)
+    tok = train_tokenizer(plain, 512, chat=False, template=student_chat_template())
     student = tiny_llama(len(tok), eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
     student_path = keep(
         "student",

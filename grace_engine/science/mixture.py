@@ -11,8 +11,17 @@ Two routes:
 * **By influence** (an influence job, which has a validation set): the candidate whose responses
   have the highest mean influence on that prompt, and its most helpful response.
 
-:func:`chat_jsonl` writes the rows in the chat-messages format TRL's ``SFTTrainer`` reads (one
-``{"messages": [user, assistant]}`` object per line, plus ``prompt_id`` and ``teacher``).
+:func:`sft_jsonl` writes the rows in either dataset format TRL's ``SFTTrainer`` reads:
+
+* ``chat``: ``{"messages": [user, assistant]}``, the user turn being what the teacher was asked
+  (the job's instruction + the prompt). Trained through the student's chat template, this is the
+  teacher's conversation, not the text GRACE scored.
+* ``prompt_completion``: ``{"prompt", "completion"}``, the prompt being the student's template with
+  the prompt filled in: exactly the text the student was scored on, whose loss covered the
+  completion only (``SFTTrainer``'s default for this format). The trainer appends the EOS that the
+  scored text ended with.
+
+Every line also carries ``prompt_id`` and ``teacher``.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from grace_engine.errors import InvalidInput
-from grace_engine.models.data import Prompt
+from grace_engine.models.data import Prompt, SftForm, StudentFormat
 from grace_engine.science import crossval
 from grace_engine.science.influence import InfluenceResult
 from grace_engine.science.predictors import Evidence
@@ -113,21 +122,20 @@ def route_by_influence(
     return out
 
 
-def chat_jsonl(rows: Sequence[MixedExample]) -> str:
-    """The rows as JSON lines in the chat-messages format (``messages``: user prompt, assistant
-    response), with ``prompt_id`` and ``teacher`` as extra columns."""
+def sft_jsonl(
+    rows: Sequence[MixedExample], form: SftForm, *, student_format: StudentFormat, instruction: str
+) -> str:
+    """The rows as JSON lines in ``form`` (module docstring): ``student_format`` and ``instruction``
+    are the scoring job's, so the text is the text it scored and the teacher saw."""
+
+    def record(r: MixedExample) -> dict[str, object]:
+        if form == "chat":
+            user = {"role": "user", "content": instruction + r.prompt}
+            return {"messages": [user, {"role": "assistant", "content": r.response}]}
+        return {"prompt": student_format.head(r.prompt), "completion": r.response}
+
     lines = [
-        json.dumps(
-            {
-                "messages": [
-                    {"role": "user", "content": r.prompt},
-                    {"role": "assistant", "content": r.response},
-                ],
-                "prompt_id": r.prompt_id,
-                "teacher": r.teacher,
-            },
-            ensure_ascii=False,
-        )
+        json.dumps({**record(r), "prompt_id": r.prompt_id, "teacher": r.teacher}, ensure_ascii=False)
         for r in rows
     ]
     return "".join(line + "\n" for line in lines)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from grace_engine.models.data import Prompt, ReferenceExample
@@ -22,6 +22,7 @@ from grace_engine.pipelines.prepare import prepare_candidate
 from grace_engine.science.influence import InfluenceResult
 from grace_infra.db.models import Job
 from grace_jobs.kinds.base import FanOut, JobKind, UnitResults
+from grace_jobs.public import InfluencePublic
 from grace_jobs.requests import MAX_LIST, InfluenceSettingsIn, JobCreate, NonBlankText, StrictModel, Text
 
 
@@ -46,16 +47,6 @@ class InfluenceCreate(JobCreate, InfluenceSettingsIn):
 
     def spec(self) -> InfluenceSpec:
         return InfluenceSpec(scoring=self.scoring.to_engine(), method=self.method)
-
-
-class InfluencePublic(BaseModel):
-    job_id: str
-    method: str
-    validation_loss: float = Field(description="the student's loss on the reference set, nats/token")
-    per_candidate: list[dict[str, Any]]
-    best_per_prompt: dict[str, dict[str, int]]
-    selected: list[dict[str, Any]]
-    responses: list[dict[str, Any]]
 
 
 class Influence(JobKind[InfluenceCreate, InfluenceResult]):

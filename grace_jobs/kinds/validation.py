@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from grace_engine.errors import InvalidInput
@@ -30,7 +30,7 @@ from grace_infra.db.models import Job
 from grace_infra.settings import Settings
 from grace_jobs.kinds.base import FanOut, JobKind, UnitResults
 from grace_jobs.kinds.score import examples_scored, known_draws, unit_result
-from grace_jobs.public import WarningPublic
+from grace_jobs.public import ValidationPublic
 from grace_jobs.requests import MAX_LIST, EvalIn, JobCreate, LimitExceeded, ValidationSettingsIn
 
 
@@ -53,49 +53,6 @@ class ValidationCreate(JobCreate, ValidationSettingsIn):
 
     def spec(self) -> ValidationSpec:
         return ValidationSpec(scoring=self.scoring.to_engine(), validation=self.to_validation())
-
-
-class CorrelationPublic(BaseModel):
-    """How well one score predicted the outcome: +1 = perfectly; null when a side is constant."""
-
-    score: str
-    outcome: str
-    spearman: float | None
-    kendall: float | None
-    ci95: tuple[float, float] | None
-    regret: float
-    regret_rel: float | None
-    n_candidates: int
-    top_pick: str
-    best: str
-    p_value: float | None = Field(
-        None, description="one-sided permutation p-value of spearman (exact up to 10 candidates)"
-    )
-    critical_rho: float | None = Field(
-        None, description="the smallest spearman that reaches 5% one-sided for this many candidates"
-    )
-    distinguishable: bool | None = Field(
-        None, description="p_value <= 0.05; false: not distinguishable from chance"
-    )
-
-
-class ValidationPublic(BaseModel):
-    """A validation job's result: per candidate its scores (``grace.score``, baselines) and the
-    distilled student's ``outcome``; ``correlations`` per score against ``outcome``."""
-
-    job_id: str
-    student: str
-    outcome: str
-    untrained: dict[str, Any]
-    candidates: dict[str, dict[str, Any]]
-    correlations: dict[str, CorrelationPublic]
-    correlations_by_outcome: dict[str, dict[str, CorrelationPublic]]
-    ranking: list[dict[str, Any]]
-    mixed_candidate: dict[str, Any] | None = Field(
-        None, description="the mixed-teacher set's outcome against the best single teacher's"
-    )
-    protocol: dict[str, Any]
-    warnings: list[WarningPublic]
 
 
 def _limit(condition: bool, field: str, detail: str) -> None:

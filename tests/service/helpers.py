@@ -100,18 +100,18 @@ def wait_for(
     raise AssertionError(f"timed out; last state {job['status']} {job['stage']} attempts={job['attempts']}")
 
 
-def slow_job(tiny: TinyModels, prompts: int | None = None) -> dict[str, Any]:
-    """The demo job (5 candidates, 24 prompts, m = 4): several seconds of work on 2 cores. With
-    ``prompts``, its first ones only: for tests that interrupt a unit as soon as it runs, and then
-    only need the job to finish, not to last."""
+def slow_job(tiny: TinyModels) -> dict[str, Any]:
+    """The demo job's 5 candidates (m = 4) on its first 12 prompts: a few seconds per unit on 2 cores,
+    long enough to catch a unit mid-stage and short enough that tests which interrupt a job can
+    also afford to wait for its end."""
     candidates = json.loads(tiny.candidates_file.read_text())["candidates"]
-    lines = tiny.prompts_file.read_text().splitlines()[:prompts]
+    lines = tiny.prompts_file.read_text().splitlines()[:12]
     return {"student": "student", "candidates": candidates, "prompts": [json.loads(line) for line in lines]}
 
 
-def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels, prompts: int | None = None) -> str:
+def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels) -> str:
     """Submit the slow job and return once a worker is in the middle of it."""
-    body = slow_job(tiny, prompts)
+    body = slow_job(tiny)
     job_id: str = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
     wait_for(
         client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients")

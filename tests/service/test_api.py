@@ -105,6 +105,32 @@ def test_pagination_is_newest_first_and_stable_while_jobs_arrive(client: TestCli
     assert_problem(client.get("/v1/jobs", params={"limit": 0}, headers=caller.headers), 422, "limit")
 
 
+def test_jobs_filter_by_kind_and_search_by_id_or_student(client: TestClient, caller: Caller) -> None:
+    """The dashboard's filter and search: ``kind``, and ``q`` matching an id's beginning or any part
+    of the student's name in any case, with LIKE's wildcards taken literally."""
+    mine = _submit(client, caller).json()["id"]
+    other = client.post("/v1/jobs", json=job_body(student="tutor"), headers=caller.headers).json()["id"]
+
+    def ids(**params: str) -> list[str]:
+        got = client.get("/v1/jobs", params={"limit": 100, **params}, headers=caller.headers)
+        assert got.status_code == 200, got.text
+        return [j["id"] for j in got.json()["data"]]
+
+    assert set(ids(kind="score")) == {mine, other}
+    assert ids(kind="validation") == []
+    assert ids(q=mine[:6]) == [mine]
+    assert ids(q="TUT") == [other]
+    assert ids(q="%") == []  # a wildcard is a character here, and no student has one
+    assert set(ids(q="t")) >= {mine, other}
+    request = client.get(f"/v1/jobs/{mine}/request", headers=caller.headers)
+    assert request.status_code == 200
+    body = request.json()
+    assert body["student"] == "student"
+    assert body["scoring"]["proj_dim"] == 64  # as submitted, with every default filled in
+    assert body["scoring"]["seed"] == 0
+    assert client.post("/v1/jobs", json=body, headers=caller.headers).status_code == 202  # a re-run
+
+
 @pytest.mark.parametrize("listing", [False, True], ids=["job", "listing"])
 def test_etag_gives_304_until_the_job_changes(client: TestClient, caller: Caller, listing: bool) -> None:
     job_id = _submit(client, caller).json()["id"]

@@ -4,13 +4,15 @@ wait() with progress."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from grace_client import Client, GraceAPIError, GraceConnectionError, RetryPolicy, __version__
+from app.schemas import JobPublic
+from grace_client import Client, GraceAPIError, GraceConnectionError, RetryPolicy, __version__, models
 from grace_engine.models.tiny_models import TinyModels
 from tests.service.conftest import Caller, assert_problem, embedded_server, supplied_job
 
@@ -75,8 +77,20 @@ def test_the_client_covers_the_service_end_to_end(tiny: TinyModels, tmp_path: Pa
         assert {r["name"] for r in ranking["ranking"]} == {"good", "bad"}
         assert len(grace.get_scores(accepted["id"])["candidates"]) == 2
         assert grace.get_mixed_dataset(accepted["id"]).count("\n") == len(body["prompts"])
+        first = json.loads(grace.get_mixed_dataset(accepted["id"], form="prompt_completion").splitlines()[0])
+        assert first["prompt"].startswith("### Problem:\n")  # the student's template: what was scored
         assert accepted["id"] in [j["id"] for j in grace.iter_jobs()]
         assert grace.get_deliveries(accepted["id"])["data"] == []  # it named no webhook
+        # The typed models are the API's own: every answer above validates into its model.
+        typed = models.JobPublic.model_validate(done)
+        assert typed.status == "succeeded"
+        assert typed.finished_at is not None
+        assert models.JobAccepted.model_validate(accepted).links.self == f"/v1/jobs/{accepted['id']}"
+        assert {r.name for r in models.RankingPublic.model_validate(ranking).ranking} == {"good", "bad"}
+        assert models.ScoresPublic.model_validate(grace.get_scores(accepted["id"])).job_id == accepted["id"]
+        assert models.JobsPublic.model_validate(grace.list_jobs()).data[0].id == accepted["id"]
+        assert models.DatasetPublic.model_validate(dataset).n_prompts == len(PROMPTS)
+        assert models.JobPublic is JobPublic  # shared, not copied
         with pytest.raises(GraceAPIError) as err:
             grace.create_job({**body, "candidates": []})
         assert (err.value.status, err.value.field) == (422, "candidates")

@@ -112,7 +112,7 @@ def test_a_finished_job_appears_with_its_id_and_its_chart(server: str, page: Pag
 
 def test_a_running_jobs_progress_advances_on_screen(server: str, page: Page, tiny: TinyModels) -> None:
     with Client(server) as grace:
-        job_id = grace.create_job(slow_job(tiny, prompts=12))["id"]
+        job_id = grace.create_job(slow_job(tiny))["id"]
         page.goto(f"{server}/dashboard#/jobs/{job_id}")
         seen: list[str] = []
         deadline = time.monotonic() + DEADLINE_MS / 1000 * 5

@@ -57,7 +57,7 @@ def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
     tmp_path: Path,
     session_factory: sessionmaker[Session],
 ) -> None:
-    body = slow_job(tiny, prompts=12)
+    body = slow_job(tiny)
     body["candidates"] = body["candidates"][:4]
     logs = (tmp_path / "a.log", tmp_path / "b.log")
     with worker_process(settings, logs[0]), worker_process(settings, logs[1]):

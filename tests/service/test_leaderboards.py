@@ -165,3 +165,28 @@ def test_a_muddled_temperature_list_is_a_422_naming_the_candidate(client: TestCl
     # Expanded names meet the others': a clash names the candidate that repeats it.
     clash = [{"name": "t", "model": "tutor", "temperatures": [0.3]}, {"name": "t@0.3", "model": "noise"}]
     assert_problem(client.post("/v1/jobs", json=job_body(candidates=clash), headers=caller.headers), 422)
+
+
+def test_boards_list_each_prompt_set_and_configuration_with_its_latest_job(
+    client: TestClient,
+    new_caller: Callable[[], Caller],
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The dashboard's picker: one board per (prompt set, configuration), the most recently fed
+    first, counting its jobs and showing the latest one's settings; another tenant sees none."""
+    runner = JobRunner(settings, session_factory)
+    owner, stranger = new_caller(), new_caller()
+    a1 = run_to_success(client, owner, runner, _job(("short", "long")))
+    a2 = run_to_success(client, owner, runner, _job(("terse", "long")))
+    b = run_to_success(client, owner, runner, _job(("short", "long"), proj_dim=16))
+    listed = client.get("/v1/leaderboards/boards", params={"student": "student"}, headers=owner.headers)
+    assert listed.status_code == 200, listed.text
+    data = listed.json()["data"]
+    assert [(d["latest_job_id"], d["jobs"]) for d in data] == [(b["id"], 1), (a2["id"], 2)]
+    assert {d["prompt_set"] for d in data} == {a1["prompt_set"]}
+    assert [d["scoring"]["proj_dim"] for d in data] == [16, 32]
+    board = _board(client, owner, dataset=data[1]["prompt_set"], comparison=data[1]["comparison"])
+    assert {e["candidate"] for e in board["data"]} == {"short", "long", "terse"}
+    theirs = client.get("/v1/leaderboards/boards", params={"student": "student"}, headers=stranger.headers)
+    assert theirs.json()["data"] == []

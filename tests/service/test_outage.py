@@ -33,10 +33,11 @@ def _services(*args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_servers() -> Iterator[tuple[Path, dict[str, str]]]:
-    """A PostgreSQL + Redis pair of this test's own, so stopping it disturbs no other test. Under
-    /tmp directly: the postgres user must reach the directory, and pytest's tmp_path is private."""
+    """A PostgreSQL + Redis pair of this module's own, so stopping it disturbs no other test (each
+    test here starts it again before it ends). Under /tmp directly: the postgres user must reach
+    the directory, and pytest's tmp_path is private."""
     where = Path(tempfile.mkdtemp(prefix="grace-outage-"))  # services.sh opens it to postgres
     exports = _services("start", str(where))
     env = dict(
@@ -52,11 +53,12 @@ def own_servers() -> Iterator[tuple[Path, dict[str, str]]]:
 
 def _migrated_with_key(url: str, settings: Settings) -> Caller:
     upgrade(url)
+    tenant = f"outage-{uuid.uuid4().hex[:8]}"
     engine = make_engine(settings)
     with make_session_factory(engine)() as session:
-        key = create_key(session=session, tenant_name="outage")
+        key = create_key(session=session, tenant_name=tenant)
     engine.dispose()
-    return Caller(tenant="outage", key=key)
+    return Caller(tenant=tenant, key=key)
 
 
 def _recovered(client: TestClient, caller: Caller) -> None:
@@ -75,7 +77,8 @@ def test_a_database_outage_is_a_503_with_retry_after_and_the_api_recovers(
     where, env = own_servers
     url = env["GRACE_TEST_DATABASE_URL"]
     settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root)
-    headers = _migrated_with_key(url, settings).headers
+    caller = _migrated_with_key(url, settings)
+    headers = caller.headers
     with TestClient(create_app(settings)) as client:  # a 500 would raise here, not pass quietly
         assert client.get("/v1/jobs", headers=headers).status_code == 200
         _services("pg-stop", str(where))
@@ -97,7 +100,7 @@ def test_a_database_outage_is_a_503_with_retry_after_and_the_api_recovers(
         assert ready.json()["checks"]["database"].startswith("unreachable")
         assert ready.json()["checks"]["queue"] == "ok"
         _services("pg-start", str(where))
-        _recovered(client, Caller(tenant="outage", key=headers["Authorization"].split()[1]))
+        _recovered(client, caller)
         assert client.get("/readyz").status_code == 200
 
 

@@ -143,7 +143,7 @@ def test_sigterm_hands_the_job_back_and_another_worker_finishes_it(
     without costing an attempt, the worker exits, and another worker finishes the job."""
     log = tmp_path / "workers.log"
     with worker_process(settings, log) as first:
-        job_id = start_slow_job(client, caller, tiny, prompts=12)
+        job_id = start_slow_job(client, caller, tiny)
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=DEADLINE)  # well before the job would have finished: see the log line below
         assert first.returncode == 0, log.read_text()[-3000:]
