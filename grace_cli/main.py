@@ -382,13 +382,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    from grace_infra.db.migrate import current_revision, head_revision
     from grace_infra.db.session import make_engine, make_session_factory
     from grace_infra.settings import Settings
     from grace_jobs import tenants
 
     settings = Settings()
+    if settings.sqlalchemy_url.startswith("sqlite") and not settings.data_dir.is_dir():
+        raise GraceError(
+            f"no database in {settings.data_dir} yet: run `grace migrate` first", field="database"
+        )
     engine = make_engine(settings)
     try:
+        try:
+            found = current_revision(engine)
+        except OperationalError as exc:
+            raise GraceError(f"cannot reach the database: {exc.orig}", field="database") from exc
+        if found != head_revision(settings.sqlalchemy_url):
+            at = "empty" if found is None else f"at revision {found}"
+            raise GraceError(
+                f"the database is {at}, not at this version's schema: run `grace migrate` first",
+                field="database",
+            )
         with make_session_factory(engine)() as session:
             if args.keys_command == "create":
                 print(tenants.create_key(session=session, tenant_name=args.tenant))

@@ -374,3 +374,19 @@ def test_a_condition_several_candidates_share_is_one_warning_line() -> None:
     ]
     assert format_warnings([cut("a", 12)]).count("\n") == 0
     assert format_warnings([]) == ""
+
+
+def test_keys_before_migrate_say_to_migrate_instead_of_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("GRACE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GRACE_DATA_DIR", str(tmp_path / "data"))
+    assert "run `grace migrate` first" in _run_bad(["keys", "create", "--tenant", "lab"], capsys)
+    (tmp_path / "data").mkdir()  # a data directory, but no schema in it
+    err = _run_bad(["keys", "create", "--tenant", "lab"], capsys)
+    assert "the database is empty" in err
+    assert "run `grace migrate` first" in err
+    assert main(["migrate"]) == 0
+    assert main(["keys", "create", "--tenant", "lab"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("gk_")

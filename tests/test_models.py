@@ -85,3 +85,24 @@ def test_references_no_filesystem_can_hold_are_not_found_not_a_crash(tmp_path: P
     with pytest.raises(ModelNotFound) as err:
         resolve_model(ref, ModelPolicy.from_paths([tmp_path]), field="student", base_dir=tmp_path)
     assert err.value.field == "student"
+
+
+@pytest.mark.parametrize("ref", ["~nosuchuser", "~nosuchuser/student", "loop", "loop/inner"])
+def test_home_directories_and_symlink_loops_are_a_clear_error_not_a_crash(
+    tiny: TinyModels, tmp_path: Path, ref: str
+) -> None:
+    """``~user`` of no such user and a symlink loop inside a root (both RuntimeError in pathlib)
+    are a ModelNotFound naming the field, and no error names a server path."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "loop").symlink_to(root / "loop")  # a link to itself
+    policy = ModelPolicy.from_paths([root, tiny.root])
+    with pytest.raises((ModelNotFound, ModelNotAllowed)) as err:
+        resolve_model(ref, policy, field="student", base_dir=root)
+    assert err.value.field == "student"
+    assert str(root) not in str(err.value)
+    assert str(tiny.root) not in str(err.value)
+    for missing in ("no-such-model", str(tmp_path / "elsewhere")):
+        with pytest.raises((ModelNotFound, ModelNotAllowed)) as err:
+            resolve_model(missing, policy, field="student", base_dir=root)
+        assert str(root) not in str(err.value).replace(missing, "")

@@ -9,6 +9,7 @@ is refused before a single file is read.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -21,6 +22,7 @@ import torch
 
 from grace_engine.errors import ModelNotAllowed, ModelNotFound
 
+log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -54,7 +56,9 @@ def resolve_model(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path |
     """Check ``ref`` against the policy and return where it loads from.
 
     A relative path is looked up in ``base_dir`` (default: the working directory) and then in each
-    root, in order; the first existing directory inside a root wins.
+    root, in order; the first existing directory inside a root wins. Every failure is a
+    :class:`ModelNotAllowed` or :class:`ModelNotFound` naming ``field`` and ``ref`` as given, never
+    a server path (the caller may be a tenant of a service).
     """
     if not ref or not ref.strip():
         raise ModelNotFound("no model given", field=field)
@@ -62,8 +66,12 @@ def resolve_model(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path |
         return ModelSource(ref, is_hub=True)
     try:
         return _resolve_path(ref, policy, field=field, base_dir=base_dir)
-    except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte, ...
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    # A name too long for the filesystem, a NUL byte, ~user of no such user or a symlink loop
+    # (both RuntimeError): the reason by kind, since the messages carry server paths.
+    except (OSError, ValueError, RuntimeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        if isinstance(exc, RuntimeError):
+            why = "it names a home directory that does not exist, or a symlink loop"
         raise ModelNotFound(f"{ref[:100]!r} cannot be a model directory: {why}", field=field) from exc
 
 
@@ -74,9 +82,9 @@ def _resolve_path(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path |
         p for p in ((b / given).resolve() for b in bases) if any(p.is_relative_to(r) for r in policy.roots)
     ]
     if not inside:
-        roots = ", ".join(str(r) for r in policy.roots) or "none configured"
         raise ModelNotAllowed(
-            f"{ref!r} is neither under an allowed model root ({roots}) nor an allowed hub id", field=field
+            f"{ref!r} is neither under an allowed model root (GRACE_MODEL_ROOTS) nor an allowed hub id",
+            field=field,
         )
     path = next((p for p in inside if p.exists()), inside[0])
     if not path.exists() and _HUB_ID.fullmatch(ref):
@@ -86,12 +94,23 @@ def _resolve_path(ref: str, policy: ModelPolicy, *, field: str, base_dir: Path |
             field=field,
         )
     if not (path / "config.json").is_file():
-        raise ModelNotFound(f"no model at {str(path)!r} (expected a directory with config.json)", field=field)
+        raise ModelNotFound(
+            f"no model at {ref!r} under the model roots (expected a directory with config.json)", field=field
+        )
     return ModelSource(str(path), is_hub=False)
 
 
 def _load_kwargs(source: ModelSource, policy: ModelPolicy) -> dict[str, Any]:
     return {"trust_remote_code": False, "local_files_only": not source.is_hub or policy.offline}
+
+
+def _unloadable(what: str, source: ModelSource, field: str, exc: Exception) -> ModelNotFound:
+    """The error for a model that resolved but does not load: its kind for the caller, whose
+    message would show server paths; the whole of it in the log."""
+    log.warning("cannot load a %s from %s: %s", what, source, exc)
+    return ModelNotFound(
+        f"cannot load a {what} for {field}: {type(exc).__name__} (see the server log)", field=field
+    )
 
 
 def load_tokenizer(source: ModelSource, policy: ModelPolicy, *, field: str = "model") -> Any:
@@ -100,7 +119,7 @@ def load_tokenizer(source: ModelSource, policy: ModelPolicy, *, field: str = "mo
     try:
         return AutoTokenizer.from_pretrained(source.location, **_load_kwargs(source, policy))
     except (OSError, ValueError) as exc:
-        raise ModelNotFound(f"cannot load a tokenizer from {source}: {exc}", field=field) from exc
+        raise _unloadable("tokenizer", source, field, exc) from exc
 
 
 def load_causal_lm(
@@ -119,7 +138,7 @@ def load_causal_lm(
             source.location, dtype=dtype, **_load_kwargs(source, policy)
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelNotFound(f"cannot load a causal LM from {source}: {exc}", field=field) from exc
+        raise _unloadable("causal LM", source, field, exc) from exc
     model.to(device)
     model.eval()
     model.requires_grad_(False)

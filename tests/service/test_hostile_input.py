@@ -434,3 +434,17 @@ def test_supplied_responses_that_do_not_fit_the_prompts_are_refused_at_submissio
         del stored["prompts"]
         assert_problem(client.post("/v1/jobs", json=stored, headers=caller.headers), 422, field)
     _no_jobs(client, caller)
+
+
+@pytest.mark.parametrize(("member", "field"), [("student", "student"), ("model", "candidates[0].model")])
+def test_a_home_directory_reference_is_a_422_without_server_paths(
+    client: TestClient, caller: Caller, settings: Settings, member: str, field: str
+) -> None:
+    """``~nosuchuser`` made pathlib raise RuntimeError, which was a 500."""
+    body = job_body()
+    if member == "student":
+        body["student"] = "~nosuchuser"
+    else:
+        body["candidates"][0]["model"] = "~nosuchuser/tutor"
+    doc = assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422, field)
+    assert all(str(root) not in json.dumps(doc) for root in settings.model_roots)
