@@ -16,6 +16,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,46 +41,80 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """``ip`` and every IPv4 address it carries (mapped, 6to4, NAT64, Teredo): each must be public."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            found.append(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            found.append(ip.sixtofour)
+        if ip.teredo is not None:
+            found += list(ip.teredo)
+        if ip in _NAT64:
+            found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def _blocked(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return bool(
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    """Not globally routable (``is_global``: loopback, private, CGNAT 100.64/10, link-local,
+    documentation, reserved, ...), itself or through an IPv4 address it embeds."""
+    return not all(ip.is_global and not ip.is_multicast for ip in _embedded(ipaddress.ip_address(address)))
 
 
-def target_problem(url: str, *, allow_private: bool) -> str | None:
-    """Why a webhook may not be sent to ``url`` (None: it may). Only http(s) with a host; unless
-    ``allow_private``, no address the host resolves to may be loopback, private, link-local or
-    otherwise not public (checked at submission and again before every delivery, so a name that
-    later resolves inward is caught)."""
+@dataclass(frozen=True)
+class Target:
+    """A webhook URL checked for delivery: ``problem`` says why it may not be sent to (None: it
+    may), ``address`` is the address that was checked, the one to connect to."""
+
+    problem: str | None
+    address: str | None = None
+
+
+def check_target(url: str, *, allow_private: bool) -> Target:
+    """Whether ``url`` may receive deliveries, and at which address. Only http(s) with a host, no
+    credentials; the host is resolved once here and, unless ``allow_private``, every address it
+    resolves to must be globally routable. Checked at submission and before every delivery, and a
+    delivery connects to the address checked (:attr:`Target.address`), never resolving again: a
+    name that answers a public address to the check and an inward one to the connection
+    (rebinding) reaches nothing inward."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        return "must be an http or https URL"
+        return Target("must be an http or https URL")
     if not parts.hostname:
-        return "must name a host"
+        return Target("must name a host")
     if parts.username or parts.password:
-        return "must not carry credentials; deliveries are signed instead"
-    if allow_private:
-        return None
+        return Target("must not carry credentials; deliveries are signed instead")
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        return f"host {parts.hostname!r} does not resolve"
-    for info in infos:
-        address = str(info[4][0])
-        if _blocked(address):
-            return (
-                f"host {parts.hostname!r} is on a private or loopback address ({address}); "
-                "set GRACE_WEBHOOK_ALLOW_PRIVATE=true to allow it"
-            )
-    return None
+        return Target(f"host {parts.hostname!r} does not resolve")
+    addresses = [str(info[4][0]) for info in infos]
+    if not allow_private:
+        for address in addresses:
+            if _blocked(address):
+                return Target(
+                    f"host {parts.hostname!r} is on an address that is not globally routable ({address}); "
+                    "set GRACE_WEBHOOK_ALLOW_PRIVATE=true to allow private ones"
+                )
+    return Target(None, addresses[0])
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL to POST to ``address`` instead of ``url``'s host, the ``Host`` header, and the
+    httpx extensions that keep TLS on the host's name (SNI and certificate checks)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    host = f"[{address}]" if ":" in address else address
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    pinned = parts._replace(netloc=netloc).geturl()
+    header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    return pinned, {"Host": header}, {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
 
 
 def event_payload(job: Job, event_type: str, now: datetime) -> dict[str, Any]:

@@ -49,18 +49,23 @@ def _lease(session_factory: sessionmaker[Session], event_id: str, settings: Sett
 def _send(
     client: httpx.Client, event: WebhookEvent, secrets: list[str], settings: Settings
 ) -> tuple[int | None, str | None]:
-    """One POST of ``event``; its status code (None without an answer) and error (None on a 2xx)."""
-    problem = webhooks.target_problem(event.url, allow_private=settings.webhook_allow_private)
-    if problem is not None:
-        return None, f"target refused: {problem}"
+    """One POST of ``event`` to the address its target was checked at; its status code (None
+    without an answer) and error (None on a 2xx). The error names the status or the kind of
+    failure, never the receiver's words: a tenant reads it, and a body or a message would make a
+    refused target a way to read from or scan what the worker can reach."""
+    target = webhooks.check_target(event.url, allow_private=settings.webhook_allow_private)
+    if target.problem is not None:
+        return None, f"target refused: {target.problem}"
+    assert target.address is not None
+    url, host, extensions = webhooks.pinned_request(event.url, target.address)
     body, headers = webhooks.signed(event, secrets, utcnow())
     try:
-        response = client.post(event.url, content=body, headers=headers)
+        response = client.post(url, content=body, headers={**headers, **host}, extensions=extensions)
     except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, type(exc).__name__
     if 200 <= response.status_code < 300:
         return response.status_code, None
-    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+    return response.status_code, f"HTTP {response.status_code}"
 
 
 def deliver_one(
@@ -127,8 +132,11 @@ class Dispatcher(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        # No redirects: a target could otherwise bounce a signed delivery to a refused address.
-        with httpx.Client(timeout=self.settings.webhook_timeout_seconds, follow_redirects=False) as client:
+        # No redirects: a target could otherwise bounce a signed delivery to a refused address. No
+        # proxies from the environment: a proxy would resolve the name again, past the check.
+        with httpx.Client(
+            timeout=self.settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False
+        ) as client:
             while not self._stopped.wait(self.settings.webhook_poll_seconds):
                 try:
                     deliver_due(self.session_factory, client, self.settings)

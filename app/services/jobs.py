@@ -37,7 +37,7 @@ def check_webhook(job_in: JobCreate, tenant: Tenant, settings: Settings) -> None
     """A job's webhook needs an allowed target and a signing secret to sign with."""
     if job_in.webhook is None:
         return
-    problem = webhooks.target_problem(job_in.webhook.url, allow_private=settings.webhook_allow_private)
+    problem = webhooks.check_target(job_in.webhook.url, allow_private=settings.webhook_allow_private).problem
     if problem is not None:
         raise ApiError(422, "Validation Error", problem, field="webhook.url")
     if tenant.webhook_secret is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,13 +26,14 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from app.main import create_app
 from grace_engine.models.tiny_models import TinyModels
 from grace_infra.db.base import utcnow
-from grace_infra.db.models import Tenant
+from grace_infra.db.models import Tenant, WebhookEvent
 from grace_infra.settings import Settings
+from grace_jobs import webhooks
 from grace_jobs.tenants import rotate_webhook_secret
-from grace_jobs.webhooks import backoff, target_problem
+from grace_jobs.webhooks import backoff, check_target, new_secret
 from tests.service.conftest import Caller, assert_problem, service_settings, supplied_job
 from tests.service.helpers import DEADLINE, worker_process
-from workers.webhooks import deliver_due
+from workers.webhooks import _send, deliver_due
 
 
 class Receiver:
@@ -248,11 +250,76 @@ def test_webhook_targets_and_secrets_are_checked_at_submission(
         assert "webhook" in doc["components"]["schemas"]["JobCreate"]["properties"]
 
 
-def test_backoff_doubles_up_to_an_hour_and_ip_literals_are_judged() -> None:
+def _problem(url: str, *, allow_private: bool = False) -> str | None:
+    return check_target(url, allow_private=allow_private).problem
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",  # link-local cloud metadata
+        "100.100.100.200",  # CGNAT 100.64/10, a cloud metadata address among them
+        "100.64.0.1",
+        "[::ffff:127.0.0.1]",  # IPv4-mapped loopback
+        "[2002:7f00:1::]",  # 6to4 of 127.0.0.1
+        "[64:ff9b::7f00:1]",  # NAT64 of 127.0.0.1
+        "[64:ff9b::a00:1]",  # NAT64 of 10.0.0.1
+        "192.0.2.1",  # documentation
+        "224.0.0.1",  # multicast
+        "0.0.0.0",
+    ],
+)
+def test_only_globally_routable_addresses_receive_deliveries(address: str) -> None:
+    assert _problem(f"http://{address}/latest") is not None
+    assert _problem(f"http://{address}/latest", allow_private=True) is None  # the operator's choice
+
+
+def test_backoff_doubles_up_to_an_hour_and_public_literals_pass() -> None:
     assert [backoff(n, 2.0).total_seconds() for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
     assert backoff(40, 2.0).total_seconds() == 3600.0
-    assert target_problem("http://169.254.169.254/latest", allow_private=False) is not None
-    assert target_problem("http://[::ffff:127.0.0.1]/", allow_private=False) is not None
-    assert target_problem("http://127.0.0.1/", allow_private=True) is None
-    assert target_problem("https://93.184.216.34/", allow_private=False) is None
-    assert json.dumps(target_problem("gopher://x", allow_private=True)).startswith('"must be')
+    assert _problem("https://93.184.216.34/") is None
+    assert _problem("https://[2606:2800:220:1:248:1893:25c8:1946]/") is None
+    assert json.dumps(_problem("gopher://x", allow_private=True)).startswith('"must be')
+
+
+def test_a_rebinding_name_delivers_nothing_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stub resolver answers a public address to the check and loopback to every later lookup:
+    the dispatcher connects to the address it checked, so the loopback receiver is never reached.
+    Then, with private targets allowed, the same receiver is reached and answers 500 with a body:
+    the recorded error is the status alone."""
+    hits: list[str] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(self.headers["Host"])
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"internal page: secret")
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    lookups = itertools.chain(["93.184.216.34"], itertools.repeat("127.0.0.1"))
+
+    def rebinding(host: str, *_args: Any, **_kwargs: Any) -> list[Any]:
+        # The name rebinds; an address literal resolves to itself, as a real resolver's does.
+        address = next(lookups) if host == "rebind.example" else host
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", rebinding)
+    event = WebhookEvent(id="evt", type="job.succeeded", url=f"http://rebind.example:{port}/hook", payload={})
+    try:
+        # The dispatcher's client: no proxies from the environment (the public address is unreachable here)
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            code, error = _send(client, event, [new_secret()], Settings(webhook_allow_private=False))
+            assert code is None
+            assert error in ("ConnectTimeout", "ConnectError")
+            assert hits == []
+            code, error = _send(client, event, [new_secret()], Settings(webhook_allow_private=True))
+        assert (code, error) == (500, "HTTP 500")  # no receiver text in what the tenant reads
+        assert hits == [f"rebind.example:{port}"]  # pinned to 127.0.0.1, the Host header kept
+    finally:
+        server.shutdown()
