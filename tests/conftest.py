@@ -61,7 +61,8 @@ def tiny() -> TinyModels:
     record = cached / "tiny.json"
     if not record.is_file():
         shutil.rmtree(cached, ignore_errors=True)
-        building = Path(tempfile.mkdtemp(prefix="building-", dir=TINY_CACHE.parent))
+        TINY_CACHE.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix="building-", dir=TINY_CACHE))
         built = build_tiny_models(building / "models")
         print(f"\ntiny models built in {built.seconds:.1f} s")
         fields = {k: v for k, v in vars(built).items() if k not in ("root", "teachers")}
@@ -71,7 +72,6 @@ def tiny() -> TinyModels:
         (building / "models" / "tiny.json").write_text(
             json.dumps({"paths": paths, "teachers": teachers, **numbers})
         )
-        TINY_CACHE.mkdir(parents=True, exist_ok=True)
         (building / "models").rename(cached)  # whole or not at all
         shutil.rmtree(building)
     saved = json.loads(record.read_text())
