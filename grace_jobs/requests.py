@@ -21,6 +21,7 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -33,6 +34,7 @@ from grace_engine.models.data import (
     Prompt,
     StudentFormat,
     at_temperature,
+    candidate_name,
 )
 from grace_jobs.sanitize import MAX_ITEMS, MAX_TEXT, text_problem
 
@@ -185,6 +187,14 @@ class CandidateIn(StrictModel):
             )
             for t in self.temperatures
         ]
+
+    @field_validator("name")
+    @classmethod
+    def _distinct_name(cls, name: str) -> str:
+        try:
+            return candidate_name(name)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
 
     def to_engine(self) -> Candidate:
         from grace_engine.models.generation import Candidate

@@ -138,3 +138,29 @@ def test_prompt_and_completion_are_the_very_tokens_the_student_was_scored_on(tin
     assert ids == scored.input_ids
     completion = tok(line["completion"] + tok.eos_token, add_special_tokens=False)["input_ids"]
     assert [t for t in scored.labels if t != IGNORE_INDEX] == completion
+
+
+def test_a_blank_response_is_never_exported() -> None:
+    """A generated response may be blank (a teacher that stopped at once): routing by GRACE and by
+    influence picks the candidate's best non-blank response, and skips a candidate with none."""
+    rng = np.random.default_rng(3)
+    n, m, d = 6, 2, 4
+    evidence = {c: _evidence(rng.normal(size=(n * m, d)), m) for c in ("a", "b")}
+    prompts = [Prompt(f"p{i}", f"problem {i}") for i in range(n)]
+    texts = {c: [[f"{c} {i}.{j}" for j in range(m)] for i in range(n)] for c in evidence}
+    free = route_by_grace(evidence, prompts, texts)
+    for r in free:  # blank out every chosen response, and all of b's on prompt 0
+        texts[r.teacher][int(r.prompt_id[1:])][r.response_index] = " "
+    texts["b"][0] = ["", "\n"]
+    rows = route_by_grace(evidence, prompts, texts)
+    assert len(rows) == n
+    assert all(r.response.strip() for r in rows)
+    assert rows[0].teacher == "a"
+    influences = [
+        ResponseInfluence(c, p.id, j, 1.0 if j == 0 else 0.5, 1.0)
+        for c in "ab"
+        for p in prompts
+        for j in range(m)
+    ]
+    for r in route_by_influence(InfluenceResult("exact", 1.0, influences), prompts, texts):
+        assert r.response.strip(), r

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,39 @@ DEFAULT_STUDENT_TEMPLATE = "### Problem:\n{prompt}\n\n### Solution:\n"
 # The two dataset formats a training set is exported in (grace_engine.science.mixture.sft_jsonl).
 SftForm = Literal["chat", "prompt_completion"]
 SFT_FORMS: tuple[SftForm, ...] = get_args(SftForm)
+
+
+# Writing systems that one name may mix (Japanese and Korean names do); any other mix of scripts
+# among a name's letters is how a look-alike (Cyrillic "о" in "tutоr") passes for another name.
+_EAST_ASIAN = {"CJK", "HIRAGANA", "KATAKANA", "HANGUL"}
+
+
+def candidate_name(name: str) -> str:
+    """``name`` in NFC, the form names are compared in, or :class:`InvalidInput` (field
+    ``name``; callers prefix their place) when it could pass for another: blank or padded with
+    whitespace, holding an invisible, control or bidirectional-override character, or mixing
+    scripts among its letters."""
+    name = unicodedata.normalize("NFC", name)
+    if not name.strip():
+        raise InvalidInput("needs a non-empty name", field="name")
+    if name != name.strip():
+        raise InvalidInput("must not start or end with whitespace", field="name")
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp") or (ch.isspace() and ch != " "):
+            raise InvalidInput(
+                f"holds an invisible or control character (U+{ord(ch):04X}); names must read as they compare",
+                field="name",
+            )
+    scripts = {
+        "CJK" if script in _EAST_ASIAN else script
+        for script in (unicodedata.name(ch, "?").split()[0] for ch in name if ch.isalpha())
+    }
+    if len(scripts) > 1:
+        raise InvalidInput(
+            f"mixes scripts ({', '.join(sorted(scripts))}), as a look-alike of another name would",
+            field="name",
+        )
+    return name
 
 
 def at_temperature(name: str, temperature: float) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.memory import MemoryBudget, generation_cost, resident_bytes
-from grace_engine.models.data import DEFAULT_INSTRUCTION, Prompt, at_temperature, pad_token_id
+from grace_engine.models.data import DEFAULT_INSTRUCTION, Prompt, at_temperature, candidate_name, pad_token_id
 from grace_engine.models.loading import context_length
 from grace_engine.science.projection import stream_seed
 
@@ -47,8 +48,10 @@ class Candidate:
 
     def check(self, index: int) -> None:
         field = f"candidates[{index}]"
-        if not self.name or not self.name.strip():
-            raise InvalidInput("needs a non-empty name", field=f"{field}.name")
+        try:
+            candidate_name(self.name)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, field=f"{field}.name") from exc
         if (self.model is None) == (self.responses is None):
             raise InvalidInput("give exactly one of 'model' or 'responses'", field=field)
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
@@ -99,7 +102,8 @@ def candidate_from_dict(record: Any, index: int) -> Candidate:
     model = record.get("model")
     if not isinstance(name, str) or (model is not None and not isinstance(model, str)):
         raise InvalidInput("'name' and 'model' must be strings", field=field)
-    candidate = Candidate(name=name, model=model, responses=responses, **numbers)
+    normalized = unicodedata.normalize("NFC", name)  # names compare in NFC (check() refuses look-alikes)
+    candidate = Candidate(name=normalized, model=model, responses=responses, **numbers)
     candidate.check(index)
     return candidate
 
@@ -180,7 +184,14 @@ def provided_responses(candidate: Candidate, prompts: Sequence[Prompt], m: int, 
             raise InvalidInput(
                 f"prompt {p.id!r} has {len(texts)} responses, expected {m}", field=f"{field}[{p.id}]"
             )
-        out.append([t.strip() for t in texts])
+        stripped = [t.strip() for t in texts]
+        if "" in stripped:
+            raise InvalidInput(
+                f"response {stripped.index('')} to prompt {p.id!r} is empty: a blank response teaches "
+                "nothing, scores as if it did, and would be exported as an empty turn",
+                field=f"{field}[{p.id}][{stripped.index('')}]",
+            )
+        out.append(stripped)
     return out
 
 

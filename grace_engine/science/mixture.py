@@ -81,8 +81,8 @@ def route_by_grace(
     smoothing: float = 1e-3,
 ) -> list[MixedExample]:
     """Each prompt to the candidate with the lowest GRACE contribution there, among the candidates
-    whose evidence covers it (a budget-aware job may have dropped some early). ``responses`` are
-    each candidate's texts in the job's prompt order."""
+    whose evidence covers it (a budget-aware job may have dropped some early) and that have a
+    non-blank response to it. ``responses`` are each candidate's texts in the job's prompt order."""
     best: dict[int, tuple[float, str, int]] = {}
     for name in sorted(evidence):
         ev = evidence[name]
@@ -91,8 +91,10 @@ def route_by_grace(
         energies = per_prompt_grace(ev, smoothing=smoothing).reshape(ev.n_prompts, ev.m)
         for row, p in enumerate(ev.prompt_index.tolist()):
             contribution = float(energies[row].mean())
-            if p not in best or contribution < best[p][0]:
-                best[p] = (contribution, name, int(np.argmin(energies[row])))
+            # A blank response (a teacher that stopped at once) is never the one exported.
+            usable = [j for j, text in enumerate(responses[name][p]) if text.strip()]
+            if usable and (p not in best or contribution < best[p][0]):
+                best[p] = (contribution, name, min(usable, key=lambda j: float(energies[row][j])))
     return [
         MixedExample(prompts[p].id, prompts[p].prompt, name, j, responses[name][p][j], contribution, "grace")
         for p, (contribution, name, j) in sorted(best.items())
@@ -111,8 +113,10 @@ def route_by_influence(
     best: dict[str, tuple[float, str, int]] = {}
     for (prompt_id, name), items in sorted(groups.items()):
         mean = float(np.mean([v for v, _ in items]))
-        if prompt_id not in best or mean > best[prompt_id][0]:
-            best[prompt_id] = (mean, name, max(items)[1])
+        texts = responses[name][position[prompt_id]]
+        usable = [item for item in items if texts[item[1]].strip()]  # never a blank one
+        if usable and (prompt_id not in best or mean > best[prompt_id][0]):
+            best[prompt_id] = (mean, name, max(usable)[1])
     out = []
     for prompt_id, (mean, name, j) in sorted(best.items(), key=lambda item: position[item[0]]):
         p = position[prompt_id]

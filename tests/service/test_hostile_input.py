@@ -261,10 +261,10 @@ def _odd_but_valid() -> list[tuple[str, dict[str, Any]]]:
     odd.append(("unicode, invisible and brace-only prompts", body))
     body = job_body()
     ids = [p["id"] for p in body["prompts"]]
-    texts = [["", " "], ["\n\n", "<|im_end|><|endoftext|>"], ["same", "same"]]
+    texts = [["\u200b", "."], ["\n\n?", "<|im_end|><|endoftext|>"], ["same", "same"]]
     responses = {pid: texts[i % len(texts)] for i, pid in enumerate(ids)}
     body["candidates"][1] = {"name": "odd text", "responses": responses}
-    odd.append(("empty, special-token and duplicate responses", body))
+    odd.append(("invisible, special-token and duplicate responses", body))
     body = job_body()
     responses = {pid: ["z" * 20_000, "ok"] for pid in ids}
     body["candidates"][1] = {"name": "too long", "responses": responses}
@@ -273,11 +273,6 @@ def _odd_but_valid() -> list[tuple[str, dict[str, Any]]]:
     body["candidates"][0].update(temperature=0.0, max_tokens=1)
     body["prompts"] = body["prompts"][:2]
     odd.append(("greedy single-token teacher on two prompts", body))
-    body = job_body()
-    body["candidates"] = [
-        {"name": n, "responses": {p["id"]: ["", ""] for p in body["prompts"]}} for n in "ab"
-    ]
-    odd.append(("nothing but empty responses", body))
     return odd
 
 
@@ -448,3 +443,47 @@ def test_a_home_directory_reference_is_a_422_without_server_paths(
         body["candidates"][0]["model"] = "~nosuchuser/tutor"
     doc = assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422, field)
     assert all(str(root) not in json.dumps(doc) for root in settings.model_roots)
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+def test_a_blank_supplied_response_is_refused_naming_it(
+    client: TestClient, caller: Caller, blank: str
+) -> None:
+    """A blank response ranked first and was exported as an empty assistant turn."""
+    body = job_body()
+    ids = [p["id"] for p in body["prompts"]]
+    responses = {pid: ["four", "4"] for pid in ids}
+    responses[ids[2]] = ["four", blank]
+    body["candidates"][1] = {"name": "blank", "responses": responses}
+    doc = assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422)
+    assert doc["errors"][0]["field"] == f"candidates[1].responses[{ids[2]}][1]"
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("tut\u043er", "mixes scripts"),  # Cyrillic o
+        ("tu\u200btor", "invisible"),  # zero-width space
+        ("\u202etutor", "invisible"),  # right-to-left override
+        ("tutor ", "whitespace"),
+        ("tu\ttor", "invisible"),
+    ],
+)
+def test_look_alike_candidate_names_are_refused(
+    client: TestClient, caller: Caller, name: str, why: str
+) -> None:
+    body = job_body()
+    body["candidates"][1]["name"] = name
+    doc = assert_problem(
+        client.post("/v1/jobs", json=body, headers=caller.headers), 422, "candidates[1].name"
+    )
+    assert why in doc["errors"][0]["message"]
+
+
+def test_names_compare_in_nfc(client: TestClient, caller: Caller) -> None:
+    """ "café" composed and decomposed are one name: two candidates so named are duplicates."""
+    body = job_body()
+    body["candidates"][0]["name"] = "caf\u00e9"
+    body["candidates"][1]["name"] = "cafe\u0301"
+    doc = assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422)
+    assert "duplicate" in json.dumps(doc)
