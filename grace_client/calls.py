@@ -83,16 +83,24 @@ class Endpoints(Generic[J, S, N]):
         *,
         status: str | None = None,
         student: str | None = None,
+        kind: str | None = None,
+        q: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> J:
-        """GET /v1/jobs: one page, ``{data, next_cursor}``, newest first."""
-        params = query(status=status, student=student, limit=limit, cursor=cursor)
+        """GET /v1/jobs: one page, ``{data, next_cursor}``, newest first (``q``: an id's beginning
+        or part of the student's name)."""
+        params = query(status=status, student=student, kind=kind, q=q, limit=limit, cursor=cursor)
         return self._json(Call("GET", "/v1/jobs", params=params))
 
     def get_job(self, job_id: str) -> J:
         """GET /v1/jobs/{id}: status, stage, units, per-candidate progress, ranking once done."""
         return self._json(Call("GET", f"/v1/jobs/{job_id}"))
+
+    def get_job_request(self, job_id: str) -> J:
+        """GET /v1/jobs/{id}/request: the submission as stored, defaults filled in (re-run it by
+        submitting it again)."""
+        return self._json(Call("GET", f"/v1/jobs/{job_id}/request"))
 
     def cancel_job(self, job_id: str) -> J:
         """POST /v1/jobs/{id}/cancel: the job, ``cancelled`` or ``cancelling``; 409 once finished."""
@@ -141,6 +149,11 @@ class Endpoints(Generic[J, S, N]):
     def ranking_history(self, student: str, *, limit: int | None = None) -> J:
         """GET /v1/rankings: the rankings of your succeeded jobs for ``student``."""
         return self._json(Call("GET", "/v1/rankings", params=query(student=student, limit=limit)))
+
+    def list_boards(self, student: str) -> J:
+        """GET /v1/leaderboards/boards: every prompt set and configuration ``student`` was scored
+        under, with the latest job's settings, most recently fed first."""
+        return self._json(Call("GET", "/v1/leaderboards/boards", params={"student": student}))
 
     def get_leaderboard(
         self,

@@ -72,7 +72,11 @@ def tiny() -> TinyModels:
         (building / "models" / "tiny.json").write_text(
             json.dumps({"paths": paths, "teachers": teachers, **numbers})
         )
-        (building / "models").rename(cached)  # whole or not at all
+        try:
+            (building / "models").rename(cached)  # whole or not at all
+        except OSError:
+            if not record.is_file():  # not another session that finished first
+                raise
         shutil.rmtree(building)
     saved = json.loads(record.read_text())
     return TinyModels(
