@@ -473,3 +473,17 @@ def test_one_version_everywhere(client: TestClient, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"grace {installed}"
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard", "/dashboard/static/index.html", "/dashboard/static/dashboard.js"]
+)
+def test_every_dashboard_response_forbids_framing_and_foreign_scripts(client: TestClient, path: str) -> None:
+    """The static copy of the page worked, unprotected, inside another origin's frame."""
+    response = client.get(path)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "script-src 'self'" in policy
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
