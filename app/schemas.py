@@ -75,7 +75,10 @@ class UnitPublic(BaseModel):
     status: str
     stage: str | None
     attempts: int
-    worker_id: str | None = Field(description="the worker that ran (or runs) this unit")
+    worker_id: str | None = Field(
+        description="an opaque label of the worker that ran (or runs) this unit, the same for every "
+        "unit it ran (not the worker's host or process)"
+    )
     progress: dict[str, CandidateProgress]
     started_at: datetime | None
     finished_at: datetime | None
@@ -307,7 +310,7 @@ class JobPublic(ResultSummary):
     finished_at: datetime | None
     progress: Progress
     units: list[UnitPublic]
-    assembled_by: str | None = Field(None, description="the worker that wrote the results")
+    assembled_by: str | None = Field(None, description="the label of the worker that wrote the results")
     examples_scored: int
     error: ErrorInfo | None
     ranking: list[RankingEntry] | None

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("grace.config")
@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field(
         "text", description="`json`: one JSON object per line, with request and job ids"
+    )
+    metrics_key: SecretStr | None = Field(
+        None,
+        description="where API keys are required, /metrics answers only `Authorization: Bearer` this "
+        "key (an operator's, not a tenant's: the figures span every tenant); unset, /metrics is refused",
     )
     worker_alive_file: Path | None = Field(
         None,

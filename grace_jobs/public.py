@@ -4,9 +4,19 @@ stack)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def worker_label(worker_id: str | None) -> str | None:
+    """What a tenant sees of a worker: a stable opaque label (the same for every unit it ran), not
+    its id, which names the host and process. An operator matches a label to the worker's logs by
+    computing it from the id they show."""
+    if worker_id is None:
+        return None
+    return "w-" + hashlib.sha256(worker_id.encode()).hexdigest()[:12]
 
 
 class WarningPublic(BaseModel):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.errors import problem
+from app.deps import SettingsDep, bearer
+from app.errors import ApiError, problem
 from grace_infra.db.migrate import at_head
 
 router = APIRouter(tags=["health"])
@@ -43,5 +48,23 @@ def readyz(request: Request) -> Response | dict[str, object]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(request: Request) -> Response:
+def metrics(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Response:
+    """Prometheus metrics. Their figures span every tenant, so where API keys are required they
+    answer only the operator's ``GRACE_METRICS_KEY``, never a tenant's key."""
+    if settings.auth_enabled:
+        expected = settings.metrics_key
+        if expected is None:
+            raise ApiError(403, "Forbidden", "metrics are off here: set GRACE_METRICS_KEY and scrape with it")
+        given = "" if credentials is None else credentials.credentials.strip()
+        if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+            raise ApiError(
+                401,
+                "Unauthorized",
+                "send 'Authorization: Bearer <GRACE_METRICS_KEY>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -33,6 +33,7 @@ from grace_infra.db.models import Job, JobStatus
 from grace_jobs import kinds
 from grace_jobs.kinds import AnyKind
 from grace_jobs.kinds.score import KIND as SCORE
+from grace_jobs.public import worker_label
 from grace_jobs.requests import JobCreate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -62,7 +63,7 @@ def job_public(request: Request, job: Job) -> JobPublic:
             status=u.status,
             stage=u.stage,
             attempts=u.attempts,
-            worker_id=u.worker_id,
+            worker_id=worker_label(u.worker_id),
             progress={name: CandidateProgress.model_validate(p) for name, p in (u.progress or {}).items()},
             started_at=u.started_at,
             finished_at=u.finished_at,
@@ -89,7 +90,7 @@ def job_public(request: Request, job: Job) -> JobPublic:
         finished_at=job.finished_at,
         progress=Progress(stage=job.stage, candidates=candidates),
         units=units,
-        assembled_by=job.worker_id,
+        assembled_by=worker_label(job.worker_id),
         examples_scored=job.examples_scored,
         error=_error(job.error_code, job.error_message),
         ranking=[RankingEntry.model_validate(r) for r in job.ranking] if job.ranking else None,

@@ -68,6 +68,9 @@ def redis_url() -> str:
     return _env("GRACE_TEST_REDIS_URL")
 
 
+METRICS_KEY = "metrics-operator-key"  # the operator's, for scraping /metrics where keys are required
+
+
 def service_settings(database_url: str, redis_url: str, models: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -80,6 +83,7 @@ def service_settings(database_url: str, redis_url: str, models: Path, **override
         "requeue_queued_after_seconds": 2.0,
         "reconcile_every_seconds": 0.5,
         "broker_heartbeat_ms": 2000,
+        "metrics_key": METRICS_KEY,
     }
     values.update(overrides)
     return Settings(**values)

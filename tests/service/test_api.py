@@ -19,8 +19,10 @@ from grace_infra.db.models import Job, JobResult, JobStatus, Tenant
 from grace_infra.settings import Settings
 from grace_jobs.kinds.score import KIND as SCORE
 from grace_jobs.requests import JobCreate
-from tests.service.conftest import Caller, assert_problem, job_body, run_job, service_settings
+from tests.service.conftest import METRICS_KEY, Caller, assert_problem, job_body, run_job, service_settings
 from workers.runner import JobRunner
+
+OPERATOR = {"Authorization": f"Bearer {METRICS_KEY}"}
 
 
 def _submit(client: TestClient, caller: Caller, body: dict[str, Any] | None = None, **headers: str) -> Any:
@@ -301,7 +303,10 @@ def test_health_ready_metrics(client: TestClient, caller: Caller, caplog: pytest
         "queue": "ok",
     }
     _submit(client, caller)
-    text = client.get("/metrics").text
+    # The figures span every tenant: a tenant's key is refused, the operator's metrics key is not.
+    assert_problem(client.get("/metrics", headers=caller.headers), 401)
+    assert_problem(client.get("/metrics"), 401)
+    text = client.get("/metrics", headers=OPERATOR).text
     for name in (
         'grace_jobs{state="queued"}',
         "grace_queue_depth",
@@ -323,7 +328,7 @@ def test_the_job_duration_histogram_is_kept_as_jobs_succeed(
     def histogram() -> dict[str, float]:
         lines = re.findall(
             r'^grace_job_duration_seconds_(bucket\{le="[^"]+"\}|count|sum) (\S+)$',
-            client.get("/metrics").text,
+            client.get("/metrics", headers=OPERATOR).text,
             flags=re.M,
         )
         return {name: float(value) for name, value in lines}
@@ -487,3 +492,9 @@ def test_every_dashboard_response_forbids_framing_and_foreign_scripts(client: Te
     assert "script-src 'self'" in policy
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_metrics_are_refused_where_keys_are_required_and_no_metrics_key_is_set(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"metrics_key": None}))) as client:
+        doc = assert_problem(client.get("/metrics", headers=OPERATOR), 403)
+        assert "GRACE_METRICS_KEY" in doc["detail"]

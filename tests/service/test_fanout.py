@@ -5,6 +5,7 @@ processes (``grace worker``) on real PostgreSQL and Redis; the guard itself unde
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from grace_infra.db.models import Job, JobResult, JobUnit
 from grace_infra.queue import RedisJobQueue
 from grace_infra.settings import Settings
 from grace_jobs import lifecycle
+from grace_jobs.public import worker_label
 from tests.service.conftest import Caller, supplied_job
 from tests.service.helpers import DEADLINE, TERMINAL, engine_ranking, slow_job, wait_for, worker_process
 from workers.runner import DbResponseStore, JobRunner, UnitSession
@@ -44,9 +46,19 @@ def _logs(*logs: Path) -> str:
     return "".join(log.read_text() for log in logs)
 
 
-def _on(worker_pid: int, unit: dict[str, Any]) -> bool:
-    """Whether the unit ran (or runs) on the worker process ``worker_pid`` (ids are host:pid:tag)."""
-    return f":{worker_pid}:" in (unit["worker_id"] or "")
+def _label(log: Path) -> str:
+    """The label tenants see of the worker logging to ``log`` (its log names its id)."""
+    found = re.search(r"worker (\S+) consuming", log.read_text())
+    assert found is not None, log.read_text()[-2000:]
+    label = worker_label(found.group(1))
+    assert label is not None
+    assert found.group(1) not in label  # the id itself (host:pid:tag) is not shown
+    return label
+
+
+def _on(label: str, unit: dict[str, Any]) -> bool:
+    """Whether the unit ran (or runs) on the worker labelled ``label``."""
+    return unit["worker_id"] == label
 
 
 def test_two_workers_spread_a_four_candidate_job_and_assemble_it_once(
@@ -115,11 +127,12 @@ def test_a_killed_worker_costs_only_the_unit_it_was_running(
     logs = (tmp_path / "a.log", tmp_path / "b.log")
     with worker_process(settings, logs[0]) as victim, worker_process(settings, logs[1]):
         _ready(*logs)
+        victim_label = _label(logs[0])
         job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
 
         def mid_job(j: dict[str, Any]) -> bool:
             assert j["status"] not in TERMINAL, "the job ended before the victim was caught mid-unit"
-            mine = [u for u in j["units"] if _on(victim.pid, u)]
+            mine = [u for u in j["units"] if _on(victim_label, u)]
             return any(u["status"] == "succeeded" for u in mine) and any(
                 u["status"] == "running" and u["stage"] in ("generate", "gradients") for u in mine
             )
@@ -130,14 +143,14 @@ def test_a_killed_worker_costs_only_the_unit_it_was_running(
         job = wait_for(client, caller, job_id, lambda j: j["status"] in TERMINAL)
     text = _logs(*logs)
     assert job["status"] == "succeeded", text[-3000:]
-    kept = [u["candidate"] for u in before["units"] if _on(victim.pid, u) and u["status"] == "succeeded"]
+    kept = [u["candidate"] for u in before["units"] if _on(victim_label, u) and u["status"] == "succeeded"]
     units = {u["candidate"]: u for u in job["units"]}
     for name in kept:  # finished before the kill: not done again
         assert units[name]["attempts"] == 1, units[name]
-        assert _on(victim.pid, units[name]), units[name]
+        assert _on(victim_label, units[name]), units[name]
     rerun = [u for u in units.values() if u["attempts"] == 2]
     assert len(rerun) == 1, job["units"]  # only the unit the victim was running
-    assert not _on(victim.pid, rerun[0])
+    assert not _on(victim_label, rerun[0])
     assert all(u["attempts"] == 1 for u in units.values() if u is not rerun[0])
     assert all(u["status"] == "succeeded" for u in units.values())
     assert job["attempts"] == 2

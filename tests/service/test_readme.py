@@ -100,14 +100,16 @@ def _run(command: str, shell_env: dict[str, str], cwd: Path) -> tuple[int, str]:
 def test_every_curl_example_in_the_readme_runs_as_written(tiny: TinyModels, tmp_path: Path) -> None:
     key = embedded_key(tmp_path, "readme")
     with (
-        embedded_server(tmp_path, tiny.root, env={"GRACE_AUTH": "on"}) as base,
+        embedded_server(
+            tmp_path, tiny.root, env={"GRACE_AUTH": "on", "GRACE_METRICS_KEY": "ops-key"}
+        ) as base,
         Client(base, api_key=key) as grace,
     ):
         # A job before the README's, so that the job listing has a next page for $NEXT_CURSOR.
         grace.wait(grace.create_job(supplied_job({"a": ["1", "2"], "b": ["3", "4"]}))["id"], timeout=600)
         (export,) = commands("export GRACE=")
         prelude = f"{export}\nGRACE={shlex.quote(base)}\n"  # the README's port is 8000; ours is free
-        variables = {"GRACE_API_KEY": key}
+        variables = {"GRACE_API_KEY": key, "GRACE_METRICS_KEY": "ops-key"}
         for command in commands("curl "):
             shell_env = {"PATH": os.environ["PATH"], **variables}
             status, body = _run(prelude + command, shell_env, tmp_path)
