@@ -98,6 +98,9 @@ class Settings(BaseSettings):
         ge=0,
         description="the gradient store's bound (projected gradients kept for re-scores); 0 = off",
     )
+    gradient_store_tenant_mb: int = Field(
+        512, ge=1, description="one tenant's share of the gradient store: a tenant evicts only its own"
+    )
     memory_budget_gb: float | None = Field(
         None,
         gt=0,

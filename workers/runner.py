@@ -151,9 +151,12 @@ class DbResponseStore(_TenantRows):
 
 class DbGradientStore(_TenantRows):
     """Projected gradients kept in ``gradient_sets`` (:mod:`grace_engine.stores.gradient_store`), scoped to
-    the tenant, at most ``max_bytes`` in all: after a put the least recently used go first. In the
-    database rather than on a worker's disk, so every worker (and, with fan-out, the one that
-    assembles a ranking) reads what any other stored."""
+    the tenant: at most ``tenant_bytes`` of one tenant's and ``max_bytes`` in all. After a put, the
+    tenant's own least recently used go first until both bounds hold: a tenant never evicts
+    another's, and when its own are not enough, what it just stored goes too (a cache: the job
+    keeps its results, a re-score computes them again). In the database rather than on a worker's
+    disk, so every worker (and, with fan-out, the one that assembles a ranking) reads what any
+    other stored."""
 
     namespace = "gradients/"
 
@@ -163,9 +166,12 @@ class DbGradientStore(_TenantRows):
         tenant_id: str,
         max_bytes: int,
         retry: Callable[[Callable[[], Any], str], Any],
+        *,
+        tenant_bytes: int | None = None,
     ) -> None:
         super().__init__(session_factory, tenant_id, retry)
         self.max_bytes = max_bytes
+        self.tenant_bytes = max_bytes if tenant_bytes is None else min(tenant_bytes, max_bytes)
 
     def get(self, key: str) -> StoredGradients | None:
         found: StoredGradients | None = self.retry(lambda: self._get(key), "gradient store read")
@@ -200,18 +206,21 @@ class DbGradientStore(_TenantRows):
                 session.commit()
             except IntegrityError:  # the same gradients stored by a concurrent run
                 session.rollback()
-            # Oldest first out until the bound holds; a row of a size is read, never its data.
+            # The tenant's own, oldest first, until both bounds hold; a row's size is read, never its data.
             total = session.scalar(select(func.coalesce(func.sum(GradientSet.nbytes), 0))) or 0
-            if total > self.max_bytes:
-                rows = session.execute(
-                    select(GradientSet.key, GradientSet.nbytes).order_by(GradientSet.used_at)
-                ).all()
-                doomed = []
-                for row in rows:
-                    if total <= self.max_bytes:
-                        break
-                    doomed.append(row.key)
-                    total -= row.nbytes
+            mine = session.execute(
+                select(GradientSet.key, GradientSet.nbytes)
+                .where(GradientSet.tenant_id == self.tenant_id)
+                .order_by(GradientSet.used_at)
+            ).all()
+            own = sum(row.nbytes for row in mine)
+            doomed = []
+            for row in mine:
+                if total <= self.max_bytes and own <= self.tenant_bytes:
+                    break
+                doomed.append(row.key)
+                total, own = total - row.nbytes, own - row.nbytes
+            if doomed:
                 session.execute(delete(GradientSet).where(GradientSet.key.in_(doomed)))
                 session.commit()
 
@@ -471,6 +480,7 @@ class JobRunner:
                 job.tenant_id,
                 self.settings.gradient_store_mb << 20,
                 self.through_outage,
+                tenant_bytes=self.settings.gradient_store_tenant_mb << 20,
             )
         return EngineContext(
             policy=self.policy,

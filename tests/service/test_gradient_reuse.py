@@ -87,3 +87,52 @@ def test_the_database_store_keeps_within_its_bound_least_recently_used_out() -> 
             assert (session.scalar(select(func.sum(GradientSet.nbytes))) or 0) <= 2.5 * size
     finally:
         engine.dispose()
+
+
+def test_a_tenant_evicts_only_its_own_gradients() -> None:
+    """One tenant filling the store (past its share and past the whole) never evicts another's:
+    its own oldest go."""
+    url = fresh_database("grace_gradients")
+    upgrade(url)
+    engine = sa.create_engine(url)
+    factory = sessionmaker(engine)
+    with factory() as session:
+        for name in ("quiet", "busy"):
+            create_key(session=session, tenant_name=name)
+        ids = dict(session.execute(select(Tenant.name, Tenant.id)).tuples().all())
+
+    def rows(seed: int) -> StoredGradients:
+        g = np.random.default_rng(seed)
+        return StoredGradients(
+            g.standard_normal((16, 64)).astype(np.float32), g.random(16), g.integers(1, 9, 16), g.random(16)
+        )
+
+    size = len(rows(0).to_bytes())
+    retry = lambda step, _what: step()  # noqa: E731
+    quiet = DbGradientStore(factory, ids["quiet"], int(3.5 * size), retry, tenant_bytes=int(2.5 * size))
+    busy = DbGradientStore(factory, ids["busy"], int(3.5 * size), retry, tenant_bytes=int(2.5 * size))
+    try:
+        quiet.put("q1", rows(1))
+        quiet.put("q2", rows(2))
+        for i in range(6):  # far past its share and past what the store holds
+            busy.put(f"b{i}", rows(10 + i))
+        assert quiet.get("q1") is not None
+        assert quiet.get("q2") is not None
+        # Its share holds two, the store one more than quiet's two: it keeps its newest alone.
+        assert busy.get("b5") is not None
+        assert [busy.get(f"b{i}") for i in range(5)] == [None] * 5
+        with factory() as session:
+            by_tenant = dict(
+                session.execute(
+                    select(GradientSet.tenant_id, func.sum(GradientSet.nbytes)).group_by(
+                        GradientSet.tenant_id
+                    )
+                )
+                .tuples()
+                .all()
+            )
+        assert by_tenant[ids["quiet"]] == 2 * size
+        assert sum(by_tenant.values()) <= 3.5 * size
+        assert by_tenant[ids["busy"]] == size
+    finally:
+        engine.dispose()
