@@ -72,3 +72,80 @@ def test_keys_cli_prints_a_working_key_once_and_stores_only_its_hash(
         stored = session.scalars(select(ApiKey.key_hash)).all()
     assert key not in stored
     assert all(len(h) == 64 for h in stored)
+
+
+def test_every_route_of_another_tenants_resource_is_a_404_like_a_missing_one(
+    client: TestClient,
+    new_caller: Callable[[], Caller],
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Every operation the OpenAPI document lists with a job or dataset id, called with Bob's key
+    on Alice's id, answers exactly as for an id that does not exist; every listing and search
+    (jobs, datasets, rankings, leaderboards and their boards, a cursor of Alice's) shows Bob
+    nothing of hers; her dataset id is unknown to his submissions. A route added later is covered
+    by the enumeration, or the test names it."""
+    alice, bob = new_caller(), new_caller()
+    prompts = job_body()["prompts"]
+    dataset_id = client.post("/v1/datasets", json={"prompts": prompts}, headers=alice.headers).json()["id"]
+    job = client.post(
+        "/v1/jobs", json={**job_body(), "prompts": None, "dataset_id": dataset_id}, headers=alice.headers
+    )
+    assert job.status_code == 202, job.text
+    job_id = job.json()["id"]
+    assert run_job(JobRunner(settings, session_factory), job_id) == "succeeded"
+    for _ in range(2):  # a second page exists, so Alice has a cursor
+        client.post("/v1/jobs", json=job_body(), headers=alice.headers)
+    ids = {"job_id": job_id, "dataset_id": dataset_id}
+    missing = {"job_id": "0" * 32, "dataset_id": "0" * 32}
+    covered = []
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        names = [n for n in ids if "{" + n + "}" in path]
+        if not names:
+            continue
+        for method in operations:
+            hers = path.format(**{n: ids[n] for n in names})
+            nobodys = path.format(**{n: missing[n] for n in names})
+            theirs = client.request(method.upper(), hers, headers=bob.headers)
+            absent = client.request(method.upper(), nobodys, headers=bob.headers)
+            assert_problem(theirs, 404)
+            assert theirs.json()["detail"] == absent.json()["detail"].replace(
+                missing[names[-1]], ids[names[-1]]
+            )
+            if method == "get":  # Alice reaches it: Bob's 404 is isolation, not a wrong path
+                assert client.get(hers, headers=alice.headers).status_code != 404, hers
+            covered.append(f"{method.upper()} {path}")
+    assert {
+        "GET /v1/jobs/{job_id}/dataset",
+        "GET /v1/jobs/{job_id}/deliveries",
+        "GET /v1/jobs/{job_id}/request",
+        "POST /v1/jobs/{job_id}/cancel",
+        "GET /v1/datasets/{dataset_id}",
+        "DELETE /v1/datasets/{dataset_id}",
+    } <= set(covered), covered
+    prompt_set = client.get(f"/v1/jobs/{job_id}", headers=alice.headers).json()["prompt_set"]
+    first = client.get("/v1/jobs", params={"limit": 1}, headers=alice.headers).json()
+    listings = {
+        "/v1/jobs": {},
+        "/v1/jobs?q=": {"q": job_id[:8]},
+        "/v1/jobs?cursor=": {"cursor": first["next_cursor"]},
+        "/v1/datasets": {},
+        "/v1/rankings": {"student": "student"},
+        "/v1/leaderboards": {"student": "student", "dataset": prompt_set},
+        "/v1/leaderboards/boards": {"student": "student"},
+    }
+    for name, params in listings.items():
+        path = name.split("?")[0]
+        answer = client.get(path, params=params, headers=bob.headers)
+        assert answer.status_code == 200, (name, answer.text)
+        assert answer.json()["data"] == [], name
+    # Her dataset id in his submission, and in his leaderboard query, is unknown to him.
+    submitted = client.post(
+        "/v1/jobs", json={**job_body(), "prompts": None, "dataset_id": dataset_id}, headers=bob.headers
+    )
+    assert submitted.status_code in (404, 422), submitted.text
+    assert "dataset_id" in submitted.text
+    board = client.get(
+        "/v1/leaderboards", params={"student": "student", "dataset": dataset_id}, headers=bob.headers
+    )
+    assert_problem(board, 422, "dataset")
