@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         "reconciler threads live: a container health check tests its age",
     )
     model_cache_size: int = Field(2, ge=1)
+    max_scoring_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="a job whose scoring of one candidate (GRACE's splits and its uncertainty) is "
+        "estimated at submission above this many CPU-seconds is refused, naming the settings that drive it",
+    )
     gradient_store_mb: int = Field(
         2048,
         ge=0,

@@ -20,6 +20,8 @@ from grace_engine.errors import InvalidInput
 from grace_engine.models.data import Prompt, check_prompts
 from grace_engine.models.generation import check_candidates, provided_responses
 from grace_engine.models.loading import configured_context, resolve_model
+from grace_engine.science.cost import candidate_scoring_seconds
+from grace_engine.science.grace import auto_proj_dim
 from grace_infra import tracing
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
@@ -77,6 +79,7 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
         "scoring.responses_per_prompt",
         f"at most {settings.max_responses_per_prompt} responses per prompt",
     )
+    _limit_scoring(job_in, n_prompts, settings)
     for i, p in enumerate(job_in.prompts or []):
         _limit(
             len(p.prompt) > settings.max_prompt_chars,
@@ -108,6 +111,32 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
                     f"{field}.responses[{pid}][{j}]",
                     f"{len(text)} characters; at most {settings.max_response_chars}",
                 )
+
+
+def _limit_scoring(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
+    """Each candidate's estimated scoring time (:mod:`grace_engine.science.cost`) within the
+    operator's bound: a few kilobytes of settings (splits x subsamples x d) must not buy a worker
+    for hours, in a job that cannot be cancelled mid-solve."""
+    scoring = job_in.scoring
+    if n_prompts < 2 or "grace" not in (scoring.predictors or ["grace"]):
+        return
+    m = max(c.responses_per_prompt or scoring.responses_per_prompt for c in job_in.candidates)
+    d = (
+        scoring.proj_dim
+        if isinstance(scoring.proj_dim, int)
+        else auto_proj_dim(n_prompts, m, scoring.test_fraction)
+    )
+    estimate = candidate_scoring_seconds(
+        prompts=n_prompts, m=m, d=d, n_splits=scoring.n_splits, bootstrap=scoring.bootstrap
+    )
+    _limit(
+        estimate > settings.max_scoring_seconds,
+        "scoring",
+        f"scoring one candidate would take about {estimate:,.0f} CPU-seconds (n_splits {scoring.n_splits} "
+        f"x (1 + bootstrap {scoring.bootstrap}) splits at d = {d} over {n_prompts} prompts x {m} "
+        f"responses); at most {settings.max_scoring_seconds:,.0f} (GRACE_MAX_SCORING_SECONDS): lower "
+        "scoring.n_splits, scoring.bootstrap or scoring.proj_dim",
+    )
 
 
 def check_engine_inputs(job_in: JobCreate, prompts: list[Prompt]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import pytest
@@ -487,3 +488,31 @@ def test_names_compare_in_nfc(client: TestClient, caller: Caller) -> None:
     body["candidates"][1]["name"] = "cafe\u0301"
     doc = assert_problem(client.post("/v1/jobs", json=body, headers=caller.headers), 422)
     assert "duplicate" in json.dumps(doc)
+
+
+def test_the_amplification_request_is_refused_at_submission_naming_its_cost(
+    client: TestClient, caller: Caller
+) -> None:
+    """3.8 KB that held a worker for 10 minutes: 16 prompts x 2 supplied candidates x 4 responses,
+    1,000 splits and 2,000 subsamples. Refused before anything is stored, in well under a second
+    of the API's time; the same job at the defaults is accepted."""
+    prompts = [{"id": f"p{i}", "prompt": f"What is {i} + {i}?"} for i in range(16)]
+    texts = ["four", "4", "It is 4.", "2 + 2 = 4"]
+    candidates = [{"name": n, "responses": {p["id"]: texts for p in prompts}} for n in ("a", "b")]
+    body = {"student": "student", "candidates": candidates, "prompts": prompts}
+    heavy = {
+        **body,
+        "scoring": {"responses_per_prompt": 4, "proj_dim": 64, "n_splits": 1000, "bootstrap": 2000},
+    }
+    started = time.perf_counter()
+    refused = client.post("/v1/jobs", json=heavy, headers=caller.headers)
+    took = time.perf_counter() - started
+    doc = assert_problem(refused, 422, "scoring")
+    message = doc["errors"][0]["message"]
+    assert "CPU-seconds" in message
+    assert "n_splits 1000" in message
+    assert "bootstrap 2000" in message
+    assert took < 5.0  # generous on a loaded machine; nothing is computed
+    assert client.get("/v1/jobs", params={"limit": 100}, headers=caller.headers).json()["data"] == []
+    light = {**body, "scoring": {"responses_per_prompt": 4, "proj_dim": 64}}
+    assert client.post("/v1/jobs", json=light, headers=caller.headers).status_code == 202
