@@ -54,6 +54,9 @@ class StageProgress(BaseModel):
 class CandidateProgress(BaseModel):
     generate: StageProgress | None = None
     gradients: StageProgress | None = None
+    score: StageProgress | None = Field(
+        None, description="GRACE's splits and the uncertainty's subsample splits, counted as they run"
+    )
     distil: StageProgress | None = None
 
 

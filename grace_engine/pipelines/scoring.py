@@ -11,7 +11,8 @@ job's longest example is refused before any generation or gradient work.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -38,7 +39,7 @@ from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs
 from grace_engine.pipelines.prepare import PreparedJob, prepare
 from grace_engine.pipelines.results import CandidateResult, RankingResult
-from grace_engine.progress import ProgressEvent
+from grace_engine.progress import ProgressEvent, check_cancel
 from grace_engine.science import caveats
 from grace_engine.science.adaptive import BudgetReport, adaptive_evidence
 from grace_engine.science.caveats import ResultWarning
@@ -66,7 +67,7 @@ from grace_engine.science.predictors import (
 )
 from grace_engine.science.projection import ProjectionIdentity
 from grace_engine.science.ranking import RankedCandidate, rank_candidates, spearman
-from grace_engine.science.uncertainty import Draws, Uncertainty, rank_uncertainty
+from grace_engine.science.uncertainty import Draws, Uncertainty, draws_steps, rank_uncertainty
 from grace_engine.stores.gradient_store import GradientStore, StoredGradients, content_hash, gradient_key
 
 Prepared = PreparedJob[GradientComputer]
@@ -344,10 +345,12 @@ def _uncertainty(
     known: Mapping[str, Draws] | None = None,
     *,
     confidence: float | None = None,
+    ticks: Mapping[str, Callable[[], None]] | None = None,
 ) -> Uncertainty:
     """The uncertainty of the job's ranking (its subsamples, confidence unless one is given, and
     seed; copies looked for in the candidates' responses); ``known``: candidates' draws from the
-    same job (:func:`~grace_engine.science.uncertainty.rank_uncertainty`)."""
+    same job (:func:`~grace_engine.science.uncertainty.rank_uncertainty`); ``ticks``: per
+    candidate, its :class:`_ScoreProgress`."""
     cfg = job.cfg
     texts = {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True) if c.name in evidence}
     return rank_uncertainty(
@@ -360,7 +363,27 @@ def _uncertainty(
         confidence=cfg.confidence if confidence is None else confidence,
         seed=cfg.seed,
         known=known,
+        ticks=ticks,
     )
+
+
+class _ScoreProgress:
+    """One candidate's ``score`` stage: called before each split of its GRACE and of its
+    uncertainty's subsamples (from the threads that run them), it reports ``done`` of ``total``
+    and polls for cancellation, so a long bootstrap says where it is and stops when told within
+    one split's work. Calls are serialised: the job's progress sink and cancel poll are not
+    thread-safe."""
+
+    def __init__(self, job: Prepared, candidate: str, total: int) -> None:
+        self.job, self.candidate, self.total = job, candidate, max(total, 1)
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.done += 1
+            self.job.report(ProgressEvent("score", min(self.done, self.total), self.total, self.candidate))
+            check_cancel(self.job.ctx.should_cancel)
 
 
 class Collector:
@@ -458,10 +481,24 @@ def _scored(
     settings = cfg.grace_settings
     graces: dict[str, GraceResult] = {}
     values: dict[str, dict[str, float | None]] = {}
+    bootstrapped = adaptive is None and cfg.bootstrap > 0
+    ticks = {
+        name: _ScoreProgress(
+            job,
+            name,
+            (settings.n_splits if "grace" in cfg.predictors else 0)
+            + (
+                draws_steps(ev, cfg.ranking_score, settings, n_subsamples=cfg.bootstrap, seed=cfg.seed)
+                if bootstrapped and (known is None or name not in known)
+                else 0
+            ),
+        )
+        for name, ev in evidence.items()
+    }
     for name, ev in evidence.items():
         if "grace" in cfg.predictors:
             workers = grace_workers(job.budget, job.resident(), ev.gradients.shape)
-            graces[name] = grace_of(ev, settings, max_workers=workers)
+            graces[name] = grace_of(ev, settings, max_workers=workers, tick=ticks[name])
         values[name] = {  # in the registry's order, whatever order the job listed them in
             p: graces[name].score if p == "grace" else value(p, ev, settings)
             for p in PREDICTORS
@@ -481,7 +518,7 @@ def _scored(
     if adaptive is not None:
         uncertainty = adaptive[0]
     elif cfg.bootstrap > 0:
-        uncertainty = _uncertainty(job, candidates, evidence, ranked_values, known)
+        uncertainty = _uncertainty(job, candidates, evidence, ranked_values, known, ticks=ticks)
     results = {}
     teachers = _teachers(candidates, job.sources)
     for i, cand in enumerate(candidates):

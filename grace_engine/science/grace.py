@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -285,6 +285,7 @@ def grace(
     smoothing: float = 1e-3,
     max_workers: int | None = None,
     prompt_weights: npt.ArrayLike | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> GraceResult:
     """GRACE of one candidate, exactly as the released implementation computes it, in float64.
 
@@ -305,6 +306,9 @@ def grace(
             drawn ``k`` times counts ``k`` times in every second moment and mean, and its copies are
             held out together (so no copy of a held-out prompt is trained on). ``None``: all 1,
             which is the released computation exactly.
+        tick: called before each split, from whichever thread runs it: progress, and the place to
+            stop (an exception it raises ends the call once running splits finish; queued ones
+            raise at once).
     """
     g, n = _as_gradient_matrix(gradients, n_per_prompt)
     if prompt_weights is None:
@@ -336,6 +340,8 @@ def grace(
     weight_all = float(weights.sum())
 
     def one_split(split: int) -> tuple[float, float, float]:
+        if tick is not None:
+            tick()
         perm = np.random.default_rng(split).permutation(n)
         test_idx = prompt_rows(perm[-n_test:], n_per_prompt)
         test_weight = float(weights[test_idx].sum())
@@ -387,6 +393,12 @@ def grace(
 SUBSET_CHUNK_BYTES = 1 << 26
 
 
+def subset_chunk(b: int, m: int, d: int, test_fraction: float) -> int:
+    """Subsets of ``b`` prompts x ``m`` rows at ``d`` that :func:`grace_subsets` solves at once."""
+    q = (b - max(1, int(b * test_fraction))) * m
+    return max(1, SUBSET_CHUNK_BYTES // (8 * (4 * max(d, q) ** 2 + 3 * b * m * d)))
+
+
 def grace_subsets(
     gradients: npt.ArrayLike,
     n_per_prompt: int,
@@ -395,6 +407,7 @@ def grace_subsets(
     n_splits: int = 10,
     test_fraction: float = 0.1,
     smoothing: float = 1e-3,
+    tick: Callable[[], None] | None = None,
 ) -> FloatArray:
     """GRACE of many equal-sized prompt subsets of one gradient matrix at once.
 
@@ -409,6 +422,7 @@ def grace_subsets(
         gradients: ``(n * m, d)`` prompt-major rows.
         subsets: ``(S, b)`` prompt indices, ``b >= 2`` per subset, each row in the order the subset's
             rows are taken.
+        tick: called before each split of each chunk of subsets (as :func:`grace`'s).
     Returns:
         ``(S,)`` GRACE scores.
     """
@@ -423,8 +437,7 @@ def grace_subsets(
     n_test = max(1, int(b * test_fraction))
     q, t = (b - n_test) * m, n_test * m
     unit = unit_rows(g)
-    per_subset = 8 * (4 * max(d, q) ** 2 + 3 * b * m * d)
-    chunk = max(1, SUBSET_CHUNK_BYTES // per_subset)
+    chunk = subset_chunk(b, m, d, test_fraction)
     perms = [np.random.default_rng(split).permutation(b) for split in range(n_splits)]
 
     def rows(prompts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -438,6 +451,8 @@ def grace_subsets(
             u_all = unit[rows(sub)]
             gram = np.einsum("crd,cre->cde", u_all, u_all)
         for perm in perms:
+            if tick is not None:
+                tick()
             test, train = rows(sub[:, perm[-n_test:]]), rows(sub[:, perm[:-n_test]])
             x_test = g[test]  # (C, t, d) raw held-out rows
             if gram is not None:

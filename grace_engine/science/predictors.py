@@ -115,10 +115,14 @@ def _means(per_prompt: Callable[[Evidence], FloatArray]) -> Contributions:
 
 
 def grace_of(
-    ev: Evidence, settings: GraceSettings, weights: FloatArray | None = None, max_workers: int | None = None
+    ev: Evidence,
+    settings: GraceSettings,
+    weights: FloatArray | None = None,
+    max_workers: int | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> GraceResult:
     """GRACE of the evidence, with its split scores (``weights``: per-prompt multiplicities of a
-    resample; ``max_workers`` as :func:`~grace_engine.science.grace.grace`)."""
+    resample; ``max_workers`` and ``tick`` as :func:`~grace_engine.science.grace.grace`)."""
     return grace(
         ev.gradients,
         ev.m,
@@ -127,6 +131,7 @@ def grace_of(
         smoothing=settings.smoothing,
         max_workers=max_workers,
         prompt_weights=weights,
+        tick=tick,
     )
 
 

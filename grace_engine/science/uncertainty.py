@@ -27,7 +27,7 @@ and contributions depend on nothing else), and the assembly reuses them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,7 +41,7 @@ from grace_engine.memory import available_cpus
 from grace_engine.science import crossval, learning_curve
 from grace_engine.science.crossval import Comparison
 from grace_engine.science.evidence import Evidence, GraceSettings
-from grace_engine.science.grace import grace_subsets
+from grace_engine.science.grace import grace_subsets, subset_chunk
 from grace_engine.science.learning_curve import LearningCurve
 from grace_engine.science.near_duplicates import find_copies
 from grace_engine.science.predictors import better_first, predictor, value
@@ -170,6 +170,16 @@ def _texts_of(ev: Evidence, texts: Sequence[Sequence[str]]) -> list[Sequence[str
     return [texts[p] for p in ev.prompt_index.tolist()]
 
 
+def draws_steps(ev: Evidence, score: str, settings: GraceSettings, *, n_subsamples: int, seed: int) -> int:
+    """How many times :func:`draws_of` calls its ``tick`` for these arguments."""
+    groups = subsample_plan(ev.n_prompts, n_subsamples, seed)
+    if score == "grace" and ev.has_gradients:
+        d = ev.gradients.shape[1]
+        chunks = [-(-len(idx) // subset_chunk(b, ev.m, d, settings.test_fraction)) for b, idx in groups]
+        return settings.n_splits * sum(chunks)
+    return sum(len(idx) for _, idx in groups)
+
+
 def draws_of(
     ev: Evidence,
     score: str,
@@ -178,8 +188,11 @@ def draws_of(
     texts: Sequence[Sequence[str]] | None,
     n_subsamples: int,
     seed: int,
+    tick: Callable[[], None] | None = None,
 ) -> Draws:
-    """One candidate's :class:`Draws` (``texts``: its responses per job prompt, for the copies)."""
+    """One candidate's :class:`Draws` (``texts``: its responses per job prompt, for the copies;
+    ``tick``: before each stacked split, or each subsample of another score, as
+    :func:`~grace_engine.science.grace.grace`'s)."""
     n = ev.n_prompts
     groups = subsample_plan(n, n_subsamples, seed)
     if score == "grace" and ev.has_gradients:  # every subsample of a size at once (stacked splits)
@@ -192,6 +205,7 @@ def draws_of(
                     n_splits=settings.n_splits,
                     test_fraction=settings.test_fraction,
                     smoothing=settings.smoothing,
+                    tick=tick,
                 )
                 for _, idx in groups
             ]
@@ -199,6 +213,8 @@ def draws_of(
     else:
 
         def one(idx: npt.NDArray[np.int64]) -> float:
+            if tick is not None:
+                tick()
             v = value(score, ev.take(idx), settings, max_workers=1)
             return math.nan if v is None else v
 
@@ -229,6 +245,7 @@ def rank_uncertainty(
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
     known: Mapping[str, Draws] | None = None,
+    ticks: Mapping[str, Callable[[], None]] | None = None,
 ) -> Uncertainty:
     """The uncertainty of the ranking by ``score`` (module docstring).
 
@@ -242,6 +259,7 @@ def rank_uncertainty(
         seed: of the subsamples and the folds.
         known: per candidate, its :func:`draws_of` from the same evidence, score, settings, prompts,
             texts, subsamples and seed (a fanned-out job's units compute their own): used as given.
+        ticks: per candidate, :func:`draws_of`'s ``tick`` (progress and stopping).
     """
     if n_subsamples < 1:
         raise InvalidInput("must be at least 1", field="bootstrap")
@@ -268,6 +286,7 @@ def rank_uncertainty(
                 texts=None if texts is None else texts[name],
                 n_subsamples=n_subsamples,
                 seed=seed,
+                tick=(ticks or {}).get(name),
             )
         draws[name] = given
     names = list(evidence)
