@@ -40,9 +40,7 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 # A security scheme, not a header parameter: generated clients then take the key once, as their
 # token, instead of an `authorization` argument on every operation. The 401s are ours (problem+json).
-bearer = HTTPBearer(
-    scheme_name="bearer", description="an API key from `grace keys create`", auto_error=False
-)
+bearer = HTTPBearer(scheme_name="bearer", description="an API key from `grace keys create`", auto_error=False)
 
 
 def current_tenant(

@@ -105,6 +105,21 @@ def field_errors(errors: Any, body: Any) -> list[dict[str, str]]:
 
 
 RETRY_AFTER_SECONDS = 5  # what a 503 for a dependency outage asks clients to wait
+BUSY_RETRY_AFTER_SECONDS = 1  # and one for a service at capacity: capacity frees in moments
+
+
+def busy(request: Request) -> JSONResponse:
+    """The 503 of a service at capacity (every admission slot or pooled connection in use), told
+    apart from an outage: the database is up, and a retry in a moment will likely pass."""
+    return problem(
+        request,
+        503,
+        "Service Unavailable",
+        "the service is at capacity; retry shortly",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+        dependency="capacity",
+    )
+
 
 GRACE_STATUS = {
     "invalid_input": 422,
@@ -162,9 +177,16 @@ def install(app: FastAPI) -> None:
             dependency="database",
         )
 
-    # A lost or refused connection, or an exhausted pool: an outage, not a bug in the request.
-    for outage in (OperationalError, InterfaceError, PoolTimeout):
+    # A lost or refused connection: an outage, not a bug in the request.
+    for outage in (OperationalError, InterfaceError):
         app.add_exception_handler(outage, _dependency_down)
+
+    async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("no pooled connection for %s %s: %s", request.method, request.url.path, exc)
+        return busy(request)
+
+    # Every pooled connection in use: the database is up, the service is busy.
+    app.add_exception_handler(PoolTimeout, _pool_exhausted)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

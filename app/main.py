@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from app import contract, errors
+from app.admission import Admission
 from app.guard import InputGuard
 from app.limits import BodySizeLimit
 from app.metrics import JobMetrics
@@ -75,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         job_metrics = JobMetrics(session_factory, queue.depth)
         registry.register(job_metrics)
+        # Threads above the admission limit: an admitted request never waits for one (app.admission).
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, settings.request_concurrency + 8)
         app.state.settings = settings
         app.state.engine = engine
         app.state.session_factory = session_factory
@@ -117,6 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last added runs first: the size limit bounds what the guard reads.
     app.add_middleware(InputGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Admission, limit=settings.request_concurrency, wait_seconds=settings.request_wait_seconds
+    )
     app.add_middleware(RequestIds)  # outermost: a refused body is logged with its id too
     errors.install(app)
     app.openapi = lambda: contract.openapi(app, secured=settings.auth_enabled)  # type: ignore[method-assign]

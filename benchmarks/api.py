@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,18 +146,11 @@ def _post(base: str, body: dict[str, Any]) -> str:
         return str(json.loads(r.read())["id"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--poll-rate", type=float, default=200.0, help="status polls per second")
-    parser.add_argument("--submit-rate", type=float, default=2.0, help="job submissions per second")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase (at most 60)")
-    parser.add_argument(
-        "--database-url", help="run the service on this PostgreSQL (default: embedded SQLite)"
-    )
-    args = parser.parse_args(argv)
-    seconds = min(args.seconds, 60.0)
+@contextmanager
+def serving(database_url: str | None, **env_extra: str) -> Iterator[tuple[str, Path]]:
+    """`grace serve` on 127.0.0.1 on freshly built tiny models (embedded SQLite, or
+    ``database_url`` migrated first), keys off unless ``env_extra`` says otherwise; yields its
+    base URL and the models' directory once it is ready, and stops it afterwards."""
     work = Path(tempfile.mkdtemp(prefix="grace-api-bench-"))
     models = work / "models"
     subprocess.run(
@@ -165,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.DEVNULL,
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
-    env.update(GRACE_DATA_DIR=str(work / "data"), GRACE_MODEL_ROOTS=str(models), GRACE_AUTH="off")
-    if args.database_url:
-        env["GRACE_DATABASE_URL"] = args.database_url
+    env.update(
+        GRACE_DATA_DIR=str(work / "data"), GRACE_MODEL_ROOTS=str(models), GRACE_AUTH="off", **env_extra
+    )
+    if database_url:
+        env["GRACE_DATABASE_URL"] = database_url
         subprocess.run(
             [sys.executable, "-m", "grace_cli.main", "migrate"],
             env=env,
@@ -190,6 +187,25 @@ def main(argv: list[str] | None = None) -> int:
                 break
             except OSError:
                 time.sleep(0.1)
+        yield base, models
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--poll-rate", type=float, default=200.0, help="status polls per second")
+    parser.add_argument("--submit-rate", type=float, default=2.0, help="job submissions per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase (at most 60)")
+    parser.add_argument(
+        "--database-url", help="run the service on this PostgreSQL (default: embedded SQLite)"
+    )
+    args = parser.parse_args(argv)
+    seconds = min(args.seconds, 60.0)
+    with serving(args.database_url) as (base, models):
         idle_job = _post(base, _small_job())
         _wait(base, idle_job, {"succeeded"}, 120)
         idle = asyncio.run(_phase(base, idle_job, poll_rate=args.poll_rate, submit_rate=0, seconds=seconds))
@@ -198,9 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         busy = asyncio.run(
             _phase(base, _wait_idle, poll_rate=args.poll_rate, submit_rate=args.submit_rate, seconds=seconds)
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     backend = "postgresql" if args.database_url else "sqlite"
     for name, res in (("worker idle", idle), ("job running", busy)):
         poll = res["poll"]

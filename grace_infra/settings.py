@@ -93,6 +93,15 @@ class Settings(BaseSettings):
         "reconciler threads live: a container health check tests its age",
     )
     model_cache_size: int = Field(2, ge=1)
+    max_concurrent_requests: int | None = Field(
+        None,
+        ge=1,
+        description="API requests in flight at once; more wait their turn, then get a 503 busy. "
+        "Default: 24 on PostgreSQL (of its 30 pooled connections), 8 embedded",
+    )
+    request_wait_seconds: float = Field(
+        30.0, gt=0, description="how long a request over the limit waits for its turn before a 503 busy"
+    )
     max_scoring_seconds: float = Field(
         120.0,
         gt=0,
@@ -182,6 +191,14 @@ class Settings(BaseSettings):
     @property
     def webhook_rotation_overlap(self) -> timedelta:
         return timedelta(seconds=self.webhook_rotation_overlap_seconds)
+
+    @property
+    def request_concurrency(self) -> int:
+        """API requests admitted at once (:mod:`app.admission`): below the connections a request
+        can hold, so none waits for one while holding a thread another needs."""
+        if self.max_concurrent_requests is not None:
+            return self.max_concurrent_requests
+        return 8 if self.sqlalchemy_url.startswith("sqlite") else 24
 
     @property
     def auth_enabled(self) -> bool:
