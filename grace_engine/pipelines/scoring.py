@@ -382,7 +382,11 @@ class _ScoreProgress:
     def __call__(self) -> None:
         with self._lock:
             self.done += 1
-            self.job.report(ProgressEvent("score", min(self.done, self.total), self.total, self.candidate))
+            # Every percent, not every split: a bootstrap makes thousands of them.
+            if self.done <= self.total and (
+                self.done == self.total or self.done % max(1, self.total // 100) == 0
+            ):
+                self.job.report(ProgressEvent("score", self.done, self.total, self.candidate))
             check_cancel(self.job.ctx.should_cancel)
 
 
