@@ -40,13 +40,15 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 # A security scheme, not a header parameter: generated clients then take the key once, as their
 # token, instead of an `authorization` argument on every operation. The 401s are ours (problem+json).
-bearer = HTTPBearer(scheme_name="bearer", description="an API key from `grace keys create`", auto_error=False)
+_bearer = HTTPBearer(
+    scheme_name="bearer", description="an API key from `grace keys create`", auto_error=False
+)
 
 
 def current_tenant(
     session: SessionDep,
     settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Tenant:
     if not settings.auth_enabled:
         return get_or_create_tenant(session=session, name=DEFAULT_TENANT)
