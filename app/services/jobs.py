@@ -79,7 +79,6 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
         "scoring.responses_per_prompt",
         f"at most {settings.max_responses_per_prompt} responses per prompt",
     )
-    _limit_scoring(job_in, n_prompts, settings)
     for i, p in enumerate(job_in.prompts or []):
         _limit(
             len(p.prompt) > settings.max_prompt_chars,
@@ -113,7 +112,7 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
                 )
 
 
-def _limit_scoring(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
+def limit_scoring(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
     """Each candidate's estimated scoring time (:mod:`grace_engine.science.cost`) within the
     operator's bound: a few kilobytes of settings (splits x subsamples x d) must not buy a worker
     for hours, in a job that cannot be cancelled mid-solve."""
@@ -232,6 +231,8 @@ def create_job(
         assert job_in.prompts is not None  # the schema requires prompts or dataset_id
         check_limits(job_in, len(job_in.prompts), settings)
         prompts = engine_prompts(job_in.prompts)
+    if kind.ranks:
+        limit_scoring(job_in, len(prompts), settings)
     kind.check(job_in, prompts, settings)
     check_engine_inputs(job_in, prompts)
     check_models(job_in, settings)

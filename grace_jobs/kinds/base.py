@@ -50,6 +50,8 @@ class JobKind(ABC, Generic[R, Result]):
         public: the result's body at ``GET /v1/jobs/{id}/{name}`` (None: the kind serves its
             results through routes of its own).
         result_summary: that route's description.
+        ranks: whether its jobs compute GRACE's splits and their uncertainty, so the scoring cost
+            bound (``GRACE_MAX_SCORING_SECONDS``) applies to them.
     """
 
     name: ClassVar[str]
@@ -60,6 +62,7 @@ class JobKind(ABC, Generic[R, Result]):
     tag: ClassVar[str] = ""
     public: ClassVar[type[BaseModel] | None] = None
     result_summary: ClassVar[str] = ""
+    ranks: ClassVar[bool] = True
 
     def fan_out(self, request: R, *, gradient_store: bool) -> FanOut:
         """How a job of this kind splits (``gradient_store``: the workers' store is on)."""

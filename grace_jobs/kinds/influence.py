@@ -56,6 +56,7 @@ class Influence(JobKind[InfluenceCreate, InfluenceResult]):
     operation = "influence_job"
     summary = "Accept an influence job; follow it at ``/v1/jobs/{id}`` like any job."
     public = InfluencePublic
+    ranks = False  # influence, not GRACE: no splits, no bootstrap
     result_summary = (
         "Per-response influence (positive = training on it lowers the reference loss), per-candidate "
         "means, the best response per prompt, and the selected (filtered) responses."
