@@ -80,7 +80,9 @@ def service_settings(database_url: str, redis_url: str, models: Path, **override
         "queue_name": f"grace-test-{uuid.uuid4().hex[:8]}",
         "heartbeat_seconds": 0.5,
         "stale_after_seconds": 3.0,
-        "requeue_queued_after_seconds": 2.0,
+        # Never, unless a test says so: the session's database holds other tests' jobs, queued and
+        # never run (API-only tests), and a reconciler re-sending them makes every worker run them.
+        "requeue_queued_after_seconds": 86_400.0,
         "reconcile_every_seconds": 0.5,
         "broker_heartbeat_ms": 2000,
         "metrics_key": METRICS_KEY,

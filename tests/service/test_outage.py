@@ -76,7 +76,7 @@ def test_a_database_outage_is_a_503_with_retry_after_and_the_api_recovers(
 ) -> None:
     where, env = own_servers
     url = env["GRACE_TEST_DATABASE_URL"]
-    settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root)
+    settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root, requeue_queued_after_seconds=2.0)
     caller = _migrated_with_key(url, settings)
     headers = caller.headers
     with TestClient(create_app(settings)) as client:  # a 500 would raise here, not pass quietly
@@ -117,7 +117,13 @@ def test_database_blips_under_a_running_job_cost_it_no_attempt(
     where, env = own_servers
     url = env["GRACE_TEST_DATABASE_URL"]
     # The production stale bound: the blips are well inside it even on a loaded machine.
-    settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root, stale_after_seconds=60.0)
+    settings = service_settings(
+        url,
+        env["GRACE_TEST_REDIS_URL"],
+        tiny.root,
+        stale_after_seconds=60.0,
+        requeue_queued_after_seconds=2.0,
+    )
     caller = _migrated_with_key(url, settings)
     log = tmp_path / "workers.log"
     with (
@@ -154,7 +160,9 @@ def test_an_outage_past_the_stale_bound_re_runs_the_job_instead_of_failing_it(
     on its second attempt."""
     where, env = own_servers
     url = env["GRACE_TEST_DATABASE_URL"]
-    settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root)  # stale after 3 s
+    settings = service_settings(
+        url, env["GRACE_TEST_REDIS_URL"], tiny.root, requeue_queued_after_seconds=2.0
+    )  # stale after 3 s
     caller = _migrated_with_key(url, settings)
     log = tmp_path / "workers.log"
     with worker_process(settings, log), TestClient(create_app(settings)) as client:

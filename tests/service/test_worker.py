@@ -221,7 +221,12 @@ def test_redis_restart_while_queued_loses_no_job(
     database_url: str, tiny: TinyModels, caller: Caller, tmp_path: Path
 ) -> None:
     with own_redis(tmp_path) as restart_redis:
-        settings = service_settings(database_url, restart_redis.url, tiny.root)  # type: ignore[attr-defined]
+        settings = service_settings(  # the re-send of a queued job lost with Redis is what is tested
+            database_url,
+            restart_redis.url,  # type: ignore[attr-defined]
+            tiny.root,
+            requeue_queued_after_seconds=2.0,
+        )
         with TestClient(create_app(settings)) as client:
             job_id = client.post("/v1/jobs", json=job_body(), headers=caller.headers).json()["id"]
             queued = client.get(f"/v1/jobs/{job_id}", headers=caller.headers).json()
