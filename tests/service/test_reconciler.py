@@ -23,6 +23,13 @@ from workers.runner import JobRunner
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The service tests' settings, with queued units re-sent after 2 s: what the reconciler does
+    with them is tested here (elsewhere it is off, so other tests' queued jobs stay put)."""
+    return settings.model_copy(update={"requeue_queued_after_seconds": 2.0})
+
+
+@pytest.fixture
 def make_job(session_factory: sessionmaker[Session]) -> Any:
     def make(status: JobStatus, created_at: datetime | None = None, **unit: Any) -> str:
         """A job in ``status`` whose one unit has ``unit``'s values (queued or running: the job's
