@@ -21,7 +21,6 @@ from grace_engine.models.data import Prompt, check_prompts
 from grace_engine.models.generation import check_candidates, provided_responses
 from grace_engine.models.loading import configured_context, resolve_model
 from grace_engine.science.cost import candidate_scoring_seconds
-from grace_engine.science.grace import auto_proj_dim
 from grace_infra import tracing
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
@@ -115,16 +114,12 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
 def limit_scoring(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
     """Each candidate's estimated scoring time (:mod:`grace_engine.science.cost`) within the
     operator's bound: a few kilobytes of settings (splits x subsamples x d) must not buy a worker
-    for hours, in a job that cannot be cancelled mid-solve."""
+    for hours. ``d`` is the job's, resolved by the config's own ``auto`` rule."""
     scoring = job_in.scoring
     if n_prompts < 2 or "grace" not in (scoring.predictors or ["grace"]):
         return
     m = max(c.responses_per_prompt or scoring.responses_per_prompt for c in job_in.candidates)
-    d = (
-        scoring.proj_dim
-        if isinstance(scoring.proj_dim, int)
-        else auto_proj_dim(n_prompts, m, scoring.test_fraction)
-    )
+    d = scoring.to_engine().resolved(n_prompts, [c.to_engine() for c in job_in.candidates]).dim
     estimate = candidate_scoring_seconds(
         prompts=n_prompts, m=m, d=d, n_splits=scoring.n_splits, bootstrap=scoring.bootstrap
     )
