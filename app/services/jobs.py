@@ -226,10 +226,11 @@ def create_job(
         assert job_in.prompts is not None  # the schema requires prompts or dataset_id
         check_limits(job_in, len(job_in.prompts), settings)
         prompts = engine_prompts(job_in.prompts)
+    kind.check(job_in, prompts, settings)
+    # The engine's own checks first: they name the field of a config the estimate cannot read.
+    check_engine_inputs(job_in, prompts)
     if kind.ranks:
         limit_scoring(job_in, len(prompts), settings)
-    kind.check(job_in, prompts, settings)
-    check_engine_inputs(job_in, prompts)
     check_models(job_in, settings)
     check_webhook(job_in, tenant, settings)
     prompt_set, comparison = kind.keys(job_in, prompts)
