@@ -12,6 +12,7 @@ Routes declare only their own success responses; this module adds, per operation
   an empty alternative);
 * 404 and 409 to operations on a resource named in the path, 409 also to submissions
   (``Idempotency-Key`` reused with another body);
+* 429 to every submission of a job (a 202), with its ``Retry-After`` header: the tenant's quotas;
 * 503 to every operation that needs the database or the queue, with its ``Retry-After`` header;
 * the ``Location`` header to every 202 (an accepted job: where to poll it).
 """
@@ -37,6 +38,8 @@ _DESCRIPTIONS = {
     "409": "the resource is in another state, or the Idempotency-Key was used with another body",
     "413": "request body over the size limit",
     "422": "invalid input; `errors` names each offending field",
+    "429": "over one of your tenant's quotas (`quota` names it: jobs in flight, submissions per "
+    "minute, compute in flight); retry after `Retry-After` seconds",
     "503": "a dependency (database or queue) is unavailable; retry after `Retry-After` seconds",
 }
 
@@ -57,14 +60,13 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(None, description="validation problems: one per field")
 
 
-_HEADERS = {
-    "503": {
-        "Retry-After": {
-            "description": "seconds to wait before retrying",
-            "schema": {"type": "integer", "minimum": 0},
-        }
-    },
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 0},
+    }
 }
+_HEADERS = {"429": _RETRY_AFTER, "503": _RETRY_AFTER}
 _LOCATION = {"Location": {"description": "the accepted job's URL, to poll", "schema": {"type": "string"}}}
 
 
@@ -93,6 +95,8 @@ def _statuses(path: str, method: str, op: dict[str, Any]) -> list[str]:
         found.append("404")
     if in_path or (method == "post" and body):
         found.append("409")
+    if body and "202" in op.get("responses", {}):  # a job submitted (a cancel is a 202 too, bodiless)
+        found.append("429")
     if path not in NO_DEPENDENCIES:
         found.append("503")
     return found

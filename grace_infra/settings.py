@@ -108,6 +108,22 @@ class Settings(BaseSettings):
         description="a job whose scoring of one candidate (GRACE's splits and its uncertainty) is "
         "estimated at submission above this many CPU-seconds is refused, naming the settings that drive it",
     )
+    max_job_seconds: float = Field(
+        86_400.0,
+        gt=0,
+        description="a job whose whole work (generation, gradients, scoring, distillation, evaluation) "
+        "is estimated at submission above this many CPU-seconds is refused, naming what drives it",
+    )
+    # Per-tenant quotas (429 with Retry-After beyond them).
+    tenant_max_active_jobs: int = Field(
+        32, ge=1, description="a tenant's jobs queued, running or cancelling at once"
+    )
+    tenant_submissions_per_minute: int = Field(120, ge=1, description="jobs a tenant may submit per minute")
+    tenant_max_compute_seconds: float = Field(
+        4 * 86_400.0,
+        gt=0,
+        description="the estimated CPU-seconds of a tenant's queued and running jobs together",
+    )
     gradient_store_mb: int = Field(
         2048,
         ge=0,

@@ -10,7 +10,8 @@ string is bounded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -36,6 +37,13 @@ from grace_engine.models.data import (
     at_temperature,
     candidate_name,
 )
+from grace_engine.science.cost import (
+    WorkEstimate,
+    candidate_scoring_seconds,
+    decode_seconds,
+    pass_seconds,
+    text_tokens,
+)
 from grace_jobs.sanitize import MAX_ITEMS, MAX_TEXT, text_problem
 
 if TYPE_CHECKING:  # the engine's objects, built by to_engine(); importing them here would load torch
@@ -45,6 +53,8 @@ if TYPE_CHECKING:  # the engine's objects, built by to_engine(); importing them 
     from grace_engine.pipelines.distillation import DistillConfig
     from grace_engine.pipelines.validation import ValidationConfig
     from grace_engine.science.adaptive import RankingBudget
+
+ParamCounts = Callable[[str], int | None]  # a model reference's parameter count (None: unknown)
 
 
 class LimitExceeded(InvalidInput):
@@ -416,6 +426,79 @@ class JobCreate(StrictModel):
         from grace_engine.pipelines.context import JobInputs
 
         return JobInputs(prompts, [c.to_engine() for c in self.candidates], self.student)
+
+    def scoring_cost(self, n_prompts: int) -> ScoringCost | None:
+        """One candidate's estimated scoring (:func:`~grace_engine.science.cost.candidate_scoring_seconds`)
+        at the job's ``d`` (an ``auto`` one resolved by the config's own rule) and most responses
+        per prompt; None where no GRACE is computed."""
+        scoring = self.scoring
+        if n_prompts < 2 or "grace" not in (scoring.predictors or ["grace"]):
+            return None
+        m = max(c.responses_per_prompt or scoring.responses_per_prompt for c in self.candidates)
+        d = scoring.to_engine().resolved(n_prompts, [c.to_engine() for c in self.candidates]).dim
+        seconds = candidate_scoring_seconds(
+            prompts=n_prompts, m=m, d=d, n_splits=scoring.n_splits, bootstrap=scoring.bootstrap
+        )
+        return ScoringCost(seconds, d, m)
+
+    def student_examples(self, prompts: list[Prompt]) -> list[tuple[float, float]]:
+        """Per candidate, the student's ``(examples, tokens)``: one example per response, its
+        tokens the prompt's and the response's (``max_tokens`` for one still to be generated)."""
+        prompt_tokens = sum(text_tokens(len(p.prompt)) for p in prompts)
+        out: list[tuple[float, float]] = []
+        for c in self.candidates:
+            m = c.responses_per_prompt or self.scoring.responses_per_prompt
+            if c.responses is None:
+                out.append((len(prompts) * m, len(prompts) * m * c.max_tokens + m * prompt_tokens))
+            else:
+                texts = [t for ts in c.responses.values() for t in ts]
+                out.append((len(texts), sum(text_tokens(len(t)) for t in texts) + m * prompt_tokens))
+        return out
+
+    def work(self, prompts: list[Prompt], params: ParamCounts, *, ranks: bool) -> WorkEstimate:
+        """The CPU seconds of generating every response (``max_tokens`` each, an upper bound),
+        the student's gradient passes over prompt and response, and (``ranks``) scoring each
+        candidate. ``params``: a model reference's parameter count, None where unknown."""
+        seconds = {"generation": 0.0, "gradients": 0.0, "scoring": 0.0}
+        unknown: list[str] = []
+        prompt_tokens = sum(text_tokens(len(p.prompt)) for p in prompts)
+        for i, c in enumerate(self.candidates):
+            if c.responses is not None:
+                continue
+            m = c.responses_per_prompt or self.scoring.responses_per_prompt
+            teacher = params(c.model or "")
+            if teacher is None:
+                unknown.append(f"candidates[{i}].model")
+                continue
+            seconds["generation"] += decode_seconds(teacher, len(prompts) * m * c.max_tokens)
+            seconds["generation"] += pass_seconds(teacher, m * prompt_tokens, backward=False)
+        student = params(self.student)
+        if student is None:
+            unknown.append("student")
+        else:
+            tokens = sum(t for _, t in self.student_examples(prompts))
+            seconds["gradients"] = pass_seconds(student, tokens, backward=True)
+        scoring = self.scoring_cost(len(prompts)) if ranks else None
+        if scoring is not None:
+            seconds["scoring"] = scoring.seconds * len(self.candidates)
+        return WorkEstimate(
+            {k: v for k, v in seconds.items() if v > 0},
+            {
+                "generation": ("candidates", "candidates[].max_tokens", "scoring.responses_per_prompt"),
+                "gradients": ("prompts", "candidates", "scoring.responses_per_prompt"),
+                "scoring": ("scoring.n_splits", "scoring.bootstrap", "scoring.proj_dim"),
+            },
+            tuple(unknown),
+        )
+
+
+class ScoringCost(NamedTuple):
+    """One candidate's estimated scoring CPU seconds, at projection dimension ``d`` with ``m``
+    responses per prompt."""
+
+    seconds: float
+    d: int
+    m: int
 
 
 def engine_prompts(prompts: list[PromptIn] | list[dict[str, Any]]) -> list[Prompt]:

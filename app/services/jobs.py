@@ -6,6 +6,7 @@ worker claim racing on the same row cannot both win.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,15 +19,16 @@ from app.errors import ApiError, not_found
 from app.services.pages import newest_first
 from grace_engine.errors import InvalidInput
 from grace_engine.models.data import Prompt, check_prompts
+from grace_engine.models.facts import model_facts
 from grace_engine.models.generation import check_candidates, provided_responses
 from grace_engine.models.loading import configured_context, resolve_model
-from grace_engine.science.cost import candidate_scoring_seconds
+from grace_engine.science.cost import WorkEstimate
 from grace_infra import tracing
 from grace_infra.db.base import utcnow
 from grace_infra.db.models import Dataset, Job, JobStatus, JobUnit, Tenant
 from grace_infra.queue import JobQueue
 from grace_infra.settings import Settings
-from grace_jobs import lifecycle, webhooks
+from grace_jobs import lifecycle, quotas, webhooks
 from grace_jobs.kinds import AnyKind
 from grace_jobs.policy import policy_from
 from grace_jobs.requests import JobCreate, LimitExceeded, engine_prompts
@@ -111,26 +113,38 @@ def check_limits(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
                 )
 
 
-def limit_scoring(job_in: JobCreate, n_prompts: int, settings: Settings) -> None:
-    """Each candidate's estimated scoring time (:mod:`grace_engine.science.cost`) within the
-    operator's bound: a few kilobytes of settings (splits x subsamples x d) must not buy a worker
-    for hours. ``d`` is the job's, resolved by the config's own ``auto`` rule."""
-    scoring = job_in.scoring
-    if n_prompts < 2 or "grace" not in (scoring.predictors or ["grace"]):
-        return
-    m = max(c.responses_per_prompt or scoring.responses_per_prompt for c in job_in.candidates)
-    d = scoring.to_engine().resolved(n_prompts, [c.to_engine() for c in job_in.candidates]).dim
-    estimate = candidate_scoring_seconds(
-        prompts=n_prompts, m=m, d=d, n_splits=scoring.n_splits, bootstrap=scoring.bootstrap
-    )
-    _limit(
-        estimate > settings.max_scoring_seconds,
-        "scoring",
-        f"scoring one candidate would take about {estimate:,.0f} CPU-seconds (n_splits {scoring.n_splits} "
-        f"x (1 + bootstrap {scoring.bootstrap}) splits at d = {d} over {n_prompts} prompts x {m} "
-        f"responses); at most {settings.max_scoring_seconds:,.0f} (GRACE_MAX_SCORING_SECONDS): lower "
-        "scoring.n_splits, scoring.bootstrap or scoring.proj_dim",
-    )
+def limit_work(job_in: JobCreate, prompts: list[Prompt], kind: AnyKind, settings: Settings) -> WorkEstimate:
+    """The job's estimated work (:mod:`grace_engine.science.cost`) within the operator's bounds:
+    each candidate's scoring (splits x subsamples x d cannot be cancelled cheaply mid-solve, and a
+    few kilobytes of settings must not buy a worker for hours) and the whole job's CPU-seconds,
+    each a 422 naming the fields that drive it and the estimate. Models are resolved already."""
+    scoring = job_in.scoring_cost(len(prompts)) if kind.ranks else None
+    if scoring is not None and scoring.seconds > settings.max_scoring_seconds:
+        raise LimitExceeded(
+            f"scoring one candidate would take about {scoring.seconds:,.0f} CPU-seconds (n_splits "
+            f"{job_in.scoring.n_splits} x (1 + bootstrap {job_in.scoring.bootstrap}) splits at d = "
+            f"{scoring.d} over {len(prompts)} prompts x {scoring.m} responses); at most "
+            f"{settings.max_scoring_seconds:,.0f} (GRACE_MAX_SCORING_SECONDS): lower scoring.n_splits, "
+            "scoring.bootstrap or scoring.proj_dim",
+            field="scoring",
+        )
+    policy = policy_from(settings)
+    params = functools.cache(lambda ref: model_facts(resolve_model(ref, policy, field="model")).params)
+    work = kind.work(job_in, prompts, params)
+    if work.seconds and work.total > settings.max_job_seconds:
+        drivers = work.drivers[work.largest]
+        raise ApiError(
+            422,
+            "Limit Exceeded",
+            f"this job would take {work.describe()}; at most {settings.max_job_seconds:,.6g} "
+            f"(GRACE_MAX_JOB_SECONDS): its {work.largest} is driven by {', '.join(drivers)}",
+            field=drivers[0],
+            extra={
+                "estimate_seconds": float(f"{work.total:.4g}"),
+                "stages": {k: float(f"{v:.4g}") for k, v in work.seconds.items()},
+            },
+        )
+    return work
 
 
 def check_engine_inputs(job_in: JobCreate, prompts: list[Prompt]) -> None:
@@ -227,14 +241,24 @@ def create_job(
         check_limits(job_in, len(job_in.prompts), settings)
         prompts = engine_prompts(job_in.prompts)
     kind.check(job_in, prompts, settings)
-    # The engine's own checks first: they name the field of a config the estimate cannot read.
+    # The engine's own checks and the models first: the estimate reads the config and the models.
     check_engine_inputs(job_in, prompts)
-    if kind.ranks:
-        limit_scoring(job_in, len(prompts), settings)
     check_models(job_in, settings)
+    work = limit_work(job_in, prompts, kind, settings)
     check_webhook(job_in, tenant, settings)
     prompt_set, comparison = kind.keys(job_in, prompts)
     now = utcnow()
+    try:
+        quotas.check_quotas(session, tenant, work.total, settings, now)
+    except quotas.QuotaExceeded as exc:
+        session.rollback()  # the tenant's row lock
+        raise ApiError(
+            429,
+            "Too Many Requests",
+            exc.detail,
+            headers={"Retry-After": str(exc.retry_after)},
+            extra={"quota": exc.quota, "limit": exc.limit, "current": exc.current},
+        ) from exc
     job = Job(
         tenant_id=tenant.id,
         kind=kind.name,
@@ -248,6 +272,7 @@ def create_job(
         comparison=comparison,
         webhook_url=None if job_in.webhook is None else job_in.webhook.url,
         trace_context=tracing.traceparent(),
+        cost_seconds=work.total,
         created_at=now,
         updated_at=now,
     )

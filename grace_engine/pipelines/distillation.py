@@ -26,6 +26,7 @@ from grace_engine.errors import Cancelled, InvalidInput
 from grace_engine.memory import BatchCost, MemoryBudget, gradient_cost, module_bytes, release_memory
 from grace_engine.models.batches import collate
 from grace_engine.models.data import StudentExample, pad_token_id
+from grace_engine.science.cost import training_steps
 
 Method = Literal["lora", "full"]
 METHODS: tuple[Method, ...] = ("lora", "full")
@@ -189,8 +190,9 @@ def distil(
     width = max(len(e.input_ids) for e in examples)
     plan.require(width)
     micro = micro_batch(cfg.batch_size, plan.fits, width)
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = training_steps(
+        len(examples), batch_size=cfg.batch_size, epochs=cfg.epochs, max_steps=cfg.max_steps
+    )
     cancelled = False
 
     class Report(TrainerCallback):  # type: ignore[misc]

@@ -136,6 +136,8 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)  # per unit
     worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     examples_scored: Mapped[int] = mapped_column(Integer, default=0)
+    # the work estimated at submission (CPU-seconds): the tenant's compute quota sums it
+    cost_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Leaderboards (grace_jobs.leaderboards): the prompt set's hash, and the hash of everything a
     # score depends on besides the candidate; equal ones compare across jobs. Score jobs only.
     prompt_set: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from grace_engine.models.data import Prompt
 from grace_engine.pipelines.context import EngineContext
+from grace_engine.science.cost import WorkEstimate
 from grace_infra.db.models import Job
 from grace_infra.settings import Settings
-from grace_jobs.requests import JobCreate
+from grace_jobs.requests import JobCreate, ParamCounts
 
 R = TypeVar("R", bound=JobCreate)
 Result = TypeVar("Result")
@@ -74,6 +75,12 @@ class JobKind(ABC, Generic[R, Result]):
         :class:`~grace_engine.errors.InvalidInput` or :class:`~grace_jobs.requests.LimitExceeded`
         naming the field)."""
         del request, prompts, settings
+
+    def work(self, request: R, prompts: list[Prompt], params: ParamCounts) -> WorkEstimate:
+        """The job's estimated CPU seconds by stage (:meth:`~grace_jobs.requests.JobCreate.work`),
+        checked against the operator's bounds at submission; a kind with stages of its own adds
+        them."""
+        return request.work(prompts, params, ranks=self.ranks)
 
     def keys(self, request: R, prompts: list[Prompt]) -> tuple[str | None, str | None]:
         """The job's prompt set and leaderboard comparison key (None: not on leaderboards)."""

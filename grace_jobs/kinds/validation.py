@@ -26,12 +26,26 @@ from grace_engine.pipelines.validation import (
     run_validation,
     validate_candidate,
 )
+from grace_engine.science.cost import (
+    WorkEstimate,
+    decode_seconds,
+    pass_seconds,
+    text_tokens,
+    training_steps,
+)
 from grace_infra.db.models import Job
 from grace_infra.settings import Settings
 from grace_jobs.kinds.base import FanOut, JobKind, UnitResults
 from grace_jobs.kinds.score import examples_scored, known_draws, unit_result
 from grace_jobs.public import ValidationPublic
-from grace_jobs.requests import MAX_LIST, EvalIn, JobCreate, LimitExceeded, ValidationSettingsIn
+from grace_jobs.requests import (
+    MAX_LIST,
+    EvalIn,
+    JobCreate,
+    LimitExceeded,
+    ParamCounts,
+    ValidationSettingsIn,
+)
 
 
 class ValidationCreate(JobCreate, ValidationSettingsIn):
@@ -112,6 +126,44 @@ class Validation(JobKind[ValidationCreate, ValidationResult]):
             top = ("eval", "train_seeds", "outcome")
             field = exc.field if exc.field is None or exc.field.startswith(top) else f"distill.{exc.field}"
             raise InvalidInput(exc.message, field=field) from exc
+
+    def work(self, request: ValidationCreate, prompts: list[Prompt], params: ParamCounts) -> WorkEstimate:
+        """Scoring's stages, then one distillation per candidate and seed (and the mixed set's),
+        and the evaluation of each distilled student and the untrained one: likelihoods of the
+        eval solutions and, for accuracy, greedy decoding up to ``eval_max_tokens``."""
+        base = super().work(request, prompts, params)
+        student = params(request.student)
+        if student is None:
+            return base
+        distill, seeds = request.distill, len(request.train_seeds)
+        per_student = []
+        for examples, tokens in request.student_examples(prompts):
+            steps = training_steps(
+                int(examples),
+                batch_size=distill.batch_size,
+                epochs=distill.epochs,
+                max_steps=distill.max_steps,
+            )
+            per_student.append(
+                pass_seconds(student, steps * distill.batch_size * tokens / max(examples, 1), backward=True)
+            )
+        # the mixed set is as large as a candidate's: one more student per seed, of average cost
+        students = len(per_student) + request.mixed
+        distillation = seeds * (sum(per_student) + request.mixed * sum(per_student) / len(per_student))
+        answered = sum(e.answer is not None for e in request.eval) if request.accuracy else 0
+        one_eval = pass_seconds(
+            student, sum(text_tokens(len(e.prompt) + len(e.solution)) for e in request.eval), backward=False
+        ) + decode_seconds(student, answered * request.eval_max_tokens)
+        evaluations = seeds * students + 1
+        return WorkEstimate(
+            {**base.seconds, "distillation": distillation, "evaluation": evaluations * one_eval},
+            {
+                **base.drivers,
+                "distillation": ("distill.epochs", "distill.max_steps", "train_seeds", "candidates"),
+                "evaluation": ("eval", "eval_max_tokens", "train_seeds", "candidates"),
+            },
+            base.unknown,
+        )
 
     def run_candidate(
         self, request: ValidationCreate, prompts: list[Prompt], name: str, ctx: EngineContext
