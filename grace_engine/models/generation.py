@@ -265,6 +265,20 @@ class GenerationBackend(Protocol):
     def release(self) -> None: ...
 
 
+class _StopWhenCancelled:
+    """A stopping criterion that ends every row of a ``generate`` call once ``should_cancel()``
+    says so: a cancel or a shutdown lands within one decoded token, not at the end of a batch of
+    long responses. ``should_cancel`` is cheap between its own polls of the job's state."""
+
+    def __init__(self, should_cancel: Callable[[], bool]) -> None:
+        self.should_cancel = should_cancel
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        del scores, kwargs
+        stop = bool(self.should_cancel())
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
 class _RowSampler:
     """A logits processor that samples each row's next token from that row's own generator, with
     temperature and nucleus (top-p) filtering, and leaves only that token possible.
@@ -415,8 +429,12 @@ class TransformersBackend:
                     for i, j in chunk
                 ]
                 kwargs["logits_processor"] = [_RowSampler(generators, settings.temperature, settings.top_p)]
+            if should_cancel is not None:
+                kwargs["stopping_criteria"] = [_StopWhenCancelled(should_cancel)]
             with torch.inference_mode():
                 generated = model.generate(**enc, **kwargs)  # type: ignore[operator]
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()  # cut short by the criterion: a partial response is no response
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
             decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             full_length = new_tokens.shape[1] >= settings.max_tokens

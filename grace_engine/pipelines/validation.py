@@ -423,6 +423,8 @@ class _Bench:
         return resident_bytes([*self.ctx.cache.models(), self.loaded.model])
 
     def evaluate(self, model: Any) -> Outcome:
+        # the stage is ``evaluate`` while it runs, not only once it is done
+        self.ctx.progress(ProgressEvent("evaluate", self.evaluated, self.n_models))
         outcome = evaluate(
             model,
             self.loaded.tokenizer,

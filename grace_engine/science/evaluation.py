@@ -28,6 +28,7 @@ from grace_engine.models.data import (
     reference_answer,
 )
 from grace_engine.models.generation import GenerationSettings, TransformersBackend
+from grace_engine.progress import check_cancel
 from grace_engine.science.grace import answers_match, extract_answer
 from grace_engine.science.gradients import per_example_losses
 
@@ -52,15 +53,18 @@ def batched_losses(
     pad_id: int,
     plan: BatchPlan,
     progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Per-example mean losses ``(N,)`` in input order, batched by length within ``plan``, no graph;
-    ``progress(done, N)`` after each batch."""
+    ``progress(done, N)`` after each batch, ``should_cancel()`` before each (raising
+    :class:`~grace_engine.errors.Cancelled`)."""
     out = torch.zeros(len(examples), dtype=torch.float64)
     lengths = [len(e.input_ids) for e in examples]
     device = next(model.parameters()).device
     done = 0
     with torch.no_grad():
         for idx in length_batches(lengths, max_batch=64, fits=plan.fits):
+            check_cancel(should_cancel)
             batch = collate([examples[i] for i in idx], pad_id).to(device)
             logits = model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
@@ -102,7 +106,7 @@ def evaluate(
     encoded = eval_examples(tokenizer, examples, fmt)
     plan = budget.plan(taken, forward_cost(model), stage="evaluation")
     plan.require(max(len(e.input_ids) for e in encoded))
-    losses = batched_losses(model, encoded, pad_token_id(tokenizer), plan)
+    losses = batched_losses(model, encoded, pad_token_id(tokenizer), plan, should_cancel=should_cancel)
     tokens = torch.tensor([e.n_response_tokens for e in encoded], dtype=torch.float64)
     nll = float((losses * tokens).sum() / tokens.sum())
     acc = None

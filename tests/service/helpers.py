@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,96 @@ def slow_job(tiny: TinyModels) -> dict[str, Any]:
     candidates = json.loads(tiny.candidates_file.read_text())["candidates"]
     lines = tiny.prompts_file.read_text().splitlines()[:12]
     return {"student": "student", "candidates": candidates, "prompts": [json.loads(line) for line in lines]}
+
+
+def _supplied(n_prompts: int, texts: list[str], names: tuple[str, ...] = ("a", "b")) -> dict[str, Any]:
+    prompts = [
+        {"id": f"p{i}", "prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(n_prompts)
+    ]
+    candidates = [{"name": n, "responses": {p["id"]: texts for p in prompts}} for n in names]
+    return {"student": "student", "candidates": candidates, "prompts": prompts}
+
+
+def _validation(**settings: Any) -> dict[str, Any]:
+    n_eval = settings.pop("n_eval", 4)
+    eval_set = [
+        {
+            "prompt": f"What is {i} + {i}?",
+            "solution": f"{i} + {i} = {2 * i}. #### {2 * i}",
+            "answer": str(2 * i),
+        }
+        for i in range(n_eval)
+    ]
+    body = _supplied(8, ["The answer is 4.", "4"])
+    body["scoring"] = {"responses_per_prompt": 2, "proj_dim": 16, "bootstrap": 0}
+    return {**body, "eval": eval_set, "train_seeds": [0], **settings}
+
+
+def _score_done_past(splits: int) -> Callable[[dict[str, Any]], bool]:
+    def reached(unit: dict[str, Any]) -> bool:
+        counts = [(c.get("score") or {}).get("done", 0) for c in unit["progress"].values()]
+        return unit["stage"] == "score" and max(counts, default=0) > splits
+
+    return reached
+
+
+@dataclass(frozen=True)
+class StopScenario:
+    """A job slow in one stage: where it is submitted, its body, and when a running unit is in
+    that stage (``reached``, given the unit's JSON)."""
+
+    stage_id: str
+    path: str
+    body: Callable[[TinyModels], dict[str, Any]]
+    reached: Callable[[dict[str, Any]], bool]
+
+
+def _stage_is(stage: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda unit: unit["stage"] == stage
+
+
+LONG = "Tom has 3 apples and buys 5 more, so he has 3 + 5 = 8 apples. " * 12
+STOP_SCENARIOS = (
+    StopScenario("generate", "/v1/jobs", slow_job, _stage_is("generate")),
+    StopScenario(
+        "gradients",
+        "/v1/jobs",
+        lambda _: {**_supplied(96, [LONG] * 4), "scoring": {"responses_per_prompt": 4}},
+        _stage_is("gradients"),
+    ),
+    StopScenario(
+        "splits",
+        "/v1/jobs",
+        lambda _: {
+            **_supplied(16, ["four", "4", "It is 4.", "2 + 2 = 4"]),
+            "scoring": {"responses_per_prompt": 4, "proj_dim": 512, "n_splits": 1000, "bootstrap": 0},
+        },
+        _score_done_past(0),
+    ),
+    StopScenario(
+        "bootstrap",
+        "/v1/jobs",
+        lambda _: {
+            **_supplied(16, ["four", "4", "It is 4.", "2 + 2 = 4"]),
+            "scoring": {"responses_per_prompt": 4, "proj_dim": 64, "n_splits": 20, "bootstrap": 2000},
+        },
+        _score_done_past(20),
+    ),
+    StopScenario(
+        "distil",
+        "/v1/validations",
+        lambda _: _validation(distill={"method": "full", "max_steps": 5000, "batch_size": 4}, accuracy=False),
+        _stage_is("distil"),
+    ),
+    StopScenario(
+        "evaluate",
+        "/v1/validations",
+        lambda _: _validation(
+            distill={"method": "full", "max_steps": 1, "batch_size": 4}, n_eval=300, eval_max_tokens=256
+        ),
+        _stage_is("evaluate"),
+    ),
+)
 
 
 def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels) -> str:
