@@ -18,7 +18,9 @@ from grace_infra.settings import Settings
 from grace_jobs.tenants import DEFAULT_TENANT, get_or_create_tenant, tenant_for_key
 
 
-def get_settings(request: Request) -> Settings:
+# Plain attribute reads are ``async``: FastAPI runs a sync dependency on its thread pool, and a
+# hop there for each costs every request a thread handoff (issue 29's 200 concurrent polls).
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -28,7 +30,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.queue
     return queue
 

@@ -121,6 +121,17 @@ class Caller:
         return {"Authorization": f"Bearer {self.key}"}
 
 
+def migrated_caller(url: str, settings: Settings) -> Caller:
+    """Migrate the database at ``url`` (one of a test's own) and make a tenant's key in it."""
+    upgrade(url)
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    engine = make_engine(settings)
+    with make_session_factory(engine)() as session:
+        key = create_key(session=session, tenant_name=tenant)
+    engine.dispose()
+    return Caller(tenant=tenant, key=key)
+
+
 @pytest.fixture
 def new_caller(session_factory: sessionmaker[Session]) -> Callable[[], Caller]:
     def make() -> Caller:

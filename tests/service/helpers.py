@@ -101,13 +101,13 @@ def wait_for(
     raise AssertionError(f"timed out; last state {job['status']} {job['stage']} attempts={job['attempts']}")
 
 
-def slow_job(tiny: TinyModels) -> dict[str, Any]:
-    """The demo job's 5 candidates (m = 4) on its first 12 prompts: a few seconds per unit on 2 cores,
-    long enough to catch a unit mid-stage and short enough that tests which interrupt a job can
-    also afford to wait for its end."""
-    candidates = json.loads(tiny.candidates_file.read_text())["candidates"]
+def slow_job(tiny: TinyModels, candidates: int = 5) -> dict[str, Any]:
+    """The demo job's first ``candidates`` (of 5; m = 4) on its first 12 prompts: a few seconds per
+    unit on 2 cores, long enough to catch a unit mid-stage and short enough that tests which
+    interrupt a job can also afford to wait for its end."""
+    chosen = json.loads(tiny.candidates_file.read_text())["candidates"][:candidates]
     lines = tiny.prompts_file.read_text().splitlines()[:12]
-    return {"student": "student", "candidates": candidates, "prompts": [json.loads(line) for line in lines]}
+    return {"student": "student", "candidates": chosen, "prompts": [json.loads(line) for line in lines]}
 
 
 def _supplied(n_prompts: int, texts: list[str], names: tuple[str, ...] = ("a", "b")) -> dict[str, Any]:
@@ -200,9 +200,9 @@ STOP_SCENARIOS = (
 )
 
 
-def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels) -> str:
+def start_slow_job(client: TestClient, caller: Caller, tiny: TinyModels, candidates: int = 5) -> str:
     """Submit the slow job and return once a worker is in the middle of it."""
-    body = slow_job(tiny)
+    body = slow_job(tiny, candidates)
     job_id: str = client.post("/v1/jobs", json=body, headers=caller.headers).json()["id"]
     wait_for(
         client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] in ("generate", "gradients")

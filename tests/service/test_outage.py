@@ -17,11 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from grace_engine.models.tiny_models import TinyModels
-from grace_infra.db.migrate import upgrade
-from grace_infra.db.session import make_engine, make_session_factory
-from grace_infra.settings import Settings
-from grace_jobs.tenants import create_key
-from tests.service.conftest import Caller, assert_problem, job_body, service_settings
+from tests.service.conftest import Caller, assert_problem, job_body, migrated_caller, service_settings
 from tests.service.helpers import DEADLINE, TERMINAL, slow_job, wait_for, worker_process
 
 SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
@@ -51,16 +47,6 @@ def own_servers() -> Iterator[tuple[Path, dict[str, str]]]:
         _services("stop", str(where))
 
 
-def _migrated_with_key(url: str, settings: Settings) -> Caller:
-    upgrade(url)
-    tenant = f"outage-{uuid.uuid4().hex[:8]}"
-    engine = make_engine(settings)
-    with make_session_factory(engine)() as session:
-        key = create_key(session=session, tenant_name=tenant)
-    engine.dispose()
-    return Caller(tenant=tenant, key=key)
-
-
 def _recovered(client: TestClient, caller: Caller) -> None:
     """Poll until the API answers again; until then every answer must be a 503 with Retry-After."""
     deadline = time.monotonic() + 120
@@ -77,7 +63,7 @@ def test_a_database_outage_is_a_503_with_retry_after_and_the_api_recovers(
     where, env = own_servers
     url = env["GRACE_TEST_DATABASE_URL"]
     settings = service_settings(url, env["GRACE_TEST_REDIS_URL"], tiny.root, requeue_queued_after_seconds=2.0)
-    caller = _migrated_with_key(url, settings)
+    caller = migrated_caller(url, settings)
     headers = caller.headers
     with TestClient(create_app(settings)) as client:  # a 500 would raise here, not pass quietly
         assert client.get("/v1/jobs", headers=headers).status_code == 200
@@ -124,7 +110,7 @@ def test_database_blips_under_a_running_job_cost_it_no_attempt(
         stale_after_seconds=60.0,
         requeue_queued_after_seconds=2.0,
     )
-    caller = _migrated_with_key(url, settings)
+    caller = migrated_caller(url, settings)
     log = tmp_path / "workers.log"
     with (
         worker_process(settings, log),
@@ -163,10 +149,10 @@ def test_an_outage_past_the_stale_bound_re_runs_the_job_instead_of_failing_it(
     settings = service_settings(
         url, env["GRACE_TEST_REDIS_URL"], tiny.root, requeue_queued_after_seconds=2.0
     )  # stale after 3 s
-    caller = _migrated_with_key(url, settings)
+    caller = migrated_caller(url, settings)
     log = tmp_path / "workers.log"
     with worker_process(settings, log), TestClient(create_app(settings)) as client:
-        job_id = client.post("/v1/jobs", json=slow_job(tiny), headers=caller.headers).json()["id"]
+        job_id = client.post("/v1/jobs", json=slow_job(tiny, 2), headers=caller.headers).json()["id"]
         wait_for(client, caller, job_id, lambda j: j["status"] == "running" and j["stage"] == "gradients")
         _services("pg-stop", str(where))
         deadline = time.monotonic() + DEADLINE
