@@ -51,10 +51,12 @@ def candidate_scoring_seconds(*, prompts: int, m: int, d: int, n_splits: int, bo
 
 
 CHARS_PER_TOKEN = 4.0  # English text and code under the usual BPE vocabularies
-# Fitted on the reference machine: SmolLM2-135M, batches of 8 x 256 tokens in float32 (see
-# benchmarks/cost.py, which measures both on any machine).
-PASS_FLOPS_PER_SECOND = 2e10
-DECODE_FLOPS_PER_SECOND = 4e9
+# Measured on the reference machine by benchmarks/cost.py (SmolLM2-135M, float32, 2 torch
+# threads): a forward and backward pass over 8 x 256 tokens took 21.0 s (7.9e10 FLOP/s), and
+# greedy decoding of one sequence 64 tokens in 6.6 s (2.6e9). Generation batches several
+# sequences, so the decode rate overstates its time: an upper bound, as ``max_tokens`` is.
+PASS_FLOPS_PER_SECOND = 7.9e10
+DECODE_FLOPS_PER_SECOND = 2.6e9
 
 
 def text_tokens(chars: float) -> float:
