@@ -24,6 +24,7 @@ import argparse
 import json
 import signal
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -34,9 +35,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from app.main import create_app
 from benchmarks.fanout import ROOT, _services
 from grace_engine.models.tiny_models import TinyModels, build_tiny_models
+from grace_infra.db.migrate import upgrade
 from grace_infra.db.session import make_engine, make_session_factory
 from grace_infra.settings import Settings
 from grace_jobs.tenants import create_key
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     scenarios = [s for s in STOP_SCENARIOS if s.stage_id in args.stages]
     results: dict[str, dict[str, Any]] = {}
     with _services(args.database_url, args.redis_url) as (database_url, redis_url):
+        upgrade(database_url)
         settings = Settings(
             database_url=database_url,
             redis_url=redis_url,
