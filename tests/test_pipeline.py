@@ -170,9 +170,11 @@ def test_length_factor_changes_scores(
     )
 
 
-def test_cancellation_stops_at_a_batch_boundary(
+def test_cancellation_stops_at_the_first_check_that_says_so(
     tiny: TinyModels, policy: ModelPolicy, cache: ModelCache
 ) -> None:
+    """Checks come between batches and, in generation, after every token: the job stops at the
+    first one that says cancel, and asks no more."""
     polls = 0
 
     def should_cancel() -> bool:

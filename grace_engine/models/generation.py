@@ -271,12 +271,12 @@ class _StopWhenCancelled:
     long responses. ``should_cancel`` is cheap between its own polls of the job's state."""
 
     def __init__(self, should_cancel: Callable[[], bool]) -> None:
-        self.should_cancel = should_cancel
+        self.should_cancel, self.fired = should_cancel, False
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         del scores, kwargs
-        stop = bool(self.should_cancel())
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        self.fired = self.fired or bool(self.should_cancel())
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 
 
 class _RowSampler:
@@ -429,11 +429,12 @@ class TransformersBackend:
                     for i, j in chunk
                 ]
                 kwargs["logits_processor"] = [_RowSampler(generators, settings.temperature, settings.top_p)]
-            if should_cancel is not None:
-                kwargs["stopping_criteria"] = [_StopWhenCancelled(should_cancel)]
+            stop = None if should_cancel is None else _StopWhenCancelled(should_cancel)
+            if stop is not None:
+                kwargs["stopping_criteria"] = [stop]
             with torch.inference_mode():
                 generated = model.generate(**enc, **kwargs)  # type: ignore[operator]
-            if should_cancel is not None and should_cancel():
+            if stop is not None and stop.fired:
                 raise Cancelled()  # cut short by the criterion: a partial response is no response
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
             decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -1,6 +1,6 @@
 """The API against its own OpenAPI document: schemathesis, every check, on the embedded server.
 
-Bounded (``tests/contract/schemathesis.toml``: 25 examples per operation, a fixed seed) so it fits
+Bounded (``tests/contract/schemathesis.toml``: 10 examples per operation, a fixed seed) so it fits
 the suite; the config names each exemption and why it is a false positive.
 """
 
