@@ -3,9 +3,10 @@ minute, and the estimated compute of the jobs in flight (``jobs.cost_seconds``, 
 :mod:`grace_engine.science.cost`). One tenant cannot fill the queue or the workers for the others.
 
 Counted from the jobs table, so every API replica sees the same figures with nothing else to keep
-consistent. On PostgreSQL the tenant's row is locked for the check and the insert that follows
-(the caller commits), so concurrent submissions of one tenant cannot all pass on the same count;
-the embedded SQLite database serializes its writers anyway.
+consistent. The check starts with a write to the tenant's row (a no-op UPDATE), held until the
+caller commits the job it inserts: PostgreSQL locks that row, and SQLite takes its database write
+lock (it ignores ``FOR UPDATE``, and would otherwise count outside any write transaction), so
+concurrent submissions of one tenant cannot all pass on the same count.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from grace_infra.db.models import TERMINAL, Job, JobStatus, Tenant
@@ -41,8 +42,9 @@ def check_quotas(
     session: Session, tenant: Tenant, cost_seconds: float, settings: Settings, now: datetime
 ) -> None:
     """Raise :class:`QuotaExceeded` if one more job of ``cost_seconds`` (estimated CPU-seconds)
-    would take ``tenant`` over a quota. Locks the tenant's row until the caller's commit."""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
+    would take ``tenant`` over a quota (a job over the compute quota on its own is the caller's
+    422). Locks the tenant's row until the caller's commit or rollback."""
+    session.execute(update(Tenant).where(Tenant.id == tenant.id).values(id=Tenant.id))
     active, in_flight = session.execute(
         select(func.count(), func.sum(Job.cost_seconds)).where(
             Job.tenant_id == tenant.id, Job.status.in_(ACTIVE)

@@ -62,8 +62,8 @@ def test_predictors_without_grace_cost_no_splits() -> None:
 def test_validation_adds_a_distillation_per_candidate_and_seed_and_their_evaluations() -> None:
     eval_set = [{"prompt": "q" * 40, "solution": "s" * 40, "answer": 1}] * 4
 
-    def work(**over: Any) -> cost.WorkEstimate:
-        job = ValidationCreate.model_validate(_body(eval=eval_set, **over))
+    def work(problems: list[dict[str, Any]] = eval_set, **over: Any) -> cost.WorkEstimate:
+        job = ValidationCreate.model_validate(_body(eval=problems, **over))
         return Validation().work(job, PROMPTS, SIZES.get)
 
     one_seed, three_seeds = work(train_seeds=[0]), work(train_seeds=[0, 1, 2])
@@ -76,7 +76,11 @@ def test_validation_adds_a_distillation_per_candidate_and_seed_and_their_evaluat
     assert work(train_seeds=[0], mixed=True).seconds["distillation"] == pytest.approx(
         1.5 * one_seed.seconds["distillation"]
     )
-    assert work(train_seeds=[0], accuracy=False).seconds["evaluation"] < one_seed.seconds["evaluation"]
+    likelihoods_only = work(train_seeds=[0], accuracy=False).seconds["evaluation"]
+    assert likelihoods_only < one_seed.seconds["evaluation"]
+    # greedy decoding runs only when every eval problem has an answer
+    partly = [*eval_set[:3], {"prompt": "q" * 40, "solution": "s" * 40}]
+    assert work(partly, train_seeds=[0]).seconds["evaluation"] == pytest.approx(likelihoods_only)
 
 
 @pytest.mark.parametrize(

@@ -131,13 +131,18 @@ def limit_work(job_in: JobCreate, prompts: list[Prompt], kind: AnyKind, settings
     policy = policy_from(settings)
     params = functools.cache(lambda ref: model_facts(resolve_model(ref, policy, field="model")).params)
     work = kind.work(job_in, prompts, params)
-    if work.seconds and work.total > settings.max_job_seconds:
+    # A job the tenant's compute quota could never hold is refused too, not a 429 forever.
+    bound, name = min(
+        (settings.max_job_seconds, "GRACE_MAX_JOB_SECONDS"),
+        (settings.tenant_max_compute_seconds, "GRACE_TENANT_MAX_COMPUTE_SECONDS"),
+    )
+    if work.seconds and work.total > bound:
         drivers = work.drivers[work.largest]
         raise ApiError(
             422,
             "Limit Exceeded",
-            f"this job would take {work.describe()}; at most {settings.max_job_seconds:,.6g} "
-            f"(GRACE_MAX_JOB_SECONDS): its {work.largest} is driven by {', '.join(drivers)}",
+            f"this job would take {work.describe()}; at most {bound:,.6g} "
+            f"({name}): its {work.largest} is driven by {', '.join(drivers)}",
             field=drivers[0],
             extra={
                 "estimate_seconds": float(f"{work.total:.4g}"),
@@ -252,6 +257,14 @@ def create_job(
         quotas.check_quotas(session, tenant, work.total, settings, now)
     except quotas.QuotaExceeded as exc:
         session.rollback()  # the tenant's row lock
+        if idempotency_key is not None:
+            # A retry racing its own first try: that job, stored while this one waited for the
+            # lock, is the answer, never a 429 (it is what pushed the count over).
+            existing = session.scalar(
+                select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
+            )
+            if existing is not None:
+                return _replay(existing, digest), False
         raise ApiError(
             429,
             "Too Many Requests",

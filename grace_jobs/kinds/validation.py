@@ -150,7 +150,9 @@ class Validation(JobKind[ValidationCreate, ValidationResult]):
         # the mixed set is as large as a candidate's: one more student per seed, of average cost
         students = len(per_student) + request.mixed
         distillation = seeds * (sum(per_student) + request.mixed * sum(per_student) / len(per_student))
-        answered = sum(e.answer is not None for e in request.eval) if request.accuracy else 0
+        # greedy decoding runs only when every eval problem has an answer (``evaluate``)
+        decoded = request.accuracy and all(e.answer is not None for e in request.eval)
+        answered = len(request.eval) if decoded else 0
         one_eval = pass_seconds(
             student, sum(text_tokens(len(e.prompt) + len(e.solution)) for e in request.eval), backward=False
         ) + decode_seconds(student, answered * request.eval_max_tokens)

@@ -107,6 +107,14 @@ def test_compute_in_flight_over_the_quota_is_a_429(
     assert len(_stored(session_factory, caller.tenant)) == 2  # nothing stored for the refused one
 
 
+def test_a_job_the_compute_quota_could_never_hold_is_a_422_not_a_429(
+    quota_client: Callable[..., TestClient], caller: Caller
+) -> None:
+    client = quota_client(tenant_max_compute_seconds=1e-6)
+    doc = assert_problem(client.post("/v1/jobs", json=job_body(), headers=caller.headers), 422)
+    assert "GRACE_TENANT_MAX_COMPUTE_SECONDS" in doc["detail"]
+
+
 def test_concurrent_submissions_of_one_tenant_cannot_all_pass_one_count(
     quota_client: Callable[..., TestClient], caller: Caller, session_factory: sessionmaker[Session]
 ) -> None:
