@@ -193,6 +193,13 @@ def check_models(job_in: JobCreate, settings: Settings) -> None:
                 )
 
 
+def _with_key(session: Session, tenant: Tenant, idempotency_key: str) -> Job | None:
+    """The tenant's job stored under ``idempotency_key``, if any."""
+    return session.scalar(
+        select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
+    )
+
+
 def _replay(existing: Job, digest: str) -> Job:
     if existing.request_hash != digest:
         raise ApiError(
@@ -228,9 +235,7 @@ def create_job(
     ``created=False``."""
     digest = request_hash(job_in)
     if idempotency_key is not None:
-        existing = session.scalar(
-            select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
-        )
+        existing = _with_key(session, tenant, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
     if job_in.dataset_id is not None:
@@ -260,9 +265,7 @@ def create_job(
         if idempotency_key is not None:
             # A retry racing its own first try: that job, stored while this one waited for the
             # lock, is the answer, never a 429 (it is what pushed the count over).
-            existing = session.scalar(
-                select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
-            )
+            existing = _with_key(session, tenant, idempotency_key)
             if existing is not None:
                 return _replay(existing, digest), False
         raise ApiError(
@@ -296,9 +299,7 @@ def create_job(
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = session.scalar(
-            select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == idempotency_key)
-        )
+        existing = None if idempotency_key is None else _with_key(session, tenant, idempotency_key)
         if existing is None:
             raise
         return _replay(existing, digest), False
