@@ -27,8 +27,8 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from grace_engine.models.candidates import Candidate, read_candidates
 from grace_engine.models.data import Prompt, StudentFormat
-from grace_engine.models.generation import Candidate, read_candidates
 from grace_engine.models.loading import ModelCache, ModelPolicy
 from grace_engine.models.tiny_models import build_tiny_models, gsm8k_records
 from grace_engine.pipelines.config import ScoringConfig

@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.budget import WORK as BUDGET_WORK
 from benchmarks.budget import setting
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import Prompt, StudentFormat
-from grace_engine.models.generation import Candidate
 from grace_engine.models.loading import ModelCache, ModelPolicy
 from grace_engine.models.tiny_models import gsm8k_records
 from grace_engine.pipelines.config import ScoringConfig

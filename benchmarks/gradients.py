@@ -131,8 +131,8 @@ def _candidate_examples(cfg: Config, n_prompts: int, m: int, seq_len: int) -> di
 
 def _tiny_candidates(work: Path) -> tuple[Any, dict[str, list[Any]]]:
     """The tiny test student and its real candidates' responses (built and generated here)."""
+    from grace_engine.models.candidates import read_candidates
     from grace_engine.models.data import StudentFormat, encode_for_student, read_prompts
-    from grace_engine.models.generation import read_candidates
     from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
     from grace_engine.models.tiny_models import build_tiny_models
     from grace_engine.pipelines.config import ScoringConfig
@@ -172,8 +172,8 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
 
     from grace_engine.models.batches import collate
     from grace_engine.models.data import length_batches
+    from grace_engine.science.gradient_space import GradientSpace
     from grace_engine.science.gradients import (
-        GradientSpace,
         compute_gradients,
         describe_space,
         exact_flat_gradients,
@@ -251,8 +251,8 @@ def _agreement(model: Any, candidates: dict[str, list[Any]], proj_dim: int, thre
 
     from grace_engine.models.batches import collate
     from grace_engine.science.grace import grace
+    from grace_engine.science.gradient_space import GradientSpace
     from grace_engine.science.gradients import (
-        GradientSpace,
         compute_gradients,
         describe_space,
         exact_flat_gradients,

@@ -26,10 +26,10 @@ from grace_engine.memory import MemoryBudget, resident_bytes
 from grace_engine.models.data import StudentFormat, clean_solution, encode_for_student, pad_token_id
 from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
 from grace_engine.models.tiny_models import gsm8k_records
+from grace_engine.science.gradient_space import GradientSpace
 from grace_engine.science.gradients import (
     ForwardStatistics,
     GradientComputer,
-    GradientSpace,
     compute_gradients,
     make_gradient_computer,
 )

@@ -63,12 +63,8 @@ def _speed(task: dict[str, Any]) -> dict[str, Any]:
     from grace_engine.models.batches import collate
     from grace_engine.models.data import length_batches
     from grace_engine.models.loading import ModelPolicy, load_causal_lm, resolve_model
-    from grace_engine.science.gradients import (
-        GradientSpace,
-        compute_gradients,
-        make_gradient_computer,
-        per_example_losses,
-    )
+    from grace_engine.science.gradient_space import GradientSpace
+    from grace_engine.science.gradients import compute_gradients, make_gradient_computer, per_example_losses
 
     torch.set_num_threads(task["threads"])
     policy = ModelPolicy.from_paths([Path(task["model"]).parent])

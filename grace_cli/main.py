@@ -295,8 +295,8 @@ def _budget(args: argparse.Namespace) -> MemoryBudget:
 
 def cmd_rank(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars, format_table
+    from grace_engine.models.candidates import read_candidates
     from grace_engine.models.data import read_prompts
-    from grace_engine.models.generation import read_candidates
     from grace_engine.models.loading import ModelCache
     from grace_engine.pipelines.context import EngineContext, JobInputs
     from grace_engine.pipelines.scoring import rank_teachers
@@ -507,8 +507,8 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
 def cmd_influence(args: argparse.Namespace) -> int:
     from grace_cli.report import ProgressBars
+    from grace_engine.models.candidates import read_candidates
     from grace_engine.models.data import read_prompts, read_references
-    from grace_engine.models.generation import read_candidates
     from grace_engine.pipelines.context import EngineContext
     from grace_engine.pipelines.influence import InfluenceInputs, InfluenceSpec, run_influence
 

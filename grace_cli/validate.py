@@ -45,8 +45,8 @@ def add_parser(sub: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from grace_cli.main import _budget, _local_policy, _model_process, _set_threads
     from grace_cli.report import ProgressBars, format_validation
+    from grace_engine.models.candidates import read_candidates
     from grace_engine.models.data import read_prompts, read_references
-    from grace_engine.models.generation import read_candidates
     from grace_engine.pipelines.context import EngineContext
     from grace_engine.pipelines.validation import (
         ValidationInputs,

@@ -28,11 +28,13 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from grace_engine.errors import InvalidInput
+
+if TYPE_CHECKING:  # budgets and CPU counts serve the API too, which never loads torch
+    import torch
+    from torch import nn
 
 GB = 10**9  # budgets are decimal gigabytes, as /usr/bin/time and most dashboards report them
 
@@ -213,7 +215,7 @@ def resident_bytes(models: list[nn.Module]) -> int:
 
 def _float_bytes(model: nn.Module) -> int:
     dtype = next(model.parameters()).dtype
-    return max(4, torch.finfo(dtype).bits // 8)  # losses and logits are computed in at least float32
+    return max(4, dtype.itemsize)  # losses and logits are computed in at least float32
 
 
 def _config_int(model: nn.Module, *names: str, default: int = 0) -> int:
@@ -228,7 +230,7 @@ def _config_int(model: nn.Module, *names: str, default: int = 0) -> int:
 def vocab_size(model: nn.Module) -> int:
     head = model.get_output_embeddings()  # type: ignore[operator]
     weight = getattr(head, "weight", None)
-    if isinstance(weight, torch.Tensor):
+    if weight is not None:
         return int(weight.shape[0])
     return _config_int(model, "vocab_size", default=1)
 
@@ -236,7 +238,7 @@ def vocab_size(model: nn.Module) -> int:
 def hidden_size(model: nn.Module) -> int:
     embed = model.get_input_embeddings()  # type: ignore[operator]
     weight = getattr(embed, "weight", None)
-    if isinstance(weight, torch.Tensor):
+    if weight is not None:
         return int(weight.shape[1])
     return _config_int(model, "hidden_size", default=1)
 
@@ -244,6 +246,8 @@ def hidden_size(model: nn.Module) -> int:
 def saved_bytes(model: nn.Module, step: Callable[[], object]) -> int:
     """Bytes of the tensors autograd keeps for the backward while ``step()`` runs (parameters
     excluded, a storage shared by several saved tensors counted once)."""
+    import torch
+
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
@@ -315,7 +319,7 @@ def kv_bytes_per_token(model: nn.Module) -> int:
     heads = _config_int(model, "num_attention_heads", "n_head", default=1)
     kv_heads = _config_int(model, "num_key_value_heads", default=heads)
     head_dim = _config_int(model, "head_dim", default=max(1, hidden_size(model) // heads))
-    dtype_bytes = torch.finfo(next(model.parameters()).dtype).bits // 8
+    dtype_bytes = next(model.parameters()).dtype.itemsize
     return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 

@@ -47,7 +47,7 @@ from grace_engine.science.cost import (
 from grace_jobs.sanitize import MAX_ITEMS, MAX_TEXT, text_problem
 
 if TYPE_CHECKING:  # the engine's objects, built by to_engine(); importing them here would load torch
-    from grace_engine.models.generation import Candidate
+    from grace_engine.models.candidates import Candidate
     from grace_engine.pipelines.config import ScoringConfig
     from grace_engine.pipelines.context import JobInputs
     from grace_engine.pipelines.distillation import DistillConfig
@@ -207,7 +207,7 @@ class CandidateIn(StrictModel):
             raise ValueError(exc.message) from exc
 
     def to_engine(self) -> Candidate:
-        from grace_engine.models.generation import Candidate
+        from grace_engine.models.candidates import Candidate
 
         return Candidate(
             name=self.name,
@@ -360,7 +360,7 @@ class ScoringIn(StrictModel):
 
     def _convert(self) -> ScoringConfig:
         from grace_engine.pipelines.config import ScoringConfig
-        from grace_engine.science.gradients import GradientSpace
+        from grace_engine.science.gradient_space import GradientSpace
         from grace_engine.science.predictors import PREDICTOR_NAMES
 
         return ScoringConfig(

@@ -32,7 +32,8 @@ from grace_engine.models.data import (
 )
 from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 from grace_engine.models.tiny_models import TinyModels, gsm8k_records
-from grace_engine.science.gradients import GradientSpace, SpaceLayout, describe_space, make_gradient_computer
+from grace_engine.science.gradient_space import GradientSpace
+from grace_engine.science.gradients import SpaceLayout, describe_space, make_gradient_computer
 from grace_engine.science.projection import FactorizedProjector
 
 # Relative, per example. float32 rounding through SmolLM2 measures 2-6e-7 on the loss; the loss bound

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import Prompt, StudentFormat, read_prompts
-from grace_engine.models.generation import Candidate
 from grace_engine.models.loading import ModelCache, ModelPolicy, ModelSource
 from grace_engine.models.tiny_models import TinyModels
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs
 from grace_engine.pipelines.results import RankingResult
 from grace_engine.pipelines.scoring import rank_teachers
-from grace_engine.science.gradients import GradientSpace
+from grace_engine.science.gradient_space import GradientSpace
 from grace_engine.stores.gradient_store import (
     DirectoryGradientStore,
     GradientStore,

@@ -22,9 +22,9 @@ from grace_engine.models.batches import StudentBatch, collate
 from grace_engine.models.data import StudentFormat, clean_solution, encode_for_student
 from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 from grace_engine.models.tiny_models import TinyModels, gsm8k_records
+from grace_engine.science.gradient_space import GradientSpace
 from grace_engine.science.gradients import (
     FastGradients,
-    GradientSpace,
     compute_gradients,
     describe_space,
     exact_flat_gradients,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from grace_engine.errors import InvalidInput
+from grace_engine.models.candidates import read_candidates
 from grace_engine.models.data import read_prompts
 from grace_engine.models.facts import ModelFacts, model_facts
-from grace_engine.models.generation import read_candidates
 from grace_engine.models.loading import ModelCache, ModelPolicy, load_causal_lm, resolve_model
 from grace_engine.models.tiny_models import TinyModels
 from grace_engine.pipelines.config import ScoringConfig

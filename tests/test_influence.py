@@ -24,7 +24,8 @@ from grace_engine.models.generation import GenerationSettings, TransformersBacke
 from grace_engine.models.loading import ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 from grace_engine.models.tiny_models import TinyModels, gsm8k_records
 from grace_engine.progress import ProgressEvent
-from grace_engine.science.gradients import GradientSpace, describe_space, exact_flat_gradients
+from grace_engine.science.gradient_space import GradientSpace
+from grace_engine.science.gradients import describe_space, exact_flat_gradients
 from grace_engine.science.influence import InfluenceResult, influence
 from grace_engine.science.ranking import spearman
 

@@ -67,3 +67,12 @@ def test_no_module_of_the_job_domain_or_the_workers_names_app() -> None:
                 )
                 offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "app"]
     assert not offenders
+
+
+def test_the_api_process_never_loads_the_model_stack() -> None:
+    """The API validates, stores and serves; it computes no gradient and fits no curve, so torch,
+    transformers, ``scipy.stats`` and ``scipy.optimize`` (2 to 4 s together) stay out of its
+    process start (grace_engine.science's docstring says how)."""
+    heavy = ("torch", "transformers", "scipy.stats", "scipy.optimize")
+    loaded = _modules("app.main")
+    assert sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)) == []

@@ -25,15 +25,17 @@ from grace_engine.memory import (
     release_memory,
     resident_bytes,
 )
+from grace_engine.models.candidates import Candidate, read_candidates
 from grace_engine.models.data import length_batches, read_prompts
-from grace_engine.models.generation import Candidate, GenerationSettings, TransformersBackend, read_candidates
+from grace_engine.models.generation import GenerationSettings, TransformersBackend
 from grace_engine.models.loading import ModelCache, ModelPolicy, load_causal_lm, load_tokenizer, resolve_model
 from grace_engine.models.tiny_models import TinyModels, tiny_llama
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs
 from grace_engine.pipelines.scoring import rank_teachers
 from grace_engine.progress import ProgressEvent
-from grace_engine.science.gradients import GradientSpace, make_gradient_computer
+from grace_engine.science.gradient_space import GradientSpace
+from grace_engine.science.gradients import make_gradient_computer
 from grace_engine.stores.response_store import DirectoryResponseStore
 
 

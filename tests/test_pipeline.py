@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from grace_engine.errors import Cancelled, GraceError, InvalidInput, ModelNotAllowed, ModelNotFound
+from grace_engine.models.candidates import Candidate, read_candidates
 from grace_engine.models.data import Prompt, StudentFormat, read_prompts
-from grace_engine.models.generation import Candidate, Generated, read_candidates
+from grace_engine.models.generation import Generated
 from grace_engine.models.loading import ModelCache, ModelPolicy
 from grace_engine.models.tiny_models import TinyModels
 from grace_engine.pipelines.config import ScoringConfig

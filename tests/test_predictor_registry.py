@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from grace_cli.report import format_table
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import Prompt
-from grace_engine.models.generation import Candidate
 from grace_engine.models.loading import ModelPolicy
 from grace_engine.models.tiny_models import TinyModels
 from grace_engine.pipelines.config import ScoringConfig

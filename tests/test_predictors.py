@@ -13,10 +13,10 @@ from scipy import stats
 from grace_engine.errors import InvalidInput
 from grace_engine.models.batches import collate
 from grace_engine.science.grace import grace
+from grace_engine.science.gradient_space import GradientSpace
 from grace_engine.science.gradients import (
     RANK_CLIP,
     ForwardStatistics,
-    GradientSpace,
     compute_gradients,
     make_gradient_computer,
 )

@@ -8,8 +8,9 @@ import string
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from grace_engine.models.candidates import read_candidates
 from grace_engine.models.data import read_prompts
-from grace_engine.models.generation import GenerationSettings, TransformersBackend, read_candidates
+from grace_engine.models.generation import GenerationSettings, TransformersBackend
 from grace_engine.models.tiny_models import N_DEMO_PROMPTS, TinyModels, gsm8k_records
 
 

@@ -16,6 +16,7 @@ from grace_cli.main import main
 from grace_cli.report import format_validation
 from grace_engine.errors import InvalidInput
 from grace_engine.memory import GB, PLANNED_SHARE, MemoryBudget, module_bytes, resident_bytes
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import (
     ReferenceExample,
     StudentExample,
@@ -25,7 +26,6 @@ from grace_engine.models.data import (
     read_prompts,
     read_references,
 )
-from grace_engine.models.generation import Candidate
 from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
 from grace_engine.models.tiny_models import TinyModels, gsm8k_records
 from grace_engine.pipelines.config import ScoringConfig

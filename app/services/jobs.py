@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, defer
 from app.errors import ApiError, not_found
 from app.services.pages import newest_first
 from grace_engine.errors import InvalidInput
+from grace_engine.models.candidates import check_candidates, provided_responses
 from grace_engine.models.data import Prompt, check_prompts
 from grace_engine.models.facts import model_facts
-from grace_engine.models.generation import check_candidates, provided_responses
 from grace_engine.models.loading import configured_context, resolve_model
 from grace_engine.science.cost import WorkEstimate
 from grace_infra import tracing

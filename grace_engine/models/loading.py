@@ -16,11 +16,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from grace_engine.errors import ModelNotAllowed, ModelNotFound
+
+if TYPE_CHECKING:  # torch is loaded by what loads weights, never by resolving a reference (the API)
+    import torch
 
 log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -126,16 +127,18 @@ def load_causal_lm(
     source: ModelSource,
     policy: ModelPolicy,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     field: str = "model",
 ) -> torch.nn.Module:
-    """Load a causal LM in eval mode (no dropout), parameters frozen; callers opt parameters in."""
+    """Load a causal LM in eval mode (no dropout), parameters frozen; callers opt parameters in.
+    ``dtype``: float32 unless given."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source.location, dtype=dtype, **_load_kwargs(source, policy)
+            source.location, dtype=dtype or torch.float32, **_load_kwargs(source, policy)
         )
     except (OSError, ValueError, KeyError) as exc:
         raise _unloadable("causal LM", source, field, exc) from exc
@@ -189,8 +192,11 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(
-        self, source: ModelSource, *, dtype: torch.dtype = torch.float32, field: str = "model"
+        self, source: ModelSource, *, dtype: torch.dtype | None = None, field: str = "model"
     ) -> LoadedModel:
+        import torch
+
+        dtype = dtype or torch.float32
         key = (source.location, str(dtype))
         with self._lock:
             if key in self._entries:

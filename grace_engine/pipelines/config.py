@@ -7,21 +7,16 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from grace_engine.errors import InvalidInput
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import (
     DEFAULT_INSTRUCTION,
     StudentFormat,
-)
-from grace_engine.models.generation import (
-    Candidate,
 )
 from grace_engine.science.adaptive import RankingBudget
 from grace_engine.science.grace import (
     auto_proj_dim,
 )
-from grace_engine.science.gradients import (
-    GradientSpace,
-    PathKind,
-)
+from grace_engine.science.gradient_space import GradientSpace, PathKind
 from grace_engine.science.predictors import (
     PREDICTOR_NAMES,
     GraceSettings,

@@ -22,14 +22,9 @@ from pathlib import Path
 
 from grace_engine.errors import InvalidInput
 from grace_engine.memory import MemoryBudget
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import Prompt
-from grace_engine.models.generation import (
-    Candidate,
-    GenerationBackend,
-    TransformersBackend,
-    VllmBackend,
-    select_backend,
-)
+from grace_engine.models.generation import GenerationBackend, TransformersBackend, VllmBackend, select_backend
 from grace_engine.models.loading import ModelCache, ModelPolicy
 from grace_engine.progress import ProgressEvent, ProgressFn, check_cancel
 from grace_engine.stores.gradient_store import GradientStore

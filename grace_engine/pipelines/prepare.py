@@ -11,17 +11,14 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from grace_engine.errors import as_candidate
 from grace_engine.memory import BatchCost, MemoryBudget, resident_bytes
+from grace_engine.models.candidates import Candidate, provided_responses
 from grace_engine.models.data import (
     Prompt,
     StudentFormat,
     check_prompts,
     student_examples,
 )
-from grace_engine.models.generation import (
-    Candidate,
-    Generated,
-    provided_responses,
-)
+from grace_engine.models.generation import Generated
 from grace_engine.models.loading import (
     LoadedModel,
     ModelSource,
@@ -31,12 +28,12 @@ from grace_engine.models.loading import (
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs
 from grace_engine.pipelines.responses import (
-    Origin,
     collect_responses,
     release_if_short,
     resolve_candidates,
     stored_responses,
 )
+from grace_engine.pipelines.results import Origin
 from grace_engine.progress import ProgressEvent
 from grace_engine.science.gradients import ForwardStatistics
 

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from grace_engine.memory import resident_bytes
+from grace_engine.models.candidates import Candidate, check_candidates, provided_responses
 from grace_engine.models.data import (
     Prompt,
 )
 from grace_engine.models.generation import (
-    Candidate,
     Generated,
     GenerationBackend,
     GenerationSettings,
-    check_candidates,
     gpu_memory_short,
-    provided_responses,
     response_key,
 )
 from grace_engine.models.loading import (
@@ -29,10 +27,9 @@ from grace_engine.models.loading import (
 )
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext
+from grace_engine.pipelines.results import Origin
 from grace_engine.progress import ProgressEvent, check_cancel, stage_progress
 from grace_engine.stores.response_store import ResponseStore
-
-Origin = Literal["provided", "generated", "stored"]
 
 
 def release_if_short(backend: GenerationBackend, ctx: EngineContext) -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from grace_engine.models.generation import (
-    Responses,
-)
+from grace_engine.models.candidates import Responses
 from grace_engine.pipelines.config import ScoringConfig
-from grace_engine.pipelines.responses import Origin
 from grace_engine.science.adaptive import BudgetReport
 from grace_engine.science.caveats import ResultWarning
 from grace_engine.science.grace import (
@@ -20,9 +17,13 @@ from grace_engine.science.mixture import MixedExample
 from grace_engine.science.predictors import (
     Evidence,
 )
-from grace_engine.science.projection import ProjectionIdentity
 from grace_engine.science.ranking import RankedCandidate
 from grace_engine.science.uncertainty import CandidateUncertainty, Uncertainty
+
+if TYPE_CHECKING:  # results are read by the API, which never projects: no torch there
+    from grace_engine.science.projection import ProjectionIdentity
+
+Origin = Literal["provided", "generated", "stored"]  # where a candidate's responses came from
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from grace_engine.errors import InvalidInput, as_candidate
 from grace_engine.memory import grace_workers
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import (
     Prompt,
     StudentFormat,
@@ -28,9 +29,6 @@ from grace_engine.models.data import (
     student_examples,
 )
 from grace_engine.models.facts import model_facts
-from grace_engine.models.generation import (
-    Candidate,
-)
 from grace_engine.models.loading import (
     LoadedModel,
     ModelSource,

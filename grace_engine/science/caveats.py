@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
 
 from grace_engine.science.grace import PAPER_DIM, PAPER_TRAIN_ROWS
 
@@ -173,6 +172,8 @@ def outcomes_not_separated(
     within = float(np.sqrt(np.mean([np.var(g, ddof=1) for g in groups])))
     if within == 0.0:  # identical across seeds: the ANOVA is undefined and nothing is noise
         return None
+    from scipy import stats
+
     p = float(stats.f_oneway(*groups).pvalue)
     if p <= NOT_SEPARATED_ALPHA:
         return None

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from grace_engine.errors import InvalidInput
 from grace_engine.science.evidence import Evidence
@@ -144,6 +143,8 @@ def compare(
     trained: bool,
 ) -> Comparison:
     """Compare ``other`` with ``leader`` (both ``(repeats, n)`` contributions on shared ``folds``)."""
+    from scipy import stats
+
     diff = other - leader  # candidate - leader, raw units
     keep = ~np.isnan(diff).any(axis=0)
     if keep.sum() < 2:

@@ -59,6 +59,7 @@ from grace_engine.errors import Cancelled, InvalidInput, UnsupportedModel
 from grace_engine.memory import BatchCost, BatchPlan, forward_cost, gradient_cost, vocab_size
 from grace_engine.models.batches import StudentBatch, collate
 from grace_engine.models.data import IGNORE_INDEX, StudentExample, length_batches
+from grace_engine.science.gradient_space import PATH_KINDS, GradientSpace, PathKind
 from grace_engine.science.projection import (
     Block,
     DenseProjector,
@@ -66,27 +67,6 @@ from grace_engine.science.projection import (
     ProjectionIdentity,
     stream_seed,
 )
-
-SpaceKind = Literal["full", "output_layer", "lora"]
-PathKind = Literal["fast", "exact"]
-SPACE_KINDS: tuple[SpaceKind, ...] = ("full", "output_layer", "lora")
-PATH_KINDS: tuple[PathKind, ...] = ("fast", "exact")
-
-
-@dataclass(frozen=True)
-class GradientSpace:
-    """Which parameters the per-example gradients are taken with respect to."""
-
-    kind: SpaceKind = "full"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in SPACE_KINDS:
-            raise InvalidInput(f"must be one of {', '.join(SPACE_KINDS)}", field="gradient_space")
-        if self.lora_rank < 1:
-            raise InvalidInput("must be at least 1", field="lora_rank")
-
 
 RANK_CLIP = 100  # the released RSR code's r
 RANK_CHUNK = 256  # tokens per rank comparison: 256 x 49k vocabulary x 4 bytes = 50 MB

@@ -30,6 +30,7 @@ from torch import nn
 from grace_engine.errors import InvalidInput
 from grace_engine.memory import BatchCost, BatchPlan, MemoryBudget, forward_cost, resident_bytes
 from grace_engine.models.batches import collate
+from grace_engine.models.candidates import Responses
 from grace_engine.models.data import (
     Prompt,
     ReferenceExample,
@@ -38,12 +39,11 @@ from grace_engine.models.data import (
     encode_for_student,
     pad_token_id,
 )
-from grace_engine.models.generation import Responses
 from grace_engine.progress import ProgressFn, check_cancel, stage_progress
 from grace_engine.science.evaluation import batched_losses
+from grace_engine.science.gradient_space import GradientSpace
 from grace_engine.science.gradients import (
     ExactGradients,
-    GradientSpace,
     SpaceLayout,
     compute_gradients,
     describe_space,

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 MIN_POINTS = 3  # two parameters fitted: at least one degree of freedom left
 MAX_PROMPTS = 10_000_000  # beyond this "how many prompts" is not a useful answer
@@ -75,6 +74,8 @@ def prompts_to_settle(
     leader is better) would clear its ``confidence`` interval, whose half-width shrinks as
     ``1/sqrt(b)`` from ``t * se_at_n`` at ``n`` (a mean over prompts). None when no ``b`` up to
     :data:`MAX_PROMPTS` does (the gap vanishes, flips or stays too small)."""
+    from scipy import stats
+
     z = float(stats.t.ppf((1.0 + confidence) / 2, max(df, 1)))
 
     def clears(b: float) -> bool:

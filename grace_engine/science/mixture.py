@@ -30,6 +30,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -37,8 +38,10 @@ import numpy.typing as npt
 from grace_engine.errors import InvalidInput
 from grace_engine.models.data import Prompt, SftForm, StudentFormat
 from grace_engine.science import crossval
-from grace_engine.science.influence import InfluenceResult
 from grace_engine.science.predictors import Evidence
+
+if TYPE_CHECKING:  # the API exports mixed sets and never computes influence: no torch there
+    from grace_engine.science.influence import InfluenceResult
 
 FOLDS = 10
 

@@ -17,7 +17,6 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 
 EXACT_UP_TO = 10
 MONTE_CARLO = 100_000
@@ -43,6 +42,8 @@ def _all_permutations(n: int) -> npt.NDArray[np.int8]:
 
 
 def _centred_ranks(x: Sequence[float]) -> npt.NDArray[np.float64]:
+    from scipy.stats import rankdata
+
     r = rankdata(np.asarray(x, dtype=np.float64))
     return np.asarray(r - r.mean(), dtype=np.float64)
 

@@ -26,7 +26,6 @@ from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize
 
 from grace_engine.errors import InvalidInput
 
@@ -293,6 +292,8 @@ def plan(
         )
     lo, hi = (math.log10(b) for b in TEACHER_BOUNDS)
     grid = np.linspace(lo, hi, 45)
+    from scipy.optimize import minimize
+
     losses = _grid_losses(n_s, budget, delta, k, grid, grid, n_ctx, n_vocab)
     if not np.isfinite(losses).any():
         raise InvalidInput(

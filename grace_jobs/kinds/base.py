@@ -5,6 +5,9 @@ how the whole job runs (or is assembled from what its candidate units left), how
 stored, and the public model of that result. The API's routes, the lifecycle's unit plan, the
 worker's runner and the result writer read all of it from here, so a new kind is one module
 (:mod:`grace_jobs.kinds` finds it).
+
+A kind imports the pipeline that runs it inside its ``run_*`` methods: the API imports every kind
+to check and serve its jobs, and never runs one, so it never loads torch.
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from grace_engine.models.data import Prompt
-from grace_engine.pipelines.context import EngineContext
 from grace_engine.science.cost import WorkEstimate
 from grace_infra.db.models import Job
 from grace_infra.settings import Settings
 from grace_jobs.requests import JobCreate, ParamCounts
+
+if TYPE_CHECKING:  # the API validates and serves with kinds and never runs one: no torch there
+    from grace_engine.pipelines.context import EngineContext
 
 R = TypeVar("R", bound=JobCreate)
 Result = TypeVar("Result")

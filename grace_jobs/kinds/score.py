@@ -13,20 +13,21 @@ predictors' values and details), read at ``/ranking``, ``/scores`` and on leader
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from grace_engine.models.data import Prompt
-from grace_engine.pipelines.context import EngineContext
 from grace_engine.pipelines.results import RankingResult
-from grace_engine.pipelines.scoring import rank_teachers
 from grace_engine.science.predictors import needs_gradients
 from grace_engine.science.uncertainty import Draws
 from grace_infra.db.models import Job, JobResult
 from grace_jobs.kinds.base import FanOut, JobKind, UnitResults
 from grace_jobs.leaderboards import comparison_key, prompt_set_hash
 from grace_jobs.requests import JobCreate
+
+if TYPE_CHECKING:
+    from grace_engine.pipelines.context import EngineContext
 
 # The parts of a ranking kept on the job; per-candidate details go to job_results.
 RANKING_KEPT = ("warnings", "settled", "uncertainty", "projection", "proj_dim", "budget", "mixed", "guidance")
@@ -85,12 +86,16 @@ class Score(JobKind[JobCreate, RankingResult]):
     def run_candidate(
         self, request: JobCreate, prompts: list[Prompt], name: str, ctx: EngineContext
     ) -> dict[str, Any]:
+        from grace_engine.pipelines.scoring import rank_teachers
+
         ranking = rank_teachers(request.inputs(prompts), request.scoring.to_engine(), ctx, only=name)
         return unit_result(ranking)
 
     def run_whole(
         self, request: JobCreate, prompts: list[Prompt], units: UnitResults, ctx: EngineContext
     ) -> RankingResult:
+        from grace_engine.pipelines.scoring import rank_teachers
+
         spec = request.scoring.to_engine()
         return rank_teachers(request.inputs(prompts), spec, ctx, known=known_draws(units))
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grace_engine.models.candidates import read_candidates
 from grace_engine.models.data import encode_for_student, pad_token_id, read_prompts
-from grace_engine.models.generation import read_candidates
 from grace_engine.models.loading import ModelCache, ModelPolicy, resolve_model
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs

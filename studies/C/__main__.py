@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from grace_engine.models.candidates import Candidate, read_candidates
 from grace_engine.models.data import read_prompts
-from grace_engine.models.generation import Candidate, read_candidates
 from grace_engine.models.loading import ModelCache, ModelPolicy
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs

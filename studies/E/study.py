@@ -71,7 +71,7 @@ class Problems:
 
 def candidates(root: Path) -> list[Any]:
     """The zoo's candidates, one per model and temperature."""
-    from grace_engine.models.generation import read_candidates
+    from grace_engine.models.candidates import read_candidates
 
     return read_candidates(root / "candidates.json")
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from grace_engine.models.candidates import Candidate
 from grace_engine.models.data import Prompt, ReferenceExample, clean_solution
-from grace_engine.models.generation import Candidate
 from grace_engine.models.tiny_models import TinyModels, gsm8k_records
 from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext
