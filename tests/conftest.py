@@ -3,8 +3,10 @@ once per checkout) and small random models."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,7 +28,8 @@ from grace_engine.models.tiny_models import TinyModels, build_tiny_models, tiny_
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
-torch.set_num_threads(2)
+# One thread per suite process when pytest-xdist runs two: four threads on two cores thrash.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 VOCAB = 97
 # Under the ignored .grace/: the conversion takes ~30 s and 540 MB, so it outlives test sessions.
@@ -59,25 +62,12 @@ def tiny() -> TinyModels:
     then found there. Tests treat them as read-only."""
     cached = TINY_CACHE / _tiny_key()
     record = cached / "tiny.json"
-    if not record.is_file():
-        shutil.rmtree(cached, ignore_errors=True)
-        TINY_CACHE.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix="building-", dir=TINY_CACHE))
-        built = build_tiny_models(building / "models")
-        print(f"\ntiny models built in {built.seconds:.1f} s")
-        fields = {k: v for k, v in vars(built).items() if k not in ("root", "teachers")}
-        paths = {k: str(Path(v).relative_to(built.root)) for k, v in fields.items() if isinstance(v, Path)}
-        teachers = {k: str(v.relative_to(built.root)) for k, v in built.teachers.items()}
-        numbers = {k: v for k, v in fields.items() if not isinstance(v, Path)}
-        (building / "models" / "tiny.json").write_text(
-            json.dumps({"paths": paths, "teachers": teachers, **numbers})
-        )
-        try:
-            (building / "models").rename(cached)  # whole or not at all
-        except OSError:
-            if not record.is_file():  # not another session that finished first
-                raise
-        shutil.rmtree(building)
+    TINY_CACHE.mkdir(parents=True, exist_ok=True)
+    # Suite processes (pytest-xdist) take turns: one builds, the others wait and find its models.
+    with (TINY_CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.is_file():
+            _build_tiny(cached)
     saved = json.loads(record.read_text())
     return TinyModels(
         root=cached,
@@ -85,6 +75,23 @@ def tiny() -> TinyModels:
         **{k: cached / v for k, v in saved.pop("paths").items()},
         **saved,
     )
+
+
+def _build_tiny(cached: Path) -> None:
+    """Build the tiny models into ``cached``, whole or not at all (under the lock)."""
+    shutil.rmtree(cached, ignore_errors=True)
+    building = Path(tempfile.mkdtemp(prefix="building-", dir=TINY_CACHE))
+    built = build_tiny_models(building / "models")
+    print(f"\ntiny models built in {built.seconds:.1f} s")
+    fields = {k: v for k, v in vars(built).items() if k not in ("root", "teachers")}
+    paths = {k: str(Path(v).relative_to(built.root)) for k, v in fields.items() if isinstance(v, Path)}
+    teachers = {k: str(v.relative_to(built.root)) for k, v in built.teachers.items()}
+    numbers = {k: v for k, v in fields.items() if not isinstance(v, Path)}
+    (building / "models" / "tiny.json").write_text(
+        json.dumps({"paths": paths, "teachers": teachers, **numbers})
+    )
+    (building / "models").rename(cached)  # whole or not at all
+    shutil.rmtree(building)
 
 
 @pytest.fixture(scope="session")
