@@ -339,14 +339,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     logs.configure(settings.log_format)
-    _model_process()
-    # The embedded worker thread shares this process with the API: leave it a core, or a running
-    # job starves request handling (and the database) and poll latency goes from ms to seconds.
-    _set_threads(None, spare=1 if settings.embedded else 0)
+    if settings.embedded:
+        # The embedded worker thread runs models in this process: leave the API a core, or a
+        # running job starves request handling (and the database) and polls take seconds. A
+        # production API process loads no model code at all.
+        _model_process()
+        _set_threads(None, spare=1)
+    if settings.api_processes > 1 and settings.embedded:
+        raise SystemExit(
+            "GRACE_API_PROCESSES > 1 needs GRACE_DATABASE_URL and GRACE_REDIS_URL: the embedded default "
+            "runs its worker inside its one API process"
+        )
     # log_config=None: uvicorn's records go through the process's one handler (grace_infra.logs);
-    # access lines come from app.request_ids, with the request's id.
+    # access lines come from app.request_ids, with the request's id. Several processes each build
+    # the app from the same environment (uvicorn imports the factory in each).
     uvicorn.run(
-        create_app(settings),
+        create_app(settings) if settings.api_processes == 1 else "app.main:create_app",
+        factory=settings.api_processes > 1,
+        workers=settings.api_processes,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

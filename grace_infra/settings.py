@@ -93,6 +93,14 @@ class Settings(BaseSettings):
         "reconciler threads live: a container health check tests its age",
     )
     model_cache_size: int = Field(2, ge=1)
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`grace serve` processes sharing the port (PostgreSQL and Redis only: the embedded "
+        "default keeps its worker and SQLite in one). One process serves on about one core; each "
+        "holds its own pool of 30 connections",
+    )
     max_concurrent_requests: int | None = Field(
         None,
         ge=1,

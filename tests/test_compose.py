@@ -106,6 +106,7 @@ def test_environment_matches_the_settings_class(compose: dict[str, Any]) -> None
     assert settings.redis_url == "redis://:secret@redis:6379/0"
     assert settings.auth_enabled
     assert not settings.embedded
+    assert settings.api_processes == 2  # one process serves on about one core
 
 
 def test_commands_parse_with_the_real_cli(compose: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from grace_infra.settings import Settings
 
+POOL_CONNECTIONS = 30  # per process on PostgreSQL; admission keeps API requests below it
+
 
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
@@ -26,9 +28,15 @@ def make_engine(settings: Settings) -> Engine:
 
         return engine
     # A bounded connect: an attempt that hangs (a server starting or stopping under load) must fail
-    # and be retried, or a worker's heartbeat thread stalls and a live worker looks dead.
+    # and be retried, or a worker's heartbeat thread stalls and a live worker looks dead. Every
+    # connection stays pooled: an overflow connection is closed on return, so each burst of more
+    # requests than the pool kept would open (and authenticate) its connections again.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 10}
+        url,
+        pool_pre_ping=True,
+        pool_size=POOL_CONNECTIONS,
+        max_overflow=0,
+        connect_args={"connect_timeout": 10},
     )
 
 

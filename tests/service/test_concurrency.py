@@ -8,6 +8,9 @@ benchmarks/concurrency.py; this is the regression at a level a loaded 2-core mac
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -48,6 +51,7 @@ def test_many_concurrent_clients_after_idle_all_get_answers(
             GRACE_DATABASE_URL=request.getfixturevalue("database_url"),
             GRACE_REDIS_URL=request.getfixturevalue("redis_url"),
             GRACE_QUEUE_NAME=f"grace-concurrency-{uuid.uuid4().hex[:8]}",  # no worker reads it
+            GRACE_API_PROCESSES="2",  # the production shape (docker-compose.yml)
         )
         key = request.getfixturevalue("new_caller")().key  # a key in that database
     else:
@@ -64,3 +68,19 @@ def test_many_concurrent_clients_after_idle_all_get_answers(
     print(f"{backend}: {CLIENTS} polls + {SUBMISSIONS} submissions in {took:.1f} s")
     assert polls == [200] * CLIENTS
     assert posts == [202] * SUBMISSIONS
+
+
+def test_several_api_processes_need_the_production_shape(tmp_path: Path) -> None:
+    """The embedded default runs its worker and SQLite inside its one API process: asking it for
+    two is refused at start, saying what they need, not left to fight over the database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRACE_")}
+    env.update(GRACE_DATA_DIR=str(tmp_path / "data"), GRACE_API_PROCESSES="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "grace_cli.main", "serve", "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "GRACE_API_PROCESSES > 1 needs GRACE_DATABASE_URL and GRACE_REDIS_URL" in done.stderr
