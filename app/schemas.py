@@ -54,8 +54,11 @@ class StageProgress(BaseModel):
 class CandidateProgress(BaseModel):
     generate: StageProgress | None = None
     gradients: StageProgress | None = None
-    score: StageProgress | None = Field(
-        None, description="GRACE's splits and the uncertainty's subsample splits, counted as they run"
+    score: StageProgress | None = Field(None, description="GRACE's splits, counted as they run")
+    uncertainty: StageProgress | None = Field(
+        None,
+        description="the ranking's uncertainty: its subsamples' splits (or, for a score other than "
+        "GRACE, its subsamples), counted as they run",
     )
     distil: StageProgress | None = None
 

@@ -18,6 +18,7 @@ _UNITS = {
     "validation": "example",
     "gradients": "resp",
     "score": "cand",
+    "uncertainty": "split",
     "distil": "step",
     "evaluate": "model",
 }

@@ -10,7 +10,7 @@ from typing import Literal
 
 from grace_engine.errors import Cancelled
 
-Stage = Literal["generate", "validation", "gradients", "score", "distil", "evaluate", "train"]
+Stage = Literal["generate", "validation", "gradients", "score", "uncertainty", "distil", "evaluate", "train"]
 
 
 @dataclass(frozen=True)

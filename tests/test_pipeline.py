@@ -105,11 +105,16 @@ def test_progress_reports_every_stage_in_order(demo: tuple[RankingResult, list[P
     assert stages[-1] == "score"
     assert events[-1].done == events[-1].total == len(result.candidates)
     for name in result.candidates:
-        for stage in ("generate", "gradients"):
+        # GRACE's splits and then its uncertainty's each report their own done of total.
+        for stage in ("generate", "gradients", "score", "uncertainty"):
             mine = [e for e in events if e.stage == stage and e.candidate == name]
             assert mine, (stage, name)
             assert [e.done for e in mine] == sorted(e.done for e in mine)
             assert mine[-1].done == mine[-1].total
+        score = [i for i, e in enumerate(events) if e.stage == "score" and e.candidate == name]
+        assert events[score[-1]].total == result.config.n_splits
+    last_split = max(i for i, e in enumerate(events) if e.stage == "score" and e.candidate is not None)
+    assert last_split < min(i for i, e in enumerate(events) if e.stage == "uncertainty")
 
 
 def test_fast_and_exact_paths_rank_alike(

@@ -120,7 +120,7 @@ function ranFor(thing, now = Date.now()) {
 
 function stageOf(stages) {
   // The furthest stage a candidate has reached, with its progress.
-  for (const name of ["distil", "score", "gradients", "generate"]) {
+  for (const name of ["distil", "uncertainty", "score", "gradients", "generate"]) {
     const s = stages[name];
     if (s) return { name, done: s.done, total: s.total };
   }

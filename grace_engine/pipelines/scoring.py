@@ -37,7 +37,7 @@ from grace_engine.pipelines.config import ScoringConfig
 from grace_engine.pipelines.context import EngineContext, JobInputs
 from grace_engine.pipelines.prepare import PreparedJob, prepare
 from grace_engine.pipelines.results import CandidateResult, RankingResult
-from grace_engine.progress import ProgressEvent, check_cancel
+from grace_engine.progress import ProgressEvent, Stage, check_cancel
 from grace_engine.science import caveats
 from grace_engine.science.adaptive import BudgetReport, adaptive_evidence
 from grace_engine.science.caveats import ResultWarning
@@ -348,7 +348,7 @@ def _uncertainty(
     """The uncertainty of the job's ranking (its subsamples, confidence unless one is given, and
     seed; copies looked for in the candidates' responses); ``known``: candidates' draws from the
     same job (:func:`~grace_engine.science.uncertainty.rank_uncertainty`); ``ticks``: per
-    candidate, its :class:`_ScoreProgress`."""
+    candidate, its ``uncertainty`` stage's :class:`_StageTicks`."""
     cfg = job.cfg
     texts = {c.name: g.texts for c, g in zip(candidates, job.generated, strict=True) if c.name in evidence}
     return rank_uncertainty(
@@ -365,15 +365,15 @@ def _uncertainty(
     )
 
 
-class _ScoreProgress:
-    """One candidate's ``score`` stage: called before each split of its GRACE and of its
-    uncertainty's subsamples (from the threads that run them), it reports ``done`` of ``total``
-    and polls for cancellation, so a long bootstrap says where it is and stops when told within
-    one split's work. Calls are serialised: the job's progress sink and cancel poll are not
-    thread-safe."""
+class _StageTicks:
+    """One candidate's ``score`` stage (before each of GRACE's splits) or ``uncertainty`` stage
+    (before each split of its subsamples, or each subsample of another score): called from the
+    threads that run them, it reports ``done`` of ``total`` and polls for cancellation, so a long
+    bootstrap says where it is and stops when told within one split's work. Calls are serialised:
+    the job's progress sink and cancel poll are not thread-safe."""
 
-    def __init__(self, job: Prepared, candidate: str, total: int) -> None:
-        self.job, self.candidate, self.total = job, candidate, max(total, 1)
+    def __init__(self, job: Prepared, stage: Stage, candidate: str, total: int) -> None:
+        self.job, self.stage, self.candidate, self.total = job, stage, candidate, max(total, 1)
         self.done = 0
         self._lock = threading.Lock()
 
@@ -384,7 +384,7 @@ class _ScoreProgress:
             if self.done <= self.total and (
                 self.done == self.total or self.done % max(1, self.total // 100) == 0
             ):
-                self.job.report(ProgressEvent("score", self.done, self.total, self.candidate))
+                self.job.report(ProgressEvent(self.stage, self.done, self.total, self.candidate))
             check_cancel(self.job.ctx.should_cancel)
 
 
@@ -484,23 +484,21 @@ def _scored(
     graces: dict[str, GraceResult] = {}
     values: dict[str, dict[str, float | None]] = {}
     bootstrapped = adaptive is None and cfg.bootstrap > 0
-    ticks = {
-        name: _ScoreProgress(
+    splits = {name: _StageTicks(job, "score", name, settings.n_splits) for name in evidence}
+    draws = {
+        name: _StageTicks(
             job,
+            "uncertainty",
             name,
-            (settings.n_splits if "grace" in cfg.predictors else 0)
-            + (
-                draws_steps(ev, cfg.ranking_score, settings, n_subsamples=cfg.bootstrap, seed=cfg.seed)
-                if bootstrapped and (known is None or name not in known)
-                else 0
-            ),
+            draws_steps(ev, cfg.ranking_score, settings, n_subsamples=cfg.bootstrap, seed=cfg.seed),
         )
         for name, ev in evidence.items()
+        if bootstrapped and (known is None or name not in known)
     }
     for name, ev in evidence.items():
         if "grace" in cfg.predictors:
             workers = grace_workers(job.budget, job.resident(), ev.gradients.shape)
-            graces[name] = grace_of(ev, settings, max_workers=workers, tick=ticks[name])
+            graces[name] = grace_of(ev, settings, max_workers=workers, tick=splits[name])
         values[name] = {  # in the registry's order, whatever order the job listed them in
             p: graces[name].score if p == "grace" else value(p, ev, settings)
             for p in PREDICTORS
@@ -520,7 +518,7 @@ def _scored(
     if adaptive is not None:
         uncertainty = adaptive[0]
     elif cfg.bootstrap > 0:
-        uncertainty = _uncertainty(job, candidates, evidence, ranked_values, known, ticks=ticks)
+        uncertainty = _uncertainty(job, candidates, evidence, ranked_values, known, ticks=draws)
     results = {}
     teachers = _teachers(candidates, job.sources)
     for i, cand in enumerate(candidates):

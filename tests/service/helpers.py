@@ -133,10 +133,12 @@ def _validation(**settings: Any) -> dict[str, Any]:
     return {**body, "eval": eval_set, "train_seeds": [0], **settings}
 
 
-def _score_done_past(splits: int) -> Callable[[dict[str, Any]], bool]:
+def _started(stage: str) -> Callable[[dict[str, Any]], bool]:
+    """A unit in ``stage`` that has done some of it (its count has moved past 0)."""
+
     def reached(unit: dict[str, Any]) -> bool:
-        counts = [(c.get("score") or {}).get("done", 0) for c in unit["progress"].values()]
-        return unit["stage"] == "score" and max(counts, default=0) > splits
+        counts = [(c.get(stage) or {}).get("done", 0) for c in unit["progress"].values()]
+        return unit["stage"] == stage and max(counts, default=0) > 0
 
     return reached
 
@@ -172,7 +174,7 @@ STOP_SCENARIOS = (
             **_supplied(16, ["four", "4", "It is 4.", "2 + 2 = 4"]),
             "scoring": {"responses_per_prompt": 4, "proj_dim": 512, "n_splits": 1000, "bootstrap": 0},
         },
-        _score_done_past(0),
+        _started("score"),
     ),
     StopScenario(
         "bootstrap",
@@ -181,7 +183,7 @@ STOP_SCENARIOS = (
             **_supplied(16, ["four", "4", "It is 4.", "2 + 2 = 4"]),
             "scoring": {"responses_per_prompt": 4, "proj_dim": 64, "n_splits": 20, "bootstrap": 2000},
         },
-        _score_done_past(20),
+        _started("uncertainty"),
     ),
     StopScenario(
         "distil",
