@@ -47,11 +47,10 @@ _bearer = HTTPBearer(
 )
 
 
-def current_tenant(
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def current_tenant(session: SessionDep, settings: SettingsDep, credentials: BearerDep) -> Tenant:
     if not settings.auth_enabled:
         return get_or_create_tenant(session=session, name=DEFAULT_TENANT)
     challenge = {"WWW-Authenticate": "Bearer"}

@@ -10,10 +10,12 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.interfaces import ORMOption
 
 from app.errors import ApiError, not_found
 from app.services.pages import newest_first
@@ -333,15 +335,18 @@ def enqueue(*, session: Session, job: Job, queue: JobQueue) -> None:
     session.refresh(job)
 
 
-def get_job(*, session: Session, tenant: Tenant, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+def get_job(*, session: Session, tenant: Tenant, job_id: str, options: Sequence[ORMOption] = ()) -> Job:
+    """The tenant's job ``job_id`` (404 otherwise); ``options``: e.g. :data:`LISTING` for a route
+    that shows the job without its request."""
+    job = session.get(Job, job_id, options=options)
     if job is None or job.tenant_id != tenant.id:
         raise not_found("job")
     return job
 
 
-# A listing shows status and results, never the request body (prompts and supplied responses can
-# be megabytes per job): it is not loaded, and touching it would raise rather than load it quietly.
+# A listing or a poll shows status and results, never the request body (prompts and supplied
+# responses can be megabytes per job): it is not loaded, and touching it would raise rather than
+# load it quietly.
 LISTING = (defer(Job.request, raiseload=True),)
 
 

@@ -445,9 +445,11 @@ def test_max_tokens_that_fill_the_teachers_context_are_refused_at_submission(
     assert client.post("/v1/jobs", json=body, headers=caller.headers).status_code == 202
 
 
-def test_listings_never_load_request_bodies(client: TestClient, caller: Caller) -> None:
-    """GET /v1/jobs and /v1/rankings select what they show, not the (possibly huge) request."""
-    assert client.post("/v1/jobs", json=job_body(), headers=caller.headers).status_code == 202
+def test_listings_and_polls_never_load_request_bodies(client: TestClient, caller: Caller) -> None:
+    """GET /v1/jobs, /v1/rankings and a job's poll select what they show, not the (possibly huge)
+    request."""
+    accepted = client.post("/v1/jobs", json=job_body(), headers=caller.headers)
+    assert accepted.status_code == 202
     engine = client.app.state.engine  # type: ignore[attr-defined]
     seen: list[str] = []
 
@@ -461,11 +463,13 @@ def test_listings_never_load_request_bodies(client: TestClient, caller: Caller) 
             client.get("/v1/rankings", params={"student": "student"}, headers=caller.headers).status_code
             == 200
         )
+        assert client.get(f"/v1/jobs/{accepted.json()['id']}", headers=caller.headers).status_code == 200
     finally:
         event.remove(engine, "before_cursor_execute", capture)
-    listings = [s for s in seen if "FROM jobs" in s and "LIMIT" in s.upper()]
-    assert len(listings) == 2
-    assert not any(re.search(r"jobs\.request\b(?!_)", s) for s in listings), listings
+    jobs = [s for s in seen if "FROM jobs" in s]
+    assert len([s for s in jobs if "LIMIT" in s.upper()]) == 2
+    assert len(jobs) >= 3  # the two listings and the poll
+    assert not any(re.search(r"jobs\.request\b(?!_)", s) for s in jobs), jobs
 
 
 def test_one_version_everywhere(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
