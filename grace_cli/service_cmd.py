@@ -83,9 +83,9 @@ def progress_events(job: dict[str, Any]) -> list[ProgressEvent]:
     """The job's per-candidate progress as engine progress events, for the bars."""
     events = []
     for name, stages in (job.get("progress") or {}).get("candidates", {}).items():
-        for stage in ("generate", "gradients", "distil"):
-            if stages.get(stage):
-                events.append(ProgressEvent(stage, stages[stage]["done"], stages[stage]["total"], name))
+        for stage, counts in stages.items():  # in the server's order: generate ... distil
+            if counts:
+                events.append(ProgressEvent(stage, counts["done"], counts["total"], name))
     return events
 
 

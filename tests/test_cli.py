@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from grace_cli.main import build_parser, main
-from grace_cli.service_cmd import client_for
+from grace_cli.service_cmd import client_for, progress_events
 from grace_engine.models.data import DEFAULT_INSTRUCTION, StudentFormat
 from grace_engine.models.tiny_models import TinyModels
 
@@ -390,3 +390,28 @@ def test_keys_before_migrate_say_to_migrate_instead_of_a_traceback(
     assert main(["migrate"]) == 0
     assert main(["keys", "create", "--tenant", "lab"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("gk_")
+
+
+def test_service_progress_shows_every_stage_the_job_reports() -> None:
+    """`grace submit` and `grace jobs wait` draw a bar for each stage a candidate reports, scoring
+    and its uncertainty included, in the job's order; a stage not yet reached draws nothing."""
+    job = {
+        "progress": {
+            "candidates": {
+                "tutor": {
+                    "generate": {"done": 6, "total": 6},
+                    "gradients": {"done": 12, "total": 12},
+                    "score": {"done": 10, "total": 10},
+                    "uncertainty": {"done": 7, "total": 20},
+                    "distil": None,
+                }
+            }
+        }
+    }
+    events = progress_events(job)
+    assert [(e.stage, e.done, e.total, e.candidate) for e in events] == [
+        ("generate", 6, 6, "tutor"),
+        ("gradients", 12, 12, "tutor"),
+        ("score", 10, 10, "tutor"),
+        ("uncertainty", 7, 20, "tutor"),
+    ]

@@ -65,9 +65,11 @@ def test_validation_job_through_a_worker(
     job_id = job["id"]
     assert job["kind"] == "validation"
     # Each candidate's unit generated, stored its gradients and distilled the student.
-    # A candidate's unit scores it too (its uncertainty draws): the score stage is its own.
+    # A candidate's unit scores it too (its GRACE and its uncertainty draws), each its own stage.
     assert_fanned_out(
-        job, [c["name"] for c in body["candidates"]], {"generate", "gradients", "score", "distil"}
+        job,
+        [c["name"] for c in body["candidates"]],
+        {"generate", "gradients", "score", "uncertainty", "distil"},
     )
     steps = 3 * 2  # max_steps per seed, both seeds
     assert job["progress"]["candidates"]["tutor"]["distil"] == {"done": steps, "total": steps}
