@@ -33,7 +33,7 @@ from app.routers import (
     webhooks,
 )
 from app.routers.kinds import kind_router
-from grace_infra import tracing
+from grace_infra import logs, tracing
 from grace_infra.db.migrate import upgrade
 from grace_infra.db.session import make_engine, make_session_factory
 from grace_infra.queue import JobQueue, RedisJobQueue
@@ -134,3 +134,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     dashboard.install(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app each of several ``grace serve`` processes builds (``GRACE_API_PROCESSES``; uvicorn
+    imports this factory in each): settings and the log format from the environment, as
+    ``grace serve`` sets them up for its one process."""
+    settings = Settings()
+    logs.configure(settings.log_format)
+    return create_app(settings)

@@ -338,6 +338,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from grace_infra.settings import Settings
 
     settings = Settings()
+    if settings.api_processes > 1 and settings.embedded:
+        raise SystemExit(
+            "GRACE_API_PROCESSES > 1 needs GRACE_DATABASE_URL and GRACE_REDIS_URL: the embedded default "
+            "runs its worker inside its one API process"
+        )
     logs.configure(settings.log_format)
     if settings.embedded:
         # The embedded worker thread runs models in this process: leave the API a core, or a
@@ -345,16 +350,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # production API process loads no model code at all.
         _model_process()
         _set_threads(None, spare=1)
-    if settings.api_processes > 1 and settings.embedded:
-        raise SystemExit(
-            "GRACE_API_PROCESSES > 1 needs GRACE_DATABASE_URL and GRACE_REDIS_URL: the embedded default "
-            "runs its worker inside its one API process"
-        )
     # log_config=None: uvicorn's records go through the process's one handler (grace_infra.logs);
-    # access lines come from app.request_ids, with the request's id. Several processes each build
-    # the app from the same environment (uvicorn imports the factory in each).
+    # access lines come from app.request_ids, with the request's id.
     uvicorn.run(
-        create_app(settings) if settings.api_processes == 1 else "app.main:create_app",
+        create_app(settings) if settings.api_processes == 1 else "app.main:create_served_app",
         factory=settings.api_processes > 1,
         workers=settings.api_processes,
         host=args.host,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -42,6 +44,32 @@ def test_json_logs_carry_request_and_job_ids_in_one_format(tiny: TinyModels, tmp
     assert [(r["method"], r["path"], r["status"]) for r in access] == [("POST", "/v1/jobs", 202)]
     worker = [r for r in records if r["job_id"] == job_id and r["logger"].startswith("grace.worker")]
     assert worker, "the in-process worker's records name the job they are about"
+
+
+def test_several_api_processes_log_in_the_one_format(
+    tiny: TinyModels, tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """``GRACE_API_PROCESSES=2``: uvicorn builds the app in each child process, which sets up the
+    configured log format itself; a plain-text line from a child would break a JSON log pipeline."""
+    env = {
+        "GRACE_LOG_FORMAT": "json",
+        "GRACE_API_PROCESSES": "2",
+        "GRACE_DATABASE_URL": database_url,
+        "GRACE_REDIS_URL": redis_url,
+        "GRACE_QUEUE_NAME": f"grace-processes-{uuid.uuid4().hex[:8]}",  # no worker reads it
+        "GRACE_AUTH": "off",
+    }
+    ids = [f"process-{i}" for i in range(8)]
+    with embedded_server(tmp_path, tiny.root, env=env) as base:
+        for request_id in ids:  # each on a new connection, so both processes take some
+            assert httpx.get(f"{base}/v1/jobs", headers={"X-Request-ID": request_id}).status_code == 200
+    records = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.strip()]
+    access = {r["request_id"] for r in records if r["logger"] == "grace.access"}
+    assert set(ids) <= access
+    started = [
+        r for r in records if r["logger"].startswith("uvicorn") and "Started server process" in r["message"]
+    ]
+    assert len(started) == 2
 
 
 def test_a_trace_spans_the_api_and_the_worker_for_one_job(tiny: TinyModels, tmp_path: Path) -> None:
